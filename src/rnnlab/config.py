@@ -1,0 +1,103 @@
+"""Validation of a composed config, before anything is created.
+
+Hydra already rejects unknown group choices (``cell=LSTM``) with the list of valid ones. What
+it cannot know is that ``seq_len`` must be a positive integer or that ``clip=-1`` is nonsense;
+those are checked here, up front, so a bad command line fails in a second with one clear line
+and never leaves a half-made MLflow run behind.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """A config value is invalid. The message names the key, the value and what is valid."""
+
+    def __init__(self, key: str, value: Any, valid: str):
+        self.key, self.value, self.valid = key, value, valid
+        super().__init__(f"invalid config: {key}={value!r}: {valid}")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_real(v: Any) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
+
+
+def positive_int(v: Any) -> bool:
+    return _is_int(v) and v > 0
+
+
+def non_negative_int(v: Any) -> bool:
+    return _is_int(v) and v >= 0
+
+
+def positive_real(v: Any) -> bool:
+    return _is_real(v) and v > 0
+
+
+def real(v: Any) -> bool:
+    return _is_real(v)
+
+
+def unit_interval(v: Any) -> bool:
+    return _is_real(v) and 0 <= v < 1
+
+
+def one_of(*choices: Any) -> Callable[[Any], bool]:
+    return lambda v: v in choices
+
+
+def optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: v is None or check(v)
+
+
+def require(key: str, value: Any, check: Callable[[Any], bool], valid: str) -> Any:
+    """Raise :class:`ConfigError` unless ``check(value)``; return the value for chaining."""
+    if not check(value):
+        raise ConfigError(key, value, valid)
+    return value
+
+
+# key -> (check, what is valid). Task-specific keys are validated by the task itself.
+RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "seed": (non_negative_int, "must be an integer >= 0"),
+    "seq_len": (positive_int, "must be an integer > 0"),
+    "batch_size": (positive_int, "must be an integer > 0"),
+    "clip": (optional(positive_real), "must be a number > 0, or null to disable clipping"),
+    "threads": (optional(positive_int), "must be an integer > 0, or null for torch's default"),
+    "cell.name": (one_of("rnn", "lstm", "gru"), "must be one of rnn, lstm, gru"),
+    "cell.impl": (one_of("fused", "reference"), "must be one of fused, reference"),
+    "cell.hidden_size": (positive_int, "must be an integer > 0"),
+    "cell.num_layers": (positive_int, "must be an integer > 0"),
+    "cell.dropout": (unit_interval, "must be a number in [0, 1)"),
+    "cell.nonlinearity": (one_of("tanh", "relu"), "must be one of tanh, relu"),
+    "cell.forget_bias": (real, "must be a finite number"),
+    "model.embed_dim": (positive_int, "must be an integer > 0"),
+    "optim.name": (one_of("adam", "rmsprop", "sgd"), "must be one of adam, rmsprop, sgd"),
+    "optim.lr": (positive_real, "must be a number > 0"),
+    "optim.weight_decay": (lambda v: _is_real(v) and v >= 0, "must be a number >= 0"),
+    "optim.momentum": (unit_interval, "must be a number in [0, 1)"),
+    "optim.schedule": (one_of(None, "cosine", "step"), "must be one of null, cosine, step"),
+    "optim.step_size": (positive_int, "must be an integer > 0"),
+    "optim.gamma": (positive_real, "must be a number > 0"),
+    "trainer.max_steps": (positive_int, "must be an integer > 0"),
+    "trainer.val_check_interval": (positive_int, "must be an integer > 0 (steps)"),
+    "trainer.log_every_n_steps": (positive_int, "must be an integer > 0"),
+}
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check every known key that is present; raise :class:`ConfigError` on the first bad one."""
+    for key, (check, valid) in RULES.items():
+        node = OmegaConf.select(cfg, key, default="<absent>", throw_on_missing=False)
+        if node == "<absent>":
+            continue
+        require(key, node, check, valid)

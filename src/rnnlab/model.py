@@ -1,0 +1,187 @@
+"""One LightningModule for every cell x task: input encoder -> recurrent stack -> head.
+
+The task (a :class:`rnnlab.tasks.base.Task`) says how inputs are encoded, how the recurrent
+outputs are read out, and which loss and metrics apply; the model only wires them together.
+Gradient-norm clipping happens in :meth:`configure_gradient_clipping` so that the norm before
+clipping comes straight from ``clip_grad_norm_`` instead of a second pass over the gradients.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities import grad_norm
+from torch import Tensor, nn
+
+from rnnlab import cells
+from rnnlab.tasks.base import Task
+
+OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop, "sgd": torch.optim.SGD}
+
+
+class RecurrentModel(pl.LightningModule):
+    def __init__(self, task: Task, cell: dict, optim: dict, clip: float | None = None,
+                 embed_dim: int = 64, max_steps: int = 1000, run_label: str = "run"):
+        super().__init__()
+        self.save_hyperparameters(ignore=["task"])
+        self.task = task
+        self.clip = clip
+        self.optim_cfg = dict(optim)
+        self.run_label = run_label
+        if task.input_kind == "tokens":
+            self.encoder = nn.Embedding(task.input_size, embed_dim)
+        else:
+            self.encoder = nn.Linear(task.input_size, embed_dim)
+        cell_kwargs = {k: v for k, v in cell.items() if k != "name"}
+        self.rnn = cells.build(cell["name"], input_size=embed_dim, **cell_kwargs)
+        self.head = nn.Linear(cell["hidden_size"], task.output_size)
+        self.metrics = nn.ModuleDict({s: task.metrics() for s in ("val", "test")})
+        self.final_vectors: dict[str, Tensor] = {}  # non-scalar metrics, e.g. loss by position
+        self._carry: dict[str, object] = {}  # hidden state carried across batches (stateful)
+        self._clip_active = torch.zeros(())
+        self._clip_steps = 0
+        self.grad_norm_max = 0.0
+        self.nonfinite_steps = 0
+        self.diverged_at: int | None = None  # global step at which loss or gradient went non-finite
+        self.last_grad_norm: float | None = None
+
+    # -- forward --------------------------------------------------------------------------
+    def embed(self, x: Tensor) -> Tensor:
+        return self.encoder(x)
+
+    def recur(self, e: Tensor, state=None):
+        return self.rnn(e, state)
+
+    def read(self, h: Tensor, mask: Tensor | None) -> Tensor:
+        """Turn recurrent outputs (B, T, H) into predictions per the task's readout."""
+        how = self.task.readout
+        if how == "seq":
+            return self.head(h)
+        if how == "last":
+            return self.head(h[:, -1])
+        if mask is None:
+            mask = torch.ones(h.shape[:2], dtype=torch.bool, device=h.device)
+        m = mask.unsqueeze(-1)
+        if how == "mean":
+            return self.head((h * m).sum(1) / m.sum(1).clamp_min(1))
+        if how == "max":
+            return self.head(h.masked_fill(~m, -math.inf).amax(1))
+        raise ValueError(f"unknown readout {how!r}; valid: seq, last, mean, max")
+
+    def forward(self, batch: dict[str, Tensor], state=None):
+        h, state = self.recur(self.embed(batch["x"]), state)
+        return self.read(h, batch.get("mask")), state
+
+    def _step(self, batch, stage: str):
+        state = self._carry.get(stage) if self.task.stateful else None
+        out, state = self(batch, state)
+        if self.task.stateful:  # truncated BPTT: keep the state, cut the graph
+            self._carry[stage] = tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+        return out, self.task.loss(out, batch)
+
+    # -- training -------------------------------------------------------------------------
+    def on_train_epoch_start(self):
+        self._carry.pop("train", None)
+
+    def training_step(self, batch, batch_idx):
+        out, loss = self._step(batch, "train")
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        """Clip by global 2-norm and record the norm before and after.
+
+        ``clip_grad_norm_`` scales by ``min(1, clip / (norm + 1e-6))``, so the norm after
+        clipping is that factor times the norm before; no second pass is needed.
+        """
+        max_norm = self.clip if self.clip is not None else math.inf
+        pre = torch.nn.utils.clip_grad_norm_(self.parameters(), max_norm)
+        # One host sync per step, on purpose: a non-finite gradient must stop the run before
+        # the optimizer writes NaN into the weights. Dropping the gradients makes the
+        # optimizer skip every parameter, so the weights stay those of the last good step.
+        pre_value = float(pre)
+        self.last_grad_norm = pre_value
+        if not math.isfinite(pre_value):
+            self.nonfinite_steps += 1
+            self.diverged_at = self.global_step
+            self.trainer.should_stop = True
+            for p in self.parameters():
+                p.grad = None
+            return
+        self.grad_norm_max = max(self.grad_norm_max, pre_value)
+        scale = (max_norm / (pre + 1e-6)).clamp(max=1.0) if self.clip is not None else torch.ones_like(pre)
+        active = (scale < 1.0).float()
+        self._clip_active = self._clip_active.to(pre.device) + active
+        self._clip_steps += 1
+        if self._should_log():
+            self.log_dict({
+                "grad_norm/pre_clip": pre,
+                "grad_norm/post_clip": pre * scale,
+                "clip/active": self._clip_active / self._clip_steps,
+                "grad_norm/max": self.grad_norm_max,
+                "grad_norm/nonfinite_steps": float(self.nonfinite_steps),
+            })
+            self._clip_active, self._clip_steps = torch.zeros_like(self._clip_active), 0
+
+    def on_before_optimizer_step(self, optimizer):
+        if self._should_log():  # per-parameter norms only at logging steps: they cost a sync
+            norms = grad_norm(self, norm_type=2)
+            self.log_dict({
+                "grad_norm/" + k.split("/", 1)[1].removeprefix("rnn."): v
+                for k, v in norms.items() if "/" in k
+            })
+
+    def _should_log(self) -> bool:
+        t = self._trainer
+        return t is not None and t.logger is not None and (t.global_step + 1) % t.log_every_n_steps == 0
+
+    def configure_optimizers(self):
+        o = self.optim_cfg
+        name = o["name"]
+        kwargs = {"lr": o["lr"], "weight_decay": o.get("weight_decay", 0.0)}
+        if name in ("sgd", "rmsprop"):
+            kwargs["momentum"] = o.get("momentum", 0.0)
+        optimizer = OPTIMIZERS[name](self.parameters(), **kwargs)
+        schedule = o.get("schedule")
+        if schedule is None:
+            return optimizer
+        if schedule == "cosine":
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.hparams.max_steps)
+        elif schedule == "step":
+            sched = torch.optim.lr_scheduler.StepLR(optimizer, step_size=o["step_size"], gamma=o["gamma"])
+        else:
+            raise ValueError(f"unknown optim.schedule {schedule!r}; valid: null, cosine, step")
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # -- evaluation -----------------------------------------------------------------------
+    def _eval_step(self, batch, stage):
+        out, loss = self._step(batch, stage)
+        self.task.update_metrics(self.metrics[stage], out, batch, loss)
+
+    def _eval_end(self, stage):
+        values = self.task.compute_metrics(self.metrics[stage])
+        self.metrics[stage].reset()
+        scalars = {f"{stage}/{k}": v for k, v in values.items() if v.ndim == 0}
+        self.final_vectors.update({f"{stage}/{k}": v for k, v in values.items() if v.ndim > 0})
+        self.log_dict(scalars, prog_bar=stage == "val")
+        self._carry.pop(stage, None)
+
+    def on_validation_epoch_start(self):
+        self._carry.pop("val", None)
+
+    def on_test_epoch_start(self):
+        self._carry.pop("test", None)
+
+    def validation_step(self, batch, batch_idx):
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._eval_step(batch, "test")
+
+    def on_validation_epoch_end(self):
+        self._eval_end("val")
+
+    def on_test_epoch_end(self):
+        self._eval_end("test")

@@ -1,0 +1,31 @@
+"""Where rnnlab keeps things on disk.
+
+Everything is anchored at the repository root (the folder holding ``conf/``), never at the
+current or Hydra's working directory, so that ``mlflow ui`` started from the repo root sees
+every run no matter where a job ran.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def repo_root() -> Path:
+    """The repository root: ``$RNNLAB_ROOT`` if set, else the checkout this package lives in."""
+    env = os.environ.get("RNNLAB_ROOT")
+    if env:
+        return Path(env).resolve()
+    return Path(__file__).resolve().parents[2]
+
+
+def config_dir() -> Path:
+    return repo_root() / "conf"
+
+
+def default_tracking_uri() -> str:
+    return f"sqlite:///{repo_root() / 'mlflow.db'}"
+
+
+def default_artifact_root() -> str:
+    return (repo_root() / "mlruns").as_uri()

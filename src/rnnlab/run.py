@@ -1,0 +1,146 @@
+"""Train one configuration end to end: validate, build, track, fit, test, report.
+
+The order matters: everything that can reject the command line (config values, data paths,
+``seq_len`` longer than the data) runs before the MLflow run exists; once the run exists,
+every way out of this function gives it a final status.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
+
+from rnnlab import config, tracking
+from rnnlab.callbacks import PlainProgress, TokensPerSecond
+from rnnlab.model import RecurrentModel
+from rnnlab.tasks.base import Task
+
+
+@dataclass
+class Summary:
+    run_id: str
+    run_name: str
+    experiment: str
+    status: str  # FINISHED | FAILED
+    main_metric: str
+    val: float | None
+    test: float | None
+    diverged: bool
+    diverged_at_step: int | None
+    tracking_uri: str
+
+    def lines(self) -> list[str]:
+        metric = self.main_metric.split("/", 1)[1]
+        if self.diverged:
+            head = (f"DIVERGED at step {self.diverged_at_step}: non-finite loss or gradient; "
+                    f"run marked FAILED (diverged=true)")
+        else:
+            head = f"{self.main_metric} = {self.val:.4f}" + (
+                f" | test/{metric} = {self.test:.4f}" if self.test is not None else "")
+        return [f"[{self.run_name}] {head}",
+                f"MLflow run {self.run_id} in experiment '{self.experiment}' ({self.status})",
+                f"see it: {tracking.ui_command(self.tracking_uri)}"]
+
+
+def interactive() -> bool:
+    return sys.stdout.isatty() and not os.environ.get("CI")
+
+
+def build_task(cfg: DictConfig) -> Task:
+    return instantiate(cfg.task, _convert_="all")
+
+
+def build_model(cfg: DictConfig, task: Task, label: str) -> RecurrentModel:
+    return RecurrentModel(
+        task=task,
+        cell=OmegaConf.to_container(cfg.cell, resolve=True),
+        optim=OmegaConf.to_container(cfg.optim, resolve=True),
+        clip=cfg.clip,
+        embed_dim=cfg.model.embed_dim,
+        max_steps=cfg.trainer.max_steps,
+        run_label=label,
+    )
+
+
+def train(cfg: DictConfig) -> Summary:
+    config.validate(cfg)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    # cuDNN/cuBLAS need this for deterministic results; harmless on CPU.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    task = build_task(cfg)  # loads and checks the data: may raise ConfigError
+    label = tracking.run_name(cfg, task.name)
+    model = build_model(cfg, task, label)
+
+    run = tracking.Run(cfg, task.name, tags={
+        "cell": cfg.cell.name, "task": task.name, "seq_len": cfg.seq_len, "clip": cfg.clip,
+        "seed": cfg.seed, "command": tracking.command_line(), **tracking.git_info(),
+    })
+    try:
+        return _fit_and_test(cfg, task, model, run)
+    except BaseException as e:
+        run.set_tags({"error": f"{type(e).__name__}: {e}"[:5000]})
+        run.end("FAILED" if not isinstance(e, KeyboardInterrupt) else "KILLED")
+        raise
+
+
+def _fit_and_test(cfg: DictConfig, task: Task, model: RecurrentModel, run: tracking.Run) -> Summary:
+    n_params = sum(p.numel() for p in model.parameters())
+    run.log_config(cfg, {"model/n_params": n_params, **task.describe(), **tracking.env_versions()})
+    run.log_metrics({f"baseline/{k}": v for k, v in task.baselines().items()})
+
+    ckpt_dir = tempfile.mkdtemp(prefix=f"rnnlab-{run.id}-") if _hydra_dir() is None else \
+        os.path.join(_hydra_dir(), "checkpoints", run.id)
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=task.main_metric,
+                                 mode=task.mode, save_last=True, auto_insert_metric_name=False)
+    callbacks = [checkpoint, TokensPerSecond()]
+    callbacks.append(RichProgressBar() if interactive() else PlainProgress())
+    trainer: pl.Trainer = instantiate(cfg.trainer, logger=run.logger, callbacks=callbacks,
+                                      enable_progress_bar=interactive())
+    trainer.fit(model, datamodule=task)
+
+    diverged = model.diverged_at is not None
+    test_value = None
+    if not diverged:
+        ckpt = "best" if checkpoint.best_model_path else None
+        trainer.test(model, datamodule=task, ckpt_path=ckpt, verbose=False)
+        test_value = _value(trainer.callback_metrics, "test/" + task.main_metric.split("/", 1)[1])
+        with tempfile.TemporaryDirectory() as tmp:
+            for path in task.log_artifacts(model, "test", tmp):
+                run.log_artifact(path, "plots" if path.endswith(".png") else "data")
+        if cfg.tracking.get("log_checkpoint", True) and checkpoint.best_model_path:
+            run.log_artifact(checkpoint.best_model_path, "checkpoints")
+
+    val_value = checkpoint.best_model_score
+    run.set_tags({"diverged": str(diverged).lower(), "status_reason": "diverged" if diverged else "ok",
+                  **({"diverged_at_step": model.diverged_at, "last_grad_norm": model.last_grad_norm}
+                     if diverged else {})})
+    status = "FAILED" if diverged else "FINISHED"
+    run.end(status)
+    return Summary(run_id=run.id, run_name=run.name, experiment=run.experiment_name, status=status,
+                   main_metric=task.main_metric,
+                   val=float(val_value) if val_value is not None else _value(trainer.callback_metrics, task.main_metric),
+                   test=test_value, diverged=diverged, diverged_at_step=model.diverged_at,
+                   tracking_uri=run.uri)
+
+
+def _value(metrics, key) -> float | None:
+    v = metrics.get(key)
+    return None if v is None else float(v)
+
+
+def _hydra_dir() -> str | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else None
+
+

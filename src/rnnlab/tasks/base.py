@@ -1,0 +1,197 @@
+"""The interface every task shares, and the in-memory batching they all use.
+
+A task is a ``LightningDataModule`` that also tells the model how to read its data:
+
+* ``input_kind`` / ``input_size``: ``"tokens"`` (an embedding over ``input_size`` ids) or
+  ``"real"`` (a linear projection of ``input_size`` features);
+* ``readout``: ``"seq"`` (a prediction at every step) or ``"last"``/``"mean"``/``"max"``
+  (one prediction per sequence) and ``output_size``;
+* ``loss`` and ``metrics``: the training objective and the torchmetrics it reports;
+* ``main_metric`` / ``mode``: what model selection and sweep reports rank by;
+* ``baselines``: the score of the trivial strategy, logged so every run says whether it
+  learnt anything.
+
+Batches are dicts of tensors (``x``, ``y`` and optionally ``mask``) sliced from tensors
+already in memory: one indexing op per batch, no per-sample Python and no worker processes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
+from torchmetrics import Metric, MetricCollection
+
+from rnnlab.config import ConfigError
+
+
+class BatchSampler(Sampler):
+    """Yields one index tensor per batch: a fresh seeded permutation each epoch, or in order.
+
+    Lightning calls ``set_epoch`` before each epoch, so the batches depend only on the seed
+    and the epoch number, which keeps runs reproducible (and resumable).
+    """
+
+    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int, drop_last: bool):
+        self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
+        self.drop_last = drop_last
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size if self.drop_last else math.ceil(self.n / self.batch_size)
+
+    def __iter__(self):
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.n, generator=g)
+        else:
+            order = torch.arange(self.n)
+        yield from order[: len(self) * self.batch_size if self.drop_last else None].split(self.batch_size)
+
+
+class TensorBatches(Dataset):
+    """Indexable by a tensor of indices: returns the whole batch in one slice per field."""
+
+    def __init__(self, **fields: Tensor):
+        sizes = {len(v) for v in fields.values()}
+        assert len(sizes) == 1, f"fields differ in length: { {k: len(v) for k, v in fields.items()} }"
+        self.fields = fields
+
+    def __len__(self) -> int:
+        return len(next(iter(self.fields.values())))
+
+    def __getitem__(self, idx: Tensor) -> dict[str, Tensor]:
+        return {k: v[idx] for k, v in self.fields.items()}
+
+
+def tensor_loader(fields: dict[str, Tensor], batch_size: int, shuffle: bool, seed: int = 0,
+                  drop_last: bool = False) -> DataLoader:
+    """A real ``DataLoader`` (so Lightning can seed, shard and count it) that slices batches."""
+    data = TensorBatches(**fields)
+    sampler = BatchSampler(len(data), batch_size, shuffle, seed, drop_last)
+    return DataLoader(data, sampler=sampler, batch_size=None, num_workers=0)
+
+
+class Task(pl.LightningDataModule):
+    """Base class of every task. Subclasses set the class attributes and implement the hooks."""
+
+    name: ClassVar[str]
+    input_kind: ClassVar[str]  # "tokens" | "real"
+    main_metric: ClassVar[str]  # e.g. "val/ppl"; the "val/" key, test uses "test/"
+    mode: ClassVar[str]  # "min" | "max"
+    readout: str = "last"  # "seq" | "last" | "mean" | "max"
+    stateful: bool = False  # carry the hidden state across consecutive batches
+
+    input_size: int
+    output_size: int
+
+    def __init__(self, seq_len: int, batch_size: int, seed: int):
+        super().__init__()
+        self.seq_len, self.batch_size, self.seed = seq_len, batch_size, seed
+
+    # -- what the model needs ------------------------------------------------------------
+    def loss(self, out: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        raise NotImplementedError
+
+    def metrics(self) -> MetricCollection:
+        """Fresh metric objects for one stage; keys without the stage prefix."""
+        raise NotImplementedError
+
+    def update_metrics(self, metrics: MetricCollection, out: Tensor, batch: dict[str, Tensor],
+                       loss: Tensor) -> None:
+        raise NotImplementedError
+
+    def compute_metrics(self, metrics: MetricCollection) -> dict[str, Tensor]:
+        """The epoch's values; override to add derived ones (perplexity from the mean loss)."""
+        return dict(metrics.compute())
+
+    def baselines(self) -> dict[str, float]:
+        """Metrics of the trivial strategy, logged once under ``baseline/``."""
+        return {}
+
+    def tokens(self, batch: dict[str, Tensor]) -> int:
+        """Sequence steps in a batch, for throughput."""
+        x = batch["x"]
+        return x.shape[0] * x.shape[1]
+
+    def log_artifacts(self, model: pl.LightningModule, stage: str, out_dir) -> list[str]:
+        """Write task-specific files (plots, CSVs) for ``stage`` into ``out_dir``; return paths."""
+        return []
+
+    def describe(self) -> dict[str, Any]:
+        """Facts about the data worth logging as params (sizes, vocabulary...)."""
+        return {}
+
+    # -- helpers for subclasses ---------------------------------------------------------
+    def _loader(self, fields: dict[str, Tensor], train: bool) -> DataLoader:
+        return tensor_loader(fields, self.batch_size, shuffle=train and not self.stateful,
+                             seed=self.seed, drop_last=train)
+
+    @staticmethod
+    def check(key: str, value: Any, ok: bool, valid: str) -> None:
+        if not ok:
+            raise ConfigError(key, value, valid)
+
+
+class MeanPerPosition(Metric):
+    """Mean of a per-position quantity (B, T) over all batches: e.g. loss at each position."""
+
+    full_state_update = False
+
+    def __init__(self, length: int, **kwargs):
+        super().__init__(**kwargs)
+        self.add_state("total", torch.zeros(length, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, values: Tensor) -> None:
+        self.total += values.detach().double().sum(0)
+        self.count += values.shape[0]
+
+    def compute(self) -> Tensor:
+        return self.total / self.count
+
+
+class FreshSampler(Sampler):
+    """For generated tasks: ``batches_per_epoch`` batches of never-seen indices per epoch.
+
+    Index ranges are contiguous and disjoint across epochs, so a batch is identified by its
+    first index and can be generated deterministically from it (see :class:`GeneratedBatches`).
+    """
+
+    def __init__(self, batches_per_epoch: int, batch_size: int):
+        self.batches_per_epoch, self.batch_size, self.epoch = batches_per_epoch, batch_size, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch
+
+    def __iter__(self):
+        first = self.epoch * self.batches_per_epoch
+        for k in range(first, first + self.batches_per_epoch):
+            yield torch.arange(k * self.batch_size, (k + 1) * self.batch_size)
+
+
+class GeneratedBatches(Dataset):
+    """Generates the batch for an index range from a generator seeded by (seed, first index)."""
+
+    def __init__(self, generate, seed: int):
+        self.generate, self.seed = generate, seed
+
+    def __getitem__(self, idx: Tensor) -> dict[str, Tensor]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + int(idx[0]) + 1)
+        return self.generate(len(idx), g)
+
+
+def generated_loader(generate, batches_per_epoch: int, batch_size: int, seed: int) -> DataLoader:
+    """Fresh samples every step: the classic setting for the adding and copy problems."""
+    return DataLoader(GeneratedBatches(generate, seed), batch_size=None, num_workers=0,
+                      sampler=FreshSampler(batches_per_epoch, batch_size))

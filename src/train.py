@@ -1,0 +1,37 @@
+"""Train one configuration: ``python src/train.py cell=gru seq_len=200 clip=null``.
+
+A thin Hydra entry point over :func:`rnnlab.run.train`; ``-m`` runs a sweep.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # works without `pip install -e .` too
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from rnnlab import paths  # noqa: E402
+from rnnlab.config import ConfigError, validate  # noqa: E402
+
+OmegaConf.register_new_resolver("root", lambda: str(paths.repo_root()), replace=True)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        validate(cfg)  # before the heavy imports: a typo fails in a second
+        from rnnlab.run import train
+
+        summary = train(cfg)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print("\n".join(summary.lines()), flush=True)
+    return summary.val
+
+
+if __name__ == "__main__":
+    main()
