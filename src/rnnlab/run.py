@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import pytorch_lightning as pl
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
@@ -55,7 +56,12 @@ def interactive() -> bool:
 
 
 def build_task(cfg: DictConfig) -> Task:
-    return instantiate(cfg.task, _convert_="all")
+    try:
+        return instantiate(cfg.task, _convert_="all")
+    except InstantiationException as e:  # surface the task's own ConfigError, not Hydra's wrapper
+        if isinstance(e.__cause__, config.ConfigError):
+            raise e.__cause__ from None
+        raise
 
 
 def build_model(cfg: DictConfig, task: Task, label: str) -> RecurrentModel:

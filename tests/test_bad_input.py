@@ -1,0 +1,79 @@
+"""Bad input: a clear one-line error naming key, value and what is valid; a non-zero exit;
+and no MLflow run left RUNNING (nor created at all, when the input is rejected up front)."""
+
+from __future__ import annotations
+
+import pytest
+
+# (overrides, text the error must contain)
+REJECTED = [
+    (["seq_len=0"], "seq_len=0: must be an integer > 0"),
+    (["seq_len=-5"], "seq_len=-5: must be an integer > 0"),
+    (["seq_len=abc"], "seq_len='abc': must be an integer > 0"),
+    (["clip=-1"], "clip=-1: must be a number > 0, or null"),
+    (["clip=abc"], "clip='abc'"),
+    (["seed=1.5"], "seed=1.5: must be an integer >= 0"),
+    (["cell.hidden_size=0"], "cell.hidden_size=0: must be an integer > 0"),
+    (["cell.num_layers=0"], "cell.num_layers=0: must be an integer > 0"),
+    (["cell=rnn", "cell.nonlinearity=sigmoid"], "cell.nonlinearity='sigmoid': must be one of tanh, relu"),
+    (["optim.name=adamw"], "optim.name='adamw': must be one of adam, rmsprop, sgd"),
+    (["optim.lr=0"], "optim.lr=0: must be a number > 0"),
+    (["trainer.max_steps=ten"], "trainer.max_steps='ten'"),
+]
+
+
+@pytest.mark.parametrize("overrides,message", REJECTED, ids=[" ".join(o) for o, _ in REJECTED])
+def test_bad_value_is_rejected_before_any_run(store, overrides, message):
+    proc = store.train(*overrides, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0, f"expected one line, got:\n{proc.stderr}"
+    assert store.runs() == []
+
+
+@pytest.mark.parametrize("override,choices", [("cell=LSTM", ["gru", "lstm", "rnn"]),
+                                              ("task=char-lm", ["adding", "char_lm", "copy"])])
+def test_unknown_group_choice_lists_valid_ones(store, override, choices):
+    proc = store.train(override, check=False)
+    assert proc.returncode != 0
+    assert "Could not find" in proc.stderr
+    for c in choices:
+        assert c in proc.stderr
+    assert store.runs() == []
+
+
+@pytest.mark.parametrize("corpus,message", [
+    ("/no/such/file.txt", "must be 'default', 'all' or the path of an existing UTF-8 text file"),
+    ("EMPTY", "is empty"),
+    ("BINARY", "is a binary file"),
+])
+def test_bad_corpus_is_rejected_before_any_run(store, tmp_path, corpus, message):
+    if corpus == "EMPTY":
+        (tmp_path / "empty.txt").write_text("")
+        corpus = str(tmp_path / "empty.txt")
+    elif corpus == "BINARY":
+        (tmp_path / "blob.bin").write_bytes(bytes(range(256)) * 10)
+        corpus = str(tmp_path / "blob.bin")
+    proc = store.train(f"task.corpus={corpus}", check=False)
+    assert proc.returncode == 2
+    assert f"task.corpus='{corpus}'" in proc.stderr and message in proc.stderr
+    assert store.runs() == []
+
+
+def test_seq_len_longer_than_corpus(store, tmp_path):
+    text = tmp_path / "tiny.txt"
+    text.write_text("to be or not to be " * 20)  # 380 chars: val and test splits get 19 each
+    proc = store.train(f"task.corpus={text}", "seq_len=50", check=False)
+    assert proc.returncode == 2
+    assert "seq_len=50: must be < 19" in proc.stderr
+    assert store.runs() == []
+
+
+def test_failure_after_the_run_started_marks_it_failed(store):
+    """A real error mid-run (here: an argument Lightning's Trainer rejects) exits non-zero and
+    leaves the run FAILED with the error as a tag, not RUNNING."""
+    proc = store.train("+trainer.no_such_argument=1", check=False)
+    assert proc.returncode != 0
+    run = store.only_run("char_lm")
+    assert run.info.status == "FAILED"
+    assert "no_such_argument" in run.data.tags["error"]
