@@ -1,0 +1,75 @@
+"""Parameter counts of the recurrent cells, in closed form.
+
+A cell with G gate blocks (RNN 1, GRU 3, LSTM 4), input size i and hidden size h has, per layer,
+G blocks of an (h × i) input matrix, an (h × h) recurrent matrix and bias::
+
+    single bias  (textbook):  G·h·(h + i + 1)    RNN h(h+i+1), GRU 3h(h+i+1), LSTM 4h(h+i+1)
+    pytorch      (two biases, bias_ih and bias_hh): G·h·(h + i + 2)
+
+Layers after the first take the hidden state as input (i = h). For i = 300, h = 128:
+single 54,912 / 164,736 / 219,648 and pytorch 55,040 / 165,120 / 220,160 (RNN / GRU / LSTM).
+
+CLI: ``python -m rnnlab.cells.params --input-size 300 --hidden-size 128 [--num-layers 1]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+GATE_BLOCKS = {"rnn": 1, "gru": 3, "lstm": 4}
+BIAS_VECTORS = {"single": 1, "pytorch": 2}
+
+
+def count_params(
+    cell: str, input_size: int, hidden_size: int, num_layers: int = 1, bias: str = "pytorch"
+) -> int:
+    """Number of parameters of a ``num_layers`` stack of ``cell`` ("rnn", "gru", "lstm").
+
+    ``bias="pytorch"`` counts two bias vectors per gate block, as ``nn.RNN``/``nn.GRU``/
+    ``nn.LSTM`` store them; ``bias="single"`` counts one, as the textbook equations have it.
+    """
+    if cell not in GATE_BLOCKS:
+        raise ValueError(f"unknown cell {cell!r}; valid: {', '.join(GATE_BLOCKS)}")
+    if bias not in BIAS_VECTORS:
+        raise ValueError(f"unknown bias layout {bias!r}; valid: {', '.join(BIAS_VECTORS)}")
+    if input_size < 1 or hidden_size < 1 or num_layers < 1:
+        raise ValueError("input_size, hidden_size and num_layers must be >= 1")
+    g, h, nb = GATE_BLOCKS[cell], hidden_size, BIAS_VECTORS[bias]
+    total = 0
+    for layer in range(num_layers):
+        i = input_size if layer == 0 else hidden_size
+        total += g * h * (h + i + nb)
+    return total
+
+
+def table(input_size: int, hidden_size: int, num_layers: int = 1) -> str:
+    """A plain-text table of :func:`count_params` for the three cells in both layouts."""
+    rows = [("cell", "single bias", "pytorch (2 biases)", "difference")]
+    for cell in ("rnn", "gru", "lstm"):
+        single = count_params(cell, input_size, hidden_size, num_layers, "single")
+        pytorch = count_params(cell, input_size, hidden_size, num_layers, "pytorch")
+        rows.append((cell, f"{single:,}", f"{pytorch:,}", f"{pytorch - single:,}"))
+    widths = [max(len(r[k]) for r in rows) for k in range(4)]
+    lines = [
+        r[0].ljust(widths[0]) + "".join("  " + r[k].rjust(widths[k]) for k in range(1, 4))
+        for r in rows
+    ]
+    lines.insert(1, "-" * len(lines[0]))
+    head = f"input_size={input_size}, hidden_size={hidden_size}, num_layers={num_layers}"
+    return head + "\n" + "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m rnnlab.cells.params",
+        description="Parameter counts of RNN, GRU and LSTM stacks (single vs PyTorch bias).",
+    )
+    parser.add_argument("--input-size", type=int, required=True)
+    parser.add_argument("--hidden-size", type=int, required=True)
+    parser.add_argument("--num-layers", type=int, default=1)
+    args = parser.parse_args(argv)
+    print(table(args.input_size, args.hidden_size, args.num_layers))
+
+
+if __name__ == "__main__":
+    main()

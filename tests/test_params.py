@@ -1,0 +1,54 @@
+"""count_params: closed form vs. the numbers in the notes vs. real nn modules."""
+
+from __future__ import annotations
+
+import pytest
+from torch import nn
+
+from rnnlab.cells.params import count_params, main
+
+FUSED = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
+
+
+@pytest.mark.parametrize(
+    "cell,single,pytorch",
+    [("rnn", 54_912, 55_040), ("gru", 164_736, 165_120), ("lstm", 219_648, 220_160)],
+)
+def test_counts_for_input_300_hidden_128(cell, single, pytorch):
+    assert count_params(cell, 300, 128, bias="single") == single
+    assert count_params(cell, 300, 128, bias="pytorch") == pytorch
+    assert count_params(cell, 300, 128) == pytorch  # the default layout is PyTorch's
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize(
+    "input_size,hidden_size,num_layers",
+    [(300, 128, 1), (1, 1, 1), (5, 7, 2), (64, 32, 3), (10, 200, 2)],
+)
+def test_counts_equal_real_modules(cell, input_size, hidden_size, num_layers):
+    module = FUSED[cell](input_size, hidden_size, num_layers=num_layers)
+    params = dict(module.named_parameters())
+    pytorch = sum(p.numel() for p in params.values())
+    # single layout: the same module with one bias vector (bias_hh) removed from every layer
+    single = sum(p.numel() for name, p in params.items() if not name.startswith("bias_hh"))
+    assert count_params(cell, input_size, hidden_size, num_layers, bias="pytorch") == pytorch
+    assert count_params(cell, input_size, hidden_size, num_layers, bias="single") == single
+    gates = {"rnn": 1, "gru": 3, "lstm": 4}[cell]
+    assert pytorch - single == gates * hidden_size * num_layers
+
+
+def test_rejects_unknown_cell_and_layout():
+    with pytest.raises(ValueError):
+        count_params("transformer", 3, 4)
+    with pytest.raises(ValueError):
+        count_params("lstm", 3, 4, bias="none")
+
+
+def test_cli_prints_table(capsys):
+    main(["--input-size", "300", "--hidden-size", "128"])
+    out = capsys.readouterr().out
+    for number in ("54,912", "55,040", "164,736", "165,120", "219,648", "220,160"):
+        assert number in out
+    lines = {line.split()[0]: line for line in out.splitlines() if line.split()}
+    assert "219,648" in lines["lstm"] and "220,160" in lines["lstm"]
+    assert "54,912" in lines["rnn"] and "164,736" in lines["gru"]
