@@ -41,7 +41,9 @@ class Store:
     def train(self, *overrides: str, tiny: bool = True, check: bool = True, timeout: int = 300,
               env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         """Run ``python src/train.py`` exactly as a user would; return the finished process."""
-        cmd = [sys.executable, str(ROOT / "src" / "train.py"), *(TINY if tiny else []),
+        flags = [o for o in overrides if o.startswith("-")]  # e.g. -m: argparse wants them first
+        overrides = tuple(o for o in overrides if not o.startswith("-"))
+        cmd = [sys.executable, str(ROOT / "src" / "train.py"), *flags, *(TINY if tiny else []),
                *self.overrides(), *overrides]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
                               env={**self.env(), **(env or {})}, cwd=self.dir)

@@ -35,6 +35,7 @@ class RecurrentModel(pl.LightningModule):
         else:
             self.encoder = nn.Linear(task.input_size, embed_dim)
         cell_kwargs = {k: v for k, v in cell.items() if k != "name"}
+        self.cell_name = cell["name"]
         self.rnn = cells.build(cell["name"], input_size=embed_dim, **cell_kwargs)
         self.head = nn.Linear(cell["hidden_size"], task.output_size)
         self.metrics = nn.ModuleDict({s: task.metrics() for s in ("val", "test")})

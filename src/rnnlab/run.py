@@ -21,6 +21,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
 
 from rnnlab import config, tracking
 from rnnlab.callbacks import PlainProgress, TokensPerSecond
+from rnnlab.diagnostics import GradientFlow
 from rnnlab.model import RecurrentModel
 from rnnlab.tasks.base import Task
 
@@ -109,12 +110,18 @@ def _fit_and_test(cfg: DictConfig, task: Task, model: RecurrentModel, run: track
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=task.main_metric,
                                  mode=task.mode, save_last=True, auto_insert_metric_name=False)
     callbacks = [checkpoint, TokensPerSecond()]
+    if cfg.diagnostics.enabled:
+        d = cfg.diagnostics
+        callbacks.append(GradientFlow(every_n_val=d.every_n_val, probe_size=d.probe_size,
+                                      last_k=d.last_k, threshold=d.threshold))
     callbacks.append(RichProgressBar() if interactive() else PlainProgress())
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=run.logger, callbacks=callbacks,
                                       enable_progress_bar=interactive())
     trainer.fit(model, datamodule=task)
 
     diverged = model.diverged_at is not None
+    run.log_metrics({"grad_norm/max": model.grad_norm_max,
+                     "grad_norm/nonfinite_steps": float(model.nonfinite_steps)}, step=trainer.global_step)
     test_value = None
     if not diverged:
         ckpt = "best" if checkpoint.best_model_path else None

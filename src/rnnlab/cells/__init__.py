@@ -25,6 +25,7 @@ def build(
     impl: str = "fused",
     nonlinearity: str = "tanh",
     forget_bias: float = 1.0,
+    spectral_radius: float | None = None,
 ) -> nn.Module:
     """Build a batch-first recurrent stack for cell ``name`` (one of :data:`CELLS`)."""
     if name not in CELLS:
@@ -48,7 +49,26 @@ def build(
         raise ValueError(f"unknown cell impl {impl!r}; valid: fused, reference")
     if name == "lstm":
         init_forget_bias(module, forget_bias)
+    if spectral_radius is not None:
+        set_spectral_radius(module, spectral_radius)
     return module
+
+
+@torch.no_grad()
+def set_spectral_radius(module: nn.Module, radius: float) -> None:
+    """Rescale every gate block of every ``weight_hh`` to spectral radius ``radius``.
+
+    The spectral radius of the recurrent matrix decides whether a linearised recurrence
+    shrinks (< 1: vanishing gradients) or grows (> 1: exploding gradients) signals over time,
+    which makes it the knob for provoking either on purpose.
+    """
+    h = module.hidden_size
+    for layer in range(module.num_layers):
+        w = getattr(module, f"weight_hh_l{layer}")
+        for block in w.split(h):  # one (h, h) block per gate; views into w
+            rho = torch.linalg.eigvals(block.double()).abs().max().item()
+            if rho > 0:
+                block.mul_(radius / rho)
 
 
 @torch.no_grad()
