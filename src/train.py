@@ -11,12 +11,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # works without `pip install -e .` too
 
 import hydra  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 
-from rnnlab import paths  # noqa: E402
+from rnnlab import paths  # noqa: E402  (registers the ${root:} and ${cores:} resolvers)
 from rnnlab.config import ConfigError, validate  # noqa: E402
-
-OmegaConf.register_new_resolver("root", lambda: str(paths.repo_root()), replace=True)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -27,10 +25,19 @@ def main(cfg: DictConfig) -> float | None:
 
         summary = train(cfg)
     except ConfigError as e:
+        if _in_multirun():  # let Hydra record the failed job and go on with the others
+            raise
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     print("\n".join(summary.lines()), flush=True)
     return summary.val
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 if __name__ == "__main__":

@@ -74,10 +74,7 @@ def compose(*overrides: str):
     """The config Hydra would build for these overrides, without running anything."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
-    from omegaconf import OmegaConf
+    import rnnlab.paths  # noqa: F401  (registers the config resolvers)
 
-    from rnnlab import paths
-
-    OmegaConf.register_new_resolver("root", lambda: str(paths.repo_root()), replace=True)
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         return hydra_compose("config", overrides=list(overrides))

@@ -95,6 +95,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "optim.step_size": (positive_int, "must be an integer > 0"),
     "optim.gamma": (positive_real, "must be a number > 0"),
     "trainer.max_steps": (positive_int, "must be an integer > 0"),
+    "sweep.rerun": (one_of(True, False), "must be true or false"),
     "trainer.val_check_interval": (positive_int, "must be an integer > 0 (steps)"),
     "trainer.log_every_n_steps": (positive_int, "must be an integer > 0"),
 }

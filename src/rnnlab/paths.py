@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 
 def repo_root() -> Path:
     """The repository root: ``$RNNLAB_ROOT`` if set, else the checkout this package lives in."""
@@ -29,3 +31,14 @@ def default_tracking_uri() -> str:
 
 def default_artifact_root() -> str:
     return (repo_root() / "mlruns").as_uri()
+
+
+def register_resolvers() -> None:
+    """``${root:}`` (the repo root) and ``${cores:}`` (CPU cores) for the configs. Done at
+    import, so that every process that composes or unpickles a config has them, including
+    joblib's worker processes."""
+    OmegaConf.register_new_resolver("root", lambda: str(repo_root()), replace=True)
+    OmegaConf.register_new_resolver("cores", lambda: len(os.sched_getaffinity(0)), replace=True)
+
+
+register_resolvers()

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 import pytorch_lightning as pl
 import torch
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
 
-from rnnlab import config, tracking
+from rnnlab import config, sweep, tracking
 from rnnlab.callbacks import PlainProgress, TokensPerSecond
 from rnnlab.diagnostics import GradientFlow
 from rnnlab.model import RecurrentModel
@@ -28,6 +28,8 @@ from rnnlab.tasks.base import Task
 
 @dataclass
 class Summary:
+    """What a run ended with; ``skipped`` when a sweep found the configuration already done."""
+
     run_id: str
     run_name: str
     experiment: str
@@ -38,9 +40,13 @@ class Summary:
     diverged: bool
     diverged_at_step: int | None
     tracking_uri: str
+    skipped: bool = False
 
     def lines(self) -> list[str]:
         metric = self.main_metric.split("/", 1)[1]
+        if self.skipped:
+            return [f"[{self.run_name}] skipped: already {self.status} as MLflow run {self.run_id} "
+                    f"in experiment '{self.experiment}' (sweep.rerun=true runs it again)"]
         if self.diverged:
             head = (f"DIVERGED at step {self.diverged_at_step}: non-finite loss or gradient; "
                     f"run marked FAILED (diverged=true)")
@@ -83,14 +89,23 @@ def train(cfg: DictConfig) -> Summary:
         torch.set_num_threads(cfg.threads)
     # cuDNN/cuBLAS need this for deterministic results; harmless on CPU.
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    digest = sweep.config_hash(cfg)
+    in_sweep = sweep.sweep_context()
+    if in_sweep is not None and not cfg.sweep.rerun:
+        done = _already_done(cfg, digest)
+        if done is not None:
+            return done
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     task = build_task(cfg)  # loads and checks the data: may raise ConfigError
     label = tracking.run_name(cfg, task.name)
     model = build_model(cfg, task, label)
 
+    sweep_tags = {"mlflow.parentRunId": in_sweep["parent_run_id"], "sweep_id": in_sweep["parent_run_id"]} \
+        if in_sweep and in_sweep.get("parent_run_id") else {}
     run = tracking.Run(cfg, task.name, tags={
         "cell": cfg.cell.name, "task": task.name, "seq_len": cfg.seq_len, "clip": cfg.clip,
-        "seed": cfg.seed, "command": tracking.command_line(), **tracking.git_info(),
+        "seed": cfg.seed, "config_hash": digest, "command": tracking.command_line(),
+        **tracking.git_info(), **sweep_tags,
     })
     try:
         return _fit_and_test(cfg, task, model, run)
@@ -144,6 +159,23 @@ def _fit_and_test(cfg: DictConfig, task: Task, model: RecurrentModel, run: track
                    val=float(val_value) if val_value is not None else _value(trainer.callback_metrics, task.main_metric),
                    test=test_value, diverged=diverged, diverged_at_step=model.diverged_at,
                    tracking_uri=run.uri)
+
+
+def _already_done(cfg: DictConfig, digest: str) -> Summary | None:
+    from mlflow import MlflowClient
+
+    task_cls = get_class(cfg.task._target_)
+    experiment = sweep.experiment_name(cfg, task_cls.name)
+    uri = tracking.tracking_uri(cfg)
+    done = sweep.completed_run(MlflowClient(uri), experiment, digest)
+    if done is None:
+        return None
+    metric = done.data.metrics
+    return Summary(run_id=done.info.run_id, run_name=done.info.run_name, experiment=experiment,
+                   status=done.info.status, main_metric=task_cls.main_metric,
+                   val=metric.get(task_cls.main_metric), test=None,
+                   diverged=done.data.tags.get("diverged") == "true", diverged_at_step=None,
+                   tracking_uri=uri, skipped=True)
 
 
 def _value(metrics, key) -> float | None:
