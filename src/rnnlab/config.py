@@ -22,6 +22,9 @@ class ConfigError(ValueError):
         self.key, self.value, self.valid = key, value, valid
         super().__init__(f"invalid config: {key}={value!r}: {valid}")
 
+    def __reduce__(self):  # picklable, so it crosses from joblib's workers to the launcher
+        return type(self), (self.key, self.value, self.valid)
+
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)

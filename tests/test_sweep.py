@@ -1,0 +1,78 @@
+"""Sweeps through Hydra's joblib launcher into a fresh sqlite store: parent and children,
+every metric present, resumption, and a failing job that does not stop the others."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import compose
+
+SMALL = ["+experiment=long_range", "task=adding", "clip=1.0", "seed=0", "trainer.max_steps=6",
+         "trainer.val_check_interval=3", "trainer.log_every_n_steps=2", "cell.hidden_size=8",
+         "task.val_size=32", "task.test_size=32"]
+
+
+def sweep(store, *overrides, check=True):
+    return store.train(*SMALL, f"hydra.sweep.dir={store.dir / 'multirun'}", *overrides, tiny=False, check=check)
+
+
+def children(store, experiment="long_range"):
+    return [r for r in store.runs(experiment) if r.data.tags.get("sweep") != "true"]
+
+
+@pytest.mark.slow
+def test_parallel_sweep_into_a_fresh_store_then_resume(store):
+    proc = sweep(store, "cell=rnn,gru", "seq_len=10,20")
+    assert "table" not in proc.stderr.lower() or "already exists" not in proc.stderr
+    runs = store.runs("long_range")
+    parents = [r for r in runs if r.data.tags.get("sweep") == "true"]
+    kids = children(store)
+    assert len(parents) == 1 and len(kids) == 4
+    parent = parents[0]
+    assert parent.info.status == "FINISHED" and parent.data.metrics["sweep/finished"] == 4
+    assert {(r.data.tags["cell"], r.data.tags["seq_len"]) for r in kids} == {
+        ("rnn", "10"), ("rnn", "20"), ("gru", "10"), ("gru", "20")}
+    for r in kids:
+        assert r.info.status == "FINISHED"
+        assert r.data.tags["mlflow.parentRunId"] == parent.info.run_id == r.data.tags["sweep_id"]
+        # every logged point is there: 6 steps logged every 2 -> 3 train/loss points, 2 validations
+        assert len(store.history(r.info.run_id, "train/loss")) == 3
+        assert len(store.history(r.info.run_id, "val/mse")) == 2
+        assert {"test/mse", "grad_norm/pre_clip", "perf/tokens_per_s"} <= set(r.data.metrics)
+
+    # Rerunning the same sweep with one more seq_len runs only the missing configurations.
+    proc = sweep(store, "cell=rnn,gru", "seq_len=10,20,30")
+    assert proc.stdout.count("skipped: already FINISHED") == 4
+    assert len(children(store)) == 6
+    # A run that failed is run again; sweep.rerun=true reruns everything.
+    failed = next(r for r in children(store) if r.data.tags["seq_len"] == "30")
+    store.client.set_terminated(failed.info.run_id, "FAILED")
+    proc = sweep(store, "cell=rnn,gru", "seq_len=10,20,30")
+    assert proc.stdout.count("skipped: already FINISHED") == 5 and len(children(store)) == 7
+    sweep(store, "cell=rnn", "seq_len=10", "sweep.rerun=true")
+    assert len(children(store)) == 8
+
+
+@pytest.mark.slow
+def test_a_failing_job_does_not_stop_the_sweep(store):
+    proc = sweep(store, "cell=rnn", "seq_len=10,-3", check=False)
+    assert proc.returncode != 0, "the sweep reports the failure when it ends"
+    assert "seq_len=-3: must be an integer > 0" in proc.stderr
+    kids = children(store)
+    assert [(r.data.tags["seq_len"], r.info.status) for r in kids] == [("10", "FINISHED")]
+
+
+def test_presets_compose_with_the_grid_they_promise():
+    cfg = compose("+experiment=long_range")
+    assert cfg.tracking.experiment == "long_range" and cfg.threads == 1
+    for name in ["char_lm", "sentiment_distance", "forecast", "long_range_study"]:
+        assert compose(f"+experiment={name}").sweep.name == name
+
+
+def test_config_hash_ignores_bookkeeping_only():
+    from rnnlab.sweep import config_hash
+
+    base = config_hash(compose())
+    assert config_hash(compose("tracking.experiment=elsewhere", "threads=1", "sweep.rerun=true")) == base
+    assert config_hash(compose("seed=1")) != base
+    assert config_hash(compose("cell.hidden_size=32")) != base
