@@ -116,6 +116,12 @@ class GradientFlow(Callback):
         self._n_val = 0
         self._probe: dict[str, Tensor] | None = None
 
+    def state_dict(self):  # saved in checkpoints, so a resumed run keeps the earlier profiles
+        return {"rows": [(s, gx, gh) for s, gx, gh in self.rows], "n_val": self._n_val}
+
+    def load_state_dict(self, state):
+        self.rows, self._n_val = list(state["rows"]), state["n_val"]
+
     def on_fit_start(self, trainer, pl_module):
         batch = next(iter(pl_module.task.val_dataloader()))
         self._probe = {k: v[: self.probe_size].clone() for k, v in batch.items()}

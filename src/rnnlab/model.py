@@ -48,6 +48,17 @@ class RecurrentModel(pl.LightningModule):
         self.diverged_at: int | None = None  # global step at which loss or gradient went non-finite
         self.last_grad_norm: float | None = None
 
+    # -- checkpoints: what a resumed run needs to continue exactly --------------------------
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["rnnlab"] = {"rng": torch.get_rng_state(), "grad_norm_max": self.grad_norm_max,
+                                "nonfinite_steps": self.nonfinite_steps}
+
+    def on_load_checkpoint(self, checkpoint):
+        state = checkpoint.get("rnnlab")
+        if state:
+            torch.set_rng_state(state["rng"])
+            self.grad_norm_max, self.nonfinite_steps = state["grad_norm_max"], state["nonfinite_steps"]
+
     # -- forward --------------------------------------------------------------------------
     def embed(self, x: Tensor) -> Tensor:
         return self.encoder(x)

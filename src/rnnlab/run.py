@@ -17,7 +17,7 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint, RichProgressBar
 
 from rnnlab import config, sweep, tracking
 from rnnlab.callbacks import PlainProgress, TokensPerSecond
@@ -100,31 +100,89 @@ def train(cfg: DictConfig) -> Summary:
     label = tracking.run_name(cfg, task.name)
     model = build_model(cfg, task, label)
 
+    resume_id, last_ckpt = find_resumable(cfg, digest, task.name, in_sweep is not None)
     sweep_tags = {"mlflow.parentRunId": in_sweep["parent_run_id"], "sweep_id": in_sweep["parent_run_id"]} \
         if in_sweep and in_sweep.get("parent_run_id") else {}
-    run = tracking.Run(cfg, task.name, tags={
+    run = tracking.Run(cfg, task.name, resume_id=resume_id, tags={
         "cell": cfg.cell.name, "task": task.name, "seq_len": cfg.seq_len, "clip": cfg.clip,
         "seed": cfg.seed, "config_hash": digest, "command": tracking.command_line(),
         **tracking.git_info(), **sweep_tags,
     })
     try:
-        return _fit_and_test(cfg, task, model, run)
+        return _fit_and_test(cfg, task, model, run, last_ckpt)
     except BaseException as e:
         run.set_tags({"error": f"{type(e).__name__}: {e}"[:5000]})
         run.end("FAILED" if not isinstance(e, KeyboardInterrupt) else "KILLED")
         raise
 
 
-def _fit_and_test(cfg: DictConfig, task: Task, model: RecurrentModel, run: tracking.Run) -> Summary:
-    n_params = sum(p.numel() for p in model.parameters())
-    run.log_config(cfg, {"model/n_params": n_params, **task.describe(), **tracking.env_versions()})
-    run.log_metrics({f"baseline/{k}": v for k, v in task.baselines().items()})
+def find_resumable(cfg: DictConfig, digest: str, task_name: str, in_sweep: bool) -> tuple[str | None, str | None]:
+    """The run to continue and its last checkpoint, per ``resume``: null/false = a new run
+    (except in a sweep, which continues an unfinished run of the same configuration when it
+    has a checkpoint), true = the latest unfinished run of this configuration, a run id = that
+    run, which must have been made with this same configuration."""
+    from mlflow import MlflowClient
 
-    ckpt_dir = tempfile.mkdtemp(prefix=f"rnnlab-{run.id}-") if _hydra_dir() is None else \
-        os.path.join(_hydra_dir(), "checkpoints", run.id)
+    wanted = cfg.get("resume")
+    if wanted in (None, False) and not in_sweep:
+        return None, None
+    client = MlflowClient(tracking.tracking_uri(cfg))
+    if isinstance(wanted, str):
+        try:
+            run = client.get_run(wanted)
+        except Exception:
+            raise config.ConfigError("resume", wanted, f"no such run in {tracking.tracking_uri(cfg)}") from None
+        if run.data.tags.get("config_hash") != digest:
+            raise config.ConfigError("resume", wanted, "that run was made with another configuration "
+                                     "(resume with the same overrides it was started with)")
+        ckpt = _last_checkpoint(run)
+        if ckpt is None:
+            raise config.ConfigError("resume", wanted, "that run has no checkpoint to resume from")
+        return wanted, ckpt
+    exp = client.get_experiment_by_name(sweep.experiment_name(cfg, task_name))
+    if exp is None:
+        return None, None
+    for run in client.search_runs([exp.experiment_id], f"tags.config_hash = '{digest}'",
+                                  order_by=["attributes.start_time DESC"]):
+        if run.info.status == "FINISHED" or run.data.tags.get("diverged") == "true":
+            continue
+        ckpt = _last_checkpoint(run)
+        if ckpt is not None:
+            return run.info.run_id, ckpt
+    if wanted is True:
+        print("resume=true: no unfinished run of this configuration has a checkpoint; starting a new run",
+              flush=True)
+    return None, None
+
+
+def _last_checkpoint(run) -> str | None:
+    directory = run.data.tags.get("checkpoint_dir")
+    path = os.path.join(directory, "last.ckpt") if directory else None
+    return path if path and os.path.exists(path) else None
+
+
+def _fit_and_test(cfg: DictConfig, task: Task, model: RecurrentModel, run: tracking.Run,
+                  last_ckpt: str | None = None) -> Summary:
+    if run.resumed:
+        ckpt_dir = os.path.dirname(last_ckpt)
+    else:
+        n_params = sum(p.numel() for p in model.parameters())
+        run.log_config(cfg, {"model/n_params": n_params, **task.describe(), **tracking.env_versions()})
+        run.log_metrics({f"baseline/{k}": v for k, v in task.baselines().items()})
+        ckpt_dir = tempfile.mkdtemp(prefix=f"rnnlab-{run.id}-") if _hydra_dir() is None else \
+            os.path.join(_hydra_dir(), "checkpoints", run.id)
+        run.set_tags({"checkpoint_dir": os.path.abspath(ckpt_dir)})
+
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=task.main_metric,
-                                 mode=task.mode, save_last=True, auto_insert_metric_name=False)
-    callbacks = [checkpoint, TokensPerSecond()]
+                                 mode=task.mode, auto_insert_metric_name=False)
+    # "last" on the last batch of every n-th epoch: the data order depends only on (seed,
+    # epoch), so a run resumed from there sees exactly the batches an uninterrupted run sees.
+    steps_per_epoch = len(task.train_dataloader())
+    last = ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=1, enable_version_counter=False,
+                           every_n_train_steps=cfg.checkpoint.every_n_epochs * steps_per_epoch)
+    callbacks = [checkpoint, last, TokensPerSecond()]
+    if run.resumed:
+        callbacks.append(_BestFromStore(checkpoint, run, task))
     if cfg.diagnostics.enabled:
         d = cfg.diagnostics
         callbacks.append(GradientFlow(every_n_val=d.every_n_val, probe_size=d.probe_size,
@@ -132,7 +190,7 @@ def _fit_and_test(cfg: DictConfig, task: Task, model: RecurrentModel, run: track
     callbacks.append(RichProgressBar() if interactive() else PlainProgress())
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=run.logger, callbacks=callbacks,
                                       enable_progress_bar=interactive())
-    trainer.fit(model, datamodule=task)
+    trainer.fit(model, datamodule=task, ckpt_path=last_ckpt)
 
     diverged = model.diverged_at is not None
     run.log_metrics({"grad_norm/max": model.grad_norm_max,
@@ -159,6 +217,32 @@ def _fit_and_test(cfg: DictConfig, task: Task, model: RecurrentModel, run: track
                    val=float(val_value) if val_value is not None else _value(trainer.callback_metrics, task.main_metric),
                    test=test_value, diverged=diverged, diverged_at_step=model.diverged_at,
                    tracking_uri=run.uri)
+
+
+class _BestFromStore(Callback):
+    """On resume, reconcile the best checkpoint with what the first process did.
+
+    ``last.ckpt`` is written on an epoch's last batch, before that step's validation; if the
+    process died after that validation, its score (and best.ckpt on disk) are newer than the
+    best-model state inside ``last.ckpt``. The store's validation history has it.
+    """
+
+    def __init__(self, checkpoint: ModelCheckpoint, run: tracking.Run, task: Task):
+        self.checkpoint, self.run, self.task = checkpoint, run, task
+
+    def on_train_start(self, trainer, pl_module):
+        c = self.checkpoint
+        path = os.path.join(c.dirpath, "best.ckpt")
+        history = self.run.client.get_metric_history(self.run.id, self.task.main_metric)
+        if not history or not os.path.exists(path):
+            return
+        pick = min if self.task.mode == "min" else max
+        best = pick(m.value for m in history)
+        if c.best_model_score is None or pick(best, float(c.best_model_score)) != float(c.best_model_score):
+            score = torch.tensor(best)
+            c.best_k_models = {path: score}
+            c.kth_best_model_path = c.best_model_path = path
+            c.kth_value = c.best_model_score = score
 
 
 def _already_done(cfg: DictConfig, digest: str) -> Summary | None:

@@ -82,7 +82,27 @@ def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
 class RunLogger(MLFlowLogger):
     """Lightning's MLflow logger on a run rnnlab owns: ``finalize`` flushes pending async
     writes but leaves the status alone (Lightning finalizes after ``fit`` and again after
-    ``test``; the run is only finished when rnnlab says so)."""
+    ``test``; the run is only finished when rnnlab says so).
+
+    ``logged_until`` (key -> last step already in the store) makes a resumed run continue each
+    metric's history without duplicates: the steps replayed between the checkpoint and the
+    moment the first process died are dropped instead of logged twice. Replayed steps are
+    bit-identical on CPU, so nothing is lost either; and because what counts is what reached
+    the store, points still queued by async logging when the process died are simply logged
+    by the replay.
+    """
+
+    def __init__(self, *args, logged_until: dict[str, int] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.logged_until = logged_until or {}
+
+    def log_metrics(self, metrics, step=None) -> None:
+        if self.logged_until:
+            s = step or 0
+            metrics = {k: v for k, v in metrics.items() if s > self.logged_until.get(k, -1)}
+            if not metrics:
+                return
+        super().log_metrics(metrics, step)
 
     def finalize(self, status: str = "success") -> None:
         flush()
@@ -93,20 +113,31 @@ def flush() -> None:
 
 
 class Run:
-    """An MLflow run for one training job."""
+    """An MLflow run for one training job: a new one, or (``resume_id``) one being resumed."""
 
-    def __init__(self, cfg: DictConfig, task_name: str, tags: dict[str, str]):
+    def __init__(self, cfg: DictConfig, task_name: str, tags: dict[str, str], resume_id: str | None = None):
         self.uri = tracking_uri(cfg)
         self.client = MlflowClient(self.uri)
         mlflow.set_tracking_uri(self.uri)
         self.experiment_name = cfg.tracking.get("experiment") or task_name
         self.experiment_id = get_or_create_experiment(self.client, self.experiment_name, artifact_root(cfg))
         self.name = run_name(cfg, task_name)
-        all_tags = {"mlflow.runName": self.name, "mlflow.source.name": "src/train.py", **tags}
-        self.id = self.client.create_run(self.experiment_id, run_name=self.name,
-                                         tags={k: str(v) for k, v in all_tags.items()}).info.run_id
+        self.resumed = resume_id is not None
+        logged_until: dict[str, int] = {}
+        if resume_id is None:
+            all_tags = {"mlflow.runName": self.name, "mlflow.source.name": "src/train.py", **tags}
+            self.id = self.client.create_run(self.experiment_id, run_name=self.name,
+                                             tags={k: str(v) for k, v in all_tags.items()}).info.run_id
+        else:
+            self.id = resume_id
+            previous = self.client.get_run(resume_id)
+            for key in previous.data.metrics:
+                logged_until[key] = max(m.step for m in self.client.get_metric_history(resume_id, key))
+            self.client.update_run(resume_id, status="RUNNING")
+            self.set_tags({"resume_count": int(previous.data.tags.get("resume_count", 0)) + 1})
         self.logger = RunLogger(experiment_name=self.experiment_name, tracking_uri=self.uri,
-                                run_id=self.id, synchronous=not cfg.tracking.get("async_logging", True))
+                                run_id=self.id, synchronous=not cfg.tracking.get("async_logging", True),
+                                logged_until=logged_until)
 
     def log_config(self, cfg: DictConfig, extra_params: dict[str, Any]) -> None:
         """The whole resolved config as flattened params (cut at MLflow's limit) and as a file."""

@@ -88,10 +88,11 @@ class CharLM(Task):
         self.n_chars = n
 
     # -- data ---------------------------------------------------------------------------
-    def windows(self, ids: Tensor, offset: int) -> dict[str, Tensor]:
-        """Non-overlapping windows from ``offset``: inputs and next-character targets."""
+    def windows(self, ids: Tensor, offset: int, n: int | None = None) -> dict[str, Tensor]:
+        """``n`` (default: as many as fit) non-overlapping windows from ``offset``: inputs and
+        next-character targets."""
         T = self.seq_len
-        n = (len(ids) - 1 - offset) // T
+        n = (len(ids) - 1 - offset) // T if n is None else n
         x = ids[offset:offset + n * T].view(n, T)
         y = ids[offset + 1:offset + 1 + n * T].view(n, T)
         return {"x": x, "y": y}
@@ -195,7 +196,10 @@ class _OffsetWindows:
         t = self.task
         g = torch.Generator().manual_seed(t.seed * 7919 + self.epoch)
         offset = int(torch.randint(t.seq_len, (1,), generator=g))
-        loader = tensor_loader(t.windows(t.ids["train"], offset), t.batch_size, shuffle=True,
+        # The same number of windows whatever the offset, so every epoch has the same length
+        # (checkpoints fall on epoch ends; see rnnlab.run).
+        n = (len(t.ids["train"]) - t.seq_len) // t.seq_len
+        loader = tensor_loader(t.windows(t.ids["train"], offset, n), t.batch_size, shuffle=True,
                                seed=t.seed, drop_last=True)
         loader.sampler.set_epoch(self.epoch)
         return loader
