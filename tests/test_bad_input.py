@@ -77,3 +77,19 @@ def test_failure_after_the_run_started_marks_it_failed(store):
     run = store.only_run("char_lm")
     assert run.info.status == "FAILED"
     assert "no_such_argument" in run.data.tags["error"]
+
+
+@pytest.mark.parametrize("overrides,env,message", [
+    (["tracking.uri=http://127.0.0.1:9"], {}, "tracking.uri='http://127.0.0.1:9': cannot reach the MLflow server"),
+    ([], {"MLFLOW_TRACKING_URI": "sqlite:////proc/rnnlab/mlflow.db"}, "tracking.uri='sqlite:////proc/rnnlab/mlflow.db': cannot write"),
+    (["tracking.artifact_root=/proc/rnnlab"], {}, "tracking.artifact_root='/proc/rnnlab': cannot write"),
+    (["task=forecast", "seq_len=20000"], {}, "seq_len=20000"),
+    (["task=sentiment", "task.distance=25"], {}, "task.distance=25"),
+    (["task=forecast", "task.series=/no/such.csv"], {}, "task.series='/no/such.csv'"),
+], ids=["unreachable-server", "unwritable-store", "unwritable-artifacts", "seq_len-longer-than-series",
+        "distance-not-below-seq_len", "missing-csv"])
+def test_unusable_store_or_data_fails_at_start(store, overrides, env, message):
+    proc = store.train(*overrides, env=env, check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert message in proc.stderr and proc.stderr.strip().count("\n") == 0, proc.stderr[-2000:]
+    assert store.runs() == []

@@ -89,6 +89,7 @@ def train(cfg: DictConfig) -> Summary:
         torch.set_num_threads(cfg.threads)
     # cuDNN/cuBLAS need this for deterministic results; harmless on CPU.
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    tracking.preflight(cfg)  # an unusable store fails now, not after an hour of training
     digest = sweep.config_hash(cfg)
     in_sweep = sweep.sweep_context()
     if in_sweep is not None and not cfg.sweep.rerun:
@@ -190,7 +191,7 @@ def _fit_and_test(cfg: DictConfig, task: Task, model: RecurrentModel, run: track
     callbacks.append(RichProgressBar() if interactive() else PlainProgress())
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=run.logger, callbacks=callbacks,
                                       enable_progress_bar=interactive())
-    trainer.fit(model, datamodule=task, ckpt_path=last_ckpt)
+    trainer.fit(model, datamodule=task, ckpt_path=last_ckpt, weights_only=True)
 
     diverged = model.diverged_at is not None
     run.log_metrics({"grad_norm/max": model.grad_norm_max,
@@ -198,7 +199,7 @@ def _fit_and_test(cfg: DictConfig, task: Task, model: RecurrentModel, run: track
     test_value = None
     if not diverged:
         ckpt = "best" if checkpoint.best_model_path else None
-        trainer.test(model, datamodule=task, ckpt_path=ckpt, verbose=False)
+        trainer.test(model, datamodule=task, ckpt_path=ckpt, verbose=False, weights_only=True)
         test_value = _value(trainer.callback_metrics, "test/" + task.main_metric.split("/", 1)[1])
         with tempfile.TemporaryDirectory() as tmp:
             for path in task.log_artifacts(model, "test", tmp):

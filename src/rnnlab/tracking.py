@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,40 @@ def tracking_uri(cfg: DictConfig) -> str:
 def artifact_root(cfg: DictConfig) -> str:
     root = cfg.tracking.get("artifact_root")
     return Path(root).resolve().as_uri() if root else paths.default_artifact_root()
+
+
+def preflight(cfg: DictConfig) -> None:
+    """Fail before training, with one clear line, when the tracking store or the artifact
+    directory cannot be written or the tracking server cannot be reached."""
+    from rnnlab.config import ConfigError
+
+    uri = tracking_uri(cfg)
+    if uri.startswith(("http://", "https://")):
+        import requests
+
+        try:
+            requests.get(uri.rstrip("/") + "/health", timeout=5).raise_for_status()
+        except requests.RequestException as e:
+            raise ConfigError("tracking.uri", uri, f"cannot reach the MLflow server ({type(e).__name__}); "
+                              "start it (make server) or unset MLFLOW_TRACKING_URI") from None
+        return
+    if uri.startswith("sqlite:///"):
+        _require_writable("tracking.uri", uri, Path(uri[len("sqlite:///"):]).parent)
+    elif uri.startswith("file:") or "://" not in uri:
+        _require_writable("tracking.uri", uri, Path(uri.removeprefix("file://")))
+    _require_writable("tracking.artifact_root", cfg.tracking.get("artifact_root") or str(paths.repo_root() / "mlruns"),
+                      Path(artifact_root(cfg).removeprefix("file://")))
+
+
+def _require_writable(key: str, value: str, directory: Path) -> None:
+    from rnnlab.config import ConfigError
+
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".rnnlab-write-check-"):
+            pass
+    except OSError as e:
+        raise ConfigError(key, value, f"cannot write to {directory} ({e.strerror})") from None
 
 
 def run_name(cfg: DictConfig, task_name: str) -> str:
