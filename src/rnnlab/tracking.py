@@ -26,9 +26,12 @@ def tracking_uri(cfg: DictConfig) -> str:
     return cfg.tracking.get("uri") or paths.default_tracking_uri()
 
 
-def artifact_root(cfg: DictConfig) -> str:
+def artifact_root(cfg: DictConfig) -> str | None:
+    """Where new experiments keep artifacts; None lets a tracking server use its own store."""
     root = cfg.tracking.get("artifact_root")
-    return Path(root).resolve().as_uri() if root else paths.default_artifact_root()
+    if root:
+        return Path(root).resolve().as_uri()
+    return None if tracking_uri(cfg).startswith(("http://", "https://")) else paths.default_artifact_root()
 
 
 def preflight(cfg: DictConfig) -> None:
