@@ -1,0 +1,57 @@
+"""Write the comparison report of an experiment: ``python src/report.py --experiment long_range``.
+
+A thin command line over :mod:`rnnlab.report`: reads the experiment's runs from MLflow and
+writes ``experiments/<experiment>/REPORT.md`` with its figures beside it, then logs those files
+to the sweep's parent run (artifact folder ``report/``) when the runs came from a sweep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # works without `pip install -e .` too
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+from rnnlab import paths  # noqa: E402
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Write experiments/<experiment>/REPORT.md and its figures from the "
+                                            "experiment's MLflow runs, and log them to the sweep's parent run.")
+    p.add_argument("--experiment", required=True, help="MLflow experiment name, e.g. long_range (required)")
+    p.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI") or paths.default_tracking_uri(),
+                   help="MLflow store (default: $MLFLOW_TRACKING_URI, else the repo's mlflow.db)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (default: experiments/<experiment> in the repository)")
+    p.add_argument("--sweep-id", default=None,
+                   help="only this sweep's runs (its parent run id); default: every run of the "
+                        "experiment, the most recent finished or diverged one per configuration and seed "
+                        "(prefer it after a resumed sweep: the new parent holds only the runs it re-ran)")
+    p.add_argument("--no-log", action="store_true", help="do not log the report to the sweep's parent run")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    from rnnlab import report
+
+    out = args.out or paths.repo_root() / "experiments" / args.experiment
+    try:
+        result = report.build(args.experiment, args.tracking_uri, out, sweep_id=args.sweep_id,
+                              log_to_parent=not args.no_log)
+    except report.ReportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {result.report} ({result.n_runs} runs, {len(result.files) - 1} figures)")
+    if result.logged_to:
+        print(f"logged {len(result.files)} files to the sweep's parent run {result.logged_to} under report/")
+    for note in result.notes:
+        print(f"note: {note}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,962 @@
+"""The comparison report of an experiment: MLflow runs -> one tidy table -> REPORT.md + figures.
+
+A sweep leaves dozens of runs in MLflow; the question they answer (which cell copes with which
+dependency length, and what clipping changes) needs them side by side, averaged over seeds, next
+to each task's trivial baseline. This module builds that page, in small steps that each take
+and return plain pandas objects, so everything but the loading is tested without MLflow:
+
+1. :func:`load_runs`: ``mlflow.search_runs`` on the experiment (optionally one sweep);
+2. :func:`tidy`: one row per run with typed columns (cell, task, seq_len, clip, seed, outcome,
+   budget, every metric), the sweep's parent run dropped;
+3. :func:`select_runs`: one run per (task, cell, seq_len, distance, clip, seed): the most
+   recent one that finished or diverged, so a rerun supersedes an old run;
+4. :func:`summarise`: mean ± std over seeds of the headline test metric per cell x length x
+   clip, with the baseline and the diverged fraction;
+5. :func:`throughput`, :func:`last_profiles`, the figures and :func:`render` for the page.
+
+The headline metric of a task is the test version of its class's ``main_metric`` (imported
+from ``rnnlab.tasks.<name>``, not copied here), so a new task needs no change in this file.
+The page states numbers only: its "Discussion" section is left to people, with computed
+observations as a starting point, and text written between the discussion markers survives a
+regeneration.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import pandas as pd
+
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")  # files only: never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.transforms import blended_transform_factory  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter, ScalarFormatter  # noqa: E402
+
+# A run is one seed of one configuration; a group is the seeds of one configuration.
+GROUP = ["task", "cell", "seq_len", "distance", "clip"]
+KEY = [*GROUP, "seed"]
+CELL_ORDER = ("rnn", "lstm", "gru")
+CELL_COLORS = {"rnn": "tab:red", "lstm": "tab:blue", "gru": "tab:green"}
+EXTRA_METRICS = {"copy": ("acc",)}  # shown beside the headline metric (copy: loss is the headline)
+LENGTH_LABELS = {"forecast": "lookback seq_len"}
+COMPLETED = ("finished", "diverged")  # outcomes that are results (a diverged run is one)
+BUDGET = {"trainer.max_steps": "max_steps", "cell.hidden_size": "hidden_size", "batch_size": "batch_size"}
+FIGURES = ("metric_vs_length.png", "training_curves.png", "grad_flow.png")
+DISCUSSION_START = "<!-- discussion: start (text between these markers is kept when the report is regenerated) -->"
+DISCUSSION_END = "<!-- discussion: end -->"
+
+
+class ReportError(Exception):
+    """A problem the user must fix (unknown experiment, no runs): one line, no traceback."""
+
+
+# -- what each task is judged by -----------------------------------------------------------
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """How a task's runs are ranked: its headline test metric, the direction, extra columns."""
+
+    name: str
+    metric: str  # e.g. "test/mse": the test version of the task class's main_metric
+    mode: str  # "min" | "max"
+    extras: tuple[str, ...] = ()  # more test metrics shown beside the headline, e.g. ("test/acc",)
+    known: bool = True  # False: no task class found, defaults used
+
+    @property
+    def short(self) -> str:
+        return self.metric.split("/", 1)[1]
+
+    @property
+    def better(self) -> str:
+        return "lower" if self.mode == "min" else "higher"
+
+
+@lru_cache(maxsize=None)
+def task_info(name: str) -> TaskInfo:
+    """The headline metric and mode from the task class in ``rnnlab.tasks.<name>``, so the
+    report ranks runs exactly as model selection did; an unknown task falls back to test/loss."""
+    from rnnlab.tasks.base import Task
+
+    try:
+        module = importlib.import_module(f"rnnlab.tasks.{name}")
+    except ImportError:
+        return TaskInfo(name, "test/loss", "min", known=False)
+    for obj in vars(module).values():
+        if isinstance(obj, type) and issubclass(obj, Task) and getattr(obj, "name", None) == name:
+            metric = "test/" + obj.main_metric.split("/", 1)[1]
+            extras = tuple(f"test/{m}" for m in EXTRA_METRICS.get(name, ()) if f"test/{m}" != metric)
+            return TaskInfo(name, metric, obj.mode, extras)
+    return TaskInfo(name, "test/loss", "min", known=False)
+
+
+# -- loading -------------------------------------------------------------------------------
+
+def check_store(tracking_uri: str) -> None:
+    """A sqlite store must exist already: opening a mistyped path would create an empty one."""
+    if tracking_uri.startswith("sqlite:///"):
+        path = Path(tracking_uri[len("sqlite:///"):])
+        if not path.is_file():
+            raise ReportError(f"no MLflow store at {path} (from --tracking-uri / MLFLOW_TRACKING_URI "
+                              f"{tracking_uri}); train something first or point at the right file")
+
+
+def find_experiment(client, name: str):
+    """The experiment called ``name``; a ReportError naming the ones that exist otherwise."""
+    exp = client.get_experiment_by_name(name)
+    if exp is None or exp.lifecycle_stage == "deleted":
+        names = sorted(e.name for e in client.search_experiments())
+        raise ReportError(f"no experiment named '{name}' in {client.tracking_uri}; existing: "
+                          + (", ".join(names) if names else "none"))
+    return exp
+
+
+def load_runs(tracking_uri: str, experiment: str, sweep_id: str | None = None) -> pd.DataFrame:
+    """Every run of the experiment (or of one sweep) as ``mlflow.search_runs`` returns them."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    exp = find_experiment(client, experiment)
+    mlflow.set_tracking_uri(tracking_uri)
+    flt = f"tags.sweep_id = '{sweep_id}'" if sweep_id else ""
+    raw = mlflow.search_runs(experiment_ids=[exp.experiment_id], filter_string=flt, output_format="pandas")
+    return raw
+
+
+def _col(raw: pd.DataFrame, name: str) -> pd.Series:
+    return raw[name] if name in raw.columns else pd.Series(np.nan, index=raw.index, dtype=object)
+
+
+def clip_label(value) -> str:
+    """``"none"`` when clipping was off, else the value as the run names write it (``"1.0"``)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "none"
+    text = str(value).strip()
+    if text.lower() in ("none", "null", "", "nan"):
+        return "none"
+    try:
+        s = f"{float(text):g}"
+    except ValueError:
+        return text
+    return s if any(c in s for c in ".en") else s + ".0"
+
+
+def clip_order(label: str) -> tuple[int, float]:
+    """Clipped values in increasing order, then no clipping."""
+    try:
+        return (0, float(label))
+    except ValueError:
+        return (1, 0.0)
+
+
+def cell_order(cell: str) -> tuple[int, str]:
+    return (CELL_ORDER.index(cell), "") if cell in CELL_ORDER else (len(CELL_ORDER), cell)
+
+
+def outcome(status: str, diverged: bool) -> str:
+    """finished | diverged | failed | running: a diverged run is a result, a crash is not."""
+    if diverged:
+        return "diverged"
+    if status == "FINISHED":
+        return "finished"
+    if status in ("RUNNING", "SCHEDULED"):
+        return "running"
+    return "failed"
+
+
+def tidy(raw: pd.DataFrame) -> pd.DataFrame:
+    """One row per training run, typed: tags and the budget params become columns, metrics keep
+    their MLflow names (``test/mse``). Rows without a ``cell`` tag (a sweep's parent run) are
+    dropped; ``x`` is the length the task varies: ``task.distance`` where the run has it
+    (sentiment), else ``seq_len``."""
+    num = lambda s: pd.to_numeric(s, errors="coerce")  # noqa: E731
+    df = pd.DataFrame({
+        "run_id": _col(raw, "run_id"),
+        "run_name": _col(raw, "tags.mlflow.runName"),
+        "status": _col(raw, "status"),
+        "start_time": pd.to_datetime(_col(raw, "start_time"), utc=True),
+        "cell": _col(raw, "tags.cell"),
+        "task": _col(raw, "tags.task"),
+        "seq_len": num(_col(raw, "tags.seq_len")).astype("Int64"),
+        "distance": num(_col(raw, "params.task.distance")).astype("Int64"),
+        "clip": _col(raw, "tags.clip").map(clip_label),
+        "seed": num(_col(raw, "tags.seed")).astype("Int64"),
+        "diverged": _col(raw, "tags.diverged").astype(str).str.lower().eq("true"),
+        "is_sweep_parent": _col(raw, "tags.sweep").astype(str).str.lower().eq("true"),
+        "sweep_id": _col(raw, "tags.sweep_id"),
+        "git_commit": _col(raw, "tags.git_commit"),
+        "git_dirty": _col(raw, "tags.git_dirty").astype(str).str.lower().eq("true"),
+        "threshold": num(_col(raw, "params.diagnostics.threshold")),
+        **{short: num(_col(raw, f"params.{p}")).astype("Int64") for p, short in BUDGET.items()},
+    })
+    metrics = {c[len("metrics."):]: num(raw[c]) for c in raw.columns if c.startswith("metrics.")}
+    df = pd.concat([df, pd.DataFrame(metrics, index=raw.index)], axis=1)
+    df = df[df["cell"].notna() & ~df["is_sweep_parent"]].drop(columns="is_sweep_parent")
+    df["outcome"] = [outcome(s, d) for s, d in zip(df["status"], df["diverged"])]
+    df["x"] = df["distance"].where(df["distance"].notna(), df["seq_len"]).astype("Int64")
+    return df.reset_index(drop=True)
+
+
+def select_runs(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """One run per configuration and seed: the most recent that finished or diverged, else the
+    most recent at all (so a configuration that only crashed is still counted as failed).
+    Returns the kept runs and how many older ones they supersede."""
+    if df.empty:
+        return df, 0
+    ranked = df.assign(_incomplete=~df["outcome"].isin(COMPLETED)).sort_values(
+        ["_incomplete", "start_time"], ascending=[True, False], kind="stable")
+    kept = ranked.drop_duplicates(subset=KEY, keep="first").drop(columns="_incomplete")
+    return sort_rows(kept).reset_index(drop=True), len(df) - len(kept)
+
+
+def sort_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Tables read cell by cell (rnn, lstm, gru), short to long, clipped before unclipped."""
+    order = df.assign(_c=df["cell"].map(cell_order), _k=df["clip"].map(clip_order))
+    by = [c for c in ("task", "_c", "x", "seq_len", "_k", "seed") if c in order.columns]
+    return order.sort_values(by, kind="stable").drop(columns=["_c", "_k"])
+
+
+# -- aggregation ---------------------------------------------------------------------------
+
+def baseline_columns(df: pd.DataFrame, short: str) -> list[str]:
+    """``baseline/<m>`` first, then variants such as forecast's ``baseline/seasonal_<m>``."""
+    variants = sorted(c for c in df.columns if c.startswith("baseline/") and c.endswith(f"_{short}"))
+    cols = [f"baseline/{short}", *variants]
+    return [c for c in cols if c in df.columns and df[c].notna().any()]
+
+
+def mean_std(values: pd.Series) -> tuple[float, float, int]:
+    """Mean, sample std (ddof=1; NaN for one value) and count of the finite values."""
+    v = pd.to_numeric(values, errors="coerce").astype(float)
+    v = v[np.isfinite(v)]
+    n = len(v)
+    return (float(v.mean()) if n else math.nan, float(v.std(ddof=1)) if n > 1 else math.nan, n)
+
+
+def summarise(runs: pd.DataFrame, info: Callable[[str], TaskInfo] = task_info) -> pd.DataFrame:
+    """Per task x cell x length x clip: the headline test metric over the finished seeds
+    (mean, std, n), the same for the extra metrics, the baselines (mean over the group's runs:
+    they do not depend on the seed) and the outcome counts. Diverged runs count in
+    ``n_diverged`` / ``n_runs`` and never in the mean."""
+    rows = []
+    for key, g in runs.groupby(GROUP, dropna=False, sort=False):
+        ti = info(key[0])
+        done = g[g["outcome"] == "finished"]
+        row = dict(zip(GROUP, key), x=g["x"].iloc[0], metric=ti.metric)
+        row["mean"], row["std"], row["n"] = mean_std(done[ti.metric]) if ti.metric in g else (math.nan, math.nan, 0)
+        for m in ti.extras:
+            row[f"{m} mean"], row[f"{m} std"], row[f"{m} n"] = (
+                mean_std(done[m]) if m in g else (math.nan, math.nan, 0))
+        for short in [ti.short, *(m.split("/", 1)[1] for m in ti.extras)]:
+            for b in baseline_columns(g, short):
+                row[b] = float(g[b].mean()) if g[b].notna().any() else math.nan
+        row["n_diverged"] = int((g["outcome"] == "diverged").sum())
+        row["n_runs"] = int(g["outcome"].isin(COMPLETED).sum())
+        row["n_failed"] = int((g["outcome"] == "failed").sum())
+        row["n_running"] = int((g["outcome"] == "running").sum())
+        if "grad_flow/horizon" in g:
+            row["horizon mean"], row["horizon std"], row["horizon n"] = mean_std(done["grad_flow/horizon"])
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    return sort_rows(out).reset_index(drop=True) if len(out) else out
+
+
+def longest(df: pd.DataFrame) -> dict[str, int]:
+    """The longest length (``x``) each task was run at: where the figures and observations look."""
+    return {t: int(g["x"].max()) for t, g in df.groupby("task") if g["x"].notna().any()}
+
+
+def at_longest(runs: pd.DataFrame) -> pd.Series:
+    """True for the runs at their task's longest length."""
+    xmax = longest(runs)
+    return pd.Series([xmax.get(t) == x for t, x in zip(runs["task"], runs["x"])], index=runs.index, dtype=bool)
+
+
+def throughput(runs: pd.DataFrame, hist: pd.DataFrame) -> pd.DataFrame:
+    """tokens/s per task x length x cell: the median of each finished run's
+    ``perf/tokens_per_s`` history (robust to the first, warm-up interval), then the mean over
+    runs (seeds and clip values)."""
+    h = hist[hist["key"] == "perf/tokens_per_s"] if len(hist) else hist
+    if h.empty:
+        return pd.DataFrame(columns=["task", "x", "cell", "tokens_per_s", "n"])
+    med = h.groupby("run_id")["value"].median().rename("median")
+    done = runs[runs["outcome"] == "finished"].join(med, on="run_id").dropna(subset=["median"])
+    out = (done.groupby(["task", "x", "cell"])["median"].agg(["mean", "count"]).reset_index()
+           .rename(columns={"mean": "tokens_per_s", "count": "n"}))
+    return out
+
+
+def last_profiles(gf: pd.DataFrame) -> pd.DataFrame:
+    """The gradient-through-time profile of each run at its last probed step (the trained
+    model), normalised by its maximum so runs of different loss scales compare."""
+    if gf.empty:
+        return gf.assign(norm=pd.Series(dtype=float))
+    last = gf[gf["step"] == gf.groupby("run_id")["step"].transform("max")].copy()
+    peak = last.groupby("run_id")["grad_input_norm"].transform("max")
+    last["norm"] = (last["grad_input_norm"] / peak.where(peak > 0)).clip(lower=1e-30)
+    return last
+
+
+# -- MLflow histories and artifacts --------------------------------------------------------
+
+def fetch_histories(client, run_ids: Iterable[str], keys: Iterable[str]) -> pd.DataFrame:
+    """Metric histories (``get_metric_history``) as a long frame: run_id, key, step, value."""
+    rows = [(rid, k, m.step, m.value) for rid in run_ids for k in keys
+            for m in client.get_metric_history(rid, k)]
+    return pd.DataFrame(rows, columns=["run_id", "key", "step", "value"])
+
+
+def fetch_grad_flow(client, run_ids: Iterable[str]) -> pd.DataFrame:
+    """``diagnostics/grad_flow.csv`` of each run that has it (a diverged run may not)."""
+    frames = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for rid in run_ids:
+            if not any(a.path == "diagnostics/grad_flow.csv" for a in client.list_artifacts(rid, "diagnostics")):
+                continue
+            path = client.download_artifacts(rid, "diagnostics/grad_flow.csv", tmp)
+            frames.append(pd.read_csv(path).assign(run_id=rid))
+            os.remove(path)
+    cols = ["run_id", "step", "position", "distance_from_readout", "grad_input_norm", "grad_hidden_norm"]
+    return pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
+
+
+# -- formatting ----------------------------------------------------------------------------
+
+def fmt(v, digits: int = 4) -> str:
+    """4 significant digits; an em dash for a missing value."""
+    if v is None or (isinstance(v, float) and not math.isfinite(v)) or v is pd.NA:
+        return "—"
+    return f"{float(v):.{digits}g}"
+
+
+def fmt_mean_std(mean: float, std: float, n: int) -> str:
+    """``mean ± std``; just the mean for one seed, a dash for none."""
+    if n == 0 or not math.isfinite(mean):
+        return "—"
+    return fmt(mean) if n < 2 or not math.isfinite(std) else f"{fmt(mean)} ± {fmt(std, 2)}"
+
+
+def md_table(header: list[str], rows: list[list[str]], right: Iterable[int] = ()) -> str:
+    right = set(right)
+    sep = ["---:" if i in right else "---" for i in range(len(header))]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(sep) + " |"]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def length_label(task: str, runs: pd.DataFrame) -> str:
+    """What ``x`` is for this task: ``task.distance`` when its runs vary it, else seq_len."""
+    if runs[runs["task"] == task]["distance"].notna().any():
+        return "task.distance"
+    return LENGTH_LABELS.get(task, "seq_len")
+
+
+def values_text(values: Iterable, counts: bool = True) -> str:
+    """Distinct values, with how many runs have each when there is more than one."""
+    s = pd.Series(list(values)).dropna()
+    if s.empty:
+        return "—"
+    vc = s.astype(str).value_counts()
+    if len(vc) == 1 or not counts:
+        return ", ".join(sorted(vc.index, key=_natural))
+    return ", ".join(f"{v} ({vc[v]} runs)" for v in sorted(vc.index, key=_natural))
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _natural(s: str):
+    try:
+        return (0, float(s), "")
+    except ValueError:
+        return (1, 0.0, s)
+
+
+# -- tables --------------------------------------------------------------------------------
+
+def metric_table(summary: pd.DataFrame, task: str, runs: pd.DataFrame,
+                 info: Callable[[str], TaskInfo] = task_info) -> str:
+    """The final test metric per cell x length x clip (mean ± std over finished seeds, n), the
+    baseline(s) beside it, and the diverged fraction (diverged / finished+diverged)."""
+    s = summary[summary["task"] == task]
+    ti = info(task)
+    xl = length_label(task, runs)
+    by_distance = xl == "task.distance"
+    header = ["cell", xl, *(["seq_len"] if by_distance else []), "clip", f"{ti.metric} (mean ± std)", "n"]
+    base = baseline_columns(s, ti.short)
+    header += [b.replace("baseline/", "baseline ") if i else "baseline" for i, b in enumerate(base)]
+    extra_base = {}
+    for m in ti.extras:
+        short = m.split("/", 1)[1]
+        header.append(f"{m} (mean ± std)")
+        extra_base[m] = baseline_columns(s, short)[:1]
+        header += [f"baseline {short}" for _ in extra_base[m]]
+    shown = [c for c in ("failed", "running") if len(s) and s[f"n_{c}"].sum()]  # only when there are any
+    header += ["diverged", *shown]
+    rows = []
+    for _, r in s.iterrows():
+        row = [r["cell"], str(r["x"]), *([str(r["seq_len"])] if by_distance else []), r["clip"],
+               fmt_mean_std(r["mean"], r["std"], r["n"]), str(r["n"]), *(fmt(r[b]) for b in base)]
+        for m in ti.extras:
+            row.append(fmt_mean_std(r[f"{m} mean"], r[f"{m} std"], r[f"{m} n"]))
+            row += [fmt(r[b]) for b in extra_base[m]]
+        row.append(f"{r['n_diverged']}/{r['n_runs']}")
+        row += [str(r[f"n_{c}"]) for c in shown]
+        rows.append(row)
+    right = [i for i, h in enumerate(header) if h not in ("cell", "clip")]
+    return md_table(header, rows, right)
+
+
+def throughput_table(tp: pd.DataFrame, task: str, runs: pd.DataFrame) -> str:
+    """tokens/s per length (rows) and cell (columns), with the number of runs averaged."""
+    t = tp[tp["task"] == task]
+    cells = sorted(t["cell"].unique(), key=cell_order)
+    rows = []
+    for x in sorted(t["x"].unique()):
+        row = [str(x)]
+        for c in cells:
+            hit = t[(t["x"] == x) & (t["cell"] == c)]
+            row.append(f"{hit['tokens_per_s'].iloc[0]:,.0f} (n={hit['n'].iloc[0]})" if len(hit) else "—")
+        rows.append(row)
+    return md_table([length_label(task, runs), *(f"{c} tokens/s" for c in cells)], rows, range(len(cells) + 1))
+
+
+# -- computed observations -----------------------------------------------------------------
+
+def compare(mean: float, base: float, mode: str) -> str:
+    """How far a mean is from the baseline, in the direction the task calls better."""
+    if not (math.isfinite(mean) and math.isfinite(base)):
+        return "no baseline logged" if not math.isfinite(base) else "no value"
+    gain = (base - mean) if mode == "min" else (mean - base)
+    rel = f" ({abs(gain) / abs(base):.1%} of the baseline)" if base != 0 else ""
+    if gain == 0:
+        return "equal to the baseline"
+    return f"{'better' if gain > 0 else 'worse'} than the baseline by {fmt(abs(gain))}{rel}"
+
+
+def observations(summary: pd.DataFrame, runs: pd.DataFrame,
+                 info: Callable[[str], TaskInfo] = task_info) -> list[str]:
+    """Facts computed from the runs, phrased as numbers (no interpretation): per task at its
+    longest length, each cell x clip against the baseline, the best cell per clip value, the
+    gradient horizon; then the task's divergence and failure counts. One bullet per task."""
+    out: list[str] = []
+    for task, x_max in longest(runs).items():
+        ti, xl = info(task), length_label(task, runs)
+        s = summary[(summary["task"] == task) & (summary["x"] == x_max)]
+        base_col = f"baseline/{ti.short}"
+        base = s[base_col].dropna() if base_col in s else pd.Series(dtype=float)
+        base_txt = f"baseline {ti.short} = {fmt(base.iloc[0])}" if len(base) else "no baseline logged"
+        head = f"- **{task}** at the longest {xl} = {x_max} ({ti.metric}, {ti.better} is better; {base_txt}):"
+        lines = [*_against_baseline(s, ti, base_col), *_best_cells(s, ti), *_horizons(s, runs, task),
+                 *_outcomes(summary[summary["task"] == task], runs, task, xl)]
+        out.append("\n".join([head, *(f"  - {line}" for line in lines)]))
+    return out
+
+
+def _against_baseline(s: pd.DataFrame, ti: TaskInfo, base_col: str) -> list[str]:
+    lines = []
+    for _, r in s.iterrows():
+        if r["n"] == 0:
+            lines.append(f"{r['cell']}, clip {r['clip']}: no finished run ({r['n_diverged']} of {r['n_runs']} "
+                         f"diverged, {r['n_failed']} failed, {r['n_running']} running).")
+            continue
+        div = f"; {r['n_diverged']} of {r['n_runs']} runs diverged" if r["n_diverged"] else ""
+        lines.append(f"{r['cell']}, clip {r['clip']}: {fmt_mean_std(r['mean'], r['std'], r['n'])} (n={r['n']}), "
+                     f"{compare(r['mean'], r.get(base_col, math.nan), ti.mode)}{div}.")
+    return lines
+
+
+def _best_cells(s: pd.DataFrame, ti: TaskInfo) -> list[str]:
+    lines = []
+    for clip in sorted(s["clip"].unique(), key=clip_order):
+        c = s[(s["clip"] == clip) & (s["n"] > 0)]
+        if len(c) < 2:
+            continue
+        best = c.loc[c["mean"].idxmin() if ti.mode == "min" else c["mean"].idxmax()]
+        others = ", ".join(f"{r['cell']} {fmt(r['mean'])}" for _, r in c.iterrows() if r["cell"] != best["cell"])
+        lines.append(f"{'lowest' if ti.mode == 'min' else 'highest'} mean {ti.metric} with clip {clip}: "
+                     f"{best['cell']} ({fmt(best['mean'])}; others: {others}).")
+    return lines
+
+
+def _horizons(s: pd.DataFrame, runs: pd.DataFrame, task: str) -> list[str]:
+    if "horizon n" not in s or not (s["horizon n"] > 0).any():
+        return []
+    thr = runs.loc[runs["task"] == task, "threshold"].dropna()
+    parts = ", ".join(f"{r['cell']} clip {r['clip']} {fmt_mean_std(r['horizon mean'], r['horizon std'], r['horizon n'])}"
+                      for _, r in s[s["horizon n"] > 0].iterrows())
+    return [f"grad_flow/horizon at the last probe (largest distance from the readout, in steps, at which "
+            f"‖∂L/∂x_t‖ ≥ {f'{thr.iloc[0]:g}' if len(thr) else 'the threshold'} × its max): {parts}."]
+
+
+def _outcomes(t: pd.DataFrame, runs: pd.DataFrame, task: str, xl: str) -> list[str]:
+    n_div, n_runs = int(t["n_diverged"].sum()), int(t["n_runs"].sum())
+    if n_div:
+        where = "; ".join(f"{r['cell']} clip {r['clip']} {xl}={r['x']}: {r['n_diverged']}/{r['n_runs']}"
+                          for _, r in t[t["n_diverged"] > 0].iterrows())
+        lines = [f"diverged: {n_div} of {n_runs} {task} runs ({where})."]
+    else:
+        lines = [f"diverged: none of the {n_runs} {task} runs."]
+    for what in ("failed", "running"):
+        names = runs.loc[(runs["task"] == task) & (runs["outcome"] == what), "run_name"]
+        if len(names):
+            lines.append(f"{what} (in no mean and no diverged fraction): {len(names)} ({', '.join(map(str, names))}).")
+    return lines
+
+
+# -- figures -------------------------------------------------------------------------------
+
+CLIP_STYLES = ["-", "-.", (0, (6, 2, 1, 2, 1, 2))]
+
+
+def clip_style(clip: str, clips: list[str]):
+    """Solid for the (first) clipped value, dotted for no clipping: the grey dashed line is the
+    baseline's."""
+    if clip == "none":
+        return ":"
+    clipped = [c for c in sorted(clips, key=clip_order) if c != "none"]
+    return CLIP_STYLES[clipped.index(clip) % len(CLIP_STYLES)]
+
+
+def color(cell: str) -> str:
+    extra = ["tab:purple", "tab:orange", "tab:brown", "tab:pink"]
+    return CELL_COLORS.get(cell, extra[hash(cell) % len(extra)])
+
+
+def legend_handles(cells: list[str], clips: list[str], baseline: bool = True, extra=()) -> list:
+    h = [Line2D([], [], color=color(c), lw=2.5, label=c) for c in cells]
+    h += [Line2D([], [], color="black", lw=1.5, ls=clip_style(k, clips),
+                 label="no clipping" if k == "none" else f"clip {k}") for k in clips]
+    if baseline:
+        h.append(Line2D([], [], color="grey", lw=1.5, ls="--", label="trivial baseline"))
+    return h + list(extra)
+
+
+def _grid(n: int, ncols: int, w: float, h: float, handles: list, **kw):
+    """Panels plus room below them for a figure legend wrapped to the figure's width."""
+    nrows = math.ceil(n / ncols)
+    width = max(w * ncols, 7.0)
+    legend_cols = _legend_cols(handles, width)
+    legend_rows = math.ceil(len(handles) / legend_cols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width, h * nrows + 0.3 * legend_rows + 0.5),
+                             squeeze=False, layout="constrained", **kw)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    fig.legend(handles=handles, loc="outside lower center", ncols=legend_cols, frameon=False)
+    return fig, axes
+
+
+def _legend_cols(handles: list, width: float) -> int:
+    """As many legend entries per row as fit the figure's width."""
+    longest_label = max((len(h.get_label()) for h in handles), default=10)
+    per_entry = 0.6 + 0.075 * longest_label  # inches: the line sample plus the text
+    return max(1, min(len(handles), int(width / per_entry)))
+
+
+def _length_axis(ax, xs: list[int]) -> bool:
+    """Log x when every length is positive and they span a factor of 3 or more; ticks at the
+    lengths run, written as plain numbers."""
+    xs = sorted(set(int(x) for x in xs))
+    log = len(xs) > 1 and xs[0] > 0 and xs[-1] / xs[0] >= 3
+    if log:
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xticks(xs)
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    if len(xs) == 1:
+        ax.set_xlim(xs[0] - 1, xs[0] + 1)
+    return log
+
+
+def _log_y(ax) -> None:
+    """Log y with plain numbers (0.2, 3) instead of 2×10⁻¹ when the axis spans few decades."""
+    ax.set_yscale("log")
+    ax.autoscale_view()
+    lo, hi = ax.get_ylim()
+    if lo > 0 and hi / lo < 1e3:
+        ax.yaxis.set_major_locator(LogLocator(subs=(1, 2, 5) if hi / lo > 4 else (1, 1.5, 2, 3, 5, 7)))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def _jitter(x: np.ndarray, i: int, k: int, log: bool, xs: list[int]) -> np.ndarray:
+    """Nudge series sideways so error bars at the same length do not hide each other."""
+    if k < 2:
+        return x
+    off = (i - (k - 1) / 2) / max(k - 1, 1)
+    if log:
+        return x * 10 ** (0.03 * off)
+    gaps = np.diff(sorted(set(xs)))
+    return x + 0.08 * (gaps.min() if len(gaps) else 1) * off
+
+
+def _save(fig, path: Path) -> Path:
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_metric_vs_length(summary: pd.DataFrame, runs: pd.DataFrame, path: Path,
+                          info: Callable[[str], TaskInfo] = task_info) -> Path | None:
+    """The headline figure: test metric vs length, a line per cell, clip as line style, error
+    bars = std over seeds, the trivial baseline grey dashed; one panel per task."""
+    s = summary[summary["n"] > 0]
+    if s.empty:
+        return None
+    tasks = sorted(s["task"].unique())
+    cells = sorted(s["cell"].unique(), key=cell_order)
+    clips = sorted(s["clip"].unique(), key=clip_order)
+    bases = {t: baseline_columns(summary[summary["task"] == t], info(t).short) for t in tasks}
+    extra = ([Line2D([], [], color="silver", ls="--", lw=1.5, label="seasonal baseline")]
+             if any(len(b) > 1 for b in bases.values()) else [])
+    fig, axes = _grid(len(tasks), min(len(tasks), 3), 5.0, 3.7, legend_handles(cells, clips, extra=extra))
+    series = [(c, k) for c in cells for k in clips]
+    for ax, task in zip(axes.flat, tasks):
+        ti, t, all_t = info(task), s[s["task"] == task], summary[summary["task"] == task]
+        xs = sorted(all_t["x"].astype(int).unique())
+        log = _length_axis(ax, xs)
+        for i, (c, k) in enumerate(series):
+            g = t[(t["cell"] == c) & (t["clip"] == k)].sort_values("x")
+            if g.empty:
+                continue
+            x = _jitter(g["x"].astype(float).to_numpy(), i, len(series), log, xs)
+            ax.errorbar(x, g["mean"], yerr=g["std"].fillna(0), color=color(c), ls=clip_style(k, clips),
+                        marker="o", ms=4, lw=1.6, capsize=3)
+        for j, b in enumerate(bases[task]):
+            bl = all_t.groupby("x")[b].mean().dropna()
+            if len(bl):
+                ax.plot(bl.index.astype(float), bl.to_numpy(), color="grey" if j == 0 else "silver",
+                        ls="--", lw=1.5, zorder=0)
+        vals = pd.concat([t["mean"] - t["std"].fillna(0), t["mean"] + t["std"].fillna(0),
+                          *(all_t[b] for b in bases[task])]).dropna()
+        if len(vals) and (vals > 0).all() and vals.max() / vals.min() > 30:
+            _log_y(ax)
+        ax.set_title(f"{task}: {ti.metric} ({ti.better} is better)", fontsize=10)
+        ax.set_xlabel(length_label(task, runs) + (" (log scale)" if log else ""))
+        ax.set_ylabel(ti.metric)
+        ax.grid(alpha=0.3)
+    fig.suptitle("Final test metric vs length (mean ± std over seeds)", fontsize=11)
+    return _save(fig, path)
+
+
+def _mean_curve(h: pd.DataFrame, geometric: bool = False) -> pd.Series:
+    """Mean over runs at each step (geometric for quantities drawn on a log axis)."""
+    piv = h.pivot_table(index="step", columns="run_id", values="value", aggfunc="last")
+    piv = piv.where(np.isfinite(piv))
+    if geometric:
+        return np.exp(np.log(piv.where(piv > 0)).mean(axis=1))
+    return piv.mean(axis=1)
+
+
+def _limits_from(values: pd.Series, log: bool) -> tuple[float, float] | None:
+    """y limits that fit the finished runs, so one diverged run does not flatten them."""
+    v = values[np.isfinite(values) & ((values > 0) if log else True)]
+    if v.empty:
+        return None
+    lo, hi = float(v.min()), float(v.max())
+    if log:
+        return lo / 1.5, hi * 1.5
+    pad = 0.08 * (hi - lo) if hi > lo else 0.1 * max(abs(hi), 1e-12)
+    return lo - pad, hi + pad
+
+
+def plot_training_curves(runs: pd.DataFrame, hist: pd.DataFrame, path: Path) -> Path | None:
+    """train/loss and grad_norm/pre_clip (log y) against step at each task's longest length:
+    the mean over finished seeds thick, every run thin, a diverged run ending in a cross (on the
+    top edge when it left the finished runs' scale)."""
+    xmax = longest(runs)
+    sel = runs[at_longest(runs) & runs["outcome"].isin(COMPLETED)]
+    h = hist.merge(sel[["run_id", "task", "cell", "clip", "outcome"]], on="run_id") if len(hist) else hist
+    if h.empty:
+        return None
+    quantities = [("train/loss", "train/loss", False), ("grad_norm/pre_clip", "grad norm before clipping", True)]
+    tasks = sorted(h["task"].unique())
+    cells = sorted(h["cell"].unique(), key=cell_order)
+    clips = sorted(h["clip"].unique(), key=clip_order)
+    extra = [Line2D([], [], color="black", lw=0.7, alpha=0.5, label="single run"),
+             Line2D([], [], color="black", lw=2, label="mean of finished seeds")]
+    if (h["outcome"] == "diverged").any():
+        extra.append(Line2D([], [], color="black", marker="x", ls="", mew=2, label="diverged run: last step"))
+    fig, axes = _grid(len(tasks) * 2, 2, 5.4, 3.1, legend_handles(cells, clips, baseline=False, extra=extra))
+    for row, task in enumerate(tasks):
+        for col, (key, label, logy) in enumerate(quantities):
+            ax = axes[row, col]
+            q = h[(h["task"] == task) & (h["key"] == key)]
+            limits = _limits_from(q.loc[q["outcome"] == "finished", "value"], logy)
+            for (c, k), g in q.groupby(["cell", "clip"]):
+                style = dict(color=color(c), ls=clip_style(k, clips))
+                for rid, r in g.groupby("run_id"):
+                    r = r.sort_values("step")
+                    r = r[np.isfinite(r["value"]) & ((r["value"] > 0) if logy else True)]
+                    ax.plot(r["step"], r["value"], lw=0.7, alpha=0.35, **style)
+                    if len(r) and (r["outcome"] == "diverged").any():
+                        x, y = r["step"].iloc[-1], r["value"].iloc[-1]
+                        mark = dict(marker="x", ms=7, mew=2, color=color(c))
+                        if limits and y > limits[1]:  # off the scale: drawn just inside the top edge
+                            ax.plot(x, 0.96, transform=blended_transform_factory(ax.transData, ax.transAxes), **mark)
+                        else:
+                            ax.plot(x, y, **mark)
+                done = g[g["outcome"] == "finished"]
+                if len(done):
+                    m = _mean_curve(done, geometric=logy).dropna()
+                    ax.plot(m.index, m.to_numpy(), lw=2, **style)
+            if limits:
+                ax.set_ylim(*limits)
+            if logy:
+                _log_y(ax)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_title(f"{task} ({length_label(task, runs)} = {xmax[task]}): {label}", fontsize=10)
+            ax.set(xlabel="training step", ylabel=key + (" (log)" if logy else ""))
+            ax.grid(alpha=0.3)
+    fig.suptitle("Training curves at the longest length of each task", fontsize=11)
+    return _save(fig, path)
+
+
+def plot_grad_flow(runs: pd.DataFrame, profiles: pd.DataFrame, path: Path) -> Path | None:
+    """Normalised ‖∂L/∂x_t‖ against the distance from the readout (log y) at the last probed
+    step: one row per task at its longest length, the cells side by side on a shared y axis;
+    each run thin, the geometric mean over seeds thick, clip as line style."""
+    if profiles.empty:
+        return None
+    p = profiles.merge(runs[["run_id", "task", "cell", "clip", "x", "threshold"]], on="run_id")
+    if p.empty:
+        return None
+    tasks = sorted(p["task"].unique())
+    cells = sorted(p["cell"].unique(), key=cell_order)
+    clips = sorted(p["clip"].unique(), key=clip_order)
+    extra = [Line2D([], [], color="grey", lw=0.8, ls="--", label="horizon threshold"),
+             Line2D([], [], color="black", lw=0.7, alpha=0.5, label="single run"),
+             Line2D([], [], color="black", lw=2, label="geometric mean of seeds")]
+    fig, axes = _grid(len(tasks) * len(cells), len(cells), 4.0, 3.1,
+                      legend_handles(cells, clips, baseline=False, extra=extra), sharey="row")
+    for row, task in enumerate(tasks):
+        t = p[p["task"] == task]
+        thr = t["threshold"].dropna()
+        for col, c in enumerate(cells):
+            ax = axes[row, col]
+            g = t[t["cell"] == c]
+            for k, gk in g.groupby("clip"):
+                style = dict(color=color(c), ls=clip_style(k, clips))
+                for _, r in gk.groupby("run_id"):
+                    r = r.sort_values("distance_from_readout")
+                    ax.plot(r["distance_from_readout"], r["norm"], lw=0.7, alpha=0.35, **style)
+                m = gk.assign(log=np.log(gk["norm"])).groupby("distance_from_readout")["log"].mean()
+                ax.plot(m.index, np.exp(m.to_numpy()), lw=2, **style)
+            if len(thr):
+                ax.axhline(float(thr.iloc[0]), color="grey", lw=0.8, ls="--", zorder=0)
+            ax.set_yscale("log")
+            step = f" (step {int(g['step'].max())})" if len(g) else ": no profile"
+            ax.set_title(f"{task}: {c}{step}", fontsize=10)
+            ax.set_xlabel("distance from the readout (steps)")
+            if col == 0:
+                ax.set_ylabel(f"{length_label(task, runs)} = {int(t['x'].iloc[0])}\n‖∂L/∂x_t‖ / max (log)")
+            ax.grid(alpha=0.3)
+    fig.suptitle("Gradient through time at the last probe, longest length (0 = the readout)", fontsize=11)
+    return _save(fig, path)
+
+
+# -- the page ------------------------------------------------------------------------------
+
+@dataclass
+class Context:
+    """Everything :func:`render` writes, gathered so the page itself is a pure function."""
+
+    experiment: str
+    tracking_uri: str
+    runs: pd.DataFrame  # the selected runs
+    summary: pd.DataFrame
+    throughput: pd.DataFrame
+    figures: dict[str, Path | None]
+    superseded: int = 0
+    sweep_id: str | None = None
+    parents: dict[str, str] = field(default_factory=dict)  # sweep id -> parent run name
+    generated: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    discussion: str = ""
+
+
+def regenerate_command(experiment: str, sweep_id: str | None) -> str:
+    if sweep_id:
+        return f"python src/report.py --experiment {experiment} --sweep-id {sweep_id}"
+    return f"make report EXP={experiment}   # = python src/report.py --experiment {experiment}"
+
+
+def header(ctx: Context) -> str:
+    r = ctx.runs
+    counts = r["outcome"].value_counts()
+    runs_txt = (f"{len(r)}: {int(counts.get('finished', 0))} finished / {int(counts.get('diverged', 0))} "
+                f"diverged / {int(counts.get('failed', 0))} failed"
+                + (f" / {int(counts['running'])} still running" if counts.get("running", 0) else ""))
+    if ctx.superseded:
+        runs_txt += f" (plus {plural(ctx.superseded, 'older run')} of the same configuration and seed, superseded)"
+    sweeps = r["sweep_id"].dropna().unique()
+    sweep_txt = ", ".join(f"`{s}`" + (f" ({ctx.parents[s]})" if s in ctx.parents else "") for s in sweeps) or "none"
+    if ctx.sweep_id is None and len(sweeps) and r["sweep_id"].isna().any():
+        sweep_txt += f"; {plural(int(r['sweep_id'].isna().sum()), 'run')} outside any sweep"
+    lengths = "; ".join(f"{t}: {length_label(t, r)} = {values_text(g['x'], counts=False)}"
+                        for t, g in r.groupby("task"))
+    budget = "; ".join(f"{p} = {values_text(r[c])}" for p, c in BUDGET.items())
+    commit_txt = ", ".join(
+        f"`{str(c)[:10]}` ({plural(len(g), 'run')}"
+        + (f", {int(g['git_dirty'].sum())} with uncommitted changes" if g["git_dirty"].any() else "") + ")"
+        for c, g in r.groupby(r["git_commit"].fillna("unknown")))
+    t0, t1 = r["start_time"].min(), r["start_time"].max()
+    dates = f"{t0:%Y-%m-%d %H:%M} – {t1:%Y-%m-%d %H:%M} UTC" if pd.notna(t0) else "—"
+    rows = [["runs", runs_txt], ["sweep(s)", sweep_txt],
+            ["tasks", ", ".join(sorted(r["task"].unique()))],
+            ["cells", ", ".join(sorted(r["cell"].unique(), key=cell_order))],
+            ["lengths", lengths],
+            ["clip", ", ".join(sorted(r["clip"].unique(), key=clip_order))],
+            ["seeds", values_text(r["seed"], counts=False)],
+            ["budget", budget], ["runs started", dates], ["git commit(s)", commit_txt],
+            ["MLflow store", f"`{ctx.tracking_uri}`"]]
+    selection = (f"the runs of sweep `{ctx.sweep_id}`" if ctx.sweep_id else
+                 "all runs of the experiment, the most recent finished or diverged run of each "
+                 "(task, cell, length, clip, seed)")
+    return "\n".join([
+        f"# Report: experiment `{ctx.experiment}`", "",
+        f"Generated {ctx.generated:%Y-%m-%d %H:%M} UTC by `src/report.py` from {selection}. "
+        "Regenerate (this rewrites everything outside the Discussion markers):", "",
+        "```bash", regenerate_command(ctx.experiment, ctx.sweep_id), "```", "",
+        *(f"- **{k}**: {v}" for k, v in rows)])
+
+
+def render(ctx: Context, info: Callable[[str], TaskInfo] = task_info) -> str:
+    """REPORT.md: header, metric tables, figures, throughput, computed observations, and the
+    discussion placeholder (or the discussion carried over from the previous version)."""
+    parts = [header(ctx), "", "## Final test metric", "",
+             "Mean ± std (sample std, ddof=1) over the seeds that finished; `n` = finished seeds. "
+             "Diverged runs count only in `diverged` (diverged / finished+diverged). `baseline` is "
+             "the task's trivial strategy, scored by the run itself (`baseline/*`)."]
+    for task in sorted(ctx.runs["task"].unique()):
+        ti = info(task)
+        note = "" if ti.known else " (task class not found: ranked by test/loss, lower is better)"
+        parts += ["", f"### {task}: `{ti.metric}`, {ti.better} is better{note}", "",
+                  metric_table(ctx.summary, task, ctx.runs, info)]
+    fig_text = [
+        ("metric_vs_length.png", "Final test metric vs length",
+         "One line per cell, line style = clip, error bars = std over seeds, grey dashed = trivial baseline."),
+        ("training_curves.png", "Training curves at the longest length",
+         "train/loss and the global gradient norm before clipping (log y) against the step."),
+        ("grad_flow.png", "Gradient through time at the longest length",
+         "‖∂L/∂x_t‖ normalised by its maximum, against the distance from the readout, at the last "
+         "probed step (`diagnostics/grad_flow.csv`); runs without the file (diverged) are absent, "
+         "and values below 1e-30 (float underflow) are drawn at 1e-30."),
+    ]
+    parts += ["", "## Figures"]
+    for name, title, caption in fig_text:
+        if ctx.figures.get(name):
+            parts += ["", f"### {title}", "", caption, "", f"![{title}]({name})"]
+        else:
+            parts += ["", f"### {title}", "", "_No data for this figure._"]
+    parts += ["", "## Training throughput", "",
+              "tokens/s = the median of each finished run's `perf/tokens_per_s` history, averaged "
+              "over runs (seeds, clip values); measured on whatever machine ran each job, with "
+              "whatever else ran beside it."]
+    for task in sorted(ctx.runs["task"].unique()):
+        if (ctx.throughput["task"] == task).any():
+            parts += ["", f"**{task}**", "", throughput_table(ctx.throughput, task, ctx.runs)]
+        else:
+            parts += ["", f"**{task}**: no throughput history."]
+    parts += ["", "## Discussion", "",
+              "### Computed observations", "",
+              "Generated from the numbers above; not interpretation.", "",
+              *observations(ctx.summary, ctx.runs, info), "",
+              "### Discussion", "", DISCUSSION_START,
+              ctx.discussion.strip("\n") or "_To be written: what the numbers above show, and what they do not._",
+              DISCUSSION_END, ""]
+    return "\n".join(parts)
+
+
+def kept_discussion(path: Path) -> str:
+    """The human-written text between the discussion markers of an existing report."""
+    if not path.exists():
+        return ""
+    text = path.read_text()
+    if DISCUSSION_START not in text or DISCUSSION_END not in text:
+        return ""
+    body = text.split(DISCUSSION_START, 1)[1].split(DISCUSSION_END, 1)[0].strip("\n")
+    return "" if body.startswith("_To be written") else body
+
+
+# -- end to end ----------------------------------------------------------------------------
+
+@dataclass
+class Result:
+    report: Path
+    files: list[Path]
+    n_runs: int
+    logged_to: str | None  # the parent run the files were logged to
+    notes: list[str]
+
+
+def parent_runs(client, sweep_ids: Iterable[str]) -> dict[str, object]:
+    """The sweep parent runs that exist (id -> run)."""
+    out = {}
+    for sid in sweep_ids:
+        try:
+            run = client.get_run(sid)
+        except Exception:  # noqa: BLE001 - a deleted or foreign parent: report without it
+            continue
+        out[sid] = run
+    return out
+
+
+def build(experiment: str, tracking_uri: str, out_dir: Path, sweep_id: str | None = None,
+          log_to_parent: bool = True) -> Result:
+    """Load, aggregate, draw, write ``out_dir/REPORT.md`` and log it to the sweep's parent run."""
+    from mlflow import MlflowClient
+
+    check_store(tracking_uri)
+    client = MlflowClient(tracking_uri)
+    raw = load_runs(tracking_uri, experiment, sweep_id)
+    runs, superseded = select_runs(tidy(raw))
+    if runs.empty:
+        what = f"sweep '{sweep_id}' of experiment '{experiment}'" if sweep_id else f"experiment '{experiment}'"
+        raise ReportError(f"{what} has no training runs (runs with a 'cell' tag) in {tracking_uri}")
+    summary = summarise(runs)
+    hist = fetch_histories(client, runs.loc[runs["outcome"] == "finished", "run_id"], ["perf/tokens_per_s"])
+    probed = runs.loc[at_longest(runs) & runs["outcome"].isin(COMPLETED), "run_id"]
+    curves = fetch_histories(client, probed, ["train/loss", "grad_norm/pre_clip"])
+    profiles = last_profiles(fetch_grad_flow(client, probed))
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in FIGURES:  # a figure this version cannot draw must not survive from an old one
+        (out_dir / name).unlink(missing_ok=True)
+    figures = {
+        "metric_vs_length.png": plot_metric_vs_length(summary, runs, out_dir / "metric_vs_length.png"),
+        "training_curves.png": plot_training_curves(runs, curves, out_dir / "training_curves.png"),
+        "grad_flow.png": plot_grad_flow(runs, profiles, out_dir / "grad_flow.png"),
+    }
+    sweeps = list(runs["sweep_id"].dropna().unique())
+    parents = parent_runs(client, [sweep_id] if sweep_id else sweeps)
+    report = out_dir / "REPORT.md"
+    ctx = Context(experiment, tracking_uri, runs, summary, throughput(runs, hist), figures, superseded,
+                  sweep_id, {s: r.info.run_name for s, r in parents.items()},
+                  discussion=kept_discussion(report))
+    report.write_text(render(ctx))
+    files = [report, *(p for p in figures.values() if p)]
+
+    notes, logged_to = [], None
+    if log_to_parent and parents:
+        # Several sweeps fed the report: it goes to the most recent one's parent.
+        logged_to = max(parents, key=lambda s: parents[s].info.start_time)
+        for f in files:
+            client.log_artifact(logged_to, str(f), "report")
+        if len(parents) > 1:
+            notes.append(f"{len(parents)} sweeps contributed; logged to the most recent one's parent run")
+    return Result(report, files, len(runs), logged_to, notes)

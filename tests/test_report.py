@@ -1,0 +1,337 @@
+"""The comparison report: aggregation on hand-made runs (fast), and `src/report.py` end to end on
+a tiny real sweep (slow): one table row per configuration, the right n, means equal to what
+MLflow holds, the diverged fraction, the baseline, the figures, the parent run's artifacts."""
+
+from __future__ import annotations
+
+import math
+import re
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import ROOT, Store
+
+from rnnlab import report
+from test_diagnostics import EXPLODING
+
+T0 = pd.Timestamp("2026-01-01", tz="UTC")
+
+
+# -- hand-made runs ------------------------------------------------------------------------
+
+def raw_run(run_id: str, cell: str | None = "rnn", task: str = "adding", seq_len: int = 10, clip="1.0",
+            seed: int = 0, status: str = "FINISHED", diverged: bool = False, minute: int = 0,
+            metrics: dict | None = None, params: dict | None = None, tags: dict | None = None) -> dict:
+    """One row as ``mlflow.search_runs`` returns it."""
+    row = {"run_id": run_id, "status": status, "start_time": T0 + pd.Timedelta(minutes=minute),
+           "tags.mlflow.runName": f"{cell}-{task}-T{seq_len}-clip{clip}-s{seed}",
+           "tags.task": task, "tags.seq_len": str(seq_len), "tags.clip": str(clip), "tags.seed": str(seed),
+           "tags.diverged": str(diverged).lower(), "tags.git_commit": "abc1234def", "tags.git_dirty": "false",
+           "params.trainer.max_steps": "400", "params.cell.hidden_size": "128", "params.batch_size": "64",
+           "params.diagnostics.threshold": "0.01"}
+    if cell is not None:
+        row["tags.cell"] = cell
+    row.update({f"params.{k}": str(v) for k, v in (params or {}).items()})
+    row.update({f"tags.{k}": v for k, v in (tags or {}).items()})
+    row.update({f"metrics.{k}": v for k, v in (metrics or {}).items()})
+    return row
+
+
+def adding(mse: float) -> dict:
+    return {"test/mse": mse, "baseline/mse": 1 / 6, "grad_flow/horizon": 9.0}
+
+
+def fake_info(name: str) -> report.TaskInfo:
+    """Task metadata without importing the task modules (they pull in torch)."""
+    return {"adding": report.TaskInfo("adding", "test/mse", "min"),
+            "copy": report.TaskInfo("copy", "test/loss", "min", ("test/acc",)),
+            "sentiment": report.TaskInfo("sentiment", "test/acc", "max")}[name]
+
+
+@pytest.fixture
+def hand_made() -> pd.DataFrame:
+    rows = [
+        raw_run("parent", cell=None, tags={"sweep": "true", "sweep_id": "parent"}),
+        # rnn T=10 clip 1.0: two finished seeds and one diverged
+        raw_run("a0", seed=0, metrics=adding(0.10)),
+        raw_run("a1", seed=1, metrics=adding(0.30)),
+        raw_run("a2", seed=2, status="FAILED", diverged=True, metrics={"baseline/mse": 1 / 6}),
+        # rnn T=10 clip none, seed 0: an old finished run, a newer one, and a newer crash
+        raw_run("b_old", clip="None", minute=1, metrics=adding(0.50)),
+        raw_run("b_new", clip="None", minute=2, metrics=adding(0.40)),
+        raw_run("b_crash", clip="None", minute=3, status="FAILED", metrics={"baseline/mse": 1 / 6}),
+        # lstm T=20: one seed; a configuration that only crashed
+        raw_run("c0", cell="lstm", seq_len=20, metrics=adding(0.05)),
+        raw_run("d0", cell="lstm", seq_len=20, clip="None", status="FAILED"),
+        raw_run("g0", cell="gru", seq_len=20, status="RUNNING"),  # still training
+        # copy (headline loss, also acc) and sentiment (length = task.distance)
+        raw_run("e0", task="copy", seq_len=30, metrics={"test/loss": 0.2, "test/acc": 0.5,
+                                                         "baseline/loss": 0.416, "baseline/acc": 0.125}),
+        raw_run("f0", task="sentiment", seq_len=64, params={"task.distance": 16},
+                metrics={"test/acc": 0.7, "baseline/acc": 0.5}),
+        raw_run("f1", task="sentiment", seq_len=64, seed=1, params={"task.distance": 16},
+                metrics={"test/acc": 0.8, "baseline/acc": 0.5}),
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_tidy_types_the_columns_and_drops_the_sweep_parent(hand_made):
+    df = report.tidy(hand_made)
+    assert "parent" not in set(df["run_id"]) and len(df) == len(hand_made) - 1
+    r = df.set_index("run_id")
+    assert r.loc["a0", "seq_len"] == 10 and r.loc["a0", "seed"] == 0 and r.loc["a0", "max_steps"] == 400
+    assert r.loc["b_old", "clip"] == "none" and r.loc["a0", "clip"] == "1.0"
+    assert r.loc["a2", "outcome"] == "diverged" and r.loc["b_crash", "outcome"] == "failed"
+    assert r.loc["f0", "x"] == 16 and r.loc["a0", "x"] == 10, "sentiment's length is task.distance"
+    assert r.loc["a0", "test/mse"] == 0.10
+    assert [report.clip_label(v) for v in ("None", None, "1", "1.0", 0.5, "null")] == \
+        ["none", "none", "1.0", "1.0", "0.5", "none"]
+
+
+def test_select_keeps_the_most_recent_completed_run_of_each_configuration(hand_made):
+    runs, superseded = report.select_runs(report.tidy(hand_made))
+    ids = set(runs["run_id"])
+    assert "b_new" in ids and not {"b_old", "b_crash"} & ids
+    assert {"d0", "g0"} <= ids, "a configuration that only crashed is still counted (as failed)"
+    assert superseded == 2
+    assert list(runs.loc[runs["task"] == "adding", "cell"].unique()) == ["rnn", "lstm", "gru"]
+
+
+def test_summarise_means_over_finished_seeds_and_counts_divergence_apart(hand_made):
+    runs, _ = report.select_runs(report.tidy(hand_made))
+    s = report.summarise(runs, fake_info).set_index(["task", "cell", "x", "clip"])
+    g = s.loc[("adding", "rnn", 10, "1.0")]
+    assert g["mean"] == pytest.approx(0.2) and g["std"] == pytest.approx(np.std([0.1, 0.3], ddof=1))
+    assert (g["n"], g["n_diverged"], g["n_runs"], g["n_failed"]) == (2, 1, 3, 0)
+    assert g["baseline/mse"] == pytest.approx(1 / 6)
+    assert s.loc[("adding", "rnn", 10, "none"), "mean"] == pytest.approx(0.40)
+    one = s.loc[("adding", "lstm", 20, "1.0")]
+    assert one["n"] == 1 and math.isnan(one["std"])
+    crashed = s.loc[("adding", "lstm", 20, "none")]
+    assert (crashed["n"], crashed["n_runs"], crashed["n_failed"], crashed["n_running"]) == (0, 0, 1, 0)
+    assert s.loc[("adding", "gru", 20, "1.0"), "n_running"] == 1
+    copy = s.loc[("copy", "rnn", 30, "1.0")]
+    assert copy["mean"] == 0.2 and copy["test/acc mean"] == 0.5 and copy["baseline/acc"] == 0.125
+    assert s.loc[("sentiment", "rnn", 16, "1.0"), "mean"] == pytest.approx(0.75)
+
+
+def table_rows(markdown: str, title: str) -> list[list[str]]:
+    """The body rows of the first table after the heading line containing ``title``."""
+    lines = markdown.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("#") and title in line)
+    rows = []
+    for line in lines[start + 1:]:
+        if line.startswith("|"):
+            rows.append([c.strip() for c in line.strip("|").split("|")])
+        elif rows:
+            break
+    return rows
+
+
+def test_tables_and_observations_state_the_numbers(hand_made):
+    runs, _ = report.select_runs(report.tidy(hand_made))
+    summary = report.summarise(runs, fake_info)
+    header, _, *rows = table_rows("# adding\n" + report.metric_table(summary, "adding", runs, fake_info), "adding")
+    assert header == ["cell", "seq_len", "clip", "test/mse (mean ± std)", "n", "baseline", "diverged",
+                      "failed", "running"]
+    assert rows[0] == ["rnn", "10", "1.0", "0.2 ± 0.14", "2", "0.1667", "1/3", "0", "0"]
+    assert rows[1] == ["rnn", "10", "none", "0.4", "1", "0.1667", "0/1", "0", "0"]
+    assert rows[3] == ["lstm", "20", "none", "—", "0", "—", "0/0", "1", "0"]
+    assert rows[4] == ["gru", "20", "1.0", "—", "0", "—", "0/0", "0", "1"]
+    copy_header = report.metric_table(summary, "copy", runs, fake_info).splitlines()[0]
+    assert "test/loss (mean ± std)" in copy_header and "test/acc (mean ± std)" in copy_header
+    sent = report.metric_table(summary, "sentiment", runs, fake_info).splitlines()
+    assert sent[0].startswith("| cell | task.distance | seq_len | clip | test/acc")
+    assert sent[2].startswith("| rnn | 16 | 64 | 1.0 | 0.75 ± 0.071 | 2 | 0.5 |")
+
+    obs = "\n".join(report.observations(summary, runs, fake_info))
+    assert "lstm, clip 1.0: 0.05 (n=1), better than the baseline by 0.1167 (70.0% of the baseline)" in obs
+    assert "better than the baseline by 0.25 (50.0% of the baseline)" in obs  # sentiment: higher is better
+    assert "diverged: 1 of 5 adding runs" in obs
+    assert "failed (in no mean and no diverged fraction): 1 (lstm-adding-T20-clipNone-s0)" in obs
+    assert "running (in no mean and no diverged fraction): 1 (gru-adding-T20-clip1.0-s0)" in obs
+    assert "rnn clip 1.0 seq_len=10: 1/3" in obs
+
+
+def test_throughput_is_the_mean_over_runs_of_each_runs_median():
+    runs = pd.DataFrame({"run_id": ["r1", "r2", "r3"], "task": "adding", "x": 10, "cell": "rnn",
+                         "outcome": ["finished", "finished", "diverged"]})
+    hist = pd.DataFrame([("r1", "perf/tokens_per_s", s, v) for s, v in enumerate([1, 100, 110, 120])]
+                        + [("r2", "perf/tokens_per_s", s, v) for s, v in enumerate([200, 210, 5])]
+                        + [("r3", "perf/tokens_per_s", 0, 1e6)], columns=["run_id", "key", "step", "value"])
+    tp = report.throughput(runs, hist)
+    assert tp["tokens_per_s"].tolist() == [(105 + 200) / 2] and tp["n"].tolist() == [2]
+
+
+def test_profiles_keep_the_last_probe_normalised():
+    gf = pd.DataFrame({"run_id": "r", "step": [3, 3, 6, 6], "distance_from_readout": [1, 0, 1, 0],
+                       "grad_input_norm": [5.0, 10.0, 0.2, 4.0]})
+    last = report.last_profiles(gf)
+    assert last["step"].unique().tolist() == [6] and last["norm"].tolist() == [0.05, 1.0]
+
+
+def test_headline_metrics_come_from_the_task_classes():
+    info = {t: report.task_info(t) for t in ("adding", "copy", "char_lm", "sentiment", "forecast")}
+    assert {t: (i.metric, i.mode) for t, i in info.items()} == {
+        "adding": ("test/mse", "min"), "copy": ("test/loss", "min"), "char_lm": ("test/bpc", "min"),
+        "sentiment": ("test/acc", "max"), "forecast": ("test/mse", "min")}
+    assert info["copy"].extras == ("test/acc",)
+    assert not report.task_info("no_such_task").known
+
+
+def test_the_discussion_survives_regeneration(hand_made, tmp_path):
+    runs, _ = report.select_runs(report.tidy(hand_made))
+    summary = report.summarise(runs, fake_info)
+    ctx = report.Context("exp", "sqlite:///x.db", runs, summary, report.throughput(runs, pd.DataFrame()), {})
+    first = report.render(ctx, fake_info)
+    assert "_To be written" in first and report.DISCUSSION_START in first
+    path = tmp_path / "REPORT.md"
+    path.write_text(first.replace("_To be written: what the numbers above show, and what they do not._",
+                                  "LSTM wins, said a human."))
+    ctx.discussion = report.kept_discussion(path)
+    assert "LSTM wins, said a human." in report.render(ctx, fake_info)
+
+
+def test_figures_draw_from_hand_made_runs(hand_made, tmp_path):
+    runs, _ = report.select_runs(report.tidy(hand_made))
+    summary = report.summarise(runs, fake_info)
+    hist = pd.DataFrame([(rid, key, step, v * (1 + step)) for rid in runs["run_id"]
+                         for key, v in [("train/loss", 1.0), ("grad_norm/pre_clip", 2.0)] for step in range(5)],
+                        columns=["run_id", "key", "step", "value"])
+    gf = pd.DataFrame([(rid, 5, d, 0.5 ** d) for rid in runs["run_id"] for d in range(10)],
+                      columns=["run_id", "step", "distance_from_readout", "grad_input_norm"])
+    paths = [report.plot_metric_vs_length(summary, runs, tmp_path / "a.png", fake_info),
+             report.plot_training_curves(runs, hist, tmp_path / "b.png"),
+             report.plot_grad_flow(runs, report.last_profiles(gf), tmp_path / "c.png")]
+    assert all(p is not None and p.stat().st_size > 10_000 for p in paths)
+
+
+def test_an_unknown_experiment_is_a_clear_error(store, capsys):
+    sys.path.insert(0, str(ROOT / "src"))
+    import importlib
+
+    cli = importlib.import_module("report")  # src/report.py (tests import rnnlab.report separately)
+    store.client.create_experiment("adding", artifact_location=(store.dir / "mlruns").as_uri())
+    assert cli.main(["--experiment", "long_rnage", "--tracking-uri", store.uri, "--out", str(store.dir)]) == 2
+    err = capsys.readouterr().err
+    assert "no experiment named 'long_rnage'" in err and "existing: Default, adding" in err
+    assert cli.main(["--experiment", "adding", "--tracking-uri", store.uri, "--out", str(store.dir)]) == 2
+    assert "has no training runs" in capsys.readouterr().err
+    missing = f"sqlite:///{store.dir / 'typo.db'}"
+    assert cli.main(["--experiment", "adding", "--tracking-uri", missing, "--out", str(store.dir)]) == 2
+    assert "no MLflow store at" in capsys.readouterr().err and not (store.dir / "typo.db").exists()
+
+
+# -- end to end on a tiny real sweep -------------------------------------------------------
+
+# TINY (conftest) plus what makes a 6-step run take about a second inside a multirun.
+FAST = ["tracking.async_logging=false", "tracking.log_checkpoint=false", "task.val_size=16",
+        "task.test_size=16", "trainer.log_every_n_steps=1"]
+DIVERGING = [o for o in EXPLODING if o.split("=")[0] in
+             ("task", "cell", "cell.nonlinearity", "cell.spectral_radius", "optim.name", "optim.lr")]
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory) -> Store:
+    """adding, rnn and lstm x seq_len 10, 20 x seeds 0, 1 with clip 1.0 (one Hydra sweep), plus
+    rnn at seq_len 20 without clipping: seed 0 trains, seed 1 diverges (two single runs, in
+    parallel with the sweep)."""
+    store = Store(tmp_path_factory.mktemp("report"))
+    # The schema and experiment exist before two processes write into the store at once.
+    store.client.create_experiment("adding", artifact_location=(store.dir / "mlruns").as_uri())
+    errors: list[BaseException] = []
+
+    def run(*overrides):
+        try:
+            store.train(*FAST, *overrides)
+        except BaseException as e:  # noqa: BLE001 - reported by the fixture below
+            errors.append(e)
+
+    grid = threading.Thread(target=run, args=(
+        "-m", "task=adding", "cell=rnn,lstm", "seq_len=10,20", "seed=0,1", "clip=1.0",
+        f"hydra.sweep.dir={store.dir / 'multirun'}"))
+    grid.start()
+    run("task=adding", "cell=rnn", "seq_len=20", "clip=null", "seed=0", f"hydra.run.dir={store.dir / 'plain'}")
+    run(*DIVERGING, "seq_len=20", "clip=null", "seed=1", f"hydra.run.dir={store.dir / 'diverging'}")
+    grid.join()
+    if errors:
+        raise errors[0]
+    return store
+
+
+def expected(store: Store) -> dict[tuple[str, int, str], dict]:
+    """What each table row must say, straight from MLflow: finished test/mse per seed, counts."""
+    out: dict[tuple[str, int, str], dict] = {}
+    for r in store.runs("adding"):
+        t = r.data.tags
+        if "cell" not in t:
+            continue
+        row = out.setdefault((t["cell"], int(t["seq_len"]), report.clip_label(t["clip"])),
+                             {"mse": [], "diverged": 0, "runs": 0})
+        row["runs"] += 1
+        if t["diverged"] == "true":
+            row["diverged"] += 1
+        elif r.info.status == "FINISHED":
+            row["mse"].append(r.data.metrics["test/mse"])
+    return out
+
+
+def number(text: str) -> float:
+    return float(text.replace(",", ""))
+
+
+@pytest.mark.slow
+def test_report_of_a_tiny_sweep(sweep, tmp_path):
+    out = tmp_path / "report"
+    proc = subprocess.run([sys.executable, str(ROOT / "src" / "report.py"), "--experiment", "adding",
+                           "--tracking-uri", sweep.uri, "--out", str(out)],
+                          capture_output=True, text=True, timeout=300, env=sweep.env(), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert {p.name for p in out.iterdir()} == {"REPORT.md", *report.FIGURES}
+    md = (out / "REPORT.md").read_text()
+    assert "- **runs**: 10: 9 finished / 1 diverged / 0 failed" in md
+    assert "- **budget**: trainer.max_steps = 6; cell.hidden_size = 16; batch_size = 8" in md
+    assert all(f"]({name})" in md for name in report.FIGURES)
+
+    want = expected(sweep)
+    header, _, *rows = table_rows(md, "adding: `test/mse`")
+    assert header == ["cell", "seq_len", "clip", "test/mse (mean ± std)", "n", "baseline", "diverged"]
+    assert sorted((r[0], int(r[1]), r[2]) for r in rows) == sorted(want) and len(want) == 5
+    for cell, T, clip, value, n, baseline, diverged in rows:
+        w = want[(cell, int(T), clip)]
+        assert int(n) == len(w["mse"]) and diverged == f"{w['diverged']}/{w['runs']}"
+        assert baseline == "0.1667"
+        mean, _, std = value.partition(" ± ")
+        assert number(mean) == pytest.approx(np.mean(w["mse"]), rel=1e-3)
+        if len(w["mse"]) > 1:
+            assert number(std) == pytest.approx(np.std(w["mse"], ddof=1), rel=2e-2)
+    unclipped = want[("rnn", 20, "none")]  # the sweep's shape, so the checks above meant something
+    assert (len(unclipped["mse"]), unclipped["diverged"], unclipped["runs"]) == (1, 1, 2)
+    assert len(want[("lstm", 20, "1.0")]["mse"]) == 2
+
+    tp = table_rows(md, "## Training throughput")
+    assert tp[0] == ["seq_len", "rnn tokens/s", "lstm tokens/s"] and [r[0] for r in tp[2:]] == ["10", "20"]
+    assert all(re.fullmatch(r"[\d,]+ \(n=\d\)", c) for r in tp[2:] for c in r[1:])
+    assert "diverged: 1 of 10 adding runs (rnn clip none seq_len=20: 1/2)" in md
+    assert "grad_flow/horizon at the last probe" in md
+
+    # The sweep's parent run holds the report too.
+    parent = next(r for r in sweep.runs("adding") if r.data.tags.get("sweep") == "true")
+    logged = {a.path for a in sweep.client.list_artifacts(parent.info.run_id, "report")}
+    assert logged == {"report/REPORT.md", *(f"report/{n}" for n in report.FIGURES)}
+    assert f"logged 4 files to the sweep's parent run {parent.info.run_id}" in proc.stdout
+
+
+@pytest.mark.slow
+def test_report_of_one_sweep_only(sweep, tmp_path):
+    parent = next(r for r in sweep.runs("adding") if r.data.tags.get("sweep") == "true")
+    result = report.build("adding", sweep.uri, tmp_path, sweep_id=parent.info.run_id, log_to_parent=False)
+    md = result.report.read_text()
+    rows = table_rows(md, "adding: `test/mse`")[2:]
+    assert result.n_runs == 8 and len(rows) == 4 and {r[2] for r in rows} == {"1.0"}
+    assert {r[4] for r in rows} == {"2"} and {r[-1] for r in rows} == {"0/2"}
+    assert f"--sweep-id {parent.info.run_id}" in md and result.logged_to is None
