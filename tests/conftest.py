@@ -41,8 +41,16 @@ class Store:
     def train(self, *overrides: str, tiny: bool = True, check: bool = True, timeout: int = 300,
               env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         """Run ``python src/train.py`` exactly as a user would; return the finished process."""
-        flags = [o for o in overrides if o.startswith("-")]  # e.g. -m: argparse wants them first
-        overrides = tuple(o for o in overrides if not o.startswith("-"))
+        flags, rest, args = [], [], list(overrides)  # flags (-m, --config-path X) go first
+        while args:
+            a = args.pop(0)
+            if a.startswith("-"):
+                flags.append(a)
+                if a in ("--config-path", "--config-name", "-cp", "-cn") and args:
+                    flags.append(args.pop(0))
+            else:
+                rest.append(a)
+        overrides = tuple(rest)
         cmd = [sys.executable, str(ROOT / "src" / "train.py"), *flags, *(TINY if tiny else []),
                *self.overrides(), *overrides]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,

@@ -69,3 +69,19 @@ def test_resume_of_an_unknown_or_different_run_is_refused(store):
     proc = store.train("task=adding", "resume=" + "0" * 32, check=False)
     assert proc.returncode == 2 and "no such run" in proc.stderr
     assert len(store.runs()) == 1
+
+
+@pytest.mark.slow
+def test_a_logged_run_can_be_rerun_from_its_config_artifact(store, tmp_path):
+    store.train("task=adding", "task.val_size=32", "task.test_size=32")
+    first = store.only_run("adding")
+    folder = tmp_path / "logged"
+    folder.mkdir()
+    store.client.download_artifacts(first.info.run_id, "config.yaml", str(folder))
+    store.train("--config-path", str(folder), "--config-name", "config", tiny=False)
+    runs = store.runs("adding")
+    assert len(runs) == 2
+    again = next(r for r in runs if r.info.run_id != first.info.run_id)
+    assert again.data.tags["config_hash"] == first.data.tags["config_hash"]
+    assert store.history(again.info.run_id, "train/loss") == store.history(first.info.run_id, "train/loss")
+    assert again.data.metrics["test/mse"] == first.data.metrics["test/mse"]
