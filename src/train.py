@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # works without `pip i
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from rnnlab import paths  # noqa: E402  (registers the ${root:} and ${cores:} resolvers)
+import rnnlab.paths  # noqa: E402,F401  (registers the ${root:} and ${cores:} resolvers)
 from rnnlab.config import ConfigError, validate  # noqa: E402
 
 

@@ -10,16 +10,15 @@ MSE = Var(U1 + U2) = 2/12 = 1/6: a model below that has learnt to remember.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Generator, Tensor
-from torchmetrics import MeanAbsoluteError, MeanMetric, MeanSquaredError, MetricCollection
 
+from rnnlab.tasks.base import RegressionTask
 from rnnlab.tasks.synthetic import GeneratedTask
 
 BASELINE_MSE = 1 / 6
 
 
-class Adding(GeneratedTask):
+class Adding(RegressionTask, GeneratedTask):
     name = "adding"
     input_kind = "real"
     main_metric = "val/mse"
@@ -45,17 +44,6 @@ class Adding(GeneratedTask):
         markers[rows, second] = 1.0
         y = (values * markers).sum(1, keepdim=True)
         return {"x": torch.stack([values, markers], dim=-1), "y": y}
-
-    def loss(self, out, batch):
-        return F.mse_loss(out, batch["y"])
-
-    def metrics(self):
-        return MetricCollection({"loss": MeanMetric(), "mse": MeanSquaredError(), "mae": MeanAbsoluteError()})
-
-    def update_metrics(self, metrics, out, batch, loss):
-        metrics["loss"].update(loss, weight=len(out))
-        metrics["mse"].update(out, batch["y"])
-        metrics["mae"].update(out, batch["y"])
 
     def baselines(self):
         return {"mse": BASELINE_MSE}

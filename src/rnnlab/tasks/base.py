@@ -24,7 +24,8 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
-from torchmetrics import Metric, MetricCollection
+import torch.nn.functional as F
+from torchmetrics import MeanAbsoluteError, MeanMetric, MeanSquaredError, Metric, MetricCollection
 
 from rnnlab.config import ConfigError
 
@@ -129,6 +130,18 @@ class Task(pl.LightningDataModule):
         """Facts about the data worth logging as params (sizes, vocabulary...)."""
         return {}
 
+    # -- data: tasks that hold fixed tensors per split set ``self.fields`` -------------------
+    fields: dict[str, dict[str, Tensor]]
+
+    def train_dataloader(self):
+        return self._loader(self.fields["train"], train=True)
+
+    def val_dataloader(self):
+        return self._loader(self.fields["val"], train=False)
+
+    def test_dataloader(self):
+        return self._loader(self.fields["test"], train=False)
+
     # -- helpers for subclasses ---------------------------------------------------------
     def _loader(self, fields: dict[str, Tensor], train: bool) -> DataLoader:
         return tensor_loader(fields, self.batch_size, shuffle=train and not self.stateful,
@@ -138,6 +151,22 @@ class Task(pl.LightningDataModule):
     def check(key: str, value: Any, ok: bool, valid: str) -> None:
         if not ok:
             raise ConfigError(key, value, valid)
+
+
+class RegressionTask(Task):
+    """Real-valued targets: MSE loss, and MSE/MAE metrics from torchmetrics."""
+
+    def loss(self, out: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        return F.mse_loss(out, batch["y"])
+
+    def metrics(self) -> MetricCollection:
+        return MetricCollection({"loss": MeanMetric(), "mse": MeanSquaredError(), "mae": MeanAbsoluteError()})
+
+    def update_metrics(self, metrics, out, batch, loss):
+        out = out.detach()
+        metrics["loss"].update(loss.detach(), weight=len(out))
+        metrics["mse"].update(out, batch["y"])
+        metrics["mae"].update(out, batch["y"])
 
 
 class MeanPerPosition(Metric):

@@ -36,11 +36,9 @@ from functools import lru_cache
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
-from torchmetrics import MeanAbsoluteError, MeanMetric, MeanSquaredError, MetricCollection
 
-from rnnlab.tasks.base import Task
+from rnnlab.tasks.base import RegressionTask, Task
 
 SPLITS = ("train", "val", "test")
 FRACTIONS = (0.7, 0.15, 0.15)
@@ -142,7 +140,7 @@ def estimate_season(z: Tensor, max_lag: int) -> int | None:
     return int(lags[0]) if len(lags) else None
 
 
-class Forecast(Task):
+class Forecast(RegressionTask):
     name = "forecast"
     input_kind = "real"
     main_metric = "val/mse"
@@ -214,28 +212,7 @@ class Forecast(Task):
         n = len(self.fields[split]["y"])
         return lo + self.seq_len + torch.arange(n).unsqueeze(1) + torch.arange(self.horizon)
 
-    def train_dataloader(self):
-        return self._loader(self.fields["train"], train=True)
-
-    def val_dataloader(self):
-        return self._loader(self.fields["val"], train=False)
-
-    def test_dataloader(self):
-        return self._loader(self.fields["test"], train=False)
-
     # -- objective and metrics ------------------------------------------------------------
-    def loss(self, out: Tensor, batch: dict[str, Tensor]) -> Tensor:
-        return F.mse_loss(out, batch["y"])
-
-    def metrics(self) -> MetricCollection:
-        return MetricCollection({"loss": MeanMetric(), "mse": MeanSquaredError(), "mae": MeanAbsoluteError()})
-
-    def update_metrics(self, metrics, out, batch, loss):
-        out = out.detach()
-        metrics["loss"].update(loss.detach(), weight=len(out))
-        metrics["mse"].update(out, batch["y"])
-        metrics["mae"].update(out, batch["y"])
-
     def baselines(self):
         """Persistence and seasonal-naive on the test windows (normalised scale)."""
         t = self.fields["test"]

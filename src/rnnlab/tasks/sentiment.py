@@ -218,15 +218,6 @@ class Sentiment(Task):
         self.n_truncated += int((lengths > room).sum())
         return {"x": x, "y": y.clone(), "mask": x != PAD}
 
-    def train_dataloader(self):
-        return self._loader(self.fields["train"], train=True)
-
-    def val_dataloader(self):
-        return self._loader(self.fields["val"], train=False)
-
-    def test_dataloader(self):
-        return self._loader(self.fields["test"], train=False)
-
     # -- objective and metrics ------------------------------------------------------------
     def loss(self, out: Tensor, batch: dict[str, Tensor]) -> Tensor:
         return F.cross_entropy(out, batch["y"])

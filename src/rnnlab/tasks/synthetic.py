@@ -4,7 +4,6 @@ seeds are compared on the same held-out sequences."""
 
 from __future__ import annotations
 
-import torch
 from torch import Generator, Tensor
 
 from rnnlab.tasks.base import Task, generated_loader, tensor_loader
