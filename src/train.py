@@ -29,7 +29,8 @@ def main(cfg: DictConfig) -> float | None:
             raise
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    print("\n".join(summary.lines()), flush=True)
+    if summary.lines():
+        print("\n".join(summary.lines()), flush=True)
     return summary.val
 
 

@@ -7,6 +7,7 @@ every way out of this function gives it a final status.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -41,8 +42,11 @@ class Summary:
     diverged_at_step: int | None
     tracking_uri: str
     skipped: bool = False
+    worker: bool = False  # a DDP process of rank > 0: rank 0 prints the summary
 
     def lines(self) -> list[str]:
+        if self.worker:
+            return []
         metric = self.main_metric.split("/", 1)[1]
         if self.skipped:
             return [f"[{self.run_name}] skipped: already {self.status} as MLflow run {self.run_id} "
@@ -101,14 +105,17 @@ def train(cfg: DictConfig) -> Summary:
     label = tracking.run_name(cfg, task.name)
     model = build_model(cfg, task, label)
 
-    resume_id, last_ckpt = find_resumable(cfg, digest, task.name, in_sweep is not None)
+    ddp = _ddp_parent_state()  # set in a DDP worker: rank 0's run and checkpoint to use
+    resume_id, last_ckpt = (None, ddp["last_ckpt"]) if ddp else find_resumable(cfg, digest, task.name, in_sweep is not None)
     sweep_tags = {"mlflow.parentRunId": in_sweep["parent_run_id"], "sweep_id": in_sweep["parent_run_id"]} \
         if in_sweep and in_sweep.get("parent_run_id") else {}
-    run = tracking.Run(cfg, task.name, resume_id=resume_id, tags={
+    run = tracking.Run(cfg, task.name, resume_id=resume_id, attach_id=ddp["run_id"] if ddp else None, tags={
         "cell": cfg.cell.name, "task": task.name, "seq_len": cfg.seq_len, "clip": cfg.clip,
         "seed": cfg.seed, "config_hash": digest, "command": tracking.command_line(),
         **tracking.git_info(), **sweep_tags,
     })
+    if ddp:  # a worker: train and test its shard; rank 0 reports
+        return _fit_and_test(cfg, task, model, run, last_ckpt, ckpt_dir=ddp["ckpt_dir"])
     try:
         return _fit_and_test(cfg, task, model, run, last_ckpt)
     except BaseException as e:
@@ -162,9 +169,22 @@ def _last_checkpoint(run) -> str | None:
     return path if path and os.path.exists(path) else None
 
 
+DDP_STATE = "RNNLAB_DDP_PARENT"
+
+
+def _ddp_parent_state() -> dict | None:
+    """Lightning's DDP launcher re-runs this script for ranks > 0 with the parent's
+    environment; rank 0 leaves its run id and checkpoint dir there (see _fit_and_test)."""
+    if os.environ.get("LOCAL_RANK", "0") == "0" or DDP_STATE not in os.environ:
+        return None
+    return json.loads(os.environ[DDP_STATE])
+
+
 def _fit_and_test(cfg: DictConfig, task: Task, model: RecurrentModel, run: tracking.Run,
-                  last_ckpt: str | None = None) -> Summary:
-    if run.resumed:
+                  last_ckpt: str | None = None, ckpt_dir: str | None = None) -> Summary:
+    if ckpt_dir is not None:
+        pass  # a DDP worker
+    elif run.resumed:
         ckpt_dir = os.path.dirname(last_ckpt)
     else:
         n_params = sum(p.numel() for p in model.parameters())
@@ -191,16 +211,22 @@ def _fit_and_test(cfg: DictConfig, task: Task, model: RecurrentModel, run: track
     callbacks.append(RichProgressBar() if interactive() else PlainProgress())
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=run.logger, callbacks=callbacks,
                                       enable_progress_bar=interactive())
+    os.environ[DDP_STATE] = json.dumps({"run_id": run.id, "ckpt_dir": ckpt_dir, "last_ckpt": last_ckpt})
     trainer.fit(model, datamodule=task, ckpt_path=last_ckpt, weights_only=True)
 
     diverged = model.diverged_at is not None
-    run.log_metrics({"grad_norm/max": model.grad_norm_max,
-                     "grad_norm/nonfinite_steps": float(model.nonfinite_steps)}, step=trainer.global_step)
     test_value = None
-    if not diverged:
+    if not diverged:  # collective under DDP: every rank tests its shard
         ckpt = "best" if checkpoint.best_model_path else None
         trainer.test(model, datamodule=task, ckpt_path=ckpt, verbose=False, weights_only=True)
         test_value = _value(trainer.callback_metrics, "test/" + task.main_metric.split("/", 1)[1])
+    if not trainer.is_global_zero:  # a DDP worker: rank 0 reports
+        return Summary(run_id=run.id, run_name=run.name, experiment=run.experiment_name, status="RUNNING",
+                       main_metric=task.main_metric, val=None, test=test_value, diverged=diverged,
+                       diverged_at_step=model.diverged_at, tracking_uri=run.uri, worker=True)
+    run.log_metrics({"grad_norm/max": model.grad_norm_max,
+                     "grad_norm/nonfinite_steps": float(model.nonfinite_steps)}, step=trainer.global_step)
+    if not diverged:
         with tempfile.TemporaryDirectory() as tmp:
             for path in task.log_artifacts(model, "test", tmp):
                 run.log_artifact(path, "plots" if path.endswith(".png") else "data")

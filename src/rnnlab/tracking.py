@@ -153,7 +153,9 @@ def flush() -> None:
 class Run:
     """An MLflow run for one training job: a new one, or (``resume_id``) one being resumed."""
 
-    def __init__(self, cfg: DictConfig, task_name: str, tags: dict[str, str], resume_id: str | None = None):
+    def __init__(self, cfg: DictConfig, task_name: str, tags: dict[str, str], resume_id: str | None = None,
+                 attach_id: str | None = None):
+        """``attach_id``: a DDP worker process (rank > 0) uses rank 0's run and writes nothing."""
         self.uri = tracking_uri(cfg)
         self.client = MlflowClient(self.uri)
         mlflow.set_tracking_uri(self.uri)
@@ -162,7 +164,9 @@ class Run:
         self.name = run_name(cfg, task_name)
         self.resumed = resume_id is not None
         logged_until: dict[str, int] = {}
-        if resume_id is None:
+        if attach_id is not None:
+            self.id = attach_id
+        elif resume_id is None:
             all_tags = {"mlflow.runName": self.name, "mlflow.source.name": "src/train.py", **tags}
             self.id = self.client.create_run(self.experiment_id, run_name=self.name,
                                              tags={k: str(v) for k, v in all_tags.items()}).info.run_id

@@ -30,6 +30,19 @@ from torchmetrics import MeanAbsoluteError, MeanMetric, MeanSquaredError, Metric
 from rnnlab.config import ConfigError
 
 
+def shard() -> tuple[int, int]:
+    """(rank, world size) of this process under torch.distributed, else (0, 1).
+
+    Samplers shard themselves, batch k going to rank k % world, so that under DDP every process
+    trains on its own batches and the batch order stays a function of (seed, epoch) alone.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 class BatchSampler(Sampler):
     """Yields one index tensor per batch: a fresh seeded permutation each epoch, or in order.
 
@@ -45,8 +58,12 @@ class BatchSampler(Sampler):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def __len__(self) -> int:
+    def _batches(self) -> int:
         return self.n // self.batch_size if self.drop_last else math.ceil(self.n / self.batch_size)
+
+    def __len__(self) -> int:
+        rank, world = shard()
+        return len(range(rank, self._batches(), world))
 
     def __iter__(self):
         if self.shuffle:
@@ -54,7 +71,9 @@ class BatchSampler(Sampler):
             order = torch.randperm(self.n, generator=g)
         else:
             order = torch.arange(self.n)
-        yield from order[: len(self) * self.batch_size if self.drop_last else None].split(self.batch_size)
+        batches = order[: self._batches() * self.batch_size if self.drop_last else None].split(self.batch_size)
+        rank, world = shard()
+        yield from batches[rank::world]
 
 
 class TensorBatches(Dataset):
@@ -201,11 +220,13 @@ class FreshSampler(Sampler):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.batches_per_epoch
+        rank, world = shard()
+        return len(range(rank, self.batches_per_epoch, world))
 
     def __iter__(self):
         first = self.epoch * self.batches_per_epoch
-        for k in range(first, first + self.batches_per_epoch):
+        rank, world = shard()
+        for k in range(first + rank, first + self.batches_per_epoch, world):
             yield torch.arange(k * self.batch_size, (k + 1) * self.batch_size)
 
 
