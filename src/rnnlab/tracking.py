@@ -118,8 +118,7 @@ def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
 
 
 class RunLogger(MLFlowLogger):
-    """Lightning's MLflow logger on a run rnnlab owns: ``finalize`` flushes pending async
-    writes but leaves the status alone (Lightning finalizes after ``fit`` and again after
+    """Lightning's MLflow logger on a run rnnlab owns: ``finalize`` leaves the status alone (Lightning finalizes after ``fit`` and again after
     ``test``; the run is only finished when rnnlab says so).
 
     ``logged_until`` (key -> last step already in the store) makes a resumed run continue each
@@ -143,11 +142,8 @@ class RunLogger(MLFlowLogger):
         super().log_metrics(metrics, step)
 
     def finalize(self, status: str = "success") -> None:
-        flush()
-
-
-def flush() -> None:
-    mlflow.flush_async_logging()
+        """Nothing: pending async writes are flushed once, when rnnlab ends the run (each
+        flush waits up to a second for MLflow's queue thread)."""
 
 
 class Run:
@@ -200,7 +196,7 @@ class Run:
         self.client.log_artifact(self.id, path, artifact_path)
 
     def end(self, status: str) -> None:
-        flush()
+        mlflow.flush_async_logging()  # the one flush of the run: every point is in the store
         self.client.set_terminated(self.id, status)
 
 
