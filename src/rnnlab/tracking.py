@@ -7,6 +7,7 @@ metrics, and sets the final status itself: FINISHED, or FAILED with the reason a
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 import tempfile
@@ -95,7 +96,11 @@ def get_or_create_experiment(client: MlflowClient, name: str, artifact_location:
         return exp.experiment_id
 
 
+@functools.lru_cache(maxsize=1)
 def git_info() -> dict[str, str]:
+    """The commit of the code this process runs: read once, at the first run of the process,
+    so that a sweep's long-lived worker processes do not report a HEAD that moved on since
+    they loaded their code."""
     root = paths.repo_root()
     try:
         head = subprocess.run(["git", "rev-parse", "--verify", "HEAD"], cwd=root, capture_output=True,
