@@ -130,8 +130,12 @@ def test_divergence_ends_the_run_cleanly_and_clipping_prevents_it(store):
 def test_a_diverging_job_does_not_stop_a_multirun(store):
     proc = store.train("-m", *EXPLODING, "clip=null,1.0", f"hydra.sweep.dir={store.dir / 'multirun'}")
     assert proc.returncode == 0
-    statuses = sorted((r.data.tags["diverged"], r.info.status) for r in store.runs("adding"))
+    runs = store.runs("adding")
+    jobs = [r for r in runs if r.data.tags.get("sweep") != "true"]
+    statuses = sorted((r.data.tags["diverged"], r.info.status) for r in jobs)
     assert statuses == [("false", "FINISHED"), ("true", "FAILED")]
+    (parent,) = [r for r in runs if r.data.tags.get("sweep") == "true"]
+    assert parent.data.metrics["sweep/diverged"] == 1 and parent.data.metrics["sweep/finished"] == 1
 
 
 def test_diagnostics_can_be_switched_off():
