@@ -32,6 +32,7 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from torch import Tensor
 
+from rnnlab import figures
 from rnnlab.cells import reference
 
 GATE_METRICS = {"lstm": ("f", "gates/forget_mean"), "gru": ("z", "gates/update_mean")}
@@ -173,11 +174,9 @@ class GradientFlow(Callback):
                 T = len(gx)
                 for t in range(T):
                     w.writerow([step, t + 1, T - 1 - t, f"{float(gx[t]):.6e}", f"{float(gh[t]):.6e}"])
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
         from matplotlib.colors import LogNorm
+
+        plt = figures.pyplot()
 
         steps = [r[0] for r in self.rows]
         grid = torch.stack([r[1] / r[1].max().clamp_min(1e-30) for r in self.rows]).clamp_min(1e-8).numpy()
@@ -189,8 +188,4 @@ class GradientFlow(Callback):
         ax.set(xlabel="input position t (readout at the right)", ylabel="training step",
                title=f"{title}: ‖∂L/∂x_t‖ / max")
         fig.colorbar(im, ax=ax, label="normalised gradient (log)")
-        fig.tight_layout()
-        png = out_dir / "grad_flow.png"
-        fig.savefig(png, dpi=120)
-        plt.close(fig)
-        return [csv_path, png]
+        return [csv_path, Path(figures.save(fig, out_dir / "grad_flow.png"))]

