@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from mlflow import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from rnnlab import tracking
-
+# mlflow and rnnlab.tracking (which pulls in Lightning) are imported where used: Hydra builds
+# this callback for every command, and a rejected command line must not pay seconds of imports.
 BOOKKEEPING = ("tracking", "sweep", "threads", "hydra", "resume")
 SWEEP_FILE = "sweep.json"
 
@@ -41,7 +40,7 @@ def experiment_name(cfg: DictConfig, task_name: str) -> str:
     return cfg.tracking.get("experiment") or task_name
 
 
-def completed_run(client: MlflowClient, experiment: str, digest: str):
+def completed_run(client, experiment: str, digest: str):
     """A FINISHED or diverged run of this configuration in ``experiment``, if there is one."""
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
@@ -66,6 +65,10 @@ def sweep_context() -> dict[str, Any] | None:
 
 class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from mlflow import MlflowClient
+
+        from rnnlab import tracking
+
         uri = tracking.tracking_uri(config)
         client = MlflowClient(uri)
         client.search_experiments(max_results=1)  # creates the schema, once, here
@@ -90,6 +93,8 @@ class SweepCallback(Callback):
         path = Path(config.hydra.sweep.dir) / SWEEP_FILE
         if not path.exists():
             return
+        from mlflow import MlflowClient
+
         info = json.loads(path.read_text())
         client = MlflowClient(info["tracking_uri"])
         parent = info["parent_run_id"]
