@@ -16,6 +16,8 @@ from omegaconf import DictConfig  # noqa: E402
 import rnnlab.paths  # noqa: E402,F401  (registers the ${root:} and ${cores:} resolvers)
 from rnnlab.config import ConfigError, validate  # noqa: E402
 
+EXIT_BAD_INPUT, EXIT_TRACKING_LOST = 2, 3
+
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
@@ -24,14 +26,21 @@ def main(cfg: DictConfig) -> float | None:
         from rnnlab.run import train
 
         summary = train(cfg)
-    except ConfigError as e:
-        if _in_multirun():  # let Hydra record the failed job and go on with the others
+    except Exception as e:
+        code = EXIT_BAD_INPUT if isinstance(e, ConfigError) else \
+            EXIT_TRACKING_LOST if _is_tracking_lost(e) else None
+        if code is None or _in_multirun():  # in a sweep, Hydra records the job and goes on
             raise
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(code)
     if summary.lines():
         print("\n".join(summary.lines()), flush=True)
     return summary.val
+
+
+def _is_tracking_lost(e: Exception) -> bool:
+    tracking = sys.modules.get("rnnlab.tracking")  # not imported: cannot have been raised
+    return tracking is not None and isinstance(e, tracking.TrackingLost)
 
 
 def _in_multirun() -> bool:

@@ -1,5 +1,6 @@
 """Bad input: a clear one-line error naming key, value and what is valid; a non-zero exit;
-and no MLflow run left RUNNING (nor created at all, when the input is rejected up front)."""
+no MLflow run left RUNNING (nor created at all, when the input is rejected up front), and no
+artifact or checkpoint left behind."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def test_bad_value_is_rejected_before_any_run(store, overrides, message):
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr
     assert proc.stderr.strip().count("\n") == 0, f"expected one line, got:\n{proc.stderr}"
-    assert store.runs() == []
+    assert store.runs() == [] and store.leftovers() == []
 
 
 @pytest.mark.parametrize("override,choices", [("cell=LSTM", ["gru", "lstm", "rnn"]),
@@ -39,7 +40,7 @@ def test_unknown_group_choice_lists_valid_ones(store, override, choices):
     assert "Could not find" in proc.stderr
     for c in choices:
         assert c in proc.stderr
-    assert store.runs() == []
+    assert store.runs() == [] and store.leftovers() == []
 
 
 @pytest.mark.parametrize("corpus,message", [
@@ -57,7 +58,7 @@ def test_bad_corpus_is_rejected_before_any_run(store, tmp_path, corpus, message)
     proc = store.train(f"task.corpus={corpus}", check=False)
     assert proc.returncode == 2
     assert f"task.corpus='{corpus}'" in proc.stderr and message in proc.stderr
-    assert store.runs() == []
+    assert store.runs() == [] and store.leftovers() == []
 
 
 def test_seq_len_longer_than_corpus(store, tmp_path):
@@ -66,7 +67,7 @@ def test_seq_len_longer_than_corpus(store, tmp_path):
     proc = store.train(f"task.corpus={text}", "seq_len=50", check=False)
     assert proc.returncode == 2
     assert "seq_len=50: must be < 19" in proc.stderr
-    assert store.runs() == []
+    assert store.runs() == [] and store.leftovers() == []
 
 
 def test_failure_after_the_run_started_marks_it_failed(store):
@@ -92,4 +93,4 @@ def test_unusable_store_or_data_fails_at_start(store, overrides, env, message):
     proc = store.train(*overrides, env=env, check=False)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert message in proc.stderr and proc.stderr.strip().count("\n") == 0, proc.stderr[-2000:]
-    assert store.runs() == []
+    assert store.runs() == [] and store.leftovers() == []

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -19,7 +20,9 @@ RUN = ["task=adding", "cell=gru", "seq_len=20", "trainer.max_steps=120", "traine
 
 def kill_after(store, marker: str, *overrides: str) -> None:
     """Start a training run and SIGKILL it as soon as ``marker`` appears on its stdout."""
-    cmd = [sys.executable, str(ROOT / "src" / "train.py"), *TINY, *store.overrides(), *overrides]
+    flags = [o for o in overrides if o.startswith("-")]  # -m goes before the overrides
+    cmd = [sys.executable, str(ROOT / "src" / "train.py"), *flags, *TINY, *store.overrides(),
+           *(o for o in overrides if o not in flags)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             env=store.env(), cwd=store.dir)
     deadline = time.time() + 240
@@ -33,12 +36,13 @@ def kill_after(store, marker: str, *overrides: str) -> None:
 
 @pytest.mark.slow
 def test_killed_run_resumes_into_the_same_run_with_the_same_numbers(store):
-    store.train(*RUN, "tracking.experiment=uninterrupted")
-    reference = store.only_run("uninterrupted")
+    pool = ThreadPoolExecutor(1)  # the uninterrupted reference trains meanwhile
+    uninterrupted = pool.submit(store.train, *RUN, "tracking.experiment=uninterrupted")
 
     # Killed at step 60: the last checkpoint is from the end of epoch 1 (step 40), and
-    # train/loss points up to step 60 already reached the store.
-    kill_after(store, "step     60 |", *RUN, "tracking.experiment=killed")
+    # train/loss points up to step 60 already reached the store (written as they come, not
+    # gathered for 2 s: the resumed run must skip what the store holds past its checkpoint).
+    kill_after(store, "step     60 |", *RUN, "tracking.experiment=killed", "tracking.async_buffer_s=0")
     killed = store.only_run("killed")
     assert killed.info.status == "RUNNING"
     steps_before = [s for s, _ in store.history(killed.info.run_id, "train/loss")]
@@ -51,6 +55,9 @@ def test_killed_run_resumes_into_the_same_run_with_the_same_numbers(store):
     assert resumed.data.tags["resume_count"] == "1"
     assert killed.info.run_id in proc.stdout
 
+    uninterrupted.result()
+    pool.shutdown()
+    reference = store.only_run("uninterrupted")
     for key in ["train/loss", "val/mse", "grad_norm/pre_clip"]:
         want = store.history(reference.info.run_id, key)
         got = store.history(resumed.info.run_id, key)
@@ -60,14 +67,31 @@ def test_killed_run_resumes_into_the_same_run_with_the_same_numbers(store):
 
 
 @pytest.mark.slow
+def test_a_sweep_rerun_continues_its_killed_job_from_the_checkpoint(store):
+    sweep = ("-m", *RUN, "tracking.experiment=swept", f"hydra.sweep.dir={store.dir / 'sweep'}")
+    kill_after(store, "step     60 |", *sweep)
+    (killed,) = [r for r in store.runs("swept") if r.data.tags.get("sweep") != "true"]
+    assert killed.info.status == "RUNNING"
+
+    proc = store.train(*sweep)  # the same sweep again: no resume=, a sweep continues by itself
+    (job,) = [r for r in store.runs("swept") if r.data.tags.get("sweep") != "true"]
+    assert job.info.run_id == killed.info.run_id and job.info.status == "FINISHED", proc.stdout[-2000:]
+    assert job.data.tags["resume_count"] == "1"
+    steps = [s for s, _ in store.history(job.info.run_id, "train/loss")]
+    assert steps == list(range(4, 120, 5)), "one continuous train/loss history"
+
+
+@pytest.mark.slow
 def test_resume_of_an_unknown_or_different_run_is_refused(store):
     store.train("task=adding", "tracking.experiment=x", "task.val_size=16", "task.test_size=16")
     run = store.only_run("x")
-    proc = store.train("task=adding", "tracking.experiment=x", "task.val_size=16", "task.test_size=16",
-                       "seed=5", f"resume={run.info.run_id}", check=False)
-    assert proc.returncode == 2 and "another configuration" in proc.stderr
-    proc = store.train("task=adding", "resume=" + "0" * 32, check=False)
-    assert proc.returncode == 2 and "no such run" in proc.stderr
+    with ThreadPoolExecutor(2) as pool:
+        other = pool.submit(store.train, "task=adding", "tracking.experiment=x", "task.val_size=16",
+                            "task.test_size=16", "seed=5", f"resume={run.info.run_id}", check=False)
+        unknown = pool.submit(store.train, "task=adding", "resume=" + "0" * 32, check=False)
+        other, unknown = other.result(), unknown.result()
+    assert other.returncode == 2 and "another configuration" in other.stderr
+    assert unknown.returncode == 2 and "no such run" in unknown.stderr
     assert len(store.runs()) == 1
 
 

@@ -3,9 +3,36 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+
+
+class FlushedCheckpoint(ModelCheckpoint):
+    """A checkpoint that never gets ahead of the tracking store: before it is written, every
+    metric logged so far is in the store (``flush`` raises if the store stopped taking them).
+
+    A resumed run replays from its checkpoint and skips the steps the store already holds; if
+    the checkpoint could be newer than the store, the points in between (still buffered by
+    asynchronous logging when the process died or the server went away) would be lost for
+    good. The step's own metrics are logged before the checkpoint is saved (see
+    ``RecurrentModel.on_before_optimizer_step``); its validation, which runs after, is
+    flushed when it ends. Costs one flush per checkpoint and per validation."""
+
+    def __init__(self, flush: Callable[[], None], **kwargs):
+        super().__init__(**kwargs)
+        self._flush = flush
+
+    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        if trainer.is_global_zero:
+            self._flush()
+        super()._save_checkpoint(trainer, filepath)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero and not trainer.sanity_checking and trainer.state.fn == "fit":
+            self._flush()
+        super().on_validation_end(trainer, pl_module)
 
 
 class TokensPerSecond(Callback):
@@ -25,7 +52,9 @@ class TokensPerSecond(Callback):
         self._tokens += pl_module.task.tokens(batch)
         if trainer.global_step % trainer.log_every_n_steps == 0 and self._t0 is not None:
             now = time.perf_counter()
-            pl_module.log("perf/tokens_per_s", self._tokens / max(now - self._t0, 1e-9))
+            if trainer.logger is not None:  # straight to the logger: before a checkpoint of this step
+                trainer.logger.log_metrics({"perf/tokens_per_s": self._tokens / max(now - self._t0, 1e-9)},
+                                           step=trainer.global_step - 1)
             self._tokens, self._t0 = 0, now
 
     def on_validation_start(self, trainer, pl_module):

@@ -99,6 +99,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "optim.gamma": (positive_real, "must be a number > 0"),
     "trainer.max_steps": (positive_int, "must be an integer > 0"),
     "sweep.rerun": (one_of(True, False), "must be true or false"),
+    "tracking.async_logging": (one_of(True, False), "must be true or false"),
+    "tracking.async_buffer_s": (lambda v: _is_real(v) and v >= 0, "must be a number of seconds >= 0"),
     "checkpoint.every_n_epochs": (positive_int, "must be an integer > 0"),
     "resume": (lambda v: v is None or isinstance(v, bool) or (isinstance(v, str) and len(v) == 32),
                "must be null, true, false or an MLflow run id (32 hex characters)"),

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint, RichProgressBar
 
 from rnnlab import config, sweep, tracking
-from rnnlab.callbacks import PlainProgress, TokensPerSecond
+from rnnlab.callbacks import FlushedCheckpoint, PlainProgress, TokensPerSecond
 from rnnlab.diagnostics import GradientFlow
 from rnnlab.model import RecurrentModel
 from rnnlab.tasks.base import Task
@@ -107,6 +107,9 @@ def train(cfg: DictConfig) -> Summary:
 
     ddp = _ddp_parent_state()  # set in a DDP worker: rank 0's run and checkpoint to use
     resume_id, last_ckpt = (None, ddp["last_ckpt"]) if ddp else find_resumable(cfg, digest, task.name, in_sweep is not None)
+    n_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    tracking.require_space(cfg, n_bytes, os.path.dirname(last_ckpt) if last_ckpt else
+                           (_hydra_dir() or tempfile.gettempdir()))
     sweep_tags = {"mlflow.parentRunId": in_sweep["parent_run_id"], "sweep_id": in_sweep["parent_run_id"]} \
         if in_sweep and in_sweep.get("parent_run_id") else {}
     run = tracking.Run(cfg, task.name, resume_id=resume_id, attach_id=ddp["run_id"] if ddp else None, tags={
@@ -119,8 +122,15 @@ def train(cfg: DictConfig) -> Summary:
     try:
         return _fit_and_test(cfg, task, model, run, last_ckpt)
     except BaseException as e:
-        run.set_tags({"error": f"{type(e).__name__}: {e}"[:5000]})
-        run.end("FAILED" if not isinstance(e, KeyboardInterrupt) else "KILLED")
+        if not run.reachable():  # nothing can be written there; the checkpoints stay
+            raise run.lost(e) from e
+        try:
+            run.set_tags({"error": f"{type(e).__name__}: {e}"[:5000]})
+            run.end("FAILED" if not isinstance(e, KeyboardInterrupt) else "KILLED")
+        except Exception:
+            raise run.lost(e) from e
+        if isinstance(e, tracking.TrackingLost):  # a write was refused: say how to continue
+            raise run.lost(e) from e
         raise
 
 
@@ -193,14 +203,16 @@ def _fit_and_test(cfg: DictConfig, task: Task, model: RecurrentModel, run: track
         ckpt_dir = tempfile.mkdtemp(prefix=f"rnnlab-{run.id}-") if _hydra_dir() is None else \
             os.path.join(_hydra_dir(), "checkpoints", run.id)
         run.set_tags({"checkpoint_dir": os.path.abspath(ckpt_dir)})
+    run.checkpoint_dir = ckpt_dir
 
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=task.main_metric,
                                  mode=task.mode, auto_insert_metric_name=False)
     # "last" on the last batch of every n-th epoch: the data order depends only on (seed,
     # epoch), so a run resumed from there sees exactly the batches an uninterrupted run sees.
     steps_per_epoch = len(task.train_dataloader())
-    last = ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=1, enable_version_counter=False,
-                           every_n_train_steps=cfg.checkpoint.every_n_epochs * steps_per_epoch)
+    last = FlushedCheckpoint(run.flush, dirpath=ckpt_dir, filename="last", save_top_k=1,
+                             enable_version_counter=False,
+                             every_n_train_steps=cfg.checkpoint.every_n_epochs * steps_per_epoch)
     callbacks = [checkpoint, last, TokensPerSecond()]
     if run.resumed:
         callbacks.append(_BestFromStore(checkpoint, run, task))
@@ -210,7 +222,7 @@ def _fit_and_test(cfg: DictConfig, task: Task, model: RecurrentModel, run: track
                                       last_k=d.last_k, threshold=d.threshold))
     callbacks.append(RichProgressBar() if interactive() else PlainProgress())
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=run.logger, callbacks=callbacks,
-                                      enable_progress_bar=interactive())
+                                      enable_progress_bar=interactive(), deterministic=_deterministic(cfg))
     os.environ[DDP_STATE] = json.dumps({"run_id": run.id, "ckpt_dir": ckpt_dir, "last_ckpt": last_ckpt})
     trainer.fit(model, datamodule=task, ckpt_path=last_ckpt, weights_only=True)
 
@@ -287,6 +299,13 @@ def _already_done(cfg: DictConfig, digest: str) -> Summary | None:
                    val=metric.get(task_cls.main_metric), test=None,
                    diverged=done.data.tags.get("diverged") == "true", diverged_at_step=None,
                    tracking_uri=uri, skipped=True)
+
+
+def _deterministic(cfg: DictConfig) -> bool:
+    """``trainer.deterministic``, where null means: only if the run will use a GPU."""
+    if cfg.trainer.get("deterministic") is not None:
+        return bool(cfg.trainer.deterministic)
+    return cfg.trainer.get("accelerator", "auto") in ("auto", "gpu", "cuda") and torch.cuda.is_available()
 
 
 def _value(metrics, key) -> float | None:

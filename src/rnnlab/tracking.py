@@ -8,15 +8,18 @@ metrics, and sets the final status itself: FINISHED, or FAILED with the reason a
 from __future__ import annotations
 
 import functools
+import os
+import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import mlflow
 from mlflow import MlflowClient
-from mlflow.entities import Param, RunTag
+from mlflow.entities import Metric, Param, RunTag
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import MLFlowLogger
 
@@ -56,6 +59,37 @@ def preflight(cfg: DictConfig) -> None:
         _require_writable("tracking.uri", uri, Path(uri.removeprefix("file://")))
     _require_writable("tracking.artifact_root", cfg.tracking.get("artifact_root") or str(paths.repo_root() / "mlruns"),
                       Path(artifact_root(cfg).removeprefix("file://")))
+
+
+def require_space(cfg: DictConfig, n_bytes_params: int, checkpoint_dir: str) -> None:
+    """Fail before training when a disk cannot hold what the run will write: ``last.ckpt`` and
+    ``best.ckpt`` (weights plus optimizer state, about 3x the weights for Adam, each written
+    through a temporary copy) and, in the artifact store, the best checkpoint and the plots."""
+    from rnnlab.config import ConfigError
+
+    checkpoint = 3 * n_bytes_params + (1 << 20)
+    needs = {"hydra.run.dir": (checkpoint_dir, 3 * checkpoint)}
+    root = artifact_root(cfg)
+    if root is not None and root.startswith("file://"):
+        needs["tracking.artifact_root"] = (root.removeprefix("file://"), checkpoint + (2 << 20))
+    by_device: dict[int, list[tuple[str, str, int]]] = {}
+    for key, (directory, n) in needs.items():
+        existing = _existing_ancestor(Path(directory))
+        by_device.setdefault(existing.stat().st_dev, []).append((key, directory, n))
+    for entries in by_device.values():
+        need = sum(n for _, _, n in entries)
+        key, directory, _ = entries[0]
+        free = shutil.disk_usage(_existing_ancestor(Path(directory))).free
+        if free < need:
+            raise ConfigError(key, directory, f"only {free / 1e6:.2f} MB free there; this run writes about "
+                              f"{need / 1e6:.2f} MB of checkpoints and artifacts")
+
+
+def _existing_ancestor(path: Path) -> Path:
+    path = path.resolve()
+    while not path.exists():
+        path = path.parent
+    return path
 
 
 def _require_writable(key: str, value: str, directory: Path) -> None:
@@ -122,9 +156,22 @@ def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: d}
 
 
+class TrackingLost(RuntimeError):
+    """The tracking store stopped taking writes in the middle of a run (a server went away, a
+    disk filled up). Training stops; the local checkpoints stay where they are, and
+    :meth:`Run.lost` says how to continue into the same MLflow run once the store is back."""
+
+
 class RunLogger(MLFlowLogger):
-    """Lightning's MLflow logger on a run rnnlab owns: ``finalize`` leaves the status alone (Lightning finalizes after ``fit`` and again after
-    ``test``; the run is only finished when rnnlab says so).
+    """Lightning's MLflow logger on a run rnnlab owns: ``finalize`` leaves the status alone
+    (Lightning finalizes after ``fit`` and again after ``test``; the run is only finished when
+    rnnlab says so).
+
+    Metrics go out as one ``log_batch`` per call, asynchronously by default. A write that
+    failed in MLflow's background thread is only logged there as an error; this logger looks
+    at the outcome of earlier writes (without waiting for them) on every call and raises
+    :class:`TrackingLost` at the first failed one, so a run whose server went away stops
+    instead of training on with its metrics dropped.
 
     ``logged_until`` (key -> last step already in the store) makes a resumed run continue each
     metric's history without duplicates: the steps replayed between the checkpoint and the
@@ -137,14 +184,40 @@ class RunLogger(MLFlowLogger):
     def __init__(self, *args, logged_until: dict[str, int] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.logged_until = logged_until or {}
+        self._in_flight: list = []  # RunOperations of asynchronous writes not yet seen to land
 
     def log_metrics(self, metrics, step=None) -> None:
+        step = step or 0
         if self.logged_until:
-            s = step or 0
-            metrics = {k: v for k, v in metrics.items() if s > self.logged_until.get(k, -1)}
-            if not metrics:
-                return
-        super().log_metrics(metrics, step)
+            metrics = {k: v for k, v in metrics.items() if step > self.logged_until.get(k, -1)}
+        if not metrics:
+            return
+        self.raise_if_lost()
+        now = int(time.time() * 1000)
+        batch = [Metric(key=k, value=float(v), timestamp=now, step=step) for k, v in metrics.items()]
+        try:
+            ops = self.experiment.log_batch(run_id=self.run_id, metrics=batch, **self._log_batch_kwargs)
+        except Exception as e:  # a synchronous write failed
+            raise TrackingLost(f"{type(e).__name__}: {e}") from e
+        if ops is not None:
+            self._in_flight.append(ops)
+
+    def raise_if_lost(self) -> None:
+        """Raise :class:`TrackingLost` if an earlier asynchronous write is known to have failed."""
+        pending, failed = [], None
+        for ops in self._in_flight:
+            futures = getattr(ops, "_operation_futures", [])  # mlflow's RunOperations: no public poll
+            if not all(f.done() for f in futures):
+                pending.append(ops)
+            elif failed is None:
+                failed = next((f.exception() for f in futures if f.exception() is not None), None)
+        self._in_flight = pending
+        if failed is not None:
+            raise TrackingLost(f"{type(failed).__name__}: {failed}") from failed
+
+    def log_hyperparams(self, params) -> None:
+        """Nothing: rnnlab logs the whole resolved config itself (:meth:`Run.log_config`); the
+        LightningModule's hyperparameters are a part of it under other names."""
 
     def finalize(self, status: str = "success") -> None:
         """Nothing: pending async writes are flushed once, when rnnlab ends the run (each
@@ -178,9 +251,12 @@ class Run:
                 logged_until[key] = max(m.step for m in self.client.get_metric_history(resume_id, key))
             self.client.update_run(resume_id, status="RUNNING")
             self.set_tags({"resume_count": int(previous.data.tags.get("resume_count", 0)) + 1})
+        asynchronous = cfg.tracking.get("async_logging", True)
+        if asynchronous:  # read by MLflow's logging thread: gather points, write them together
+            os.environ["MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS"] = str(cfg.tracking.get("async_buffer_s", 2))
         self.logger = RunLogger(experiment_name=self.experiment_name, tracking_uri=self.uri,
-                                run_id=self.id, synchronous=not cfg.tracking.get("async_logging", True),
-                                logged_until=logged_until)
+                                run_id=self.id, synchronous=not asynchronous, logged_until=logged_until)
+        self.checkpoint_dir: str | None = None  # set once training starts
 
     def log_config(self, cfg: DictConfig, extra_params: dict[str, Any]) -> None:
         """The whole resolved config as flattened params (cut at MLflow's limit) and as a file."""
@@ -200,13 +276,46 @@ class Run:
     def log_artifact(self, path: str, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.id, path, artifact_path)
 
+    def flush(self) -> None:
+        """Wait until every point logged so far is in the store; :class:`TrackingLost` if not."""
+        mlflow.flush_async_logging()
+        self.logger.raise_if_lost()
+
     def end(self, status: str) -> None:
-        mlflow.flush_async_logging()  # the one flush of the run: every point is in the store
+        self.flush()
         self.client.set_terminated(self.id, status)
+
+    def reachable(self) -> bool:
+        """Whether the store still answers (a server's health check; a local store: yes)."""
+        if not self.uri.startswith(("http://", "https://")):
+            return True
+        import requests
+
+        try:
+            return requests.get(self.uri.rstrip("/") + "/health", timeout=3).ok
+        except requests.RequestException:
+            return False
+
+    def lost(self, cause: BaseException) -> TrackingLost:
+        """The error for a run whose store went away: what happened, where the checkpoints are
+        and the command that continues this same MLflow run."""
+        last = os.path.join(self.checkpoint_dir, "last.ckpt") if self.checkpoint_dir else None
+        kept = (f"its checkpoints are kept in {self.checkpoint_dir}" if last and os.path.exists(last)
+                else "it had not written a checkpoint yet")
+        return TrackingLost(
+            f"lost the MLflow tracking store {self.uri} during run {self.id} ({cause}); training stopped "
+            f"and {kept}. Once the store is back, continue the same run with:\n"
+            f"  {resume_command(self.id)}")
 
 
 def command_line() -> str:
     return " ".join([Path(sys.executable).name, *sys.argv])
+
+
+def resume_command(run_id: str) -> str:
+    """This process's command line, continuing ``run_id``."""
+    args = [a for a in sys.argv if not a.startswith("resume=")]
+    return " ".join([Path(sys.executable).name, *args, f"resume={run_id}"])
 
 
 def ui_command(uri: str) -> str:
