@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -13,6 +19,11 @@ from mlflow import MlflowClient
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # make test runs one pytest worker per core: each test, and every run it starts, gets one
+    # thread (several oneDNN thread pools on the same cores slow each other down many times).
+    os.environ["OMP_NUM_THREADS"] = "1"
+
 # Small and fast; any test can add or override keys.
 TINY = ["cell.hidden_size=16", "batch_size=8", "seq_len=20", "trainer.max_steps=6",
         "trainer.val_check_interval=3", "trainer.log_every_n_steps=2",
@@ -20,17 +31,22 @@ TINY = ["cell.hidden_size=16", "batch_size=8", "seq_len=20", "trainer.max_steps=
 
 
 class Store:
-    """A fresh sqlite MLflow store plus artifact and output dirs under ``tmp_path``."""
+    """A sqlite MLflow store plus artifact and output dirs under ``tmp_path``: a copy of an
+    empty, already-migrated store (``template``), or none at all, for tests of what happens
+    when a store is created (MLflow's schema migration costs seconds per store)."""
 
-    def __init__(self, tmp_path: Path):
+    def __init__(self, tmp_path: Path, template: Path | None = None):
         self.dir = tmp_path
-        self.uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+        self.db = tmp_path / "mlflow.db"
+        if template is not None:
+            shutil.copy(template, self.db)
+        self.uri = f"sqlite:///{self.db}"
         self.client = MlflowClient(self.uri)
-        self._n = 0
+        self._n = itertools.count(1)  # thread-safe: tests may train several runs at once
 
     def overrides(self) -> list[str]:
-        self._n += 1
-        return [f"hydra.run.dir={self.dir / f'out{self._n}'}",
+        n = next(self._n)
+        return [f"hydra.run.dir={self.dir / f'out{n}'}",
                 f"tracking.artifact_root={self.dir / 'mlruns'}"]
 
     def env(self, **extra: str) -> dict[str, str]:
@@ -72,9 +88,28 @@ class Store:
     def history(self, run_id: str, key: str) -> list[tuple[int, float]]:
         return [(m.step, m.value) for m in self.client.get_metric_history(run_id, key)]
 
+    def leftovers(self) -> list[str]:
+        """Files a rejected run must not leave behind: artifacts and checkpoints."""
+        found = [p for p in (self.dir / "mlruns").rglob("*") if p.is_file()]
+        found += [p for d in self.dir.rglob("checkpoints") for p in d.rglob("*") if p.is_file()]
+        return sorted(str(p.relative_to(self.dir)) for p in found)
+
+
+@pytest.fixture(scope="session")
+def migrated_db(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments(max_results=1)  # creates the schema
+    return path
+
 
 @pytest.fixture
-def store(tmp_path) -> Store:
+def store(tmp_path, migrated_db) -> Store:
+    return Store(tmp_path, template=migrated_db)
+
+
+@pytest.fixture
+def fresh_store(tmp_path) -> Store:
+    """No store file yet: the first process to use it creates it."""
     return Store(tmp_path)
 
 
@@ -86,3 +121,43 @@ def compose(*overrides: str):
 
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         return hydra_compose("config", overrides=list(overrides))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A real ``mlflow server`` on 127.0.0.1 over a sqlite store in ``folder``; it can be
+    killed (the whole process group, as when its machine goes away) and started again."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.port = folder, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.artifacts = folder / "server-artifacts"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Server:
+        mlflow = Path(sys.executable).with_name("mlflow")
+        self.proc = subprocess.Popen(
+            [str(mlflow), "server", "--backend-store-uri", f"sqlite:///{self.folder / 'server.db'}",
+             "--artifacts-destination", str(self.artifacts), "--host", "127.0.0.1", "--port", str(self.port),
+             "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(self.url + "/health", timeout=2)
+                return self
+            except OSError:
+                if time.time() > deadline or self.proc.poll() is not None:
+                    self.kill()
+                    pytest.fail("mlflow server did not start")
+                time.sleep(0.5)
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            self.proc.wait(timeout=30)
+        self.proc = None

@@ -236,11 +236,11 @@ DIVERGING = [o for o in EXPLODING if o.split("=")[0] in
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory) -> Store:
+def sweep(tmp_path_factory, migrated_db) -> Store:
     """adding, rnn and lstm x seq_len 10, 20 x seeds 0, 1 with clip 1.0 (one Hydra sweep), plus
     rnn at seq_len 20 without clipping: seed 0 trains, seed 1 diverges (two single runs, in
     parallel with the sweep)."""
-    store = Store(tmp_path_factory.mktemp("report"))
+    store = Store(tmp_path_factory.mktemp("report"), template=migrated_db)
     # The schema and experiment exist before two processes write into the store at once.
     store.client.create_experiment("adding", artifact_location=(store.dir / "mlruns").as_uri())
     errors: list[BaseException] = []
@@ -284,6 +284,7 @@ def number(text: str) -> float:
     return float(text.replace(",", ""))
 
 
+@pytest.mark.xdist_group(name="report_sweep")  # one worker builds the module's sweep, once
 @pytest.mark.slow
 def test_report_of_a_tiny_sweep(sweep, tmp_path):
     out = tmp_path / "report"
@@ -326,6 +327,7 @@ def test_report_of_a_tiny_sweep(sweep, tmp_path):
     assert f"logged 4 files to the sweep's parent run {parent.info.run_id}" in proc.stdout
 
 
+@pytest.mark.xdist_group(name="report_sweep")  # one worker builds the module's sweep, once
 @pytest.mark.slow
 def test_report_of_one_sweep_only(sweep, tmp_path):
     parent = next(r for r in sweep.runs("adding") if r.data.tags.get("sweep") == "true")
