@@ -368,7 +368,7 @@ def _batches(task):
 def bare_run(cfg, steps: int, warmup: int, device: str = "cpu") -> dict[str, float]:
     """The hand-written loop: same model class and initial weights as the harness (same seed,
     same builders), same batches; Adam, ``clip_grad_norm_``, no logging, no checks. Runs with
-    PyTorch's default flags (the harness turns on deterministic algorithms process-wide)."""
+    PyTorch's default flags (a harness run on a GPU turns deterministic algorithms on process-wide)."""
     from rnnlab.run import build_model, build_task
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -493,7 +493,7 @@ def sgemm_gflops(n: int, device: str = "cpu", repeats: int = 5) -> dict[str, flo
     a = torch.randn(n, n, device=dev)
     b = torch.randn(n, n, device=dev)
     sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
-    det = torch.are_deterministic_algorithms_enabled()  # left on by the harness runs
+    det = torch.are_deterministic_algorithms_enabled()  # left on by a GPU harness run
     torch.use_deterministic_algorithms(False)
     try:
         for _ in range(2):

@@ -148,6 +148,13 @@ class Task(pl.LightningDataModule):
         """Metrics of the trivial strategy, logged once under ``baseline/``."""
         return {}
 
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        """Batches are dicts of tensors: moved directly (Lightning's generic walk over any
+        collection costs ~0.3 ms a step, as much as a small model's CPU step is worth)."""
+        if all(v.device == device for v in batch.values()):
+            return batch
+        return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
     def tokens(self, batch: dict[str, Tensor]) -> int:
         """Sequence steps in a batch, for throughput."""
         x = batch["x"]
