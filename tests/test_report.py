@@ -284,7 +284,6 @@ def number(text: str) -> float:
     return float(text.replace(",", ""))
 
 
-@pytest.mark.xdist_group(name="report_sweep")  # one worker builds the module's sweep, once
 @pytest.mark.slow
 def test_report_of_a_tiny_sweep(sweep, tmp_path):
     out = tmp_path / "report"
@@ -326,12 +325,10 @@ def test_report_of_a_tiny_sweep(sweep, tmp_path):
     assert logged == {"report/REPORT.md", *(f"report/{n}" for n in report.FIGURES)}
     assert f"logged 4 files to the sweep's parent run {parent.info.run_id}" in proc.stdout
 
-
-@pytest.mark.xdist_group(name="report_sweep")  # one worker builds the module's sweep, once
-@pytest.mark.slow
-def test_report_of_one_sweep_only(sweep, tmp_path):
-    parent = next(r for r in sweep.runs("adding") if r.data.tags.get("sweep") == "true")
-    result = report.build("adding", sweep.uri, tmp_path, sweep_id=parent.info.run_id, log_to_parent=False)
+    # --sweep-id: only that sweep's runs (not the two single runs beside it). One test with the
+    # above, so that pytest's workers build the sweep once.
+    (tmp_path / "one").mkdir()
+    result = report.build("adding", sweep.uri, tmp_path / "one", sweep_id=parent.info.run_id, log_to_parent=False)
     md = result.report.read_text()
     rows = table_rows(md, "adding: `test/mse`")[2:]
     assert result.n_runs == 8 and len(rows) == 4 and {r[2] for r in rows} == {"1.0"}
