@@ -23,4 +23,15 @@ def test_submitit_local_multirun(store):
     assert {r.data.tags["mlflow.parentRunId"] for r in kids} == {r.info.run_id for r in runs if r not in kids}
 
 
+@pytest.mark.slow
+def test_ray_multirun(store):
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason="pip install -e '.[ray]'")
+    store.train("-m", "hydra/launcher=ray", "+hydra.launcher.ray.init.num_cpus=2", "threads=1", "cell=rnn,gru",
+                *TINY_ADDING, "tracking.experiment=ray", f"hydra.sweep.dir={store.dir / 'multirun'}", tiny=False)
+    runs = store.runs("ray")
+    kids = [r for r in runs if r.data.tags.get("sweep") != "true"]
+    assert sorted(r.data.tags["cell"] for r in kids) == ["gru", "rnn"]
+    assert all(r.info.status == "FINISHED" for r in runs) and len(runs) == 3
+
+
 # Training against a real `mlflow server` (and that server dying mid-run): tests/test_storage.py
