@@ -101,9 +101,18 @@ def test_cell_probe_reads_gates_and_saturation(cell):
     assert model.rnn.__class__ in (nn.RNN, nn.LSTM, nn.GRU), "the model's own stack is untouched"
 
 
-EXPLODING = ["task=adding", "cell=rnn", "cell.nonlinearity=relu", "cell.spectral_radius=1.5",
-             "optim.name=sgd", "optim.lr=0.5", "seq_len=100", "cell.hidden_size=32", "batch_size=16",
-             "task.val_size=64", "task.test_size=64", "trainer.max_steps=12", "model.embed_dim=16"]
+# Exploding gradients as Pascanu et al. (2013) describe them: a tanh RNN, so the forward pass is
+# bounded (|h| <= 1) whatever the weights, with recurrent weights at spectral radius 2, where
+# backpropagation through 100 steps multiplies the gradient up (1e2 to 1e5 at initialisation,
+# growing with T). Unclipped SGD at lr 1 takes steps that large, the head's weights run away
+# and the loss overflows; clipped to norm 1, each step moves the weights by at most lr * clip,
+# so the loss stays bounded and nothing is left to chance. Checked over seeds 0-7 with 1 and 2
+# threads in a loop of the same model: unclipped runs go non-finite at step 11 or 12, clipped
+# runs stay finite over 40 steps with a largest pre-clip norm of 3e6, far from overflow.
+EXPLODING = ["task=adding", "cell=rnn", "cell.nonlinearity=tanh", "cell.spectral_radius=2.0",
+             "optim.name=sgd", "optim.lr=1.0", "seq_len=100", "cell.hidden_size=32", "batch_size=16",
+             "task.val_size=64", "task.test_size=64", "trainer.max_steps=30", "model.embed_dim=16",
+             "trainer.val_check_interval=10"]
 
 
 @pytest.mark.slow
@@ -115,12 +124,12 @@ def test_divergence_ends_the_run_cleanly_and_clipping_prevents_it(store):
     runs = {r.data.tags["clip"]: r for r in store.runs("adding")}
     bad, good = runs["None"], runs["1.0"]
     assert bad.info.status == "FAILED" and bad.data.tags["diverged"] == "true"
-    assert int(bad.data.tags["diverged_at_step"]) < 12
+    assert int(bad.data.tags["diverged_at_step"]) < 30
     assert bad.data.tags["last_grad_norm"] in ("nan", "inf")
     assert bad.data.metrics["grad_norm/nonfinite_steps"] == 1
     assert good.info.status == "FINISHED" and good.data.tags["diverged"] == "false"
     assert good.data.metrics["grad_norm/nonfinite_steps"] == 0
-    assert good.data.metrics["grad_norm/max"] > 1, "the gradient did explode; clipping tamed it"
+    assert good.data.metrics["grad_norm/max"] > 100, "the gradient did explode; clipping tamed it"
     assert {"grad_flow/horizon", "grad_flow/first_last_ratio", "hidden/saturation"} <= set(good.data.metrics)
     artifacts = {a.path for a in store.client.list_artifacts(good.info.run_id, "diagnostics")}
     assert artifacts == {"diagnostics/grad_flow.csv", "diagnostics/grad_flow.png"}
