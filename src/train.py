@@ -14,9 +14,10 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 import rnnlab.paths  # noqa: E402,F401  (registers the ${root:} and ${cores:} resolvers)
+from rnnlab import sweep  # noqa: E402
 from rnnlab.config import ConfigError, validate  # noqa: E402
 
-EXIT_BAD_INPUT, EXIT_TRACKING_LOST = 2, 3
+EXIT_BAD_INPUT, EXIT_TRACKING_LOST = 2, 3  # interrupted: 128 + the signal (130 Ctrl-C, 143 SIGTERM)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -26,21 +27,35 @@ def main(cfg: DictConfig) -> float | None:
         from rnnlab.run import train
 
         summary = train(cfg)
-    except Exception as e:
-        code = EXIT_BAD_INPUT if isinstance(e, ConfigError) else \
-            EXIT_TRACKING_LOST if _is_tracking_lost(e) else None
+    except BaseException as e:
+        sweep.record_outcome(_outcome(e), getattr(e, "run_id", None), f"{type(e).__name__}: {e}")
+        code = _exit_code(e)
         if code is None or _in_multirun():  # in a sweep, Hydra records the job and goes on
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {e}" if code in (EXIT_BAD_INPUT, EXIT_TRACKING_LOST) else str(e), file=sys.stderr)
         sys.exit(code)
-    if summary.lines():
-        print("\n".join(summary.lines()), flush=True)
+    if summary is None:  # a DDP worker process: rank 0 reports
+        return None
+    sweep.record_outcome(summary.outcome, summary.run_id)
+    print("\n".join(summary.lines()), flush=True)
     return summary.val
 
 
-def _is_tracking_lost(e: Exception) -> bool:
-    tracking = sys.modules.get("rnnlab.tracking")  # not imported: cannot have been raised
-    return tracking is not None and isinstance(e, tracking.TrackingLost)
+def _exit_code(e: BaseException) -> int | None:
+    """The exit code for an error we explain in one line; None: let it raise."""
+    if isinstance(e, ConfigError):
+        return EXIT_BAD_INPUT
+    run = sys.modules.get("rnnlab.run")  # not imported: cannot have been raised
+    if run is not None and isinstance(e, run.Interrupted):
+        return e.exit_code
+    tracking = sys.modules.get("rnnlab.tracking")
+    if tracking is not None and isinstance(e, tracking.TrackingLost):
+        return EXIT_TRACKING_LOST
+    return None
+
+
+def _outcome(e: BaseException) -> str:
+    return "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
 
 
 def _in_multirun() -> bool:
@@ -51,4 +66,8 @@ def _in_multirun() -> bool:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except BaseException as stopped:  # a failed job, Ctrl-C, SIGTERM: the sweep's parent run still ends
+        sweep.end_open_sweep(stopped)
+        raise

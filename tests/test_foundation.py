@@ -67,3 +67,14 @@ def test_same_seed_same_metrics(store):
     h = [store.history(r.info.run_id, "train/loss") for r in runs]
     assert h[0] == h[1], "same config and seed must give bit-identical loss histories"
     assert h[0] != h[2]
+
+
+def test_a_run_shorter_than_one_validation_interval_validates_and_tests(store):
+    """max_steps below val_check_interval: the last step is still validated, checkpointed and
+    tested, and the summary shows both (small values readably, not as 0.0000)."""
+    proc = store.train("task=adding", "trainer.max_steps=5", "trainer.val_check_interval=100")
+    run = store.only_run("adding")
+    assert run.info.status == "FINISHED"
+    assert {"val/mse", "test/mse"} <= set(run.data.metrics)
+    assert [s for s, _ in store.history(run.info.run_id, "val/mse")] == [4]
+    assert "val/mse = " in proc.stdout and "test/mse = " in proc.stdout

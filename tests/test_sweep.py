@@ -64,6 +64,26 @@ def test_a_failing_job_does_not_stop_the_sweep(store):
     assert "seq_len=-3: must be an integer > 0" in proc.stderr
     kids = children(store)
     assert [(r.data.tags["seq_len"], r.info.status) for r in kids] == [("10", "FINISHED")]
+    (parent,) = [r for r in store.runs("long_range") if r.data.tags.get("sweep") == "true"]
+    assert parent.info.status == "FAILED", "a job failed before its run existed: the sweep failed"
+    assert parent.data.metrics["sweep/failed"] == 1 and parent.data.metrics["sweep/finished"] == 1
+
+
+@pytest.mark.slow
+def test_a_job_that_raises_mid_run_fails_the_sweep_and_is_counted(store):
+    """A job whose run exists when it raises (Lightning rejects the precision when it builds
+    the Trainer): its run is FAILED with the error, and the parent ends FAILED, counted."""
+    proc = sweep(store, "cell=rnn", "seq_len=10", "trainer.precision=32-true,no-such-precision", check=False)
+    assert proc.returncode != 0
+    kids = children(store)
+    statuses = sorted(r.info.status for r in kids)
+    assert statuses == ["FAILED", "FINISHED"], statuses
+    (failed,) = [r for r in kids if r.info.status == "FAILED"]
+    assert "no-such-precision" in failed.data.tags["error"]
+    (parent,) = [r for r in store.runs("long_range") if r.data.tags.get("sweep") == "true"]
+    assert parent.info.status == "FAILED"
+    counts = {k: parent.data.metrics[f"sweep/{k}"] for k in ("finished", "diverged", "failed", "skipped")}
+    assert counts == {"finished": 1, "diverged": 0, "failed": 1, "skipped": 0}
 
 
 def test_presets_compose_with_the_grid_they_promise():

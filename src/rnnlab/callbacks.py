@@ -35,6 +35,31 @@ class FlushedCheckpoint(ModelCheckpoint):
         super().on_validation_end(trainer, pl_module)
 
 
+class ValidateAtLastStep(Callback):
+    """Every run validates at its last step, whatever ``val_check_interval`` is.
+
+    Lightning validates every ``val_check_interval`` steps, so a run whose ``max_steps`` is not
+    a multiple of it ends with unvalidated steps, and a run shorter than one interval has no
+    ``val/*`` metric, no best checkpoint and nothing to test. Lightning also validates on any
+    step where ``should_stop`` is set (as early stopping does); setting it on the last step
+    makes that step a validation step, and costs nothing when it already is one."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if 0 < trainer.max_steps <= trainer.global_step:
+            trainer.should_stop = True
+
+
+class StopRecorder(Callback):
+    """Remembers what interrupted ``fit`` or ``test``: Lightning turns Ctrl-C into
+    ``sys.exit(1)``, and the caller needs to tell that from a real failure."""
+
+    def __init__(self):
+        self.exception: BaseException | None = None
+
+    def on_exception(self, trainer, pl_module, exception):
+        self.exception = exception
+
+
 class TokensPerSecond(Callback):
     """Logs ``perf/tokens_per_s``: sequence steps trained per wall-clock second, averaged over
     each logging interval (so it includes the optimizer, logging and data time, not just the

@@ -1,30 +1,41 @@
 """Train one configuration end to end: validate, build, track, fit, test, report.
 
-The order matters: everything that can reject the command line (config values, data paths,
-``seq_len`` longer than the data) runs before the MLflow run exists; once the run exists,
-every way out of this function gives it a final status.
+:func:`train` reads as its steps. The order matters: everything that can reject the command
+line (config values, data paths, ``seq_len`` longer than the data, a full disk) runs before
+the MLflow run exists; once the run exists, every way out of :func:`train` gives it a final
+status: FINISHED, FAILED (diverged, or an error, as tags), or KILLED (Ctrl-C, SIGTERM).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass
 
 import pytorch_lightning as pl
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
+from mlflow import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint, RichProgressBar
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from rnnlab import config, sweep, tracking
-from rnnlab.callbacks import FlushedCheckpoint, PlainProgress, TokensPerSecond
+from rnnlab import config, runs, sweep, tracking
+from rnnlab.callbacks import FlushedCheckpoint, PlainProgress, StopRecorder, TokensPerSecond, ValidateAtLastStep
 from rnnlab.diagnostics import GradientFlow
 from rnnlab.model import RecurrentModel
 from rnnlab.tasks.base import Task
+
+
+def fmt(value: float) -> str:
+    """A metric for people: 4 decimals in the usual range, 3 significant digits outside it
+    (a solved adding run's ``2.4e-05``, not ``0.0000``)."""
+    return f"{value:.4f}" if value == 0 or 1e-2 <= abs(value) < 1e4 else f"{value:.3g}"
 
 
 @dataclass
@@ -42,11 +53,12 @@ class Summary:
     diverged_at_step: int | None
     tracking_uri: str
     skipped: bool = False
-    worker: bool = False  # a DDP process of rank > 0: rank 0 prints the summary
+
+    @property
+    def outcome(self) -> str:
+        return "skipped" if self.skipped else "diverged" if self.diverged else "finished"
 
     def lines(self) -> list[str]:
-        if self.worker:
-            return []
         metric = self.main_metric.split("/", 1)[1]
         if self.skipped:
             return [f"[{self.run_name}] skipped: already {self.status} as MLflow run {self.run_id} "
@@ -55,15 +67,70 @@ class Summary:
             head = (f"DIVERGED at step {self.diverged_at_step}: non-finite loss or gradient; "
                     f"run marked FAILED (diverged=true)")
         else:
-            head = f"{self.main_metric} = {self.val:.4f}" + (
-                f" | test/{metric} = {self.test:.4f}" if self.test is not None else "")
+            shown = [(self.main_metric, self.val), (f"test/{metric}", self.test)]
+            head = " | ".join(f"{k} = {fmt(v)}" for k, v in shown if v is not None)
         return [f"[{self.run_name}] {head}",
                 f"MLflow run {self.run_id} in experiment '{self.experiment}' ({self.status})",
                 f"see it: {tracking.ui_command(self.tracking_uri)}"]
 
 
-def interactive() -> bool:
-    return sys.stdout.isatty() and not os.environ.get("CI")
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped a run, which is now KILLED; ``resume=<run id>`` continues it."""
+
+    def __init__(self, signame: str, run_id: str):
+        self.signame, self.run_id = signame, run_id
+        self.exit_code = 128 + getattr(signal, signame)
+        super().__init__(f"{signame}: run {run_id} stopped and marked KILLED; continue it with:\n"
+                         f"  {tracking.resume_command(run_id)}")
+
+
+@dataclass
+class Start:
+    """Where a run starts: a new MLflow run, or ``run_id`` continued from ``checkpoint``; in a
+    DDP worker process (rank > 0), rank 0's run and checkpoint dir."""
+
+    run_id: str | None = None
+    checkpoint: str | None = None
+    ddp_ckpt_dir: str | None = None
+
+
+def train(cfg: DictConfig) -> Summary | None:
+    """Train, test and track one configuration. None in a DDP worker process: rank 0 reports."""
+    _configure_process(cfg)
+    tracking.preflight(cfg.tracking)  # an unusable store fails now, not after an hour of training
+    digest, in_sweep = sweep.config_hash(cfg), sweep.sweep_context()
+    if in_sweep is not None and not cfg.sweep.rerun:
+        done = _completed(cfg, digest)
+        if done is not None:
+            return done
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    task = build_task(cfg)  # loads and checks the data: may raise ConfigError
+    model = build_model(cfg, task, run_name(cfg, task.name))
+    start = _choose_start(cfg, digest, task.name, in_sweep is not None)
+    _require_space(cfg, model, start)
+    run = _open_run(cfg, task, digest, in_sweep, start)
+    if start.ddp_ckpt_dir is not None:  # a worker: train and test its shard; rank 0 reports
+        _fit_and_test(cfg, task, model, run, start, StopRecorder())
+        return None
+    stop = StopRecorder()
+    previous_sigterm = _raise_on_sigterm()
+    try:
+        return _fit_and_test(cfg, task, model, run, start, stop)
+    except BaseException as e:
+        instead = _ended_abnormally(run, e, stop)
+        if instead is e:
+            raise
+        raise instead from e
+    finally:
+        _restore_signals(previous_sigterm)
+
+
+def _configure_process(cfg: DictConfig) -> None:
+    config.validate(cfg)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    # cuDNN/cuBLAS need this for deterministic results; harmless on CPU.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
 def build_task(cfg: DictConfig) -> Task:
@@ -87,175 +154,202 @@ def build_model(cfg: DictConfig, task: Task, label: str) -> RecurrentModel:
     )
 
 
-def train(cfg: DictConfig) -> Summary:
-    config.validate(cfg)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    # cuDNN/cuBLAS need this for deterministic results; harmless on CPU.
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    tracking.preflight(cfg)  # an unusable store fails now, not after an hour of training
-    digest = sweep.config_hash(cfg)
-    in_sweep = sweep.sweep_context()
-    if in_sweep is not None and not cfg.sweep.rerun:
-        done = _already_done(cfg, digest)
-        if done is not None:
-            return done
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    task = build_task(cfg)  # loads and checks the data: may raise ConfigError
-    label = tracking.run_name(cfg, task.name)
-    model = build_model(cfg, task, label)
-
-    ddp = _ddp_parent_state()  # set in a DDP worker: rank 0's run and checkpoint to use
-    resume_id, last_ckpt = (None, ddp["last_ckpt"]) if ddp else find_resumable(cfg, digest, task.name, in_sweep is not None)
-    n_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    tracking.require_space(cfg, n_bytes, os.path.dirname(last_ckpt) if last_ckpt else
-                           (_hydra_dir() or tempfile.gettempdir()))
-    sweep_tags = {"mlflow.parentRunId": in_sweep["parent_run_id"], "sweep_id": in_sweep["parent_run_id"]} \
-        if in_sweep and in_sweep.get("parent_run_id") else {}
-    run = tracking.Run(cfg, task.name, resume_id=resume_id, attach_id=ddp["run_id"] if ddp else None, tags={
-        "cell": cfg.cell.name, "task": task.name, "seq_len": cfg.seq_len, "clip": cfg.clip,
-        "seed": cfg.seed, "config_hash": digest, "command": tracking.command_line(),
-        **tracking.git_info(), **sweep_tags,
-    })
-    if ddp:  # a worker: train and test its shard; rank 0 reports
-        return _fit_and_test(cfg, task, model, run, last_ckpt, ckpt_dir=ddp["ckpt_dir"])
-    try:
-        return _fit_and_test(cfg, task, model, run, last_ckpt)
-    except BaseException as e:
-        if not run.reachable():  # nothing can be written there; the checkpoints stay
-            raise run.lost(e) from e
-        try:
-            run.set_tags({"error": f"{type(e).__name__}: {e}"[:5000]})
-            run.end("FAILED" if not isinstance(e, KeyboardInterrupt) else "KILLED")
-        except Exception:
-            raise run.lost(e) from e
-        if isinstance(e, tracking.TrackingLost):  # a write was refused: say how to continue
-            raise run.lost(e) from e
-        raise
+def run_name(cfg: DictConfig, task_name: str) -> str:
+    """Built from what varies across a sweep, e.g. ``lstm-char_lm-T100-clip1.0-s0``."""
+    if cfg.tracking.get("run_name"):
+        return str(cfg.tracking.run_name)
+    impl = "" if cfg.cell.get("impl", "fused") == "fused" else f"-{cfg.cell.impl}"
+    clip = "none" if cfg.clip is None else f"{float(cfg.clip):g}"
+    if clip != "none" and "." not in clip and "e" not in clip:
+        clip += ".0"
+    return f"{cfg.cell.name}{impl}-{task_name}-T{cfg.seq_len}-clip{clip}-s{cfg.seed}"
 
 
-def find_resumable(cfg: DictConfig, digest: str, task_name: str, in_sweep: bool) -> tuple[str | None, str | None]:
-    """The run to continue and its last checkpoint, per ``resume``: null/false = a new run
-    (except in a sweep, which continues an unfinished run of the same configuration when it
-    has a checkpoint), true = the latest unfinished run of this configuration, a run id = that
-    run, which must have been made with this same configuration."""
-    from mlflow import MlflowClient
+def _completed(cfg: DictConfig, digest: str) -> Summary | None:
+    """In a sweep: the Summary of an earlier run of this configuration that has a result."""
+    task_cls = get_class(cfg.task._target_)
+    experiment = sweep.experiment_name(cfg, task_cls.name)
+    uri = tracking.tracking_uri(cfg.tracking)
+    done = runs.completed(MlflowClient(uri), experiment, digest)
+    if done is None:
+        return None
+    return Summary(run_id=done.info.run_id, run_name=done.info.run_name, experiment=experiment,
+                   status=done.info.status, main_metric=task_cls.main_metric,
+                   val=done.data.metrics.get(task_cls.main_metric), test=None,
+                   diverged=done.data.tags.get(runs.DIVERGED) == "true", diverged_at_step=None,
+                   tracking_uri=uri, skipped=True)
 
+
+def _choose_start(cfg: DictConfig, digest: str, task_name: str, in_sweep: bool) -> Start:
+    """Per ``resume``: null/false = a new run (except in a sweep, which continues an unfinished
+    run of the same configuration when it has a checkpoint), true = the latest unfinished run
+    of this configuration, a run id = that run, which must be of this same configuration."""
+    ddp = _ddp_parent_state()
+    if ddp is not None:
+        return Start(run_id=ddp["run_id"], checkpoint=ddp["last_ckpt"], ddp_ckpt_dir=ddp["ckpt_dir"])
     wanted = cfg.get("resume")
     if wanted in (None, False) and not in_sweep:
-        return None, None
-    client = MlflowClient(tracking.tracking_uri(cfg))
+        return Start()
+    uri = tracking.tracking_uri(cfg.tracking)
+    client = MlflowClient(uri)
     if isinstance(wanted, str):
-        try:
-            run = client.get_run(wanted)
-        except Exception:
-            raise config.ConfigError("resume", wanted, f"no such run in {tracking.tracking_uri(cfg)}") from None
-        if run.data.tags.get("config_hash") != digest:
-            raise config.ConfigError("resume", wanted, "that run was made with another configuration "
-                                     "(resume with the same overrides it was started with)")
-        ckpt = _last_checkpoint(run)
-        if ckpt is None:
-            raise config.ConfigError("resume", wanted, "that run has no checkpoint to resume from")
-        return wanted, ckpt
-    exp = client.get_experiment_by_name(sweep.experiment_name(cfg, task_name))
-    if exp is None:
-        return None, None
-    for run in client.search_runs([exp.experiment_id], f"tags.config_hash = '{digest}'",
-                                  order_by=["attributes.start_time DESC"]):
-        if run.info.status == "FINISHED" or run.data.tags.get("diverged") == "true":
-            continue
-        ckpt = _last_checkpoint(run)
-        if ckpt is not None:
-            return run.info.run_id, ckpt
-    if wanted is True:
+        return Start(*runs.named(client, wanted, digest, uri))
+    found = runs.resumable(client, sweep.experiment_name(cfg, task_name), digest)
+    if found is None and wanted is True:
         print("resume=true: no unfinished run of this configuration has a checkpoint; starting a new run",
               flush=True)
-    return None, None
+    return Start(*found) if found else Start()
 
 
-def _last_checkpoint(run) -> str | None:
-    directory = run.data.tags.get("checkpoint_dir")
-    path = os.path.join(directory, "last.ckpt") if directory else None
-    return path if path and os.path.exists(path) else None
+def _require_space(cfg: DictConfig, model: RecurrentModel, start: Start) -> None:
+    n_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    where = os.path.dirname(start.checkpoint) if start.checkpoint else (_hydra_dir() or tempfile.gettempdir())
+    tracking.require_space(cfg.tracking, n_bytes, where)
 
 
-DDP_STATE = "RNNLAB_DDP_PARENT"
+def _open_run(cfg: DictConfig, task: Task, digest: str, in_sweep: dict | None, start: Start) -> tracking.Run:
+    parent = (in_sweep or {}).get("parent_run_id")
+    tags = {"cell": cfg.cell.name, "task": task.name, "seq_len": cfg.seq_len, "clip": cfg.clip,
+            "seed": cfg.seed, runs.CONFIG_HASH: digest, "command": tracking.command_line(),
+            **tracking.git_info(), **({runs.PARENT: parent, runs.SWEEP_ID: parent} if parent else {})}
+    worker = start.ddp_ckpt_dir is not None
+    return tracking.Run(cfg.tracking, sweep.experiment_name(cfg, task.name), run_name(cfg, task.name), tags,
+                        resume_id=None if worker else start.run_id, attach_id=start.run_id if worker else None)
 
 
-def _ddp_parent_state() -> dict | None:
-    """Lightning's DDP launcher re-runs this script for ranks > 0 with the parent's
-    environment; rank 0 leaves its run id and checkpoint dir there (see _fit_and_test)."""
-    if os.environ.get("LOCAL_RANK", "0") == "0" or DDP_STATE not in os.environ:
-        return None
-    return json.loads(os.environ[DDP_STATE])
+def _checkpoint_dir(cfg: DictConfig, task: Task, model: RecurrentModel, run: tracking.Run, start: Start) -> str:
+    """Where this run's checkpoints go; a new run logs its config and baselines on the way."""
+    if start.ddp_ckpt_dir is not None:
+        return start.ddp_ckpt_dir
+    if run.resumed:
+        return os.path.dirname(start.checkpoint)
+    n_params = sum(p.numel() for p in model.parameters())
+    run.log_config(cfg, {"model/n_params": n_params, **task.describe(), **tracking.env_versions()})
+    run.log_metrics({f"baseline/{k}": v for k, v in task.baselines().items()})
+    hydra_dir = _hydra_dir()
+    ckpt_dir = tempfile.mkdtemp(prefix=f"rnnlab-{run.id}-") if hydra_dir is None else \
+        os.path.join(hydra_dir, "checkpoints", run.id)
+    run.set_tags({runs.CHECKPOINT_DIR: os.path.abspath(ckpt_dir)})
+    return ckpt_dir
 
 
-def _fit_and_test(cfg: DictConfig, task: Task, model: RecurrentModel, run: tracking.Run,
-                  last_ckpt: str | None = None, ckpt_dir: str | None = None) -> Summary:
-    if ckpt_dir is not None:
-        pass  # a DDP worker
-    elif run.resumed:
-        ckpt_dir = os.path.dirname(last_ckpt)
-    else:
-        n_params = sum(p.numel() for p in model.parameters())
-        run.log_config(cfg, {"model/n_params": n_params, **task.describe(), **tracking.env_versions()})
-        run.log_metrics({f"baseline/{k}": v for k, v in task.baselines().items()})
-        ckpt_dir = tempfile.mkdtemp(prefix=f"rnnlab-{run.id}-") if _hydra_dir() is None else \
-            os.path.join(_hydra_dir(), "checkpoints", run.id)
-        run.set_tags({"checkpoint_dir": os.path.abspath(ckpt_dir)})
-    run.checkpoint_dir = ckpt_dir
-
-    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=task.main_metric,
-                                 mode=task.mode, auto_insert_metric_name=False)
+def _callbacks(cfg: DictConfig, task: Task, run: tracking.Run, ckpt_dir: str, stop: StopRecorder) -> list[Callback]:
+    best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=task.main_metric,
+                           mode=task.mode, auto_insert_metric_name=False)
     # "last" on the last batch of every n-th epoch: the data order depends only on (seed,
     # epoch), so a run resumed from there sees exactly the batches an uninterrupted run sees.
     steps_per_epoch = len(task.train_dataloader())
     last = FlushedCheckpoint(run.flush, dirpath=ckpt_dir, filename="last", save_top_k=1,
                              enable_version_counter=False,
                              every_n_train_steps=cfg.checkpoint.every_n_epochs * steps_per_epoch)
-    callbacks = [checkpoint, last, TokensPerSecond()]
+    callbacks: list[Callback] = [best, last, ValidateAtLastStep(), TokensPerSecond(), stop]
     if run.resumed:
-        callbacks.append(_BestFromStore(checkpoint, run, task))
+        callbacks.append(_BestFromStore(best, run, task))
     if cfg.diagnostics.enabled:
         d = cfg.diagnostics
         callbacks.append(GradientFlow(every_n_val=d.every_n_val, probe_size=d.probe_size,
                                       last_k=d.last_k, threshold=d.threshold))
     callbacks.append(RichProgressBar() if interactive() else PlainProgress())
+    return callbacks
+
+
+def _fit_and_test(cfg: DictConfig, task: Task, model: RecurrentModel, run: tracking.Run, start: Start,
+                  stop: StopRecorder) -> Summary | None:
+    ckpt_dir = run.checkpoint_dir = _checkpoint_dir(cfg, task, model, run, start)
+    callbacks = _callbacks(cfg, task, run, ckpt_dir, stop)
+    best: ModelCheckpoint = callbacks[0]
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=run.logger, callbacks=callbacks,
                                       enable_progress_bar=interactive(), deterministic=_deterministic(cfg))
-    os.environ[DDP_STATE] = json.dumps({"run_id": run.id, "ckpt_dir": ckpt_dir, "last_ckpt": last_ckpt})
-    trainer.fit(model, datamodule=task, ckpt_path=last_ckpt, weights_only=True)
-
+    os.environ[DDP_STATE] = json.dumps({"run_id": run.id, "ckpt_dir": ckpt_dir, "last_ckpt": start.checkpoint})
+    trainer.fit(model, datamodule=task, ckpt_path=start.checkpoint, weights_only=True)
     diverged = model.diverged_at is not None
     test_value = None
     if not diverged:  # collective under DDP: every rank tests its shard
-        ckpt = "best" if checkpoint.best_model_path else None
-        trainer.test(model, datamodule=task, ckpt_path=ckpt, verbose=False, weights_only=True)
+        trainer.test(model, datamodule=task, ckpt_path="best" if best.best_model_path else None,
+                     verbose=False, weights_only=True)
         test_value = _value(trainer.callback_metrics, "test/" + task.main_metric.split("/", 1)[1])
-    if not trainer.is_global_zero:  # a DDP worker: rank 0 reports
-        return Summary(run_id=run.id, run_name=run.name, experiment=run.experiment_name, status="RUNNING",
-                       main_metric=task.main_metric, val=None, test=test_value, diverged=diverged,
-                       diverged_at_step=model.diverged_at, tracking_uri=run.uri, worker=True)
+    if not trainer.is_global_zero:
+        return None
+    return _finalize(cfg, task, model, run, best, trainer, test_value)
+
+
+def _finalize(cfg: DictConfig, task: Task, model: RecurrentModel, run: tracking.Run, best: ModelCheckpoint,
+              trainer: pl.Trainer, test_value: float | None) -> Summary:
+    """Rank 0, after testing: the last metrics and artifacts, the outcome tags, the status."""
     run.log_metrics({"grad_norm/max": model.grad_norm_max,
                      "grad_norm/nonfinite_steps": float(model.nonfinite_steps)}, step=trainer.global_step)
+    diverged = model.diverged_at is not None
     if not diverged:
         with tempfile.TemporaryDirectory() as tmp:
             for path in task.log_artifacts(model, "test", tmp):
                 run.log_artifact(path, "plots" if path.endswith(".png") else "data")
-        if cfg.tracking.get("log_checkpoint", True) and checkpoint.best_model_path:
-            run.log_artifact(checkpoint.best_model_path, "checkpoints")
-
-    val_value = checkpoint.best_model_score
-    run.set_tags({"diverged": str(diverged).lower(), "status_reason": "diverged" if diverged else "ok",
-                  **({"diverged_at_step": model.diverged_at, "last_grad_norm": model.last_grad_norm}
+        if cfg.tracking.get("log_checkpoint", True) and best.best_model_path:
+            run.log_artifact(best.best_model_path, "checkpoints")
+    run.set_tags({runs.DIVERGED: str(diverged).lower(), runs.STATUS_REASON: "diverged" if diverged else "ok",
+                  **({runs.DIVERGED_AT: model.diverged_at, runs.LAST_GRAD_NORM: model.last_grad_norm}
                      if diverged else {})})
     status = "FAILED" if diverged else "FINISHED"
     run.end(status)
+    val = float(best.best_model_score) if best.best_model_score is not None else \
+        _value(trainer.callback_metrics, task.main_metric)
     return Summary(run_id=run.id, run_name=run.name, experiment=run.experiment_name, status=status,
-                   main_metric=task.main_metric,
-                   val=float(val_value) if val_value is not None else _value(trainer.callback_metrics, task.main_metric),
-                   test=test_value, diverged=diverged, diverged_at_step=model.diverged_at,
-                   tracking_uri=run.uri)
+                   main_metric=task.main_metric, val=val, test=test_value, diverged=diverged,
+                   diverged_at_step=model.diverged_at, tracking_uri=run.uri)
+
+
+def _ended_abnormally(run: tracking.Run, e: BaseException, stop: StopRecorder) -> BaseException:
+    """Give the run its final status after ``e`` stopped it; return what to raise instead."""
+    if not run.reachable():  # nothing can be written there; the checkpoints stay
+        return run.lost(e)
+    signame = _signal_of(e, stop.exception)
+    try:
+        if signame is not None:
+            run.set_tags({runs.STATUS_REASON: "interrupted", runs.STOPPED_BY: signame})
+            run.end("KILLED")
+        else:
+            run.set_tags({runs.STATUS_REASON: "error", runs.ERROR: f"{type(e).__name__}: {e}"[:5000]})
+            run.end("FAILED")
+    except Exception:
+        return run.lost(e)
+    if isinstance(e, tracking.TrackingLost):  # a write was refused: say how to continue
+        return run.lost(e)
+    return Interrupted(signame, run.id) if signame is not None else e
+
+
+def _signal_of(e: BaseException, in_lightning: BaseException | None) -> str | None:
+    """SIGINT or SIGTERM if one stopped the run. Lightning turns Ctrl-C inside ``fit`` or
+    ``test`` into ``sys.exit(1)``; the KeyboardInterrupt it caught is ``in_lightning``."""
+    if isinstance(e, SIGTERMException):
+        return "SIGTERM"
+    if isinstance(e, KeyboardInterrupt) or (isinstance(e, SystemExit) and isinstance(in_lightning, KeyboardInterrupt)):
+        return "SIGINT"
+    return None
+
+
+def _sigterm(signum, frame):
+    # Inside fit or test, Lightning's own handler runs first and this one after it: there the
+    # loop stops at the next batch by itself, so raise only where no Trainer is running.
+    if signal.getsignal(signal.SIGTERM) is _sigterm:
+        raise SIGTERMException
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()  # signals can only be set there
+
+
+def _raise_on_sigterm():
+    """SIGTERM (a scheduler's pre-emption or time limit) ends the run KILLED instead of
+    leaving it RUNNING. Returns the handler it replaced."""
+    return signal.signal(signal.SIGTERM, _sigterm) if _main_thread() else None
+
+
+def _restore_signals(previous_sigterm) -> None:
+    if not _main_thread():
+        return
+    signal.signal(signal.SIGTERM, previous_sigterm)
+    # Lightning ignores SIGINT once it has caught a Ctrl-C; give the user their Ctrl-C back.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 class _BestFromStore(Callback):
@@ -284,21 +378,19 @@ class _BestFromStore(Callback):
             c.kth_value = c.best_model_score = score
 
 
-def _already_done(cfg: DictConfig, digest: str) -> Summary | None:
-    from mlflow import MlflowClient
+DDP_STATE = "RNNLAB_DDP_PARENT"
 
-    task_cls = get_class(cfg.task._target_)
-    experiment = sweep.experiment_name(cfg, task_cls.name)
-    uri = tracking.tracking_uri(cfg)
-    done = sweep.completed_run(MlflowClient(uri), experiment, digest)
-    if done is None:
+
+def _ddp_parent_state() -> dict | None:
+    """Lightning's DDP launcher re-runs this script for ranks > 0 with the parent's
+    environment; rank 0 leaves its run id and checkpoint dir there (see _fit_and_test)."""
+    if os.environ.get("LOCAL_RANK", "0") == "0" or DDP_STATE not in os.environ:
         return None
-    metric = done.data.metrics
-    return Summary(run_id=done.info.run_id, run_name=done.info.run_name, experiment=experiment,
-                   status=done.info.status, main_metric=task_cls.main_metric,
-                   val=metric.get(task_cls.main_metric), test=None,
-                   diverged=done.data.tags.get("diverged") == "true", diverged_at_step=None,
-                   tracking_uri=uri, skipped=True)
+    return json.loads(os.environ[DDP_STATE])
+
+
+def interactive() -> bool:
+    return sys.stdout.isatty() and not os.environ.get("CI")
 
 
 def _deterministic(cfg: DictConfig) -> bool:
@@ -317,5 +409,3 @@ def _hydra_dir() -> str | None:
     from hydra.core.hydra_config import HydraConfig
 
     return HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else None
-
-

@@ -6,6 +6,14 @@ parent run, so parallel jobs never race to create them (a fresh sqlite store oth
 with ``table ... already exists``), and writes the parent's id to ``<sweep dir>/sweep.json``
 where every job, in whatever process or machine the launcher put it, finds it.
 
+Every job records how it ended (``outcome.json`` in its own output dir: finished, diverged,
+skipped, failed, interrupted), including a job that failed before its MLflow run existed. The
+parent is ended from those records, whichever way the launcher leaves: when the sweep
+completes, when Hydra stops on a failed job (it re-raises the first failure only after every
+job of the batch ran, and then skips ``on_multirun_end``), on Ctrl-C and on SIGTERM. It ends
+FINISHED when every job finished, diverged or was skipped, FAILED when one failed, KILLED when
+the sweep was interrupted, always with the ``sweep/*`` counts.
+
 Resumption: every run is tagged with ``config_hash``, a hash of its resolved config without
 the bookkeeping keys. A job of a sweep skips its configuration when the experiment already
 holds a run with that hash that FINISHED or diverged (a diverged run is a result, and
@@ -16,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +36,8 @@ from omegaconf import DictConfig, OmegaConf
 # this callback for every command, and a rejected command line must not pay seconds of imports.
 BOOKKEEPING = ("tracking", "sweep", "threads", "hydra", "resume")
 SWEEP_FILE = "sweep.json"
+OUTCOME_FILE = "outcome.json"
+OUTCOMES = ("finished", "diverged", "skipped", "failed", "interrupted")
 
 
 def config_hash(cfg: DictConfig) -> str:
@@ -40,18 +51,6 @@ def experiment_name(cfg: DictConfig, task_name: str) -> str:
     return cfg.tracking.get("experiment") or task_name
 
 
-def completed_run(client, experiment: str, digest: str):
-    """A FINISHED or diverged run of this configuration in ``experiment``, if there is one."""
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        return None
-    for run in client.search_runs([exp.experiment_id], f"tags.config_hash = '{digest}'",
-                                  order_by=["attributes.start_time DESC"]):
-        if run.info.status == "FINISHED" or run.data.tags.get("diverged") == "true":
-            return run
-    return None
-
-
 def sweep_context() -> dict[str, Any] | None:
     """The sweep this process's job belongs to (parent run id, ...), or None outside a sweep."""
     from hydra.core.hydra_config import HydraConfig
@@ -63,54 +62,92 @@ def sweep_context() -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def record_outcome(outcome: str, run_id: str | None = None, detail: str = "") -> None:
+    """In a sweep's job: write how this job ended where the launching process will read it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if sweep_context() is None:
+        return
+    assert outcome in OUTCOMES, outcome
+    path = Path(HydraConfig.get().runtime.output_dir) / OUTCOME_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"outcome": outcome, "run_id": run_id, "detail": detail[:2000]}))
+
+
+class Terminated(SystemExit):
+    """SIGTERM reached the launching process (a scheduler's time limit, ``kill``)."""
+
+
+def _terminate(signum, frame):
+    raise Terminated(128 + signum)
+
+
+_open: dict[str, Any] | None = None  # the parent run this process created and has not ended
+
+
+def end_open_sweep(exc: BaseException | None) -> None:
+    """End the sweep this process started, if it is still open, after the launcher stopped
+    with ``exc``: interrupted (KILLED) or failed (FAILED). Called by ``src/train.py``."""
+    if _open is not None:
+        interrupted = isinstance(exc, (KeyboardInterrupt, Terminated))
+        _end(_open, "interrupted" if interrupted else "failed")
+
+
+def _end(info: dict[str, Any], how: str) -> None:
+    """Count the jobs' outcomes into the parent run and give it its final status."""
+    global _open
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    _open = None
+    counts = dict.fromkeys(OUTCOMES, 0)
+    for path in Path(info["sweep_dir"]).glob(f"*/{OUTCOME_FILE}"):
+        counts[json.loads(path.read_text())["outcome"]] += 1
+    if how == "interrupted":
+        status = "KILLED"
+    else:
+        status = "FAILED" if counts["failed"] or how == "failed" else "FINISHED"
+    client = MlflowClient(info["tracking_uri"])
+    parent = info["parent_run_id"]
+    now = int(time.time() * 1000)
+    client.log_batch(parent, metrics=[Metric(f"sweep/{k}", v, now, 0) for k, v in counts.items()])
+    client.set_terminated(parent, status)
+    print(f"sweep {status}: " + ", ".join(f"{v} {k}" for k, v in counts.items()) +
+          f" (parent MLflow run {parent})", flush=True)
+
+
 class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        global _open
         from mlflow import MlflowClient
 
-        from rnnlab import tracking
+        from rnnlab import runs, tracking
 
-        uri = tracking.tracking_uri(config)
+        uri = tracking.tracking_uri(config.tracking)
         client = MlflowClient(uri)
         client.search_experiments(max_results=1)  # creates the schema, once, here
         task = config.hydra.runtime.choices.get("task", "sweep")
         experiment = experiment_name(config, task)
-        exp_id = tracking.get_or_create_experiment(client, experiment, tracking.artifact_root(config))
+        exp_id = tracking.get_or_create_experiment(client, experiment, tracking.artifact_root(config.tracking))
         name = config.get("sweep", {}).get("name") or f"sweep-{experiment}"
         parent = client.create_run(exp_id, run_name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}", tags={
-            "sweep": "true", "command": tracking.command_line(), **tracking.git_info(),
-            "sweep_params": json.dumps(OmegaConf.to_container(config.hydra.sweeper.params, resolve=False)
-                                       if config.hydra.sweeper.get("params") else {}),
+            runs.SWEEP: "true", "command": tracking.command_line(), **tracking.git_info(),
+            runs.SWEEP_PARAMS: json.dumps(OmegaConf.to_container(config.hydra.sweeper.params, resolve=False)
+                                          if config.hydra.sweeper.get("params") else {}),
         })
         run_id = parent.info.run_id
-        client.set_tag(run_id, "sweep_id", run_id)
+        client.set_tag(run_id, runs.SWEEP_ID, run_id)
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        (sweep_dir / SWEEP_FILE).write_text(json.dumps(
-            {"parent_run_id": run_id, "experiment": experiment, "tracking_uri": uri}))
+        for stale in sweep_dir.glob(f"*/{OUTCOME_FILE}"):  # a rerun into the same dir counts afresh
+            stale.unlink()
+        info = {"parent_run_id": run_id, "experiment": experiment, "tracking_uri": uri,
+                "sweep_dir": str(sweep_dir.resolve())}
+        (sweep_dir / SWEEP_FILE).write_text(json.dumps(info))
+        _open = info
+        signal.signal(signal.SIGTERM, _terminate)  # the default action would leave the parent RUNNING
         print(f"sweep {name}: parent MLflow run {run_id} in experiment '{experiment}'", flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        path = Path(config.hydra.sweep.dir) / SWEEP_FILE
-        if not path.exists():
-            return
-        from mlflow import MlflowClient
-
-        info = json.loads(path.read_text())
-        client = MlflowClient(info["tracking_uri"])
-        parent = info["parent_run_id"]
-        children = [r for r in client.search_runs([e.experiment_id for e in client.search_experiments()],
-                                                  f"tags.sweep_id = '{parent}'")
-                    if r.info.run_id != parent]
-        counts = {"finished": 0, "diverged": 0, "failed": 0}
-        for run in children:
-            if run.data.tags.get("diverged") == "true":
-                counts["diverged"] += 1
-            elif run.info.status == "FINISHED":
-                counts["finished"] += 1
-            else:
-                counts["failed"] += 1
-        for k, v in counts.items():
-            client.log_metric(parent, f"sweep/{k}", v)
-        client.set_terminated(parent, "FINISHED")
-        print("sweep done: " + ", ".join(f"{v} {k}" for k, v in counts.items())
-              + " (configurations already done in this experiment were skipped)", flush=True)
+        if _open is not None:
+            _end(_open, "completed")

@@ -23,27 +23,31 @@ from mlflow.entities import Metric, Param, RunTag
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import MLFlowLogger
 
-from rnnlab import paths
+from rnnlab import paths, runs
 
 
-def tracking_uri(cfg: DictConfig) -> str:
-    return cfg.tracking.get("uri") or paths.default_tracking_uri()
+# Every function here takes the ``tracking`` node of the config (conf/tracking/), not the
+# whole experiment: what is tracked is the caller's business.
 
 
-def artifact_root(cfg: DictConfig) -> str | None:
+def tracking_uri(tcfg: DictConfig) -> str:
+    return tcfg.get("uri") or paths.default_tracking_uri()
+
+
+def artifact_root(tcfg: DictConfig) -> str | None:
     """Where new experiments keep artifacts; None lets a tracking server use its own store."""
-    root = cfg.tracking.get("artifact_root")
+    root = tcfg.get("artifact_root")
     if root:
         return Path(root).resolve().as_uri()
-    return None if tracking_uri(cfg).startswith(("http://", "https://")) else paths.default_artifact_root()
+    return None if tracking_uri(tcfg).startswith(("http://", "https://")) else paths.default_artifact_root()
 
 
-def preflight(cfg: DictConfig) -> None:
+def preflight(tcfg: DictConfig) -> None:
     """Fail before training, with one clear line, when the tracking store or the artifact
     directory cannot be written or the tracking server cannot be reached."""
     from rnnlab.config import ConfigError
 
-    uri = tracking_uri(cfg)
+    uri = tracking_uri(tcfg)
     if uri.startswith(("http://", "https://")):
         import requests
 
@@ -57,11 +61,11 @@ def preflight(cfg: DictConfig) -> None:
         _require_writable("tracking.uri", uri, Path(uri[len("sqlite:///"):]).parent)
     elif uri.startswith("file:") or "://" not in uri:
         _require_writable("tracking.uri", uri, Path(uri.removeprefix("file://")))
-    _require_writable("tracking.artifact_root", cfg.tracking.get("artifact_root") or str(paths.repo_root() / "mlruns"),
-                      Path(artifact_root(cfg).removeprefix("file://")))
+    _require_writable("tracking.artifact_root", tcfg.get("artifact_root") or str(paths.repo_root() / "mlruns"),
+                      Path(artifact_root(tcfg).removeprefix("file://")))
 
 
-def require_space(cfg: DictConfig, n_bytes_params: int, checkpoint_dir: str) -> None:
+def require_space(tcfg: DictConfig, n_bytes_params: int, checkpoint_dir: str) -> None:
     """Fail before training when a disk cannot hold what the run will write: ``last.ckpt`` and
     ``best.ckpt`` (weights plus optimizer state, about 3x the weights for Adam, each written
     through a temporary copy) and, in the artifact store, the best checkpoint and the plots."""
@@ -69,7 +73,7 @@ def require_space(cfg: DictConfig, n_bytes_params: int, checkpoint_dir: str) -> 
 
     checkpoint = 3 * n_bytes_params + (1 << 20)
     needs = {"hydra.run.dir": (checkpoint_dir, 3 * checkpoint)}
-    root = artifact_root(cfg)
+    root = artifact_root(tcfg)
     if root is not None and root.startswith("file://"):
         needs["tracking.artifact_root"] = (root.removeprefix("file://"), checkpoint + (2 << 20))
     by_device: dict[int, list[tuple[str, str, int]]] = {}
@@ -101,17 +105,6 @@ def _require_writable(key: str, value: str, directory: Path) -> None:
             pass
     except OSError as e:
         raise ConfigError(key, value, f"cannot write to {directory} ({e.strerror})") from None
-
-
-def run_name(cfg: DictConfig, task_name: str) -> str:
-    """Built from what varies across a sweep, e.g. ``lstm-char_lm-T100-clip1.0-s0``."""
-    if cfg.tracking.get("run_name"):
-        return str(cfg.tracking.run_name)
-    impl = "" if cfg.cell.get("impl", "fused") == "fused" else f"-{cfg.cell.impl}"
-    clip = "none" if cfg.clip is None else f"{float(cfg.clip):g}"
-    if clip != "none" and "." not in clip and "e" not in clip:
-        clip += ".0"
-    return f"{cfg.cell.name}{impl}-{task_name}-T{cfg.seq_len}-clip{clip}-s{cfg.seed}"
 
 
 def get_or_create_experiment(client: MlflowClient, name: str, artifact_location: str) -> str:
@@ -227,15 +220,15 @@ class RunLogger(MLFlowLogger):
 class Run:
     """An MLflow run for one training job: a new one, or (``resume_id``) one being resumed."""
 
-    def __init__(self, cfg: DictConfig, task_name: str, tags: dict[str, str], resume_id: str | None = None,
-                 attach_id: str | None = None):
+    def __init__(self, tcfg: DictConfig, experiment: str, name: str, tags: dict[str, Any],
+                 resume_id: str | None = None, attach_id: str | None = None):
         """``attach_id``: a DDP worker process (rank > 0) uses rank 0's run and writes nothing."""
-        self.uri = tracking_uri(cfg)
+        self.uri = tracking_uri(tcfg)
         self.client = MlflowClient(self.uri)
         mlflow.set_tracking_uri(self.uri)
-        self.experiment_name = cfg.tracking.get("experiment") or task_name
-        self.experiment_id = get_or_create_experiment(self.client, self.experiment_name, artifact_root(cfg))
-        self.name = run_name(cfg, task_name)
+        self.experiment_name = experiment
+        self.experiment_id = get_or_create_experiment(self.client, experiment, artifact_root(tcfg))
+        self.name = name
         self.resumed = resume_id is not None
         logged_until: dict[str, int] = {}
         if attach_id is not None:
@@ -250,10 +243,13 @@ class Run:
             for key in previous.data.metrics:
                 logged_until[key] = max(m.step for m in self.client.get_metric_history(resume_id, key))
             self.client.update_run(resume_id, status="RUNNING")
-            self.set_tags({"resume_count": int(previous.data.tags.get("resume_count", 0)) + 1})
-        asynchronous = cfg.tracking.get("async_logging", True)
+            self.set_tags({runs.RESUME_COUNT: int(previous.data.tags.get(runs.RESUME_COUNT, 0)) + 1})
+            for key in runs.ENDING_TAGS:  # how the last attempt ended no longer describes the run
+                if key in previous.data.tags:
+                    self.client.delete_tag(resume_id, key)
+        asynchronous = tcfg.get("async_logging", True)
         if asynchronous:  # read by MLflow's logging thread: gather points, write them together
-            os.environ["MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS"] = str(cfg.tracking.get("async_buffer_s", 2))
+            os.environ["MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS"] = str(tcfg.get("async_buffer_s", 2))
         self.logger = RunLogger(experiment_name=self.experiment_name, tracking_uri=self.uri,
                                 run_id=self.id, synchronous=not asynchronous, logged_until=logged_until)
         self.checkpoint_dir: str | None = None  # set once training starts

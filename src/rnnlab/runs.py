@@ -1,0 +1,83 @@
+"""Runs in the store: the tags rnnlab writes, and every lookup of a run by its configuration.
+
+A run's identity is its ``config_hash`` tag (see :func:`rnnlab.sweep.config_hash`). A sweep
+skips a configuration that already has a result, and a killed run continues from its
+checkpoint; both are questions about the runs with one hash, answered here and only here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+from rnnlab.config import ConfigError
+
+# Tag keys: written by rnnlab.run and rnnlab.sweep, read by the report and by these lookups.
+CONFIG_HASH = "config_hash"
+CHECKPOINT_DIR = "checkpoint_dir"
+DIVERGED = "diverged"  # "true" | "false": a non-finite loss or gradient ended the run
+DIVERGED_AT = "diverged_at_step"
+LAST_GRAD_NORM = "last_grad_norm"
+STATUS_REASON = "status_reason"  # ok | diverged | interrupted | error
+STOPPED_BY = "stopped_by"  # SIGINT | SIGTERM, on a KILLED run
+ERROR = "error"  # "<ExceptionType>: <message>", on a FAILED run
+RESUME_COUNT = "resume_count"
+SWEEP = "sweep"  # "true" on a sweep's parent run
+SWEEP_ID = "sweep_id"  # the parent's run id, on the parent and on each of its jobs
+SWEEP_PARAMS = "sweep_params"
+PARENT = "mlflow.parentRunId"
+NOTE = "mlflow.note.content"  # the run's description in the MLflow UI
+
+# Tags that describe how an earlier attempt ended; a resumed run drops them.
+ENDING_TAGS = (ERROR, STOPPED_BY)
+
+
+def is_result(run) -> bool:
+    """A run whose outcome is known: FINISHED, or diverged (rerunning the same seed would only
+    diverge again)."""
+    return run.info.status == "FINISHED" or run.data.tags.get(DIVERGED) == "true"
+
+
+def with_config(client, experiment: str, digest: str) -> Iterator:
+    """Runs of this configuration in ``experiment``, newest first."""
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return iter(())
+    return iter(client.search_runs([exp.experiment_id], f"tags.{CONFIG_HASH} = '{digest}'",
+                                   order_by=["attributes.start_time DESC"]))
+
+
+def completed(client, experiment: str, digest: str):
+    """The newest run of this configuration that has a result, or None."""
+    return next((r for r in with_config(client, experiment, digest) if is_result(r)), None)
+
+
+def last_checkpoint(run) -> str | None:
+    """``last.ckpt`` of a run, if it is still on this machine's disk."""
+    directory = run.data.tags.get(CHECKPOINT_DIR)
+    path = os.path.join(directory, "last.ckpt") if directory else None
+    return path if path and os.path.exists(path) else None
+
+
+def resumable(client, experiment: str, digest: str) -> tuple[str, str] | None:
+    """The newest unfinished run of this configuration that has a checkpoint, and that checkpoint."""
+    for run in with_config(client, experiment, digest):
+        ckpt = None if is_result(run) else last_checkpoint(run)
+        if ckpt is not None:
+            return run.info.run_id, ckpt
+    return None
+
+
+def named(client, run_id: str, digest: str, uri: str) -> tuple[str, str]:
+    """``resume=<run id>``: that run and its checkpoint, which must be of this configuration."""
+    try:
+        run = client.get_run(run_id)
+    except Exception:
+        raise ConfigError("resume", run_id, f"no such run in {uri}") from None
+    if run.data.tags.get(CONFIG_HASH) != digest:
+        raise ConfigError("resume", run_id, "that run was made with another configuration "
+                          "(resume with the same overrides it was started with)")
+    ckpt = last_checkpoint(run)
+    if ckpt is None:
+        raise ConfigError("resume", run_id, "that run has no checkpoint to resume from")
+    return run_id, ckpt
