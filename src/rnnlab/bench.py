@@ -50,8 +50,8 @@ from pytorch_lightning.callbacks import Callback
 
 from rnnlab import paths
 from rnnlab.cells.params import GATE_BLOCKS
+from rnnlab.config import CELLS
 
-CELLS = ("rnn", "lstm", "gru")
 TASKS = ("adding", "char_lm")
 TARGET_HARNESS_RATIO = 0.95  # harness tokens/s >= 95% of the bare loop's
 TARGET_DIAG_OVERHEAD = 0.10  # diagnostics add <= 10% to the fit time

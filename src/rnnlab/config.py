@@ -15,6 +15,17 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 
+# The names a config may choose from, defined once: the code that builds them and the rules
+# below both read these. Adding an optimizer is one line here; adding a cell is one name here
+# plus its module in rnnlab/cells/ and its yaml in conf/cell/.
+CELLS = ("rnn", "lstm", "gru")
+CELL_IMPLS = ("fused", "reference")
+NONLINEARITIES = ("tanh", "relu")
+OPTIMIZERS = {"adam": "torch.optim.Adam", "rmsprop": "torch.optim.RMSprop", "sgd": "torch.optim.SGD"}
+MOMENTUM_OPTIMIZERS = ("sgd", "rmsprop")  # the ones that take optim.momentum
+SCHEDULES = (None, "cosine", "step")
+
+
 class ConfigError(ValueError):
     """A config value is invalid. The message names the key, the value and what is valid."""
 
@@ -26,7 +37,8 @@ class ConfigError(ValueError):
         return type(self), (self.key, self.value, self.valid)
 
 
-def _is_int(v: Any) -> bool:
+def integer(v: Any) -> bool:
+    """An int, not a bool (a bool is an int in Python: ``true`` is no count)."""
     return isinstance(v, int) and not isinstance(v, bool)
 
 
@@ -35,11 +47,11 @@ def _is_real(v: Any) -> bool:
 
 
 def positive_int(v: Any) -> bool:
-    return _is_int(v) and v > 0
+    return integer(v) and v > 0
 
 
 def non_negative_int(v: Any) -> bool:
-    return _is_int(v) and v >= 0
+    return integer(v) and v >= 0
 
 
 def positive_real(v: Any) -> bool:
@@ -56,6 +68,13 @@ def unit_interval(v: Any) -> bool:
 
 def one_of(*choices: Any) -> Callable[[Any], bool]:
     return lambda v: v in choices
+
+
+def choice(names) -> tuple[Callable[[Any], bool], str]:
+    """A rule that accepts one of ``names``, with the message listing them (None as null)."""
+    names = tuple(names)
+    shown = ", ".join("null" if n is None else str(n) for n in names)
+    return (lambda v: not isinstance(v, bool) and v in names), f"must be one of {shown}"
 
 
 def optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
@@ -76,12 +95,12 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "batch_size": (positive_int, "must be an integer > 0"),
     "clip": (optional(positive_real), "must be a number > 0, or null to disable clipping"),
     "threads": (optional(positive_int), "must be an integer > 0, or null for torch's default"),
-    "cell.name": (one_of("rnn", "lstm", "gru"), "must be one of rnn, lstm, gru"),
-    "cell.impl": (one_of("fused", "reference"), "must be one of fused, reference"),
+    "cell.name": choice(CELLS),
+    "cell.impl": choice(CELL_IMPLS),
     "cell.hidden_size": (positive_int, "must be an integer > 0"),
     "cell.num_layers": (positive_int, "must be an integer > 0"),
     "cell.dropout": (unit_interval, "must be a number in [0, 1)"),
-    "cell.nonlinearity": (one_of("tanh", "relu"), "must be one of tanh, relu"),
+    "cell.nonlinearity": choice(NONLINEARITIES),
     "cell.forget_bias": (real, "must be a finite number"),
     "cell.spectral_radius": (optional(positive_real), "must be a number > 0, or null for PyTorch's init"),
     "diagnostics.enabled": (one_of(True, False), "must be true or false"),
@@ -90,11 +109,11 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "diagnostics.last_k": (positive_int, "must be an integer > 0"),
     "diagnostics.threshold": (lambda v: _is_real(v) and 0 < v < 1, "must be a number in (0, 1)"),
     "model.embed_dim": (positive_int, "must be an integer > 0"),
-    "optim.name": (one_of("adam", "rmsprop", "sgd"), "must be one of adam, rmsprop, sgd"),
+    "optim.name": choice(OPTIMIZERS),
     "optim.lr": (positive_real, "must be a number > 0"),
     "optim.weight_decay": (lambda v: _is_real(v) and v >= 0, "must be a number >= 0"),
     "optim.momentum": (unit_interval, "must be a number in [0, 1)"),
-    "optim.schedule": (one_of(None, "cosine", "step"), "must be one of null, cosine, step"),
+    "optim.schedule": choice(SCHEDULES),
     "optim.step_size": (positive_int, "must be an integer > 0"),
     "optim.gamma": (positive_real, "must be a number > 0"),
     "trainer.max_steps": (positive_int, "must be an integer > 0"),

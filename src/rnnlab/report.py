@@ -36,6 +36,8 @@ from typing import Callable, Iterable
 import numpy as np
 import pandas as pd
 
+from rnnlab.config import CELLS
+
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 import matplotlib  # noqa: E402
@@ -49,7 +51,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormat
 # A run is one seed of one configuration; a group is the seeds of one configuration.
 GROUP = ["task", "cell", "seq_len", "distance", "clip"]
 KEY = [*GROUP, "seed"]
-CELL_ORDER = ("rnn", "lstm", "gru")
+CELL_ORDER = CELLS
 CELL_COLORS = {"rnn": "tab:red", "lstm": "tab:blue", "gru": "tab:green"}
 EXTRA_METRICS = {"copy": ("acc",)}  # shown beside the headline metric (copy: loss is the headline)
 LENGTH_LABELS = {"forecast": "lookback seq_len"}

@@ -12,7 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-CELLS = ("rnn", "lstm", "gru")
+from rnnlab.config import CELL_IMPLS, CELLS
+
 FUSED = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
 
@@ -46,7 +47,7 @@ def build(
 
         module = reference.REFERENCE[name](**kwargs)
     else:
-        raise ValueError(f"unknown cell impl {impl!r}; valid: fused, reference")
+        raise ValueError(f"unknown cell impl {impl!r}; valid: {', '.join(CELL_IMPLS)}")
     if name == "lstm":
         init_forget_bias(module, forget_bias)
     if spectral_radius is not None:

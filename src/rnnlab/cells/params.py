@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 
+from rnnlab.config import CELLS
+
 GATE_BLOCKS = {"rnn": 1, "gru": 3, "lstm": 4}
 BIAS_VECTORS = {"single": 1, "pytorch": 2}
 
@@ -45,7 +47,7 @@ def count_params(
 def table(input_size: int, hidden_size: int, num_layers: int = 1) -> str:
     """A plain-text table of :func:`count_params` for the three cells in both layouts."""
     rows = [("cell", "single bias", "pytorch (2 biases)", "difference")]
-    for cell in ("rnn", "gru", "lstm"):
+    for cell in CELLS:
         single = count_params(cell, input_size, hidden_size, num_layers, "single")
         pytorch = count_params(cell, input_size, hidden_size, num_layers, "pytorch")
         rows.append((cell, f"{single:,}", f"{pytorch:,}", f"{pytorch - single:,}"))

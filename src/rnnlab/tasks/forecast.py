@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from rnnlab import figures
+from rnnlab.config import integer, non_negative_int, optional, positive_int, real, require
 from rnnlab.tasks.base import RegressionTask, Task
 
 SPLITS = ("train", "val", "test")
@@ -46,10 +47,6 @@ FRACTIONS = (0.7, 0.15, 0.15)
 MG_BETA, MG_GAMMA, MG_N, MG_X0, MG_DT, MG_WASHOUT = 0.2, 0.1, 10, 1.2, 0.1, 1000
 SEATTLE_SEASON = 24
 PLOT_POINTS = 500  # test windows drawn in the actual-vs-predicted plot (the CSV has them all)
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 @lru_cache(maxsize=8)
@@ -153,18 +150,18 @@ class Forecast(RegressionTask):
                  column: str | None = None, horizon: int = 1, season: int | None = None,
                  tau: float = 17, length: int = 10_000):
         super().__init__(seq_len, batch_size, seed)
-        self.check("task.horizon", horizon, _is_int(horizon) and horizon >= 1, "must be an integer >= 1")
-        self.check("task.season", season, season is None or (_is_int(season) and season >= 0),
-                   "must be null (automatic), 0 (no seasonal baseline) or an integer > 0")
+        require("task.horizon", horizon, positive_int, "must be an integer >= 1")
+        require("task.season", season, optional(non_negative_int),
+                "must be null (automatic), 0 (no seasonal baseline) or an integer > 0")
         self.series_name, self.horizon, self.output_size = str(series), horizon, horizon
         self.times: list[str] | None = None
         if series == "seattle_temps":
             raw, self.times = seattle_temps()
         elif series == "mackey_glass":
-            self.check("task.tau", tau, isinstance(tau, (int, float)) and not isinstance(tau, bool)
-                       and MG_DT <= tau <= 1000, f"must be a number in [{MG_DT}, 1000] (time units)")
-            self.check("task.length", length, _is_int(length) and 100 <= length <= 10_000_000,
-                       "must be an integer in [100, 10000000]")
+            require("task.tau", tau, lambda v: real(v) and MG_DT <= v <= 1000,
+                    f"must be a number in [{MG_DT}, 1000] (time units)")
+            require("task.length", length, lambda v: integer(v) and 100 <= v <= 10_000_000,
+                    "must be an integer in [100, 10000000]")
             raw = mackey_glass(tau, length)
         else:
             raw, column = read_column(self.series_name, column)

@@ -40,7 +40,11 @@ from torch import Tensor
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import BinaryAccuracy, BinaryF1Score
 
+from rnnlab.config import choice, non_negative_int, positive_int, require
 from rnnlab.tasks.base import Task, package_data
+
+TOKENS = ("word", "char")
+READOUTS = ("last", "mean", "max")  # the pooled readouts of RecurrentModel.read that classify
 
 PAD, UNK = 0, 1
 SPLITS = ("train", "val", "test")
@@ -121,15 +125,11 @@ class Sentiment(Task):
                  tokens: str = "word", min_count: int = 2, distance: int = 0,
                  readout: str = "last", split_seed: int = 0):
         super().__init__(seq_len, batch_size, seed)
-        self.check("task.tokens", tokens, tokens in ("word", "char"), "must be one of word, char")
-        self.check("task.min_count", min_count, isinstance(min_count, int) and not isinstance(min_count, bool)
-                   and min_count >= 1, "must be an integer >= 1")
-        self.check("task.readout", readout, readout in ("last", "mean", "max"),
-                   "must be one of last, mean, max")
-        self.check("task.split_seed", split_seed, isinstance(split_seed, int) and split_seed >= 0,
-                   "must be an integer >= 0")
-        self.check("task.distance", distance, isinstance(distance, int) and not isinstance(distance, bool)
-                   and distance >= 0, "must be an integer >= 0")
+        require("task.tokens", tokens, *choice(TOKENS))
+        require("task.min_count", min_count, positive_int, "must be an integer >= 1")
+        require("task.readout", readout, *choice(READOUTS))
+        require("task.split_seed", split_seed, non_negative_int, "must be an integer >= 0")
+        require("task.distance", distance, non_negative_int, "must be an integer >= 0")
         self.check("task.distance", distance, distance < seq_len,
                    f"must be < seq_len (= {seq_len}): the review needs at least one of the "
                    f"seq_len positions before the {distance} filler tokens")

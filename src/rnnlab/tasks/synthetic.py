@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from torch import Generator, Tensor
 
+from rnnlab.config import positive_int, require
 from rnnlab.tasks.base import Task, generated_loader, tensor_loader
 
 VAL_STREAM, TEST_STREAM = 2**40, 2**40 + 1  # generator seeds far from any training batch's
@@ -17,7 +18,7 @@ class GeneratedTask(Task):
         super().__init__(seq_len, batch_size, seed)
         for key, v in [("task.batches_per_epoch", batches_per_epoch), ("task.val_size", val_size),
                        ("task.test_size", test_size)]:
-            self.check(key, v, isinstance(v, int) and v > 0, "must be an integer > 0")
+            require(key, v, positive_int, "must be an integer > 0")
         self.batches_per_epoch = batches_per_epoch
         self.val = self.generate(val_size, Generator().manual_seed(VAL_STREAM))
         self.test = self.generate(test_size, Generator().manual_seed(TEST_STREAM))
