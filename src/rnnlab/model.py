@@ -2,8 +2,8 @@
 
 The task (a :class:`rnnlab.tasks.base.Task`) says how inputs are encoded, how the recurrent
 outputs are read out, and which loss and metrics apply; the model only wires them together.
-Gradient-norm clipping happens in :meth:`configure_gradient_clipping` so that the norm before
-clipping comes straight from ``clip_grad_norm_`` instead of a second pass over the gradients.
+Clipping and the divergence guard are :class:`rnnlab.clipping.GradientGuard`; the optimizer
+is :func:`rnnlab.optim.build`.
 """
 
 from __future__ import annotations
@@ -15,10 +15,9 @@ import torch
 from pytorch_lightning.utilities import grad_norm
 from torch import Tensor, nn
 
-from rnnlab import cells
+from rnnlab import cells, optim
+from rnnlab.clipping import GradientGuard
 from rnnlab.tasks.base import Task
-
-OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop, "sgd": torch.optim.SGD}
 
 
 class RecurrentModel(pl.LightningModule):
@@ -27,7 +26,7 @@ class RecurrentModel(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["task"])
         self.task = task
-        self.clip = clip
+        self.guard = GradientGuard(clip)
         self.optim_cfg = dict(optim)
         self.run_label = run_label
         if task.input_kind == "tokens":
@@ -41,24 +40,18 @@ class RecurrentModel(pl.LightningModule):
         self.metrics = nn.ModuleDict({s: task.metrics() for s in ("val", "test")})
         self.final_vectors: dict[str, Tensor] = {}  # non-scalar metrics, e.g. loss by position
         self._carry: dict[str, object] = {}  # hidden state carried across batches (stateful)
-        self._clip_active = torch.zeros(())
         self._loss = torch.zeros(())  # the last training step's loss, for the logger
-        self._clip_steps = 0
-        self.grad_norm_max = 0.0
-        self.nonfinite_steps = 0
         self.diverged_at: int | None = None  # global step at which loss or gradient went non-finite
-        self.last_grad_norm: float | None = None
 
     # -- checkpoints: what a resumed run needs to continue exactly --------------------------
     def on_save_checkpoint(self, checkpoint):
-        checkpoint["rnnlab"] = {"rng": torch.get_rng_state(), "grad_norm_max": self.grad_norm_max,
-                                "nonfinite_steps": self.nonfinite_steps}
+        checkpoint["rnnlab"] = {"rng": torch.get_rng_state(), **self.guard.state_dict()}
 
     def on_load_checkpoint(self, checkpoint):
         state = checkpoint.get("rnnlab")
         if state:
             torch.set_rng_state(state["rng"])
-            self.grad_norm_max, self.nonfinite_steps = state["grad_norm_max"], state["nonfinite_steps"]
+            self.guard.load_state_dict(state)
 
     # -- forward --------------------------------------------------------------------------
     def embed(self, x: Tensor) -> Tensor:
@@ -107,39 +100,12 @@ class RecurrentModel(pl.LightningModule):
         return loss
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
-        """Clip by global 2-norm and record the norm before and after.
-
-        ``clip_grad_norm_`` scales by ``min(1, clip / (norm + 1e-6))``, so the norm after
-        clipping is that factor times the norm before; no second pass is needed.
-        """
-        max_norm = self.clip if self.clip is not None else math.inf
-        pre = torch.nn.utils.clip_grad_norm_(self.parameters(), max_norm)
-        # One host sync per step, on purpose: a non-finite gradient must stop the run before
-        # the optimizer writes NaN into the weights. Dropping the gradients makes the
-        # optimizer skip every parameter, so the weights stay those of the last good step.
-        pre_value = float(pre)
-        self.last_grad_norm = pre_value
-        if not math.isfinite(pre_value):
-            self.nonfinite_steps += 1
+        """Lightning's clipping hook, handed to the guard: a non-finite gradient stops the run."""
+        if not self.guard.step(self.parameters()):
             self.diverged_at = self.global_step
             self.trainer.should_stop = True
-            for p in self.parameters():
-                p.grad = None
-            return
-        self.grad_norm_max = max(self.grad_norm_max, pre_value)
-        scale = (max_norm / (pre + 1e-6)).clamp(max=1.0) if self.clip is not None else torch.ones_like(pre)
-        active = (scale < 1.0).float()
-        self._clip_active = self._clip_active.to(pre.device) + active
-        self._clip_steps += 1
-        if self._should_log():
-            self._log_now({
-                "grad_norm/pre_clip": pre,
-                "grad_norm/post_clip": pre * scale,
-                "clip/active": self._clip_active / self._clip_steps,
-                "grad_norm/max": self.grad_norm_max,
-                "grad_norm/nonfinite_steps": self.nonfinite_steps,
-            })
-            self._clip_active, self._clip_steps = torch.zeros_like(self._clip_active), 0
+        elif self._should_log():
+            self._log_now(self.guard.metrics())
 
     def on_before_optimizer_step(self, optimizer):
         """At logging steps: the loss and the per-parameter gradient norms, straight to the
@@ -163,22 +129,7 @@ class RecurrentModel(pl.LightningModule):
         self.logger.log_metrics({k: float(v) for k, v in metrics.items()}, step=self.global_step)
 
     def configure_optimizers(self):
-        o = self.optim_cfg
-        name = o["name"]
-        kwargs = {"lr": o["lr"], "weight_decay": o.get("weight_decay", 0.0)}
-        if name in ("sgd", "rmsprop"):
-            kwargs["momentum"] = o.get("momentum", 0.0)
-        optimizer = OPTIMIZERS[name](self.parameters(), **kwargs)
-        schedule = o.get("schedule")
-        if schedule is None:
-            return optimizer
-        if schedule == "cosine":
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.hparams.max_steps)
-        elif schedule == "step":
-            sched = torch.optim.lr_scheduler.StepLR(optimizer, step_size=o["step_size"], gamma=o["gamma"])
-        else:
-            raise ValueError(f"unknown optim.schedule {schedule!r}; valid: null, cosine, step")
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return optim.build(self.parameters(), self.optim_cfg, self.hparams.max_steps)
 
     # -- evaluation -----------------------------------------------------------------------
     def _eval_step(self, batch, stage):

@@ -276,8 +276,8 @@ def _fit_and_test(cfg: DictConfig, task: Task, model: RecurrentModel, run: track
 def _finalize(cfg: DictConfig, task: Task, model: RecurrentModel, run: tracking.Run, best: ModelCheckpoint,
               trainer: pl.Trainer, test_value: float | None) -> Summary:
     """Rank 0, after testing: the last metrics and artifacts, the outcome tags, the status."""
-    run.log_metrics({"grad_norm/max": model.grad_norm_max,
-                     "grad_norm/nonfinite_steps": float(model.nonfinite_steps)}, step=trainer.global_step)
+    run.log_metrics({"grad_norm/max": model.guard.max_seen,
+                     "grad_norm/nonfinite_steps": float(model.guard.nonfinite_steps)}, step=trainer.global_step)
     diverged = model.diverged_at is not None
     if not diverged:
         with tempfile.TemporaryDirectory() as tmp:
@@ -286,7 +286,7 @@ def _finalize(cfg: DictConfig, task: Task, model: RecurrentModel, run: tracking.
         if cfg.tracking.get("log_checkpoint", True) and best.best_model_path:
             run.log_artifact(best.best_model_path, "checkpoints")
     run.set_tags({runs.DIVERGED: str(diverged).lower(), runs.STATUS_REASON: "diverged" if diverged else "ok",
-                  **({runs.DIVERGED_AT: model.diverged_at, runs.LAST_GRAD_NORM: model.last_grad_norm}
+                  **({runs.DIVERGED_AT: model.diverged_at, runs.LAST_GRAD_NORM: model.guard.last_norm}
                      if diverged else {})})
     status = "FAILED" if diverged else "FINISHED"
     run.end(status)
