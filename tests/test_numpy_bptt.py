@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from rnnlab.reference import mse_loss, numpy_lstm, numpy_rnn
+from rnnlab.numpy_bptt import mse_loss, numpy_lstm, numpy_rnn
 
 F64 = torch.float64
 MODULES = {"lstm": (numpy_lstm, nn.LSTM), "rnn": (numpy_rnn, nn.RNN)}

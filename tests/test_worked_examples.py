@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from rnnlab.cells.reference import ReferenceLSTM, ReferenceRNN
-from rnnlab.reference import numpy_lstm, numpy_rnn
+from rnnlab.numpy_bptt import numpy_lstm, numpy_rnn
 
 F64 = torch.float64
 

@@ -5,7 +5,7 @@ One recurrent layer and a linear read-out on the last hidden state, row-vector c
 
     y = h_T W_y + b_y
 
-:mod:`rnnlab.reference.numpy_rnn` (tanh RNN) and :mod:`rnnlab.reference.numpy_lstm` each offer
+:mod:`rnnlab.numpy_bptt.numpy_rnn` (tanh RNN) and :mod:`rnnlab.numpy_bptt.numpy_lstm` each offer
 ``forward(params, x, ...) -> (y, cache)``, ``backward(params, cache, dY) -> grads``, a converter
 ``params_from_torch(module, linear)`` and ``grads_to_torch(grads)`` to compare against autograd.
 The loss is not part of the model: ``dY = ∂L/∂y`` is an input of ``backward``;
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rnnlab.reference import numpy_lstm, numpy_rnn
+from rnnlab.numpy_bptt import numpy_lstm, numpy_rnn
 
 __all__ = ["mse_loss", "numpy_lstm", "numpy_rnn"]
 
