@@ -27,7 +27,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=paths.repo_root() / "experiments" / "bench",
                    help="folder for results.md and results.json")
     p.add_argument("--steps", type=int, default=None,
-                   help="timed training steps per measurement (default: 50, quick: 3)")
+                   help="timed training steps per measurement (default: 30, quick: 3)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads for every in-process measurement (default: torch's, "
                         "i.e. $OMP_NUM_THREADS or the core count)")

@@ -15,6 +15,7 @@ import pytest
 
 from conftest import ROOT, compose
 from rnnlab import bench
+from rnnlab.bench import timing
 
 
 # -- FLOPs ----------------------------------------------------------------------------------
@@ -71,7 +72,7 @@ def test_flops_match_the_model_parameter_shapes(cell, task):
 # -- timing bookkeeping ---------------------------------------------------------------------
 def test_step_timer_window_excludes_warmup_and_validation(monkeypatch):
     clock = iter([10.0, 10.5, 11.0, 11.25, 14.0])  # start, val start, val end, ..., end
-    monkeypatch.setattr(bench.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: next(clock))
     timer = bench.StepTimer(warmup=2, steps=3)
     module = SimpleNamespace(device=SimpleNamespace(type="cpu"),
                              task=SimpleNamespace(tokens=lambda b: 7))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from torch import nn
 
-from rnnlab.cells.params import count_params, main
+from rnnlab.cells.params import GATE_BLOCKS, count_params, forward_flops, main, train_step_flops
 
 FUSED = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 
@@ -52,3 +52,32 @@ def test_cli_prints_table(capsys):
     lines = {line.split()[0]: line for line in out.splitlines() if line.split()}
     assert "219,648" in lines["lstm"] and "220,160" in lines["lstm"]
     assert "54,912" in lines["rnn"] and "164,736" in lines["gru"]
+
+
+# -- matmul FLOPs ---------------------------------------------------------------------------
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("num_layers", [1, 3])
+def test_recurrence_flops_are_two_per_weight_entry_per_row(cell, num_layers):
+    """Each time step multiplies B rows by every input and recurrent matrix: 2 FLOPs per entry
+    per row, so the recurrence follows from count_params without its biases."""
+    B, T, E, H = 3, 5, 7, 11
+    f = forward_flops(cell, B, T, H, E, 9, 4, "tokens", "seq", num_layers)
+    weights = count_params(cell, E, H, num_layers, bias="single") - GATE_BLOCKS[cell] * H * num_layers
+    assert f["recurrence"] == 2 * B * T * weights
+
+
+def test_encoder_head_and_training_step_by_hand():
+    # B=2, T=3, E=5, H=4, 6 real inputs -> linear encoder; one output per sequence (G=4 LSTM).
+    f = forward_flops("lstm", 2, 3, 4, 5, 6, 1, "real", "last")
+    assert f["encoder"] == 2 * 2 * 3 * 6 * 5  # 360
+    assert f["recurrence"] == 2 * 2 * 3 * 4 * 4 * (5 + 4)  # 1728
+    assert f["head"] == 2 * 2 * 4 * 1  # 16
+    assert f["forward"] == 360 + 1728 + 16
+    assert train_step_flops("lstm", 2, 3, 4, 5, 6, 1, "real", "last") == 3 * f["forward"]
+    tokens = forward_flops("lstm", 2, 3, 4, 5, 6, 7)  # an embedding lookup costs no matmul
+    assert tokens["encoder"] == 0 and tokens["head"] == 2 * 2 * 3 * 4 * 7
+
+
+def test_flops_reject_unknown_cell():
+    with pytest.raises(ValueError, match="unknown cell"):
+        forward_flops("transformer", 1, 1, 1, 1, 1, 1)

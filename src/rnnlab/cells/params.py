@@ -1,4 +1,4 @@
-"""Parameter counts of the recurrent cells, in closed form.
+"""Parameter and matmul FLOP counts of the recurrent cells, in closed form.
 
 A cell with G gate blocks (RNN 1, GRU 3, LSTM 4), input size i and hidden size h has, per layer,
 G blocks of an (h × i) input matrix, an (h × h) recurrent matrix and bias::
@@ -8,6 +8,10 @@ G blocks of an (h × i) input matrix, an (h × h) recurrent matrix and bias::
 
 Layers after the first take the hidden state as input (i = h). For i = 300, h = 128:
 single 54,912 / 164,736 / 219,648 and pytorch 55,040 / 165,120 / 220,160 (RNN / GRU / LSTM).
+
+The same gate blocks set the matmul FLOPs of a forward pass (:func:`forward_flops`), which the
+benchmark (``src/bench.py``) turns into a roofline; they live here so that the parameter and
+FLOP counts cannot disagree about what a cell is.
 
 CLI: ``python -m rnnlab.cells.params --input-size 300 --hidden-size 128 [--num-layers 1]``.
 """
@@ -42,6 +46,40 @@ def count_params(
         i = input_size if layer == 0 else hidden_size
         total += g * h * (h + i + nb)
     return total
+
+
+def forward_flops(cell: str, batch: int, seq_len: int, hidden_size: int, embed_dim: int,
+                  input_size: int, output_size: int, input_kind: str = "tokens",
+                  readout: str = "seq", num_layers: int = 1) -> dict[str, int]:
+    """Matmul FLOPs (multiply + add = 2) of one forward pass of ``RecurrentModel``.
+
+    * encoder: an embedding lookup costs none; a linear projection of ``input_size`` real
+      features costs ``2·B·T·input_size·E``;
+    * recurrence: per layer and time step ``2·B·G·H·(I + H)`` with G gate blocks and
+      I = E for the first layer, H after it (as in :func:`count_params`);
+    * head: ``2·B·H·output_size`` per read position (T of them for ``readout="seq"``, else 1).
+
+    Element-wise work (gates, losses, the optimizer) is left out: it is memory-bound, so it
+    does not belong on a roofline whose ceiling is a matmul.
+    """
+    if cell not in GATE_BLOCKS:
+        raise ValueError(f"unknown cell {cell!r}; valid: {', '.join(GATE_BLOCKS)}")
+    B, T, H, E, G = batch, seq_len, hidden_size, embed_dim, GATE_BLOCKS[cell]
+    encoder = 0 if input_kind == "tokens" else 2 * B * T * input_size * E
+    recurrence = sum(2 * B * T * G * H * ((E if k == 0 else H) + H) for k in range(num_layers))
+    head = 2 * B * (T if readout == "seq" else 1) * H * output_size
+    return {"encoder": encoder, "recurrence": recurrence, "head": head,
+            "forward": encoder + recurrence + head}
+
+
+def train_step_flops(cell: str, batch: int, seq_len: int, hidden_size: int, embed_dim: int,
+                     input_size: int, output_size: int, input_kind: str = "tokens",
+                     readout: str = "seq", num_layers: int = 1) -> int:
+    """Matmul FLOPs of one training step: 3 × :func:`forward_flops`, because the backward pass
+    of every matmul computes two products of the same size, the gradients with respect to its
+    input and to its weights."""
+    return 3 * forward_flops(cell, batch, seq_len, hidden_size, embed_dim, input_size, output_size,
+                             input_kind, readout, num_layers)["forward"]
 
 
 def table(input_size: int, hidden_size: int, num_layers: int = 1) -> str:

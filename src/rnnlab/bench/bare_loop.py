@@ -1,0 +1,83 @@
+"""The other side of a comparison: the training loop anyone would write by hand, with the
+harness's model, weights and batches, so that the difference between the two is the harness."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig
+
+from rnnlab.bench.flops import model_step_flops
+from rnnlab.bench.harness import base_overrides, compose, quiet
+from rnnlab.bench.settings import Settings
+from rnnlab.bench.timing import synchronize
+
+if TYPE_CHECKING:
+    from rnnlab.tasks.base import Task
+
+
+def _batches(task: Task) -> Iterator[dict[str, torch.Tensor]]:
+    """The task's training batches, epoch after epoch, as Lightning would draw them."""
+    epoch = 0
+    while True:
+        loader = task.train_dataloader()
+        sampler: Any = getattr(loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
+def bare_run(cfg: DictConfig, steps: int, warmup: int, device: str = "cpu") -> dict[str, float]:
+    """Same model class and initial weights as the harness (same seed, same builders), same
+    batches; Adam, ``clip_grad_norm_``, no logging, no checks. Runs with PyTorch's default
+    flags, because a harness run on a GPU turns deterministic algorithms on process-wide."""
+    from rnnlab.run import build_model, build_task
+
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    task = build_task(cfg)
+    model = build_model(cfg, task, "bare").to(device).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    dev = torch.device(device)
+    flags = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+             torch.backends.cudnn.benchmark)
+    torch.use_deterministic_algorithms(False)
+    torch.backends.cudnn.deterministic = torch.backends.cudnn.benchmark = False
+    tokens, t0, cpu0 = 0, 0.0, 0.0
+    try:
+        batches = _batches(task)
+        for i in range(warmup + steps):
+            if i == warmup:
+                synchronize(dev)
+                t0, cpu0 = time.perf_counter(), time.process_time()
+            batch = {k: v.to(dev, non_blocking=True) for k, v in next(batches).items()}
+            out, _ = model(batch)
+            loss = task.loss(out, batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.clip is not None:
+                torch.nn.utils.clip_grad_norm_(params, cfg.clip)
+            opt.step()
+            if i >= warmup:
+                tokens += task.tokens(batch)
+        synchronize(dev)
+        dt, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    finally:
+        torch.use_deterministic_algorithms(flags[0])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = flags[1], flags[2]
+    return {"tokens_per_s": tokens / dt, "train_s": dt, "tokens": tokens, "cpu_s_per_step": cpu / steps,
+            "flops_per_step": model_step_flops(cfg, task)}
+
+
+def bare(s: Settings, cell: str, task: str, seq_len: int, steps: int, warmup: int,
+         extra: tuple[str, ...] = (), device: str = "cpu") -> dict[str, float]:
+    """:func:`bare_run` on the config the harness side composes for the same arguments."""
+    cfg = compose([*base_overrides(s, cell, task, seq_len), *s.extra, *extra])
+    torch.set_num_threads(s.threads)
+    with quiet():
+        return bare_run(cfg, steps, warmup, device)

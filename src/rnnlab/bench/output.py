@@ -1,0 +1,179 @@
+"""What a run leaves behind: ``results.md`` for people, ``results.json`` and an MLflow run
+(experiment ``bench``) for comparing runs, and warnings wherever a target is missed or the
+numbers cannot be trusted, so that a regression is hard to overlook."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from rnnlab import paths
+from rnnlab.bench.settings import TARGET_DIAG_OVERHEAD, TARGET_HARNESS_RATIO
+
+
+def to_markdown(res: dict[str, Any]) -> str:
+    m, st = res["machine"], res["settings"]
+    L = [f"# rnnlab benchmark{' (quick: toy sizes, the numbers mean nothing)' if st['quick'] else ''}",
+         "",
+         f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['threads']} threads), "
+         f"Lightning {m['lightning']}, MLflow {m['mlflow']}, Python {m['python']}; "
+         f"load average at start {m['loadavg_start']}. "
+         f"Duration {res['duration']['actual_s']:.0f} s (estimated {res['duration']['estimated_s']:.0f} s).",
+         f"Shapes: batch {st['batch_size']}, hidden {st['hidden_size']}, embed {st['embed_dim']}; "
+         f"{st['warmup']} warm-up + at least {st['steps']} timed steps, {st['repeats']} interleaved "
+         f"repeats per side (medians).", ""]
+    if res.get("warnings"):
+        L += [f"**WARNING: {w}**" for w in res["warnings"]] + [""]
+    L += ["## 1. Harness vs bare loop (tokens/s, CPU)", "",
+          f"Target: harness/bare >= {TARGET_HARNESS_RATIO}.", "",
+          "| cell | task | T | timed steps | harness tok/s | bare tok/s | harness/bare |",
+          "|---|---|---|---|---|---|---|"]
+    for r in res["harness_vs_bare"]:
+        L.append(f"| {r['cell']} | {r['task']} | {r['seq_len']} | {r['steps']} | {r['harness_tokens_per_s']:,.0f} | "
+                 f"{r['bare_tokens_per_s']:,.0f} | {r['ratio']:.3f} |")
+    L += ["", "Validation is excluded: any that falls inside the timed window is timed and subtracted. "
+          "Diagnostics run at validation, so their cost is in section 4.", "",
+          "### 1b. Where the harness's time per step goes (ms per step, medians)", "",
+          "\"no logging steps\": `trainer.log_every_n_steps` beyond the run, so no metric is sent and "
+          "no gradient norm is logged; `train/loss` is still passed to `self.log` every step.", "",
+          "| config | harness | harness, no logging steps | bare | harness - bare |", "|---|---|---|---|---|"]
+    for r in res["attribution"]:
+        L.append(f"| {r['cell']} {r['task']} T={r['seq_len']} B={r['batch_size']} H={r['hidden_size']} | "
+                 f"{r['harness_ms_per_step']:.2f} | {r['harness_no_step_logging_ms_per_step']:.2f} | "
+                 f"{r['bare_ms_per_step']:.2f} | {r['harness_ms_per_step'] - r['bare_ms_per_step']:+.2f} |")
+    rf = res["roofline"]
+    L += ["", f"## 2. Roofline (sgemm {rf['sgemm']['n']}² float32: {rf['sgemm']['gflops']:.1f} GFLOP/s)", "",
+          "| cell | task | T | GFLOP/step | bare GFLOP/s | bare % of sgemm | harness % of sgemm |",
+          "|---|---|---|---|---|---|---|"]
+    for r in rf["rows"]:
+        L.append(f"| {r['cell']} | {r['task']} | {r['seq_len']} | {r['gflop_per_step']:.3f} | "
+                 f"{r['bare_gflops']:.1f} | {100 * r['bare_fraction_of_peak']:.1f}% | "
+                 f"{100 * r['harness_fraction_of_peak']:.1f}% |")
+    L += ["", "## 3. Fused vs reference cells (bare loop, adding)", "",
+          "| cell | T | timed steps | fused tok/s | reference tok/s | fused/reference |",
+          "|---|---|---|---|---|---|"]
+    for r in res["fused_vs_reference"]:
+        L.append(f"| {r['cell']} | {r['seq_len']} | {r['steps']} | {r['fused_tokens_per_s']:,.0f} | "
+                 f"{r['reference_tokens_per_s']:,.0f} | {r['fused_over_reference']:.2f} |")
+    L += ["", f"## 4. Diagnostics cost (whole trainer.fit; target <= +{100 * TARGET_DIAG_OVERHEAD:.0f}%)", "",
+          "| cell | task | T | steps | fit on (s) | fit off (s) | on/off | in diagnostics hooks |",
+          "|---|---|---|---|---|---|---|---|"]
+    for r in res["diagnostics"]:
+        L.append(f"| {r['cell']} | {r['task']} | {r['seq_len']} | {r['steps']} | {r['fit_s_on']:.2f} | "
+                 f"{r['fit_s_off']:.2f} | {r['on_over_off']:.3f} | {r['diag_hooks_s']:.2f} s "
+                 f"({100 * r['diag_share_of_fit']:.1f}%) |")
+    sw = res["sweep"]
+    L += ["", f"## 5. Sweep parallelism ({sw['runs']} runs: {' '.join(sw['overrides'])})", "",
+          "| layout | wall (s, median) | runs |", "|---|---|---|",
+          f"| 1 job x 2 threads | {sw['wall_s_1x2']:.1f} | {', '.join(f'{w:.1f}' for w in sw['walls_1x2'])} |",
+          f"| 2 jobs x 1 thread (preset) | {sw['wall_s_2x1']:.1f} | {', '.join(f'{w:.1f}' for w in sw['walls_2x1'])} |",
+          "", f"Faster: **{sw['faster']}** ({sw['speedup_2x1_over_1x2']:.2f}x = 1x2 wall / 2x1 wall)"
+          + ("" if sw["preset_is_faster"] else " — **the preset default (2 jobs x 1 thread) is NOT the faster one**")]
+    mem = res["memory"]
+    L += ["", "## 6. Memory", "",
+          f"Peak RSS of `{mem['command']}`: **{mem['peak_rss_mib']:.0f} MiB** "
+          f"(importing torch, Lightning, MLflow and rnnlab alone: {mem['imports_peak_rss_mib']:.0f} MiB)."]
+    gpu = res["gpu"]
+    L += ["", "## GPU (fused cells, cuDNN)", ""]
+    if not gpu.get("available"):
+        L.append("No CUDA device: skipped.")
+    else:
+        L += [f"{gpu['device']}; sgemm {gpu['sgemm']['n']}²: {gpu['sgemm']['gflops']:.0f} GFLOP/s.", "",
+              "| cell | task | T | harness tok/s | bare tok/s | harness/bare | bare % of sgemm |",
+              "|---|---|---|---|---|---|---|"]
+        for r in gpu["rows"]:
+            L.append(f"| {r['cell']} | {r['task']} | {r['seq_len']} | {r['harness_tokens_per_s']:,.0f} | "
+                     f"{r['bare_tokens_per_s']:,.0f} | {r['ratio']:.3f} | {100 * r['bare_fraction_of_peak']:.2f}% |")
+    return "\n".join(L) + "\n"
+
+
+def check_targets(res: dict[str, Any]) -> list[str]:
+    warn = []
+    low = [r for r in res["harness_vs_bare"] if r["ratio"] < TARGET_HARNESS_RATIO]
+    if low:
+        warn.append(f"harness/bare below {TARGET_HARNESS_RATIO} for {len(low)} of "
+                    f"{len(res['harness_vs_bare'])} configurations: " + ", ".join(
+                        f"{r['cell']}/{r['task']}/T{r['seq_len']} {r['ratio']:.3f}" for r in low))
+    high = [r for r in res["diagnostics"] if r["on_over_off"] > 1 + TARGET_DIAG_OVERHEAD]
+    if high:
+        warn.append(f"diagnostics add more than {100 * TARGET_DIAG_OVERHEAD:.0f}% to the fit: " + ", ".join(
+            f"{r['cell']} +{100 * (r['on_over_off'] - 1):.1f}%" for r in high))
+    if not res["sweep"]["preset_is_faster"]:
+        warn.append("SWEEP PRESET IS NOT THE FASTER LAYOUT: 2 jobs x 1 thread took "
+                    f"{res['sweep']['wall_s_2x1']:.1f} s, 1 job x 2 threads {res['sweep']['wall_s_1x2']:.1f} s; "
+                    "conf/experiment/long_range.yaml's n_jobs=${cores:} threads=1 should change")
+    if res["machine"]["loadavg_start"] > 0.75:
+        warn.append(f"the machine was busy (load average {res['machine']['loadavg_start']} at start on "
+                    f"{res['machine']['cores']} cores): timings are contended")
+    return warn
+
+
+def log_to_mlflow(res: dict[str, Any], uri: str, files: list[Path]) -> str:
+    """The results as one run of experiment ``bench`` in the user's store (the benchmark's own
+    training runs went to a throwaway one), so that runs on other days and machines line up."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param
+
+    from rnnlab import tracking
+
+    client = MlflowClient(uri)
+    if uri == paths.default_tracking_uri():
+        artifacts = paths.default_artifact_root()
+    elif uri.startswith("sqlite:///"):
+        artifacts = (Path(uri[len("sqlite:///"):]).parent / "mlruns").resolve().as_uri()
+    else:
+        artifacts = None
+    exp_id = tracking.get_or_create_experiment(client, "bench", artifacts)
+    st = res["settings"]
+    run = client.create_run(exp_id, run_name=f"bench-{'quick' if st['quick'] else 'full'}-"
+                            f"{time.strftime('%Y%m%d-%H%M%S')}",
+                            tags={"quick": str(st["quick"]).lower(), **tracking.git_info(),
+                                  "warnings": " | ".join(res["warnings"])[:5000] or "none"})
+    rid = run.info.run_id
+    params = {**{f"machine.{k}": v for k, v in res["machine"].items()},
+              **{f"settings.{k}": v for k, v in st.items()}}
+    now = int(time.time() * 1000)
+    metrics = {"duration_s": res["duration"]["actual_s"]}
+    for r in res["harness_vs_bare"]:
+        metrics[f"harness_ratio/{r['cell']}_{r['task']}_T{r['seq_len']}"] = r["ratio"]
+    metrics["harness_ratio/median"] = statistics.median(r["ratio"] for r in res["harness_vs_bare"])
+    metrics["harness_ratio/min"] = min(r["ratio"] for r in res["harness_vs_bare"])
+    metrics["roofline/sgemm_gflops"] = res["roofline"]["sgemm"]["gflops"]
+    for r in res["roofline"]["rows"]:
+        metrics[f"roofline/bare_fraction/{r['cell']}_{r['task']}_T{r['seq_len']}"] = r["bare_fraction_of_peak"]
+    for r in res["fused_vs_reference"]:
+        metrics[f"fused_over_reference/{r['cell']}_T{r['seq_len']}"] = r["fused_over_reference"]
+    for r in res["diagnostics"]:
+        metrics[f"diagnostics/on_over_off/{r['cell']}"] = r["on_over_off"]
+        metrics[f"diagnostics/hooks_share/{r['cell']}"] = r["diag_share_of_fit"]
+    sw = res["sweep"]
+    metrics.update({"sweep/wall_s_1x2": sw["wall_s_1x2"], "sweep/wall_s_2x1": sw["wall_s_2x1"],
+                    "sweep/speedup_2x1_over_1x2": sw["speedup_2x1_over_1x2"],
+                    "memory/peak_rss_mib": res["memory"]["peak_rss_mib"]})
+    if res["gpu"].get("available"):
+        for r in res["gpu"]["rows"]:
+            metrics[f"gpu/harness_ratio/{r['cell']}_{r['task']}_T{r['seq_len']}"] = r["ratio"]
+            metrics[f"gpu/bare_tokens_per_s/{r['cell']}_{r['task']}_T{r['seq_len']}"] = r["bare_tokens_per_s"]
+    client.log_batch(rid, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+    items = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+    for i in range(0, len(items), 500):
+        client.log_batch(rid, metrics=items[i:i + 500])
+    for f in files:
+        client.log_artifact(rid, str(f))
+    client.set_terminated(rid, "FINISHED")
+    return rid
+
+
+def write(res: dict[str, Any], out: Path, tracking_uri: str | None) -> None:
+    """``out/results.md`` and ``out/results.json``; with ``tracking_uri``, also an MLflow run
+    holding both, whose id then goes into the JSON."""
+    out.mkdir(parents=True, exist_ok=True)
+    md, js = out / "results.md", out / "results.json"
+    md.write_text(to_markdown(res))
+    js.write_text(json.dumps(res, indent=2) + "\n")
+    if tracking_uri:
+        res["mlflow_run_id"] = log_to_mlflow(res, tracking_uri, [md, js])
+        js.write_text(json.dumps(res, indent=2) + "\n")
