@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # works without `pip install -e .` too
-os.environ.setdefault("MPLBACKEND", "Agg")
 
 from rnnlab import paths  # noqa: E402
 

@@ -13,10 +13,9 @@ import threading
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT, Store
 
-from rnnlab import report
-from test_diagnostics import EXPLODING
+from conftest import ROOT, Store
+from rnnlab import report, report_figures
 
 T0 = pd.Timestamp("2026-01-01", tz="UTC")
 
@@ -204,9 +203,9 @@ def test_figures_draw_from_hand_made_runs(hand_made, tmp_path):
                         columns=["run_id", "key", "step", "value"])
     gf = pd.DataFrame([(rid, 5, d, 0.5 ** d) for rid in runs["run_id"] for d in range(10)],
                       columns=["run_id", "step", "distance_from_readout", "grad_input_norm"])
-    paths = [report.plot_metric_vs_length(summary, runs, tmp_path / "a.png", fake_info),
-             report.plot_training_curves(runs, hist, tmp_path / "b.png"),
-             report.plot_grad_flow(runs, report.last_profiles(gf), tmp_path / "c.png")]
+    paths = [report_figures.plot_metric_vs_length(summary, runs, tmp_path / "a.png", fake_info),
+             report_figures.plot_training_curves(runs, hist, tmp_path / "b.png"),
+             report_figures.plot_grad_flow(runs, report.last_profiles(gf), tmp_path / "c.png")]
     assert all(p is not None and p.stat().st_size > 10_000 for p in paths)
 
 
@@ -231,8 +230,12 @@ def test_an_unknown_experiment_is_a_clear_error(store, capsys):
 # TINY (conftest) plus what makes a 6-step run take about a second inside a multirun.
 FAST = ["tracking.async_logging=false", "tracking.log_checkpoint=false", "task.val_size=16",
         "task.test_size=16", "trainer.log_every_n_steps=1"]
-DIVERGING = [o for o in EXPLODING if o.split("=")[0] in
-             ("task", "cell", "cell.nonlinearity", "cell.spectral_radius", "optim.name", "optim.lr")]
+# A run that diverges at once, which is all this sweep needs: a ReLU RNN at spectral radius 3
+# grows its state 3^20-fold over the sequence, and one unclipped SGD step at lr 1 sends the loss
+# to inf. Non-finite at step 1 for seeds 0-7 with 1 and 2 threads (the margin is orders of
+# magnitude, so summation order cannot change it). The clipping recipe is conftest.EXPLODING.
+DIVERGING = ["task=adding", "cell=rnn", "cell.nonlinearity=relu", "cell.spectral_radius=3.0",
+             "optim.name=sgd", "optim.lr=1.0"]
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,12 @@ def pyplot():
 
 
 def save(fig, path: Path | str, dpi: int = 120) -> str:
-    """Lay out, write and close ``fig``; return the path as a string (for artifact lists)."""
-    fig.tight_layout()
+    """Lay out, write and close ``fig``; return the path as a string (for artifact lists).
+
+    A figure made with a layout engine of its own (``layout="constrained"``, which the report's
+    legends below the panels need) keeps it: ``tight_layout`` would replace it, with a warning."""
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     fig.savefig(path, dpi=dpi)
     pyplot().close(fig)
     return str(path)

@@ -1,0 +1,291 @@
+"""The report's figures, apart from :mod:`rnnlab.report` so that its pandas steps (loading,
+selecting, aggregating, the page) stay importable and testable without matplotlib, and so that
+every figure is written the way the other artifacts are: through :mod:`rnnlab.figures`, which
+alone picks the backend. :func:`rnnlab.report.build` imports this module when it draws.
+
+Each ``plot_*`` takes the report's tidy frames and a path, and returns the path, or None when
+the runs hold nothing to draw (the page then says so instead of linking a stale file).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter, ScalarFormatter
+from matplotlib.transforms import blended_transform_factory
+
+from rnnlab import figures
+from rnnlab.report import (
+    COMPLETED,
+    TaskInfo,
+    at_longest,
+    baseline_columns,
+    cell_order,
+    clip_order,
+    length_label,
+    longest,
+    task_info,
+)
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+CELL_COLORS = {"rnn": "tab:red", "lstm": "tab:blue", "gru": "tab:green"}
+DPI = 110  # the report's resolution, finer than figures.save's default: its figures are large grids
+LineStyle = str | tuple[int, tuple[int, ...]]
+CLIP_STYLES: list[LineStyle] = ["-", "-.", (0, (6, 2, 1, 2, 1, 2))]
+
+
+def clip_style(clip: str, clips: list[str]) -> LineStyle:
+    """Solid for the (first) clipped value, dotted for no clipping: the grey dashed line is the
+    baseline's."""
+    if clip == "none":
+        return ":"
+    clipped = [c for c in sorted(clips, key=clip_order) if c != "none"]
+    return CLIP_STYLES[clipped.index(clip) % len(CLIP_STYLES)]
+
+
+def color(cell: str) -> str:
+    """A fixed colour per known cell so every figure (and every report) reads the same; a cell
+    added later still gets one."""
+    extra = ["tab:purple", "tab:orange", "tab:brown", "tab:pink"]
+    return CELL_COLORS.get(cell, extra[hash(cell) % len(extra)])
+
+
+def legend_handles(cells: list[str], clips: list[str], baseline: bool = True,
+                   extra: Iterable[Line2D] = ()) -> list[Line2D]:
+    """Colour and line style are legended apart (cells, then clip values), because every
+    panel combines them: one entry per combination would not fit."""
+    h = [Line2D([], [], color=color(c), lw=2.5, label=c) for c in cells]
+    h += [Line2D([], [], color="black", lw=1.5, ls=clip_style(k, clips),
+                 label="no clipping" if k == "none" else f"clip {k}") for k in clips]
+    if baseline:
+        h.append(Line2D([], [], color="grey", lw=1.5, ls="--", label="trivial baseline"))
+    return h + list(extra)
+
+
+def _grid(n: int, ncols: int, w: float, h: float, handles: Sequence[Line2D], **kw) -> tuple[Figure, np.ndarray]:
+    """Panels with one legend below them all, since the panels share it: constrained layout
+    makes the room (figures.save keeps a figure's own layout)."""
+    nrows = math.ceil(n / ncols)
+    width = max(w * ncols, 7.0)
+    legend_cols = _legend_cols(handles, width)
+    legend_rows = math.ceil(len(handles) / legend_cols)
+    fig, axes = figures.pyplot().subplots(nrows, ncols, figsize=(width, h * nrows + 0.3 * legend_rows + 0.5),
+                                          squeeze=False, layout="constrained", **kw)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    fig.legend(handles=handles, loc="outside lower center", ncols=legend_cols, frameon=False)
+    return fig, axes
+
+
+def _legend_cols(handles: Sequence[Line2D], width: float) -> int:
+    """As many legend entries per row as fit the figure's width, so the legend wraps instead
+    of running off the page."""
+    longest_label = max((len(str(h.get_label())) for h in handles), default=10)
+    per_entry = 0.6 + 0.075 * longest_label  # inches: the line sample plus the text
+    return max(1, min(len(handles), int(width / per_entry)))
+
+
+def _length_axis(ax: Axes, xs: Iterable[int]) -> bool:
+    """Log x when every length is positive and they span a factor of 3 or more (lengths are
+    usually doubled); ticks only at the lengths run, as plain numbers, so each one can be read."""
+    ticks = sorted(set(int(x) for x in xs))
+    log = len(ticks) > 1 and ticks[0] > 0 and ticks[-1] / ticks[0] >= 3
+    if log:
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xticks(ticks)
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    if len(ticks) == 1:
+        ax.set_xlim(ticks[0] - 1, ticks[0] + 1)
+    return log
+
+
+def _log_y(ax: Axes) -> None:
+    """Log y with plain numbers (0.2, 3) instead of 2×10⁻¹ when the axis spans few decades."""
+    ax.set_yscale("log")
+    ax.autoscale_view()
+    lo, hi = ax.get_ylim()
+    if lo > 0 and hi / lo < 1e3:
+        ax.yaxis.set_major_locator(LogLocator(subs=(1, 2, 5) if hi / lo > 4 else (1, 1.5, 2, 3, 5, 7)))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def _jitter(x: np.ndarray, i: int, k: int, log: bool, xs: list[int]) -> np.ndarray:
+    """Nudge series sideways so error bars at the same length do not hide each other."""
+    if k < 2:
+        return x
+    off = (i - (k - 1) / 2) / max(k - 1, 1)
+    if log:
+        return x * 10 ** (0.03 * off)
+    gaps = np.diff(sorted(set(xs)))
+    return x + 0.08 * (gaps.min() if len(gaps) else 1) * off
+
+
+def plot_metric_vs_length(summary: pd.DataFrame, runs: pd.DataFrame, path: Path,
+                          info: Callable[[str], TaskInfo] = task_info) -> Path | None:
+    """The headline figure: test metric vs length, a line per cell, clip as line style, error
+    bars = std over seeds, the trivial baseline grey dashed; one panel per task."""
+    s = summary[summary["n"] > 0]
+    if s.empty:
+        return None
+    tasks = sorted(s["task"].unique())
+    cells = sorted(s["cell"].unique(), key=cell_order)
+    clips = sorted(s["clip"].unique(), key=clip_order)
+    bases = {t: baseline_columns(summary[summary["task"] == t], info(t).short) for t in tasks}
+    extra = ([Line2D([], [], color="silver", ls="--", lw=1.5, label="seasonal baseline")]
+             if any(len(b) > 1 for b in bases.values()) else [])
+    fig, axes = _grid(len(tasks), min(len(tasks), 3), 5.0, 3.7, legend_handles(cells, clips, extra=extra))
+    series = [(c, k) for c in cells for k in clips]
+    for ax, task in zip(axes.flat, tasks):
+        ti, t, all_t = info(task), s[s["task"] == task], summary[summary["task"] == task]
+        xs = sorted(all_t["x"].astype(int).unique())
+        log = _length_axis(ax, xs)
+        for i, (c, k) in enumerate(series):
+            g = t[(t["cell"] == c) & (t["clip"] == k)].sort_values("x")
+            if g.empty:
+                continue
+            x = _jitter(g["x"].astype(float).to_numpy(), i, len(series), log, xs)
+            ax.errorbar(x, g["mean"], yerr=g["std"].fillna(0), color=color(c), ls=clip_style(k, clips),
+                        marker="o", ms=4, lw=1.6, capsize=3)
+        for j, b in enumerate(bases[task]):
+            bl = all_t.groupby("x")[b].mean().dropna()
+            if len(bl):
+                ax.plot(bl.index.astype(float), bl.to_numpy(), color="grey" if j == 0 else "silver",
+                        ls="--", lw=1.5, zorder=0)
+        vals = pd.concat([t["mean"] - t["std"].fillna(0), t["mean"] + t["std"].fillna(0),
+                          *(all_t[b] for b in bases[task])]).dropna()
+        if len(vals) and (vals > 0).all() and vals.max() / vals.min() > 30:
+            _log_y(ax)
+        ax.set_title(f"{task}: {ti.metric} ({ti.better} is better)", fontsize=10)
+        ax.set_xlabel(length_label(task, runs) + (" (log scale)" if log else ""))
+        ax.set_ylabel(ti.metric)
+        ax.grid(alpha=0.3)
+    fig.suptitle("Final test metric vs length (mean ± std over seeds)", fontsize=11)
+    return Path(figures.save(fig, path, dpi=DPI))
+
+
+def _mean_curve(h: pd.DataFrame, geometric: bool = False) -> pd.Series:
+    """Mean over runs at each step (geometric for quantities drawn on a log axis)."""
+    piv = h.pivot_table(index="step", columns="run_id", values="value", aggfunc="last")
+    piv = piv.where(np.isfinite(piv))
+    if geometric:
+        return np.exp(np.log(piv.where(piv > 0)).mean(axis=1))
+    return piv.mean(axis=1)
+
+
+def _limits_from(values: pd.Series, log: bool) -> tuple[float, float] | None:
+    """y limits that fit the finished runs, so one diverged run does not flatten them."""
+    v = values[np.isfinite(values) & ((values > 0) if log else True)]
+    if v.empty:
+        return None
+    lo, hi = float(v.min()), float(v.max())
+    if log:
+        return lo / 1.5, hi * 1.5
+    pad = 0.08 * (hi - lo) if hi > lo else 0.1 * max(abs(hi), 1e-12)
+    return lo - pad, hi + pad
+
+
+def plot_training_curves(runs: pd.DataFrame, hist: pd.DataFrame, path: Path) -> Path | None:
+    """train/loss and grad_norm/pre_clip (log y) against step at each task's longest length:
+    the mean over finished seeds thick, every run thin, a diverged run ending in a cross (on the
+    top edge when it left the finished runs' scale)."""
+    xmax = longest(runs)
+    sel = runs[at_longest(runs) & runs["outcome"].isin(COMPLETED)]
+    h = hist.merge(sel[["run_id", "task", "cell", "clip", "outcome"]], on="run_id") if len(hist) else hist
+    if h.empty:
+        return None
+    quantities = [("train/loss", "train/loss", False), ("grad_norm/pre_clip", "grad norm before clipping", True)]
+    tasks = sorted(h["task"].unique())
+    cells = sorted(h["cell"].unique(), key=cell_order)
+    clips = sorted(h["clip"].unique(), key=clip_order)
+    extra = [Line2D([], [], color="black", lw=0.7, alpha=0.5, label="single run"),
+             Line2D([], [], color="black", lw=2, label="mean of finished seeds")]
+    if (h["outcome"] == "diverged").any():
+        extra.append(Line2D([], [], color="black", marker="x", ls="", mew=2, label="diverged run: last step"))
+    fig, axes = _grid(len(tasks) * 2, 2, 5.4, 3.1, legend_handles(cells, clips, baseline=False, extra=extra))
+    for row, task in enumerate(tasks):
+        for col, (key, label, logy) in enumerate(quantities):
+            ax = axes[row, col]
+            q = h[(h["task"] == task) & (h["key"] == key)]
+            limits = _limits_from(q.loc[q["outcome"] == "finished", "value"], logy)
+            for (c, k), g in q.groupby(["cell", "clip"]):
+                style = dict(color=color(c), ls=clip_style(k, clips))
+                for _, r in g.groupby("run_id"):
+                    r = r.sort_values("step")
+                    r = r[np.isfinite(r["value"]) & ((r["value"] > 0) if logy else True)]
+                    ax.plot(r["step"], r["value"], lw=0.7, alpha=0.35, **style)
+                    if len(r) and (r["outcome"] == "diverged").any():
+                        x, y = r["step"].iloc[-1], r["value"].iloc[-1]
+                        mark = dict(marker="x", ms=7, mew=2, color=color(c))
+                        if limits and y > limits[1]:  # off the scale: drawn just inside the top edge
+                            ax.plot(x, 0.96, transform=blended_transform_factory(ax.transData, ax.transAxes), **mark)
+                        else:
+                            ax.plot(x, y, **mark)
+                done = g[g["outcome"] == "finished"]
+                if len(done):
+                    m = _mean_curve(done, geometric=logy).dropna()
+                    ax.plot(m.index, m.to_numpy(), lw=2, **style)
+            if limits:
+                ax.set_ylim(*limits)
+            if logy:
+                _log_y(ax)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_title(f"{task} ({length_label(task, runs)} = {xmax[task]}): {label}", fontsize=10)
+            ax.set(xlabel="training step", ylabel=key + (" (log)" if logy else ""))
+            ax.grid(alpha=0.3)
+    fig.suptitle("Training curves at the longest length of each task", fontsize=11)
+    return Path(figures.save(fig, path, dpi=DPI))
+
+
+def plot_grad_flow(runs: pd.DataFrame, profiles: pd.DataFrame, path: Path) -> Path | None:
+    """Normalised ‖∂L/∂x_t‖ against the distance from the readout (log y) at the last probed
+    step: one row per task at its longest length, the cells side by side on a shared y axis;
+    each run thin, the geometric mean over seeds thick, clip as line style."""
+    if profiles.empty:
+        return None
+    p = profiles.merge(runs[["run_id", "task", "cell", "clip", "x", "threshold"]], on="run_id")
+    if p.empty:
+        return None
+    tasks = sorted(p["task"].unique())
+    cells = sorted(p["cell"].unique(), key=cell_order)
+    clips = sorted(p["clip"].unique(), key=clip_order)
+    extra = [Line2D([], [], color="grey", lw=0.8, ls="--", label="horizon threshold"),
+             Line2D([], [], color="black", lw=0.7, alpha=0.5, label="single run"),
+             Line2D([], [], color="black", lw=2, label="geometric mean of seeds")]
+    fig, axes = _grid(len(tasks) * len(cells), len(cells), 4.0, 3.1,
+                      legend_handles(cells, clips, baseline=False, extra=extra), sharey="row")
+    for row, task in enumerate(tasks):
+        t = p[p["task"] == task]
+        thr = t["threshold"].dropna()
+        for col, c in enumerate(cells):
+            ax = axes[row, col]
+            g = t[t["cell"] == c]
+            for k, gk in g.groupby("clip"):
+                style = dict(color=color(c), ls=clip_style(k, clips))
+                for _, r in gk.groupby("run_id"):
+                    r = r.sort_values("distance_from_readout")
+                    ax.plot(r["distance_from_readout"], r["norm"], lw=0.7, alpha=0.35, **style)
+                m = gk.assign(log=np.log(gk["norm"])).groupby("distance_from_readout")["log"].mean()
+                ax.plot(m.index, np.exp(m.to_numpy()), lw=2, **style)
+            if len(thr):
+                ax.axhline(float(thr.iloc[0]), color="grey", lw=0.8, ls="--", zorder=0)
+            ax.set_yscale("log")
+            step = f" (step {int(g['step'].max())})" if len(g) else ": no profile"
+            ax.set_title(f"{task}: {c}{step}", fontsize=10)
+            ax.set_xlabel("distance from the readout (steps)")
+            if col == 0:
+                ax.set_ylabel(f"{length_label(task, runs)} = {int(t['x'].iloc[0])}\n‖∂L/∂x_t‖ / max (log)")
+            ax.grid(alpha=0.3)
+    fig.suptitle("Gradient through time at the last probe, longest length (0 = the readout)", fontsize=11)
+    return Path(figures.save(fig, path, dpi=DPI))
+
