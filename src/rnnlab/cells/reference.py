@@ -20,13 +20,12 @@ bias vectors where the textbook has one: wherever the equations allow it the cod
 Speed. The input projection ``x_t W + b`` of every time step is one matmul per layer before
 the time loop; the loop then does one ``addmm`` and a few element-wise ops per step. The per-step
 inputs are taken with ``unbind`` (one autograd node for all steps) rather than by indexing,
-whose backward would write a full (B, T, G*H) zero tensor at every step (that alone made
-forward+backward 3x slower). Measured on 2 shared CPU cores, LSTM I=H=128, B=64, T=100,
-forward+backward, min of 15: nn.LSTM ~60 ms, this loop ~70 ms (GRU 56 vs 63, RNN 20 vs 16);
-``torch.jit.script`` of the loop (deprecated in this torch) gave no gain; ``torch.compile`` of
-the step was ~4x slower (per-call overhead); ``torch.compile`` of the whole layer matched the
-fused kernel but took ~85 s to compile and recompiles for every new (B, T). So the loop is
-plain Python and works in any dtype (float64 included) and under autograd.
+whose backward would write a full (B, T, G*H) zero tensor at every step. ``torch.jit.script``
+of the loop (deprecated in this torch) gave no gain; ``torch.compile`` of the step lost to its
+per-call overhead, and of the whole layer took minutes to compile and recompiles for every new
+(B, T). So the loop is plain Python and works in any dtype (float64 included) and under
+autograd. Its speed against the fused cells is measured by ``make bench`` ("fused vs
+reference" in experiments/bench/results.md).
 
 Recording. Set ``module.record = True`` and every forward also fills ``module.recorded``::
 
