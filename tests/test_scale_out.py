@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 TINY_ADDING = ["task=adding", "trainer.max_steps=6", "trainer.val_check_interval=3", "cell.hidden_size=8",

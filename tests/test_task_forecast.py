@@ -87,7 +87,7 @@ def test_mackey_glass_tau_moves_the_dependency():
     for x, tau, wrong in ((a, 17, 30), (b, 30, 17)):
         dx = (x[2:] - x[:-2]) / 2  # central difference at t = 1..n-2
 
-        def residual(d):
+        def residual(d, x=x, dx=dx):
             t = np.arange(d, len(x) - 1)
             f = 0.2 * x[t - d] / (1 + x[t - d] ** 10) - 0.1 * x[t]
             return np.sqrt(np.mean((dx[t - 1] - f) ** 2))
@@ -171,6 +171,7 @@ def test_end_to_end_forecast_run(store):
 
 
 def test_config_error_fails_before_any_mlflow_run(store):
-    proc = store.train("task=forecast", "seq_len=5000", check=False)
-    assert proc.returncode == 2 and "seq_len" in proc.stderr and "1312" in proc.stderr
+    with pytest.raises(ConfigError) as caught:
+        store.train_in_process("task=forecast", "seq_len=5000")
+    assert "seq_len" in str(caught.value) and "1312" in str(caught.value)
     assert store.runs() == []

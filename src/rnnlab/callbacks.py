@@ -53,7 +53,7 @@ class StopRecorder(Callback):
     """Remembers what interrupted ``fit`` or ``test``: Lightning turns Ctrl-C into
     ``sys.exit(1)``, and the caller needs to tell that from a real failure."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.exception: BaseException | None = None
 
     def on_exception(self, trainer, pl_module, exception):
@@ -65,7 +65,7 @@ class TokensPerSecond(Callback):
     each logging interval (so it includes the optimizer, logging and data time, not just the
     kernels). Counting happens on the host from batch shapes: no device sync."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._tokens = 0
         self._t0: float | None = None
 

@@ -24,7 +24,7 @@ class GradientGuard:
     def __init__(self, max_norm: float | None):
         self.max_norm = max_norm
         self.max_seen = 0.0  # largest finite pre-clip norm so far
-        self.nonfinite_steps = 0
+        self.nonfinite_steps: float = 0
         self.last_norm: float | None = None
         self._active = torch.zeros(())  # clipped steps in the current logging window
         self._steps = 0

@@ -14,7 +14,6 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-
 # The names a config may choose from, defined once: the code that builds them and the rules
 # below both read these. Adding an optimizer is one line here; adding a cell is one name here
 # plus its module in rnnlab/cells/ and its yaml in conf/cell/.
@@ -126,6 +125,13 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "trainer.val_check_interval": (positive_int, "must be an integer > 0 (steps)"),
     "trainer.log_every_n_steps": (positive_int, "must be an integer > 0"),
 }
+
+
+def plain(node: DictConfig) -> dict[str, Any]:
+    """A config node as a plain, resolved dict."""
+    out = OmegaConf.to_container(node, resolve=True)
+    assert isinstance(out, dict), f"not a mapping: {node!r}"
+    return {str(k): v for k, v in out.items()}
 
 
 def validate(cfg: DictConfig) -> None:

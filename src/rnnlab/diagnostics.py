@@ -27,6 +27,7 @@ import csv
 import math
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 from pytorch_lightning.callbacks import Callback
@@ -87,7 +88,7 @@ def twin_of(model):
     return twin.eval()
 
 
-def cell_probe(model, batch: dict[str, Tensor], last_k: int = 10) -> dict[str, object]:
+def cell_probe(model, batch: dict[str, Tensor], last_k: int = 10) -> dict[str, Any]:
     """Replay the probe batch through the reference twin: true ‖∂L/∂h_t‖, saturation, gates."""
     twin = twin_of(model)
     twin.record = True
@@ -98,7 +99,7 @@ def cell_probe(model, batch: dict[str, Tensor], last_k: int = 10) -> dict[str, o
             loss = readout_loss(model.task, model.read(h, batch.get("mask")), batch, last_k)
             grad_h = reference.hidden_grad_norms(twin, loss)
         hs = torch.stack([hl.detach() for hl in twin.recorded["h"]])
-        out: dict[str, object] = {"grad_h": grad_h, "hidden/saturation": float((hs.abs() > 0.99).float().mean())}
+        out: dict[str, Any] = {"grad_h": grad_h, "hidden/saturation": float((hs.abs() > 0.99).float().mean())}
         if model.cell_name in GATE_METRICS:
             gate, key = GATE_METRICS[model.cell_name]
             out[key] = reference.mean_gate(twin, gate)
@@ -127,7 +128,8 @@ class GradientFlow(Callback):
         batch = next(iter(pl_module.task.val_dataloader()))
         self._probe = {k: v[: self.probe_size].clone() for k, v in batch.items()}
 
-    def probe(self, pl_module) -> dict[str, object]:
+    def probe(self, pl_module) -> dict[str, Any]:
+        assert self._probe is not None, "set in on_fit_start"
         batch = {k: v.to(pl_module.device) for k, v in self._probe.items()}
         with torch.inference_mode(False):
             gx = input_grad_profile(pl_module, batch, self.last_k).cpu()

@@ -25,6 +25,7 @@ def build(parameters: Iterable[torch.nn.Parameter], optim: dict, max_steps: int)
     schedule = optim.get("schedule")
     if schedule is None:
         return optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
     if schedule == "cosine":
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max_steps)
     elif schedule == "step":

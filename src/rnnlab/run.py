@@ -21,7 +21,7 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from mlflow import MlflowClient
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint, RichProgressBar
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
@@ -145,8 +145,8 @@ def build_task(cfg: DictConfig) -> Task:
 def build_model(cfg: DictConfig, task: Task, label: str) -> RecurrentModel:
     return RecurrentModel(
         task=task,
-        cell=OmegaConf.to_container(cfg.cell, resolve=True),
-        optim=OmegaConf.to_container(cfg.optim, resolve=True),
+        cell=config.plain(cfg.cell),
+        optim=config.plain(cfg.optim),
         clip=cfg.clip,
         embed_dim=cfg.model.embed_dim,
         max_steps=cfg.trainer.max_steps,
@@ -167,7 +167,7 @@ def run_name(cfg: DictConfig, task_name: str) -> str:
 
 def _completed(cfg: DictConfig, digest: str) -> Summary | None:
     """In a sweep: the Summary of an earlier run of this configuration that has a result."""
-    task_cls = get_class(cfg.task._target_)
+    task_cls: type[Task] = get_class(cfg.task._target_)
     experiment = sweep.experiment_name(cfg, task_cls.name)
     uri = tracking.tracking_uri(cfg.tracking)
     done = runs.completed(MlflowClient(uri), experiment, digest)
@@ -222,6 +222,7 @@ def _checkpoint_dir(cfg: DictConfig, task: Task, model: RecurrentModel, run: tra
     if start.ddp_ckpt_dir is not None:
         return start.ddp_ckpt_dir
     if run.resumed:
+        assert start.checkpoint is not None, "a resumed run continues from a checkpoint"
         return os.path.dirname(start.checkpoint)
     n_params = sum(p.numel() for p in model.parameters())
     run.log_config(cfg, {"model/n_params": n_params, **task.describe(), **tracking.env_versions()})
@@ -233,7 +234,9 @@ def _checkpoint_dir(cfg: DictConfig, task: Task, model: RecurrentModel, run: tra
     return ckpt_dir
 
 
-def _callbacks(cfg: DictConfig, task: Task, run: tracking.Run, ckpt_dir: str, stop: StopRecorder) -> list[Callback]:
+def _callbacks(cfg: DictConfig, task: Task, run: tracking.Run, ckpt_dir: str,
+               stop: StopRecorder) -> tuple[ModelCheckpoint, list[Callback]]:
+    """The callbacks of a run, and among them the one that keeps the best checkpoint."""
     best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=task.main_metric,
                            mode=task.mode, auto_insert_metric_name=False)
     # "last" on the last batch of every n-th epoch: the data order depends only on (seed,
@@ -250,14 +253,13 @@ def _callbacks(cfg: DictConfig, task: Task, run: tracking.Run, ckpt_dir: str, st
         callbacks.append(GradientFlow(every_n_val=d.every_n_val, probe_size=d.probe_size,
                                       last_k=d.last_k, threshold=d.threshold))
     callbacks.append(RichProgressBar() if interactive() else PlainProgress())
-    return callbacks
+    return best, callbacks
 
 
 def _fit_and_test(cfg: DictConfig, task: Task, model: RecurrentModel, run: tracking.Run, start: Start,
                   stop: StopRecorder) -> Summary | None:
     ckpt_dir = run.checkpoint_dir = _checkpoint_dir(cfg, task, model, run, start)
-    callbacks = _callbacks(cfg, task, run, ckpt_dir, stop)
-    best: ModelCheckpoint = callbacks[0]
+    best, callbacks = _callbacks(cfg, task, run, ckpt_dir, stop)
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=run.logger, callbacks=callbacks,
                                       enable_progress_bar=interactive(), deterministic=_deterministic(cfg))
     os.environ[DDP_STATE] = json.dumps({"run_id": run.id, "ckpt_dir": ckpt_dir, "last_ckpt": start.checkpoint})

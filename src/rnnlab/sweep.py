@@ -42,8 +42,9 @@ OUTCOMES = ("finished", "diverged", "skipped", "failed", "interrupted")
 
 def config_hash(cfg: DictConfig) -> str:
     """Identity of a configuration: what determines the numbers, not where they are logged."""
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    kept = {k: v for k, v in resolved.items() if k not in BOOKKEEPING}
+    from rnnlab.config import plain
+
+    kept = {k: v for k, v in plain(cfg).items() if k not in BOOKKEEPING}
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -25,7 +25,6 @@ from pytorch_lightning.loggers import MLFlowLogger
 
 from rnnlab import paths, runs
 
-
 # Every function here takes the ``tracking`` node of the config (conf/tracking/), not the
 # whole experiment: what is tracked is the caller's business.
 
@@ -61,8 +60,9 @@ def preflight(tcfg: DictConfig) -> None:
         _require_writable("tracking.uri", uri, Path(uri[len("sqlite:///"):]).parent)
     elif uri.startswith("file:") or "://" not in uri:
         _require_writable("tracking.uri", uri, Path(uri.removeprefix("file://")))
+    local_root = artifact_root(tcfg) or paths.default_artifact_root()  # not None: the store is local
     _require_writable("tracking.artifact_root", tcfg.get("artifact_root") or str(paths.repo_root() / "mlruns"),
-                      Path(artifact_root(tcfg).removeprefix("file://")))
+                      Path(local_root.removeprefix("file://")))
 
 
 def require_space(tcfg: DictConfig, n_bytes_params: int, checkpoint_dir: str) -> None:
@@ -107,7 +107,7 @@ def _require_writable(key: str, value: str, directory: Path) -> None:
         raise ConfigError(key, value, f"cannot write to {directory} ({e.strerror})") from None
 
 
-def get_or_create_experiment(client: MlflowClient, name: str, artifact_location: str) -> str:
+def get_or_create_experiment(client: MlflowClient, name: str, artifact_location: str | None) -> str:
     """Experiment id for ``name``; tolerant of another process creating it at the same time."""
     exp = client.get_experiment_by_name(name)
     if exp is not None:

@@ -9,10 +9,20 @@ which load the same ``state_dict``.
 
 from __future__ import annotations
 
+from typing import Any, Protocol
+
 import torch
 from torch import nn
 
 from rnnlab.config import CELL_IMPLS, CELLS
+
+
+class RecurrentStack(Protocol):
+    """What the fused and the reference stacks share, as far as these helpers need."""
+
+    hidden_size: int
+    num_layers: int
+
 
 FUSED = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -31,7 +41,7 @@ def build(
     """Build a batch-first recurrent stack for cell ``name`` (one of :data:`CELLS`)."""
     if name not in CELLS:
         raise ValueError(f"unknown cell {name!r}; valid: {', '.join(CELLS)}")
-    kwargs = dict(
+    kwargs: dict[str, Any] = dict(
         input_size=input_size,
         hidden_size=hidden_size,
         num_layers=num_layers,
@@ -56,7 +66,7 @@ def build(
 
 
 @torch.no_grad()
-def set_spectral_radius(module: nn.Module, radius: float) -> None:
+def set_spectral_radius(module: RecurrentStack, radius: float) -> None:
     """Rescale every gate block of every ``weight_hh`` to spectral radius ``radius``.
 
     The spectral radius of the recurrent matrix decides whether a linearised recurrence
@@ -73,7 +83,7 @@ def set_spectral_radius(module: nn.Module, radius: float) -> None:
 
 
 @torch.no_grad()
-def init_forget_bias(lstm: nn.Module, value: float) -> None:
+def init_forget_bias(lstm: RecurrentStack, value: float) -> None:
     """Set the effective forget-gate bias of every layer to ``value``.
 
     PyTorch orders LSTM gates (i, f, g, o) and adds two bias vectors, so the forget slice of

@@ -24,9 +24,9 @@ from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
-import torch.nn.functional as F
 from torchmetrics import MeanAbsoluteError, MeanMetric, MeanSquaredError, Metric, MetricCollection
 
 from rnnlab.config import ConfigError
@@ -114,7 +114,7 @@ def tensor_loader(fields: dict[str, Tensor], batch_size: int, shuffle: bool, see
 class Task(pl.LightningDataModule):
     """Base class of every task. Subclasses set the class attributes and implement the hooks."""
 
-    name: ClassVar[str]
+    name: str  # not a ClassVar: LightningDataModule declares `name` on its instances
     input_kind: ClassVar[str]  # "tokens" | "real"
     main_metric: ClassVar[str]  # e.g. "val/ppl"; the "val/" key, test uses "test/"
     mode: ClassVar[str]  # "min" | "max"
@@ -150,7 +150,7 @@ class Task(pl.LightningDataModule):
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
         """Batches are dicts of tensors: moved directly (Lightning's generic walk over any
-        collection costs ~0.3 ms a step, as much as a small model's CPU step is worth)."""
+        collection costs, per step, a sizeable part of a small model's CPU step)."""
         if all(v.device == device for v in batch.values()):
             return batch
         return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
@@ -216,6 +216,8 @@ class MeanPerPosition(Metric):
         super().__init__(**kwargs)
         self.add_state("total", torch.zeros(length, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.total: Tensor
+        self.count: Tensor
 
     def update(self, values: Tensor) -> None:
         self.total += values.detach().double().sum(0)

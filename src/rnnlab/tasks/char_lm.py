@@ -100,7 +100,10 @@ class CharLM(Task):
         n_win = per_stream // T
         self.check("seq_len", T, n_win > 0, f"too long for stateful batching: each of the {B} "
                    f"streams has only {per_stream} characters")
-        take = lambda a: a[: B * per_stream].view(B, per_stream)[:, : n_win * T].view(B, n_win, T)
+
+        def take(a):
+            return a[: B * per_stream].view(B, per_stream)[:, : n_win * T].view(B, n_win, T)
+
         x, y = take(ids[:-1]), take(ids[1:])
         return {"x": x.transpose(0, 1).reshape(-1, T), "y": y.transpose(0, 1).reshape(-1, T)}
 

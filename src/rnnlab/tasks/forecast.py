@@ -279,7 +279,9 @@ class Forecast(RegressionTask):
         if H > 1:
             ax.plot(idx[:m, H - 1].numpy(), pred[:m, H - 1].numpy(), color="tab:blue", lw=1, alpha=0.8,
                     label=f"predicted t+{H}")
-        ax.set(xlabel="position in series (test split)", ylabel="temperature (°F)" if self.series_name == "seattle_temps" else self.column or self.series_name, title=f"{model.run_label}: test forecast (first {m} windows)")
+        unit = "temperature (°F)" if self.series_name == "seattle_temps" else self.column or self.series_name
+        ax.set(xlabel="position in series (test split)", ylabel=unit,
+               title=f"{model.run_label}: test forecast (first {m} windows)")
         ax.legend(loc="best", fontsize=8)
         ax.grid(alpha=0.3)
         return [str(csv_path), figures.save(fig, Path(out_dir) / "forecast_test.png")]
