@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -28,6 +29,24 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 TINY = ["cell.hidden_size=16", "batch_size=8", "seq_len=20", "trainer.max_steps=6",
         "trainer.val_check_interval=3", "trainer.log_every_n_steps=2",
         "+trainer.limit_val_batches=2", "+trainer.limit_test_batches=2", "model.embed_dim=8"]
+
+# A run long enough to be stopped mid-way: last.ckpt at the end of each 40-step epoch, a
+# validation (and a progress line, "step     60 |") every 20 steps.
+LONG = ["task=adding", "cell=gru", "seq_len=20", "trainer.max_steps=120", "trainer.val_check_interval=20",
+        "trainer.log_every_n_steps=5", "task.batches_per_epoch=40", "task.val_size=64", "task.test_size=64"]
+
+# Exploding gradients as Pascanu et al. (2013) describe them: a tanh RNN, so the forward pass is
+# bounded (|h| <= 1) whatever the weights, with recurrent weights at spectral radius 2, where
+# backpropagation through 100 steps multiplies the gradient up (1e2 to 1e5 at initialisation,
+# growing with T). Unclipped SGD at lr 1 takes steps that large, the head's weights run away
+# and the loss overflows; clipped to norm 1, each step moves the weights by at most lr * clip,
+# so the loss stays bounded and nothing is left to chance. Checked over seeds 0-7 with 1 and 2
+# threads in a loop of the same model: unclipped runs go non-finite at step 11 or 12, clipped
+# runs stay finite over 40 steps with a largest pre-clip norm of 3e6, far from overflow.
+EXPLODING = ["task=adding", "cell=rnn", "cell.nonlinearity=tanh", "cell.spectral_radius=2.0",
+             "optim.name=sgd", "optim.lr=1.0", "seq_len=100", "cell.hidden_size=32", "batch_size=16",
+             "task.val_size=64", "task.test_size=64", "trainer.max_steps=30", "model.embed_dim=16",
+             "trainer.val_check_interval=10"]
 
 
 class Store:
@@ -75,6 +94,49 @@ class Store:
             raise AssertionError(f"train.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
         return proc
 
+    def train_in_process(self, *overrides: str, tiny: bool = True):
+        """``rnnlab.run.train`` on the config Hydra composes for these overrides, in this
+        process: what ``src/train.py`` runs, without its seconds of interpreter start and
+        imports. Outside Hydra's app there is no run dir: checkpoints go to a temp dir."""
+        import mlflow
+
+        from rnnlab.run import train
+
+        cfg = compose(*(TINY if tiny else []), f"tracking.uri={self.uri}",
+                      f"tracking.artifact_root={self.dir / 'mlruns'}", *overrides)
+        environ, uri = dict(os.environ), mlflow.get_tracking_uri()
+        try:
+            return train(cfg)
+        finally:  # train() sets process state a run needs; the next test in this worker must not see it
+            os.environ.clear()
+            os.environ.update(environ)
+            mlflow.set_tracking_uri(uri)
+
+    def start(self, *overrides: str, stderr, tiny: bool = True) -> subprocess.Popen:
+        """``python src/train.py`` in its own process group, its stdout readable line by line."""
+        flags = [o for o in overrides if o.startswith("-")]  # -m goes before the overrides
+        cmd = [sys.executable, str(ROOT / "src" / "train.py"), *flags, *(TINY if tiny else []), *self.overrides(),
+               *(o for o in overrides if o not in flags)]
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, text=True, env=self.env(),
+                                cwd=self.dir, start_new_session=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+    def signal_at(self, marker: str, sig: int, *overrides: str, group: bool = False) -> subprocess.CompletedProcess:
+        """Start a run, send it ``sig`` once ``marker`` is on its stdout, return it finished.
+        ``group``: to its whole process group, as a terminal's Ctrl-C does."""
+        with tempfile.TemporaryFile("w+") as err:  # a file, not a pipe nobody reads while we wait
+            proc = self.start(*overrides, stderr=err)
+            out, deadline = [], time.time() + 240
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                out.append(line)
+                if marker in line or time.time() > deadline:
+                    break
+            (os.killpg if group else os.kill)(proc.pid, sig)
+            rest, _ = proc.communicate(timeout=120)
+            err.seek(0)
+            return subprocess.CompletedProcess(proc.args, proc.returncode, "".join(out) + rest, err.read())
+
     def runs(self, experiment: str | None = None):
         exps = self.client.search_experiments()
         ids = [e.experiment_id for e in exps if experiment is None or e.name == experiment]
@@ -117,6 +179,7 @@ def compose(*overrides: str):
     """The config Hydra would build for these overrides, without running anything."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
+
     import rnnlab.paths  # noqa: F401  (registers the config resolvers)
 
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):

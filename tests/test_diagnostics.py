@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import EXPLODING
 from rnnlab import diagnostics
 from rnnlab.model import RecurrentModel
 from rnnlab.tasks.adding import Adding
@@ -99,20 +100,6 @@ def test_cell_probe_reads_gates_and_saturation(cell):
     if cell == "gru":
         assert 0 < out["gates/update_mean"] < 1
     assert model.rnn.__class__ in (nn.RNN, nn.LSTM, nn.GRU), "the model's own stack is untouched"
-
-
-# Exploding gradients as Pascanu et al. (2013) describe them: a tanh RNN, so the forward pass is
-# bounded (|h| <= 1) whatever the weights, with recurrent weights at spectral radius 2, where
-# backpropagation through 100 steps multiplies the gradient up (1e2 to 1e5 at initialisation,
-# growing with T). Unclipped SGD at lr 1 takes steps that large, the head's weights run away
-# and the loss overflows; clipped to norm 1, each step moves the weights by at most lr * clip,
-# so the loss stays bounded and nothing is left to chance. Checked over seeds 0-7 with 1 and 2
-# threads in a loop of the same model: unclipped runs go non-finite at step 11 or 12, clipped
-# runs stay finite over 40 steps with a largest pre-clip norm of 3e6, far from overflow.
-EXPLODING = ["task=adding", "cell=rnn", "cell.nonlinearity=tanh", "cell.spectral_radius=2.0",
-             "optim.name=sgd", "optim.lr=1.0", "seq_len=100", "cell.hidden_size=32", "batch_size=16",
-             "task.val_size=64", "task.test_size=64", "trainer.max_steps=30", "model.embed_dim=16",
-             "trainer.val_check_interval=10"]
 
 
 @pytest.mark.slow

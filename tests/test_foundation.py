@@ -33,7 +33,8 @@ def test_end_to_end_run_is_tracked_in_mlflow(store):
     assert run.info.status == "FINISHED"
     assert run.info.run_name == "gru-char_lm-T20-clip0.5-s3"
     tags = run.data.tags
-    assert {tags["cell"], tags["task"], tags["seq_len"], tags["clip"], tags["seed"]} == {"gru", "char_lm", "20", "0.5", "3"}
+    shown = {tags["cell"], tags["task"], tags["seq_len"], tags["clip"], tags["seed"]}
+    assert shown == {"gru", "char_lm", "20", "0.5", "3"}
     assert len(tags["git_commit"]) >= 7 and tags["diverged"] == "false"
     params = run.data.params
     assert params["cell.hidden_size"] == "16" and params["optim.name"] == "adam"
@@ -78,3 +79,13 @@ def test_a_run_shorter_than_one_validation_interval_validates_and_tests(store):
     assert {"val/mse", "test/mse"} <= set(run.data.metrics)
     assert [s for s, _ in store.history(run.info.run_id, "val/mse")] == [4]
     assert "val/mse = " in proc.stdout and "test/mse = " in proc.stdout
+
+
+def test_train_runs_in_process_and_tracks_the_run(store):
+    """rnnlab.run.train on a composed config, as src/train.py calls it: the fast smoke test."""
+    summary = store.train_in_process("task=copy", "cell=gru")
+    run = store.only_run("copy")
+    assert summary is not None and summary.status == "FINISHED" and summary.run_id == run.info.run_id
+    assert run.info.status == "FINISHED" and run.data.tags["diverged"] == "false"
+    assert {"val/loss", "test/loss", "train/loss", "grad_norm/pre_clip"} <= set(run.data.metrics)
+    assert summary.lines()[0].startswith("[gru-copy-T20-clip1.0-s0] val/loss = ")

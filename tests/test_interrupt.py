@@ -4,42 +4,18 @@ drops the stale reason. A sweep stopped the same way ends its parent run KILLED.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
-from conftest import ROOT, TINY
-from test_resume import RUN
-
-
-def interrupt_at(store, marker: str, sig: int, *overrides: str, group: bool = False) -> subprocess.CompletedProcess:
-    """Start ``train.py``, send ``sig`` once ``marker`` is printed, return the finished process.
-    ``group``: to the whole process group, as a terminal's Ctrl-C does."""
-    flags = [o for o in overrides if o.startswith("-")]
-    cmd = [sys.executable, str(ROOT / "src" / "train.py"), *flags, *TINY, *store.overrides(),
-           *(o for o in overrides if o not in flags)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=store.env(),
-                            cwd=store.dir, start_new_session=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    out, deadline = [], time.time() + 240
-    for line in proc.stdout:
-        out.append(line)
-        if marker in line or time.time() > deadline:
-            break
-    (os.killpg if group else os.kill)(proc.pid, sig)
-    rest, err = proc.communicate(timeout=120)
-    return subprocess.CompletedProcess(cmd, proc.returncode, "".join(out) + rest, err)
+from conftest import LONG as RUN
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_an_interrupted_run_is_killed_then_resumes_to_finished(store, sig):
     name = signal.Signals(sig).name
-    proc = interrupt_at(store, "step     60 |", sig, *RUN)  # last.ckpt was written at step 40
+    proc = store.signal_at("step     60 |", sig, *RUN)  # last.ckpt was written at step 40
     assert proc.returncode == 128 + sig, proc.stderr[-3000:]
     run = store.only_run("adding")
     assert run.info.status == "KILLED"
@@ -56,7 +32,7 @@ def test_an_interrupted_run_is_killed_then_resumes_to_finished(store, sig):
 
 @pytest.mark.slow
 def test_an_interrupted_sweep_ends_its_parent_killed(store):
-    proc = interrupt_at(store, "step     60 |", signal.SIGINT, "-m", *RUN, "seed=0,1",
+    proc = store.signal_at("step     60 |", signal.SIGINT, "-m", *RUN, "seed=0,1",
                         f"hydra.sweep.dir={store.dir / 'sweep'}", group=True)
     assert proc.returncode != 0
     (parent,) = [r for r in store.runs("adding") if r.data.tags.get("sweep") == "true"]

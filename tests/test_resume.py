@@ -3,34 +3,17 @@ MLflow run: same id, one continuous metric history, the same numbers as a run ne
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import ROOT, TINY
-
-RUN = ["task=adding", "cell=gru", "seq_len=20", "trainer.max_steps=120", "trainer.val_check_interval=20",
-       "trainer.log_every_n_steps=5", "task.batches_per_epoch=40", "task.val_size=64", "task.test_size=64"]
+from conftest import LONG as RUN
 
 
 def kill_after(store, marker: str, *overrides: str) -> None:
     """Start a training run and SIGKILL it as soon as ``marker`` appears on its stdout."""
-    flags = [o for o in overrides if o.startswith("-")]  # -m goes before the overrides
-    cmd = [sys.executable, str(ROOT / "src" / "train.py"), *flags, *TINY, *store.overrides(),
-           *(o for o in overrides if o not in flags)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            env=store.env(), cwd=store.dir)
-    deadline = time.time() + 240
-    for line in proc.stdout:
-        if marker in line or time.time() > deadline:
-            break
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    proc = store.signal_at(marker, signal.SIGKILL, *overrides)
     assert proc.returncode == -signal.SIGKILL
 
 
