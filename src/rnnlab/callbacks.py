@@ -85,14 +85,3 @@ class TokensPerSecond(Callback):
     def on_validation_start(self, trainer, pl_module):
         self._t0 = None  # validation time is not training time
         self._tokens = 0
-
-
-class PlainProgress(Callback):
-    """One line per validation, for logs and CI where a live progress bar is noise."""
-
-    def on_validation_end(self, trainer: pl.Trainer, pl_module):
-        if trainer.sanity_checking:
-            return
-        m = trainer.callback_metrics
-        shown = " | ".join(f"{k} {float(v):.4g}" for k, v in sorted(m.items()) if k.startswith(("val/", "train/loss")))
-        print(f"step {trainer.global_step:>6} | {shown}", flush=True)

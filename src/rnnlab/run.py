@@ -22,11 +22,12 @@ from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from mlflow import MlflowClient
 from omegaconf import DictConfig
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint, RichProgressBar
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from rnnlab import config, runs, sweep, tracking
-from rnnlab.callbacks import FlushedCheckpoint, PlainProgress, StopRecorder, TokensPerSecond, ValidateAtLastStep
+from rnnlab.callbacks import FlushedCheckpoint, StopRecorder, TokensPerSecond, ValidateAtLastStep
+from rnnlab.console import PlainProgress, StepProgressBar, silence_known_noise
 from rnnlab.diagnostics import GradientFlow
 from rnnlab.model import RecurrentModel
 from rnnlab.tasks.base import Task
@@ -127,6 +128,7 @@ def train(cfg: DictConfig) -> Summary | None:
 
 def _configure_process(cfg: DictConfig) -> None:
     config.validate(cfg)
+    silence_known_noise()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     # cuDNN/cuBLAS need this for deterministic results; harmless on CPU.
@@ -252,7 +254,7 @@ def _callbacks(cfg: DictConfig, task: Task, run: tracking.Run, ckpt_dir: str,
         d = cfg.diagnostics
         callbacks.append(GradientFlow(every_n_val=d.every_n_val, probe_size=d.probe_size,
                                       last_k=d.last_k, threshold=d.threshold))
-    callbacks.append(RichProgressBar() if interactive() else PlainProgress())
+    callbacks.append(StepProgressBar() if interactive() else PlainProgress())
     return best, callbacks
 
 
@@ -267,7 +269,8 @@ def _fit_and_test(cfg: DictConfig, task: Task, model: RecurrentModel, run: track
     diverged = model.diverged_at is not None
     test_value = None
     if not diverged:  # collective under DDP: every rank tests its shard
-        trainer.test(model, datamodule=task, ckpt_path="best" if best.best_model_path else None,
+        # the path itself: "best" makes Lightning warn that there are two ModelCheckpoints
+        trainer.test(model, datamodule=task, ckpt_path=best.best_model_path or None,
                      verbose=False, weights_only=True)
         test_value = _value(trainer.callback_metrics, "test/" + task.main_metric.split("/", 1)[1])
     if not trainer.is_global_zero:
