@@ -79,6 +79,16 @@ def test_a_run_shorter_than_one_validation_interval_validates_and_tests(store):
     assert {"val/mse", "test/mse"} <= set(run.data.metrics)
     assert [s for s, _ in store.history(run.info.run_id, "val/mse")] == [4]
     assert "val/mse = " in proc.stdout and "test/mse = " in proc.stdout
+    # One comparable number, and the verdict against the baseline on the run page and console
+    baseline, test = run.data.metrics["baseline/mse"], run.data.metrics["test/mse"]
+    assert run.data.metrics["test/skill"] == pytest.approx(1 - test / baseline)
+    note = run.data.tags["mlflow.note.content"]
+    assert note.startswith("LSTM, adding, T=20, clip 1.0: test/mse ") and " vs baseline " in note
+    assert note in proc.stdout
+    exp_id = run.info.experiment_id
+    assert f"/#/experiments/{exp_id}/runs/{run.info.run_id}?workflowType=machine_learning" in proc.stdout
+    kind = store.client.get_experiment(exp_id).tags["mlflow.experimentKind"]
+    assert kind == "custom_model_development"
 
 
 def test_train_runs_in_process_and_tracks_the_run(store):

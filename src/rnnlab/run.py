@@ -54,6 +54,8 @@ class Summary:
     diverged_at_step: int | None
     tracking_uri: str
     skipped: bool = False
+    verdict: str | None = None  # one line against the baseline, also the run's MLflow description
+    url: str | None = None  # the run's page in the MLflow UI
 
     @property
     def outcome(self) -> str:
@@ -71,8 +73,25 @@ class Summary:
             shown = [(self.main_metric, self.val), (f"test/{metric}", self.test)]
             head = " | ".join(f"{k} = {fmt(v)}" for k, v in shown if v is not None)
         return [f"[{self.run_name}] {head}",
-                f"MLflow run {self.run_id} in experiment '{self.experiment}' ({self.status})",
+                *([self.verdict] if self.verdict else []),
+                f"MLflow run {self.run_id} in experiment '{self.experiment}' ({self.status})"
+                + (f": {self.url}" if self.url else ""),
                 f"see it: {tracking.ui_command(self.tracking_uri)}"]
+
+
+def verdict(cfg: DictConfig, task: Task, test_value: float | None, baselines: dict[str, float],
+            skill: float | None, diverged_at: int | None) -> str:
+    """``GRU, adding, T=50, clip 1: test/mse 0.0140 vs baseline 0.1670 (skill 0.92)``."""
+    head = f"{cfg.cell.name.upper()}, {task.name}, T={cfg.seq_len}, clip {clip_label(cfg.clip)}"
+    if diverged_at is not None:
+        return f"{head}: DIVERGED at step {diverged_at} (non-finite loss or gradient)"
+    if test_value is None:
+        return f"{head}: no test result"
+    key = task.main_metric.split("/", 1)[1]
+    text = f"{head}: test/{key} {fmt(test_value)}"
+    if key in baselines:
+        text += f" vs baseline {fmt(baselines[key])}"
+    return text + (f" (skill {skill:.2f})" if skill is not None else "")
 
 
 class Interrupted(KeyboardInterrupt):
@@ -161,10 +180,15 @@ def run_name(cfg: DictConfig, task_name: str) -> str:
     if cfg.tracking.get("run_name"):
         return str(cfg.tracking.run_name)
     impl = "" if cfg.cell.get("impl", "fused") == "fused" else f"-{cfg.cell.impl}"
-    clip = "none" if cfg.clip is None else f"{float(cfg.clip):g}"
-    if clip != "none" and "." not in clip and "e" not in clip:
-        clip += ".0"
-    return f"{cfg.cell.name}{impl}-{task_name}-T{cfg.seq_len}-clip{clip}-s{cfg.seed}"
+    return f"{cfg.cell.name}{impl}-{task_name}-T{cfg.seq_len}-clip{clip_label(cfg.clip)}-s{cfg.seed}"
+
+
+def clip_label(clip: float | None) -> str:
+    """``none``, ``1.0``, ``0.5``, ``1e-05``: as the run name and the verdict show it."""
+    if clip is None:
+        return "none"
+    text = f"{float(clip):g}"
+    return text + ".0" if "." not in text and "e" not in text else text
 
 
 def _completed(cfg: DictConfig, digest: str) -> Summary | None:
@@ -280,10 +304,14 @@ def _fit_and_test(cfg: DictConfig, task: Task, model: RecurrentModel, run: track
 
 def _finalize(cfg: DictConfig, task: Task, model: RecurrentModel, run: tracking.Run, best: ModelCheckpoint,
               trainer: pl.Trainer, test_value: float | None) -> Summary:
-    """Rank 0, after testing: the last metrics and artifacts, the outcome tags, the status."""
-    run.log_metrics({"grad_norm/max": model.guard.max_seen,
-                     "grad_norm/nonfinite_steps": float(model.guard.nonfinite_steps)}, step=trainer.global_step)
+    """Rank 0, after testing: the last metrics and artifacts, the verdict, the status."""
     diverged = model.diverged_at is not None
+    baselines = task.baselines()
+    skill = None if diverged or test_value is None else task.skill(test_value, baselines)
+    run.log_metrics({"grad_norm/max": model.guard.max_seen,
+                     "grad_norm/nonfinite_steps": float(model.guard.nonfinite_steps),
+                     **({"test/skill": skill} if skill is not None else {})}, step=trainer.global_step)
+    line = verdict(cfg, task, test_value, baselines, skill, model.diverged_at)
     if not diverged:
         with tempfile.TemporaryDirectory() as tmp:
             for path in task.log_artifacts(model, "test", tmp):
@@ -291,6 +319,7 @@ def _finalize(cfg: DictConfig, task: Task, model: RecurrentModel, run: tracking.
         if cfg.tracking.get("log_checkpoint", True) and best.best_model_path:
             run.log_artifact(best.best_model_path, "checkpoints")
     run.set_tags({runs.DIVERGED: str(diverged).lower(), runs.STATUS_REASON: "diverged" if diverged else "ok",
+                  runs.NOTE: line,
                   **({runs.DIVERGED_AT: model.diverged_at, runs.LAST_GRAD_NORM: model.guard.last_norm}
                      if diverged else {})})
     status = "FAILED" if diverged else "FINISHED"
@@ -299,7 +328,7 @@ def _finalize(cfg: DictConfig, task: Task, model: RecurrentModel, run: tracking.
         _value(trainer.callback_metrics, task.main_metric)
     return Summary(run_id=run.id, run_name=run.name, experiment=run.experiment_name, status=status,
                    main_metric=task.main_metric, val=val, test=test_value, diverged=diverged,
-                   diverged_at_step=model.diverged_at, tracking_uri=run.uri)
+                   diverged_at_step=model.diverged_at, tracking_uri=run.uri, verdict=line, url=run.url)
 
 
 def _ended_abnormally(run: tracking.Run, e: BaseException, stop: StopRecorder) -> BaseException:

@@ -107,15 +107,39 @@ def _require_writable(key: str, value: str, directory: Path) -> None:
         raise ConfigError(key, value, f"cannot write to {directory} ({e.strerror})") from None
 
 
+# MLflow 3's UI opens an experiment in its GenAI mode (traces) unless told otherwise. The mode
+# comes from the browser (this URL parameter, else localStorage), not from the store; the
+# experiment tag is the documented kind and is set too.
+WORKFLOW = "workflowType=machine_learning"
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
+def ui_base(tcfg: DictConfig) -> str:
+    """Where the MLflow UI for this store is: the tracking server itself, else ``make ui``'s."""
+    uri = tracking_uri(tcfg)
+    return (uri if uri.startswith(("http://", "https://")) else str(tcfg.get("ui_url") or "")).rstrip("/")
+
+
+def experiment_url(base: str, experiment_id: str) -> str:
+    return f"{base}/#/experiments/{experiment_id}/runs?{WORKFLOW}"
+
+
+def run_url(base: str, experiment_id: str, run_id: str) -> str:
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}?{WORKFLOW}"
+
+
 def get_or_create_experiment(client: MlflowClient, name: str, artifact_location: str | None) -> str:
     """Experiment id for ``name``; tolerant of another process creating it at the same time."""
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
             client.restore_experiment(exp.experiment_id)
+        if not set(EXPERIMENT_KIND) <= set(exp.tags):  # made before rnnlab set the kind
+            for key, value in EXPERIMENT_KIND.items():
+                client.set_experiment_tag(exp.experiment_id, key, value)
         return exp.experiment_id
     try:
-        return client.create_experiment(name, artifact_location=artifact_location)
+        return client.create_experiment(name, artifact_location=artifact_location, tags=EXPERIMENT_KIND)
     except mlflow.exceptions.MlflowException:
         exp = client.get_experiment_by_name(name)
         if exp is None:
@@ -252,6 +276,7 @@ class Run:
             os.environ["MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS"] = str(tcfg.get("async_buffer_s", 2))
         self.logger = RunLogger(experiment_name=self.experiment_name, tracking_uri=self.uri,
                                 run_id=self.id, synchronous=not asynchronous, logged_until=logged_until)
+        self.url = run_url(ui_base(tcfg), self.experiment_id, self.id)
         self.checkpoint_dir: str | None = None  # set once training starts
 
     def log_config(self, cfg: DictConfig, extra_params: dict[str, Any]) -> None:

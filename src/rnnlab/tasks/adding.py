@@ -4,7 +4,9 @@ Each of ``seq_len`` steps carries (value ~ U[0,1), marker in {0,1}); exactly two
 one in each half of the sequence. The target, read after the last step, is the sum of the two
 marked values. The first marker can sit up to ``seq_len`` steps before the readout, so the
 length is the dependency's range. Predicting the mean 1 for every sequence scores
-MSE = Var(U1 + U2) = 2/12 = 1/6: a model below that has learnt to remember.
+MSE = Var(U1 + U2) = 2/12 = 1/6 in expectation: a model below that has learnt to remember.
+The baseline a run is compared with is that predictor scored on the run's own test set
+(0.158-0.175 depending on ``seq_len``), so that sampling noise is not mistaken for learning.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from torch import Generator, Tensor
 from rnnlab.tasks.base import RegressionTask
 from rnnlab.tasks.synthetic import GeneratedTask
 
-BASELINE_MSE = 1 / 6
+TARGET_MEAN = 1.0  # E[U1 + U2]: the trivial predictor's constant output
 
 
 class Adding(RegressionTask, GeneratedTask):
@@ -46,4 +48,5 @@ class Adding(RegressionTask, GeneratedTask):
         return {"x": torch.stack([values, markers], dim=-1), "y": y}
 
     def baselines(self):
-        return {"mse": BASELINE_MSE}
+        """Predicting the target's mean for every sequence, scored on the test set."""
+        return {"mse": float((self.test["y"].double() - TARGET_MEAN).pow(2).mean())}

@@ -145,8 +145,20 @@ class Task(pl.LightningDataModule):
         return dict(metrics.compute())
 
     def baselines(self) -> dict[str, float]:
-        """Metrics of the trivial strategy, logged once under ``baseline/``."""
+        """Metrics of the trivial strategy on the test split, logged once under ``baseline/``."""
         return {}
+
+    def skill(self, test_value: float, baselines: dict[str, float]) -> float | None:
+        """One number that compares runs across tasks and lengths: 1 = perfect, 0 = the
+        trivial baseline, < 0 = worse. For a loss or error (``mode`` min) it is
+        ``1 - value / baseline``; for an accuracy-like score (max) ``(value - base) / (1 - base)``.
+        None when the task has no baseline for its main metric."""
+        base = baselines.get(self.main_metric.split("/", 1)[1])
+        if base is None:
+            return None
+        if self.mode == "min":
+            return 1 - test_value / base if base > 0 else None
+        return (test_value - base) / (1 - base) if base < 1 else None
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
         """Batches are dicts of tensors: moved directly (Lightning's generic walk over any
