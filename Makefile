@@ -47,11 +47,16 @@ lint: install
 	$(BIN)/ruff check src tests
 	$(BIN)/mypy
 
+# The store runs write to (MLFLOW_TRACKING_URI, else the repo's mlflow.db), without MLflow's
+# job-execution workers (8 extra processes, about 2.4 GB, that rnnlab does not use).
+STORE = $(or $(MLFLOW_TRACKING_URI),sqlite:///$(CURDIR)/mlflow.db)
 ui: install
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host $(HOST) --port $(PORT)
+	@echo "MLflow UI for $(STORE): http://$(HOST):$(PORT)  (each run prints its own link; an experiment's"
+	@echo "runs table: http://$(HOST):$(PORT)/#/experiments/<id>/runs?workflowType=machine_learning)"
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --backend-store-uri $(STORE) --host $(HOST) --port $(PORT)
 
 server: install
-	$(BIN)/mlflow server --backend-store-uri sqlite:///$(CURDIR)/mlflow.db \
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server --backend-store-uri $(STORE) \
 		--artifacts-destination $(CURDIR)/mlartifacts --host $(HOST) --port $(PORT)
 
 sweep: install

@@ -94,7 +94,7 @@ class Store:
             raise AssertionError(f"train.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
         return proc
 
-    def train_in_process(self, *overrides: str, tiny: bool = True):
+    def train_in_process(self, *overrides: str, tiny: bool = True, artifacts: bool = True):
         """``rnnlab.run.train`` on the config Hydra composes for these overrides, in this
         process: what ``src/train.py`` runs, without its seconds of interpreter start and
         imports. Outside Hydra's app there is no run dir: checkpoints go to a temp dir."""
@@ -102,8 +102,8 @@ class Store:
 
         from rnnlab.run import train
 
-        cfg = compose(*(TINY if tiny else []), f"tracking.uri={self.uri}",
-                      f"tracking.artifact_root={self.dir / 'mlruns'}", *overrides)
+        where = [f"tracking.artifact_root={self.dir / 'mlruns'}"] if artifacts else []
+        cfg = compose(*(TINY if tiny else []), f"tracking.uri={self.uri}", *where, *overrides)
         environ, uri = dict(os.environ), mlflow.get_tracking_uri()
         try:
             return train(cfg)

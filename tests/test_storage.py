@@ -88,3 +88,16 @@ def test_a_server_that_dies_mid_run_keeps_the_checkpoint_and_the_run_continues(t
         assert any(server.artifacts.rglob("best.ckpt")), "artifacts went through the server to its store"
     finally:
         server.kill()
+
+
+def test_artifacts_follow_a_store_made_elsewhere(tmp_path, migrated_db):
+    """With only MLFLOW_TRACKING_URI pointing elsewhere, artifacts go beside that store, not
+    into the repository's mlruns/."""
+    from conftest import Store
+
+    (tmp_path / "elsewhere").mkdir()
+    elsewhere = Store(tmp_path / "elsewhere", template=migrated_db)
+    elsewhere.train_in_process("task=adding", artifacts=False)
+    run = elsewhere.only_run("adding")
+    assert run.info.artifact_uri.startswith((tmp_path / "elsewhere" / "mlruns").as_uri())
+    assert any((tmp_path / "elsewhere" / "mlruns").rglob("config.yaml"))

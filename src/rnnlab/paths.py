@@ -29,7 +29,12 @@ def default_tracking_uri() -> str:
     return f"sqlite:///{repo_root() / 'mlflow.db'}"
 
 
-def default_artifact_root() -> str:
+def default_artifact_root(tracking_uri: str | None = None) -> str:
+    """Artifacts live beside the store they belong to: ``mlruns/`` in the folder of a sqlite
+    store (the repo's ``mlruns/`` for the default one), so that a store moved or made elsewhere
+    (``MLFLOW_TRACKING_URI=sqlite:////elsewhere/mlflow.db``) keeps its artifacts with it."""
+    if tracking_uri and tracking_uri.startswith("sqlite:///"):
+        return (Path(tracking_uri.removeprefix("sqlite:///")).resolve().parent / "mlruns").as_uri()
     return (repo_root() / "mlruns").as_uri()
 
 

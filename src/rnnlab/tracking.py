@@ -38,7 +38,8 @@ def artifact_root(tcfg: DictConfig) -> str | None:
     root = tcfg.get("artifact_root")
     if root:
         return Path(root).resolve().as_uri()
-    return None if tracking_uri(tcfg).startswith(("http://", "https://")) else paths.default_artifact_root()
+    uri = tracking_uri(tcfg)
+    return None if uri.startswith(("http://", "https://")) else paths.default_artifact_root(uri)
 
 
 def preflight(tcfg: DictConfig) -> None:
@@ -60,8 +61,8 @@ def preflight(tcfg: DictConfig) -> None:
         _require_writable("tracking.uri", uri, Path(uri[len("sqlite:///"):]).parent)
     elif uri.startswith("file:") or "://" not in uri:
         _require_writable("tracking.uri", uri, Path(uri.removeprefix("file://")))
-    local_root = artifact_root(tcfg) or paths.default_artifact_root()  # not None: the store is local
-    _require_writable("tracking.artifact_root", tcfg.get("artifact_root") or str(paths.repo_root() / "mlruns"),
+    local_root = artifact_root(tcfg) or paths.default_artifact_root(uri)  # not None: the store is local
+    _require_writable("tracking.artifact_root", tcfg.get("artifact_root") or local_root.removeprefix("file://"),
                       Path(local_root.removeprefix("file://")))
 
 

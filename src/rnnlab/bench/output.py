@@ -120,12 +120,7 @@ def log_to_mlflow(res: dict[str, Any], uri: str, files: list[Path]) -> str:
     from rnnlab import tracking
 
     client = MlflowClient(uri)
-    if uri == paths.default_tracking_uri():
-        artifacts = paths.default_artifact_root()
-    elif uri.startswith("sqlite:///"):
-        artifacts = (Path(uri[len("sqlite:///"):]).parent / "mlruns").resolve().as_uri()
-    else:
-        artifacts = None
+    artifacts = None if uri.startswith(("http://", "https://")) else paths.default_artifact_root(uri)
     exp_id = tracking.get_or_create_experiment(client, "bench", artifacts)
     st = res["settings"]
     run = client.create_run(exp_id, run_name=f"bench-{'quick' if st['quick'] else 'full'}-"
