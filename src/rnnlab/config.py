@@ -127,6 +127,37 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 
+# Where a run is logged and how it is driven, not what determines its numbers: left out of
+# the config hash (rnnlab.sweep.config_hash) and of the params a run logs.
+BOOKKEEPING = ("tracking", "sweep", "threads", "hydra", "resume")
+# Keys that cannot change a number: logging cadence, console, checkpoint cadence.
+NOT_COMPARED = ("trainer.log_every_n_steps", "trainer.enable_model_summary", "trainer.num_sanity_val_steps",
+                "checkpoint.every_n_epochs")
+
+
+def comparable(cfg: DictConfig) -> dict[str, Any]:
+    """The params a researcher compares and filters runs on, each once: the resolved config
+    without bookkeeping, without the class paths (``_target_``), and without keys that only
+    repeat another (``task.seq_len: ${seq_len}``). The whole config stays in ``config.yaml``."""
+    resolved, raw = _flatten(plain(cfg)), _flatten(OmegaConf.to_container(cfg, resolve=False))
+    return {k: v for k, v in resolved.items()
+            if k.split(".", 1)[0] not in BOOKKEEPING and not k.endswith("._target_") and k not in NOT_COMPARED
+            and not _repeats_a_key(raw.get(k))}
+
+
+def _repeats_a_key(raw: Any) -> bool:
+    return isinstance(raw, str) and raw.startswith("${") and raw.endswith("}") and ":" not in raw
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: d}
+
+
 def plain(node: DictConfig) -> dict[str, Any]:
     """A config node as a plain, resolved dict."""
     out = OmegaConf.to_container(node, resolve=True)

@@ -251,7 +251,8 @@ def _checkpoint_dir(cfg: DictConfig, task: Task, model: RecurrentModel, run: tra
         assert start.checkpoint is not None, "a resumed run continues from a checkpoint"
         return os.path.dirname(start.checkpoint)
     n_params = sum(p.numel() for p in model.parameters())
-    run.log_config(cfg, {"model/n_params": n_params, **task.describe(), **tracking.env_versions()})
+    run.log_config(cfg, {**config.comparable(cfg), "model/n_params": n_params, **task.describe()})
+    run.set_tags(tracking.env_versions())  # bookkeeping: tags, not params to compare on
     run.log_metrics({f"baseline/{k}": v for k, v in task.baselines().items()})
     hydra_dir = _hydra_dir()
     ckpt_dir = tempfile.mkdtemp(prefix=f"rnnlab-{run.id}-") if hydra_dir is None else \

@@ -34,7 +34,6 @@ from omegaconf import DictConfig, OmegaConf
 
 # mlflow and rnnlab.tracking (which pulls in Lightning) are imported where used: Hydra builds
 # this callback for every command, and a rejected command line must not pay seconds of imports.
-BOOKKEEPING = ("tracking", "sweep", "threads", "hydra", "resume")
 SWEEP_FILE = "sweep.json"
 OUTCOME_FILE = "outcome.json"
 OUTCOMES = ("finished", "diverged", "skipped", "failed", "interrupted")
@@ -42,7 +41,7 @@ OUTCOMES = ("finished", "diverged", "skipped", "failed", "interrupted")
 
 def config_hash(cfg: DictConfig) -> str:
     """Identity of a configuration: what determines the numbers, not where they are logged."""
-    from rnnlab.config import plain
+    from rnnlab.config import BOOKKEEPING, plain
 
     kept = {k: v for k, v in plain(cfg).items() if k not in BOOKKEEPING}
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]

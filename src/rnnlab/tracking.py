@@ -165,15 +165,6 @@ def git_info() -> dict[str, str]:
     return {"git_commit": commit or "unknown", "git_dirty": str(bool(dirty)).lower()}
 
 
-def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(d, dict):
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            out.update(flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: d}
-
-
 class TrackingLost(RuntimeError):
     """The tracking store stopped taking writes in the middle of a run (a server went away, a
     disk filled up). Training stops; the local checkpoints stay where they are, and
@@ -280,10 +271,8 @@ class Run:
         self.url = run_url(ui_base(tcfg), self.experiment_id, self.id)
         self.checkpoint_dir: str | None = None  # set once training starts
 
-    def log_config(self, cfg: DictConfig, extra_params: dict[str, Any]) -> None:
-        """The whole resolved config as flattened params (cut at MLflow's limit) and as a file."""
-        resolved = OmegaConf.to_container(cfg, resolve=True)
-        params = {**flatten(resolved), **extra_params}
+    def log_config(self, cfg: DictConfig, params: dict[str, Any]) -> None:
+        """``params`` (cut at MLflow's length limit), and the whole resolved config as a file."""
         items = [Param(k, str(v)[:6000]) for k, v in params.items()]
         for i in range(0, len(items), 100):  # log_batch takes at most 100 params a call
             self.client.log_batch(self.id, params=items[i:i + 100])
