@@ -3,6 +3,8 @@ computation, its qualitative behaviour, and divergence that ends a run cleanly."
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from torch import nn
@@ -132,6 +134,11 @@ def test_a_diverging_job_does_not_stop_a_multirun(store):
     assert statuses == [("false", "FINISHED"), ("true", "FAILED")]
     (parent,) = [r for r in runs if r.data.tags.get("sweep") == "true"]
     assert parent.data.metrics["sweep/diverged"] == 1 and parent.data.metrics["sweep/finished"] == 1
+    # the parent is named by what the grid varies, records it, and carries the comparison
+    assert parent.info.run_name == "sweep-adding clip=null,1.0"
+    assert json.loads(parent.data.tags["sweep_params"]) == {"clip": "null,1.0"}
+    report = {a.path for a in store.client.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/REPORT.md", "report/metric_vs_length.png"} <= report, report
 
 
 def test_diagnostics_can_be_switched_off():

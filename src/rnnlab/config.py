@@ -117,6 +117,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "optim.gamma": (positive_real, "must be a number > 0"),
     "trainer.max_steps": (positive_int, "must be an integer > 0"),
     "sweep.rerun": (one_of(True, False), "must be true or false"),
+    "sweep.report": (one_of(True, False), "must be true or false"),
     "tracking.async_logging": (one_of(True, False), "must be true or false"),
     "tracking.async_buffer_s": (lambda v: _is_real(v) and v >= 0, "must be a number of seconds >= 0"),
     "checkpoint.every_n_epochs": (positive_int, "must be an integer > 0"),

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 # mlflow and rnnlab.tracking (which pulls in Lightning) are imported where used: Hydra builds
 # this callback for every command, and a rejected command line must not pay seconds of imports.
@@ -74,6 +74,27 @@ def record_outcome(outcome: str, run_id: str | None = None, detail: str = "") ->
     path.write_text(json.dumps({"outcome": outcome, "run_id": run_id, "detail": detail[:2000]}))
 
 
+def grid(config: DictConfig) -> dict[str, str]:
+    """What the sweep varies: the preset's ``hydra.sweeper.params`` with the command line's
+    overrides on top (a fixed value there takes a key out of the grid), e.g.
+    ``{"cell": "lstm,gru", "seq_len": "25,50"}``."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    params = config.hydra.sweeper.get("params") or {}
+    merged = {str(k): str(v) for k, v in params.items()}
+    for override in parser.parse_overrides(list(config.hydra.overrides.task)):
+        typed = override.input_line or ""  # as typed: Hydra cannot render a sweep's value as str
+        merged[override.get_key_element()] = typed.split("=", 1)[1]
+    return {k: v for k, v in merged.items() if parser.parse_override(f"{k}={v}").is_sweep_override()}
+
+
+def sweep_name(config: DictConfig, experiment: str) -> str:
+    """``long_range cell=rnn,lstm,gru seq_len=25,50``: the preset (or experiment) and the grid."""
+    base = config.get("sweep", {}).get("name") or f"sweep-{experiment}"
+    return " ".join([base, *(f"{k}={v}" for k, v in grid(config).items())])[:250]
+
+
 class Terminated(SystemExit):
     """SIGTERM reached the launching process (a scheduler's time limit, ``kill``)."""
 
@@ -111,9 +132,28 @@ def _end(info: dict[str, Any], how: str) -> None:
     parent = info["parent_run_id"]
     now = int(time.time() * 1000)
     client.log_batch(parent, metrics=[Metric(f"sweep/{k}", v, now, 0) for k, v in counts.items()])
+    if how != "interrupted" and info.get("report", True) and counts["finished"] + counts["diverged"]:
+        _attach_comparison(info)
     client.set_terminated(parent, status)
     print(f"sweep {status}: " + ", ".join(f"{v} {k}" for k, v in counts.items()) +
           f" (parent MLflow run {parent})", flush=True)
+
+
+def _attach_comparison(info: dict[str, Any]) -> None:
+    """The comparison of this sweep's runs (REPORT.md: tables per task, baselines, figures of
+    the metric against length, training curves, gradient through time) as artifacts of the
+    parent run, under ``report/``: the MLflow UI then answers "which cell won" by itself. A
+    report that cannot be made is said, and the parent still ends."""
+    from rnnlab import report
+
+    try:
+        result = report.build(info["experiment"], info["tracking_uri"], Path(info["sweep_dir"]) / "report",
+                              sweep_id=info["parent_run_id"], log_to_parent=True)
+    except Exception as e:  # the sweep's outcome stands without its summary
+        print(f"sweep: no comparison report ({type(e).__name__}: {e})", flush=True)
+        return
+    print(f"sweep: comparison of {result.n_runs} runs logged to the parent run under report/ "
+          f"({result.report})", flush=True)
 
 
 class SweepCallback(Callback):
@@ -129,11 +169,10 @@ class SweepCallback(Callback):
         task = config.hydra.runtime.choices.get("task", "sweep")
         experiment = experiment_name(config, task)
         exp_id = tracking.get_or_create_experiment(client, experiment, tracking.artifact_root(config.tracking))
-        name = config.get("sweep", {}).get("name") or f"sweep-{experiment}"
-        parent = client.create_run(exp_id, run_name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}", tags={
+        name = sweep_name(config, experiment)
+        parent = client.create_run(exp_id, run_name=name, tags={
             runs.SWEEP: "true", "command": tracking.command_line(), **tracking.git_info(),
-            runs.SWEEP_PARAMS: json.dumps(OmegaConf.to_container(config.hydra.sweeper.params, resolve=False)
-                                          if config.hydra.sweeper.get("params") else {}),
+            runs.SWEEP_PARAMS: json.dumps(grid(config)),
         })
         run_id = parent.info.run_id
         client.set_tag(run_id, runs.SWEEP_ID, run_id)
@@ -142,7 +181,7 @@ class SweepCallback(Callback):
         for stale in sweep_dir.glob(f"*/{OUTCOME_FILE}"):  # a rerun into the same dir counts afresh
             stale.unlink()
         info = {"parent_run_id": run_id, "experiment": experiment, "tracking_uri": uri,
-                "sweep_dir": str(sweep_dir.resolve())}
+                "sweep_dir": str(sweep_dir.resolve()), "report": bool(config.get("sweep", {}).get("report", True))}
         (sweep_dir / SWEEP_FILE).write_text(json.dumps(info))
         _open = info
         signal.signal(signal.SIGTERM, _terminate)  # the default action would leave the parent RUNNING
