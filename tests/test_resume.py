@@ -92,3 +92,19 @@ def test_a_logged_run_can_be_rerun_from_its_config_artifact(store, tmp_path):
     assert again.data.tags["config_hash"] == first.data.tags["config_hash"]
     assert store.history(again.info.run_id, "train/loss") == store.history(first.info.run_id, "train/loss")
     assert again.data.metrics["test/mse"] == first.data.metrics["test/mse"]
+
+
+def test_a_resumed_history_fills_a_gap_left_by_out_of_order_writes(store):
+    """MLflow writes async batches from a pool of threads, so a killed run can leave step 54 in
+    the store without step 49. The replay after a resume must log 49 and skip 54."""
+    from rnnlab.tracking import RunLogger
+
+    exp = store.client.create_experiment("gaps")
+    run_id = store.client.create_run(exp).info.run_id
+    for step in (44, 54):
+        store.client.log_metric(run_id, "m", float(step), step=step)
+    logger = RunLogger(experiment_name="gaps", tracking_uri=store.uri, run_id=run_id, synchronous=True,
+                       logged={"m": {44, 54}})
+    for step in (44, 49, 54, 59):
+        logger.log_metrics({"m": float(step)}, step=step)
+    assert sorted(store.history(run_id, "m")) == [(44, 44.0), (49, 49.0), (54, 54.0), (59, 59.0)]

@@ -182,23 +182,24 @@ class RunLogger(MLFlowLogger):
     :class:`TrackingLost` at the first failed one, so a run whose server went away stops
     instead of training on with its metrics dropped.
 
-    ``logged_until`` (key -> last step already in the store) makes a resumed run continue each
-    metric's history without duplicates: the steps replayed between the checkpoint and the
-    moment the first process died are dropped instead of logged twice. Replayed steps are
-    bit-identical on CPU, so nothing is lost either; and because what counts is what reached
-    the store, points still queued by async logging when the process died are simply logged
-    by the replay.
+    ``logged`` (key -> the steps already in the store) makes a resumed run continue each
+    metric's history without duplicates or gaps: of the steps replayed between the checkpoint
+    and the moment the first process died, those the store holds are dropped and the others
+    logged. Which steps reached the store is not a prefix: MLflow writes asynchronous batches
+    from a pool of threads, so a batch of step 54 can land before one of step 49 and a kill in
+    between leaves a gap (seen in CI); hence a set per key, not the last step. Replayed steps
+    are bit-identical on CPU, so what is logged again equals what was lost.
     """
 
-    def __init__(self, *args, logged_until: dict[str, int] | None = None, **kwargs):
+    def __init__(self, *args, logged: dict[str, set[int]] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.logged_until = logged_until or {}
+        self.logged = logged or {}
         self._in_flight: list = []  # RunOperations of asynchronous writes not yet seen to land
 
     def log_metrics(self, metrics, step=None) -> None:
         step = step or 0
-        if self.logged_until:
-            metrics = {k: v for k, v in metrics.items() if step > self.logged_until.get(k, -1)}
+        if self.logged:
+            metrics = {k: v for k, v in metrics.items() if step not in self.logged.get(k, ())}
         if not metrics:
             return
         self.raise_if_lost()
@@ -246,7 +247,7 @@ class Run:
         self.experiment_id = get_or_create_experiment(self.client, experiment, artifact_root(tcfg))
         self.name = name
         self.resumed = resume_id is not None
-        logged_until: dict[str, int] = {}
+        logged: dict[str, set[int]] = {}
         if attach_id is not None:
             self.id = attach_id
         elif resume_id is None:
@@ -257,7 +258,7 @@ class Run:
             self.id = resume_id
             previous = self.client.get_run(resume_id)
             for key in previous.data.metrics:
-                logged_until[key] = max(m.step for m in self.client.get_metric_history(resume_id, key))
+                logged[key] = {m.step for m in self.client.get_metric_history(resume_id, key)}
             self.client.update_run(resume_id, status="RUNNING")
             self.set_tags({runs.RESUME_COUNT: int(previous.data.tags.get(runs.RESUME_COUNT, 0)) + 1})
             for key in runs.ENDING_TAGS:  # how the last attempt ended no longer describes the run
@@ -267,7 +268,7 @@ class Run:
         if asynchronous:  # read by MLflow's logging thread: gather points, write them together
             os.environ["MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS"] = str(tcfg.get("async_buffer_s", 2))
         self.logger = RunLogger(experiment_name=self.experiment_name, tracking_uri=self.uri,
-                                run_id=self.id, synchronous=not asynchronous, logged_until=logged_until)
+                                run_id=self.id, synchronous=not asynchronous, logged=logged)
         self.url = run_url(ui_base(tcfg), self.experiment_id, self.id)
         self.checkpoint_dir: str | None = None  # set once training starts
 
