@@ -137,6 +137,11 @@ def _end(info: dict[str, Any], how: str) -> None:
     client.set_terminated(parent, status)
     print(f"sweep {status}: " + ", ".join(f"{v} {k}" for k, v in counts.items()) +
           f" (parent MLflow run {parent})", flush=True)
+    from rnnlab import tracking
+
+    print(f"compare the runs, best test/skill first: {tracking.compare_url(info['ui'], info['experiment_id'])}\n"
+          f"the sweep's report: {tracking.run_url(info['ui'], info['experiment_id'], parent, 'artifacts/report')}",
+          flush=True)
 
 
 def _attach_comparison(info: dict[str, Any]) -> None:
@@ -180,7 +185,8 @@ class SweepCallback(Callback):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         for stale in sweep_dir.glob(f"*/{OUTCOME_FILE}"):  # a rerun into the same dir counts afresh
             stale.unlink()
-        info = {"parent_run_id": run_id, "experiment": experiment, "tracking_uri": uri,
+        info = {"parent_run_id": run_id, "experiment": experiment, "tracking_uri": uri, "experiment_id": exp_id,
+                "ui": tracking.ui_base(config.tracking),
                 "sweep_dir": str(sweep_dir.resolve()), "report": bool(config.get("sweep", {}).get("report", True))}
         (sweep_dir / SWEEP_FILE).write_text(json.dumps(info))
         _open = info

@@ -125,8 +125,17 @@ def experiment_url(base: str, experiment_id: str) -> str:
     return f"{base}/#/experiments/{experiment_id}/runs?{WORKFLOW}"
 
 
-def run_url(base: str, experiment_id: str, run_id: str) -> str:
-    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}?{WORKFLOW}"
+def run_url(base: str, experiment_id: str, run_id: str, tab: str = "") -> str:
+    """A run's page; ``tab`` e.g. ``artifacts/report/metric_vs_length.png``."""
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}{'/' + tab if tab else ''}?{WORKFLOW}"
+
+
+def compare_url(base: str, experiment_id: str, metric: str = "test/skill") -> str:
+    """The runs table sorted by ``metric``, best first. Sorting also lists a sweep's jobs
+    flat: the default view nests them, collapsed, under their parent, and then its charts
+    show only the parent's own metrics."""
+    key = f"metrics.%60{metric.replace('/', '%2F')}%60"  # metrics.`test/skill`, URL-encoded
+    return f"{experiment_url(base, experiment_id)}&orderByKey={key}&orderByAsc=false"
 
 
 def get_or_create_experiment(client: MlflowClient, name: str, artifact_location: str | None) -> str:

@@ -1,0 +1,207 @@
+"""The links a run prints, opened in a real browser: headless Chromium (Debian's package) driven by
+Playwright, against ``mlflow ui`` over a store that a small sweep trained into.
+
+MLflow 3.17's UI opens an experiment in its GenAI mode (a traces overview, a "Detect Issues" popup)
+unless the URL or the browser's localStorage says ``workflowType=machine_learning``; a user who
+follows the printed link has neither, so every page is opened in a fresh browser context and
+nothing is clicked. Screenshots go to ``$RNNLAB_SCREENSHOTS`` (else the test's tmp dir).
+
+Needs ``apt-get install chromium`` and ``pip install playwright`` (never ``playwright install``:
+the browser is Debian's, at ``$RNNLAB_CHROMIUM``, default /usr/bin/chromium)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from conftest import free_port
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = os.environ.get("RNNLAB_CHROMIUM", "/usr/bin/chromium")
+# headless Chromium as root in a container: no sandbox (needs user namespaces), no GPU, and a
+# /dev/shm that may be small
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"]
+INSTALL = ("the browser test needs Debian's Chromium and Playwright's Python client:\n"
+           "  sudo apt-get update && sudo apt-get install -y chromium\n"
+           "  .venv/bin/pip install playwright\n"
+           "(do not run `playwright install`: the test drives {chromium}, set RNNLAB_CHROMIUM to use another)")
+FIRST_PAINT_MS = 120_000  # the first element of a page: a cold server and a 20 MB bundle on 2 slow cores
+THEN_MS = 30_000          # every element after it
+SUMMARY = re.compile(r"^MLflow run (?P<run_id>[0-9a-f]{32}) in experiment '(?P<experiment>[^']+)' "
+                     r"\((?P<status>[A-Z]+)\): (?P<url>\S+)$", re.M)
+
+
+def require_browser():
+    """Playwright's ``sync_playwright``; the test fails (not skips) when it or Chromium is missing."""
+    message = INSTALL.format(chromium=CHROMIUM)
+    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+        pytest.fail(f"no Chromium at {CHROMIUM}; {message}", pytrace=False)
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail(f"Playwright is not installed in {sys.prefix}; {message}", pytrace=False)
+    return sync_playwright
+
+
+@contextlib.contextmanager
+def mlflow_ui(uri: str, folder: Path):
+    """``mlflow ui`` on 127.0.0.1 at a free port, in its own process group, stopped (the whole
+    group) whatever happens; yields its base URL."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = folder / "mlflow-ui.log"
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no job-worker processes
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).with_name("mlflow")), "ui", "--backend-store-uri", uri,
+             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                urllib.request.urlopen(base + "/health", timeout=5)
+                break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    pytest.fail(f"mlflow ui did not start ({log}):\n{log.read_text()[-3000:]}")
+                time.sleep(0.5)
+        yield base
+    finally:
+        for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 20)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+            try:
+                proc.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        with contextlib.suppress(ProcessLookupError):  # workers that outlived their parent
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def fresh_page(browser, url: str, shots: Path, name: str):
+    """``url`` in a new browser context (no cookies, no localStorage); on failure, a screenshot
+    ``FAILED-<name>.png`` and the page's uncaught errors."""
+    context = browser.new_context(viewport={"width": 1600, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(THEN_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        page.goto(url, wait_until="load", timeout=FIRST_PAINT_MS)
+        yield page
+    except BaseException as e:
+        with contextlib.suppress(Exception):
+            page.screenshot(path=str(shots / f"FAILED-{name}.png"))
+        if errors and isinstance(e, AssertionError):
+            raise AssertionError(f"{e}\nuncaught errors in the page: {errors}") from e
+        raise
+    finally:
+        context.close()
+
+
+def expect_model_training_mode(page, expect, experiment_id: str) -> None:
+    """The sidebar is the model-training one (Runs, Models, Traces) and nothing of GenAI mode is
+    there: no traces overview, no Judges or Evaluation runs, no "Detect Issues"."""
+    runs_nav = page.locator(f'nav a[href^="#/experiments/{experiment_id}/runs"]')
+    expect(runs_nav).to_have_text("Runs")  # model-training mode only: GenAI's sidebar has "Evaluation runs"
+    for genai in ["/overview/", "/evaluation-runs", "/judges", "/chat-sessions"]:
+        expect(page.locator(f'a[href*="{genai}"]'), f"GenAI link {genai} on the page").to_have_count(0)
+    expect(page.get_by_text("Detect Issues")).to_have_count(0)
+    assert "workflowType=machine_learning" in page.url and "/overview" not in page.url, page.url
+
+
+def test_printed_links_open_the_runs_in_model_training_mode(store, tmp_path):
+    sync_playwright = require_browser()
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=THEN_MS)
+    shots = Path(os.environ.get("RNNLAB_SCREENSHOTS") or tmp_path / "screenshots")
+    shots.mkdir(parents=True, exist_ok=True)
+    for stale in shots.glob("FAILED-*.png"):
+        stale.unlink()
+
+    proc = store.train("-m", "task=adding", "cell=rnn,gru", "seq_len=10", f"hydra.sweep.dir={store.dir / 'sweep'}")
+    lines = proc.stdout.splitlines()
+    printed = {m["run_id"]: m for m in SUMMARY.finditer(proc.stdout)}
+    assert len(printed) == 2, f"expected a summary per job:\n{proc.stdout[-3000:]}"
+
+    # 4. the sweep's parent run ended FINISHED, with its two children
+    runs = store.runs("adding")
+    (parent,) = [r for r in runs if r.data.tags.get("sweep") == "true"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert parent.info.status == "FINISHED", parent.info.status
+    assert parent.data.metrics["sweep/finished"] == 2
+    assert "compare the runs, best test/skill first: http" in proc.stdout
+    assert sorted(r.info.run_id for r in children) == sorted(printed)
+
+    gru = next(r for r in children if r.data.tags["cell"] == "gru")
+    summary = printed[gru.info.run_id]
+    assert summary["status"] == "FINISHED"
+    link_line = lines.index(summary.group(0))
+    verdict = lines[link_line - 1]  # the line above the link: what the run's description holds
+    assert verdict.startswith("GRU, adding, T=10, clip 1.0: test/mse"), verdict
+    assert gru.data.tags["mlflow.note.content"] == verdict
+    experiment_id = gru.info.experiment_id
+
+    with mlflow_ui(store.uri, tmp_path) as base, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            # 1, 2. the printed link, pointed at this server, opens on the run's overview in
+            # model-training mode, its description the verdict line
+            printed_url = urlsplit(summary["url"])
+            run_url = urlunsplit(printed_url._replace(scheme="http", netloc=urlsplit(base).netloc))
+            with fresh_page(browser, run_url, shots, "run-page") as page:
+                expect(page.get_by_test_id("runs-header")).to_contain_text(gru.info.run_name, timeout=FIRST_PAINT_MS)
+                expect_model_training_mode(page, expect, experiment_id)
+                assert f"/runs/{gru.info.run_id}" in page.url, page.url
+                expect(page.get_by_role("tab", name="Overview", selected=True)).to_be_visible()
+                expect(page.get_by_role("cell", name="test/mse", exact=True)).to_be_visible()
+                expect(page.get_by_role("cell", name="cell.name", exact=True)).to_be_visible()
+                description = page.get_by_test_id("note-editor-preview-content")
+                expect(description).to_have_text(verdict)
+                page.screenshot(path=str(shots / "1-run-page.png"))
+                description.scroll_into_view_if_needed()
+                box = description.bounding_box()  # with the "Description" heading above it
+                assert box is not None
+                page.screenshot(path=str(shots / "2-run-description.png"), clip={
+                    "x": max(box["x"] - 24, 0), "y": max(box["y"] - 60, 0), "width": box["width"] + 48,
+                    "height": box["height"] + 84})
+
+            # 3. the experiment's runs-table link: the table, the sweep's parent in it (its two
+            # children are nested under it, collapsed: 3 runs in all), with no click
+            table_url = f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+            with fresh_page(browser, table_url, shots, "runs-table") as page:
+                parent_link = page.locator(f'[role="gridcell"] a[href$="/runs/{parent.info.run_id}"]')
+                expect(parent_link).to_have_text(parent.info.run_name, timeout=FIRST_PAINT_MS)
+                expect(page.get_by_text(re.compile(rf"^\s*{len(runs)} matching runs\s*$"))).to_be_visible()
+                expect(page.get_by_test_id("sort-header-Run Name")).to_be_visible()
+                expect_model_training_mode(page, expect, experiment_id)
+                page.screenshot(path=str(shots / "3-runs-table.png"))
+
+            # 5. the sweep's comparison, an artifact of its parent run, renders in the artifact view
+            figure = "report/metric_vs_length.png"
+            figure_url = f"{base}/#/experiments/{experiment_id}/runs/{parent.info.run_id}/artifacts/{figure}" \
+                         "?workflowType=machine_learning"
+            with fresh_page(browser, figure_url, shots, "sweep-comparison") as page:
+                expect(page.get_by_text(figure, exact=True).first).to_be_visible(timeout=FIRST_PAINT_MS)
+                expect(page.get_by_text("REPORT.md", exact=True)).to_be_visible()
+                image = page.locator('img[src^="blob:"]').first  # the figure itself, fetched from the store
+                expect(image).to_be_visible()
+                assert page.evaluate("img => img.naturalWidth", image.element_handle()) > 300
+                page.screenshot(path=str(shots / "4-sweep-comparison.png"))
+        finally:
+            browser.close()
