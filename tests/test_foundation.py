@@ -3,6 +3,8 @@ and bad input rejected before any MLflow run exists."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -83,6 +85,10 @@ def test_a_run_shorter_than_one_validation_interval_validates_and_tests(store):
     assert {"val/mse", "test/mse"} <= set(run.data.metrics)
     assert [s for s, _ in store.history(run.info.run_id, "val/mse")] == [4]
     assert "val/mse = " in proc.stdout and "test/mse = " in proc.stdout
+    # a console that informs: progress with rate and ETA, none of the libraries' noise
+    assert "step      2/5 | " in proc.stdout and "steps/s | ETA " in proc.stdout
+    for noise in ("litlogger", "LeafSpec", "multiple `ModelCheckpoint`"):
+        assert noise not in proc.stdout + proc.stderr, noise
     # One comparable number, and the verdict against the baseline on the run page and console
     baseline, test = run.data.metrics["baseline/mse"], run.data.metrics["test/mse"]
     assert run.data.metrics["test/skill"] == pytest.approx(1 - test / baseline)
@@ -103,3 +109,11 @@ def test_train_runs_in_process_and_tracks_the_run(store):
     assert run.info.status == "FINISHED" and run.data.tags["diverged"] == "false"
     assert {"val/loss", "test/loss", "train/loss", "grad_norm/pre_clip"} <= set(run.data.metrics)
     assert summary.lines()[0].startswith("[gru-copy-T20-clip1.0-s0] val/loss = ")
+
+
+def test_make_ui_serves_the_store_runs_write_to_without_job_workers(tmp_path):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/elsewhere.db"}
+    dry = subprocess.run(["make", "-n", "ui"], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    (command,) = [line for line in dry.stdout.splitlines() if " ui --backend-store-uri " in line]
+    assert f"--backend-store-uri sqlite:///{tmp_path}/elsewhere.db " in command
+    assert command.startswith("MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false ")
