@@ -81,3 +81,33 @@ def test_encoder_head_and_training_step_by_hand():
 def test_flops_reject_unknown_cell():
     with pytest.raises(ValueError, match="unknown cell"):
         forward_flops("transformer", 1, 1, 1, 1, 1, 1)
+
+
+@pytest.mark.parametrize("task,budget", [("adding", 50_000), ("char_lm", 50_000),
+                                         ("sentiment", 1_000_000)])  # its embedding alone is ~640k
+def test_param_budget_gives_every_cell_the_same_size_within_2_percent(task, budget):
+    """model.param_budget picks each cell's hidden size: every built model (counted by torch,
+    not by the formula) is within 2% of the budget, and more gate blocks leave less width
+    (RNN 1, GRU 3, LSTM 4)."""
+    from conftest import compose
+    from rnnlab.run import _apply_param_budget, build_model, build_task
+
+    hidden = {}
+    for cell in ("rnn", "gru", "lstm"):
+        cfg = compose(f"task={task}", f"cell={cell}", f"model.param_budget={budget}", "seq_len=20")
+        built = build_task(cfg)
+        _apply_param_budget(cfg, built)
+        n = sum(p.numel() for p in build_model(cfg, built, "x").parameters())
+        assert abs(n - budget) <= 0.02 * budget, (cell, cfg.cell.hidden_size, n)
+        hidden[cell] = cfg.cell.hidden_size
+    assert hidden["rnn"] > hidden["gru"] > hidden["lstm"], hidden
+
+
+def test_an_impossible_param_budget_is_a_config_error():
+    from conftest import compose
+    from rnnlab.config import ConfigError
+    from rnnlab.run import _apply_param_budget, build_task
+
+    cfg = compose("task=char_lm", "model.param_budget=10", "seq_len=20")
+    with pytest.raises(ConfigError, match="model.param_budget=10: no hidden size gives 10 parameters"):
+        _apply_param_budget(cfg, build_task(cfg))

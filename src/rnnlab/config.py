@@ -108,6 +108,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "diagnostics.last_k": (positive_int, "must be an integer > 0"),
     "diagnostics.threshold": (lambda v: _is_real(v) and 0 < v < 1, "must be a number in (0, 1)"),
     "model.embed_dim": (positive_int, "must be an integer > 0"),
+    "model.param_budget": (optional(positive_int), "must be an integer > 0 (parameters), or null"),
     "optim.name": choice(OPTIMIZERS),
     "optim.lr": (positive_real, "must be a number > 0"),
     "optim.weight_decay": (lambda v: _is_real(v) and v >= 0, "must be a number >= 0"),

@@ -27,6 +27,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from rnnlab import config, runs, sweep, tracking
 from rnnlab.callbacks import FlushedCheckpoint, StopRecorder, TokensPerSecond, ValidateAtLastStep
+from rnnlab.cells.params import hidden_for_budget
 from rnnlab.console import PlainProgress, StepProgressBar, silence_known_noise
 from rnnlab.diagnostics import GradientFlow
 from rnnlab.model import RecurrentModel
@@ -125,6 +126,7 @@ def train(cfg: DictConfig) -> Summary | None:
             return done
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     task = build_task(cfg)  # loads and checks the data: may raise ConfigError
+    _apply_param_budget(cfg, task)
     model = build_model(cfg, task, run_name(cfg, task.name))
     start = _choose_start(cfg, digest, task.name, in_sweep is not None)
     _require_space(cfg, model, start)
@@ -173,6 +175,20 @@ def build_model(cfg: DictConfig, task: Task, label: str) -> RecurrentModel:
         max_steps=cfg.trainer.max_steps,
         run_label=label,
     )
+
+
+def _apply_param_budget(cfg: DictConfig, task: Task) -> None:
+    """``model.param_budget=N``: each cell gets the hidden size that makes the model N
+    parameters (within 2%), so that cells compare at equal capacity. The chosen size is then
+    the config's ``cell.hidden_size``, logged with the runs's params and ``model/n_params``."""
+    budget = cfg.model.get("param_budget")
+    if not budget:
+        return
+    try:
+        cfg.cell.hidden_size = hidden_for_budget(budget, cfg.cell.name, task.input_kind, task.input_size,
+                                                 cfg.model.embed_dim, cfg.cell.num_layers, task.output_size)
+    except ValueError as e:
+        raise config.ConfigError("model.param_budget", budget, str(e)) from None
 
 
 def run_name(cfg: DictConfig, task_name: str) -> str:

@@ -82,6 +82,36 @@ def train_step_flops(cell: str, batch: int, seq_len: int, hidden_size: int, embe
                              input_kind, readout, num_layers)["forward"]
 
 
+def model_params(cell: str, input_kind: str, input_size: int, embed_dim: int, hidden_size: int,
+                 num_layers: int, output_size: int) -> int:
+    """Parameters of a whole ``RecurrentModel``: encoder (an embedding for tokens, a linear
+    projection with bias for real inputs), the recurrent stack, and the linear head."""
+    encoder = input_size * embed_dim + (embed_dim if input_kind == "real" else 0)
+    head = hidden_size * output_size + output_size
+    return encoder + count_params(cell, embed_dim, hidden_size, num_layers) + head
+
+
+def hidden_for_budget(budget: int, cell: str, input_kind: str, input_size: int, embed_dim: int,
+                      num_layers: int, output_size: int, tolerance: float = 0.02) -> int:
+    """The hidden size whose model is closest to ``budget`` parameters, for comparisons at
+    equal capacity (Collins et al. 2017): at one hidden size an LSTM has 4x the recurrent
+    weights of a vanilla RNN. ValueError if no size comes within ``tolerance``."""
+    def size(h: int) -> int:
+        return model_params(cell, input_kind, input_size, embed_dim, h, num_layers, output_size)
+
+    lo, hi = 1, 1
+    while size(hi) < budget:  # the count grows with h: bracket, then bisect
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if size(mid) < budget else (lo, mid)
+    best = min((lo, hi), key=lambda h: abs(size(h) - budget))
+    if abs(size(best) - budget) > tolerance * budget:
+        raise ValueError(f"no hidden size gives {budget:,} parameters within {tolerance:.0%} "
+                         f"(hidden {best}: {size(best):,})")
+    return best
+
+
 def table(input_size: int, hidden_size: int, num_layers: int = 1) -> str:
     """A plain-text table of :func:`count_params` for the three cells in both layouts."""
     rows = [("cell", "single bias", "pytorch (2 biases)", "difference")]
