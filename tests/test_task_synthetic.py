@@ -117,3 +117,20 @@ def test_end_to_end(store, task, metrics):
         assert run.data.metrics["baseline/mse"] == pytest.approx(1 / 6)
     else:
         assert run.data.metrics["baseline/loss"] == pytest.approx(memoryless_loss(20))
+
+
+@pytest.mark.slow
+def test_a_solved_run_logs_steps_to_solve_and_can_stop_early(store):
+    """A GRU solves the adding problem at T=10 in a few hundred steps: val/skill crosses 0.9,
+    steps_to_solve is that validation's step, and with early stop the run ends two solved
+    validations later, well before max_steps, with its test metrics from the best checkpoint."""
+    summary = store.train_in_process("task=adding", "cell=gru", "seq_len=10", "batch_size=32",
+                                     "cell.hidden_size=32", "trainer.max_steps=2000",
+                                     "trainer.val_check_interval=25", "solve.early_stop=true")
+    run = store.only_run("adding")
+    solved = int(run.data.metrics["steps_to_solve"])  # training steps taken until solved
+    skill = dict(store.history(run.info.run_id, "val/skill"))  # Lightning logs val/* at step - 1
+    assert skill[solved - 1] >= 0.9 and all(v < 0.9 for s, v in skill.items() if s < solved - 1)
+    assert max(skill) == solved - 1 + 25, "stopped after the second solved validation in a row"
+    assert run.data.tags["stop_reason"] == "solved" and summary.status == "FINISHED"
+    assert run.data.metrics["test/skill"] > 0.8

@@ -49,6 +49,41 @@ class ValidateAtLastStep(Callback):
             trainer.should_stop = True
 
 
+class SolveWatch(Callback):
+    """``steps_to_solve``: the first training step whose validation skill (``val/skill``: 1 =
+    perfect, 0 = the trivial baseline) reaches ``threshold``; its resolution is the validation
+    interval. With ``early_stop``, the run ends once it has been solved for ``patience``
+    validations in a row, so that a study spends its budget where the answer is still open;
+    its final metrics still come from the best checkpoint."""
+
+    def __init__(self, threshold: float, patience: int, early_stop: bool) -> None:
+        self.threshold, self.patience, self.early_stop = threshold, patience, early_stop
+        self.solved_at: int | None = None
+        self.streak = 0
+        self.stopped = False
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        skill = trainer.callback_metrics.get("val/skill")
+        if trainer.sanity_checking or trainer.state.fn != "fit" or skill is None:
+            return
+        if float(skill) < self.threshold:
+            self.streak = 0
+            return
+        self.streak += 1
+        if self.solved_at is None:
+            self.solved_at = trainer.global_step
+            if trainer.logger is not None and trainer.is_global_zero:
+                trainer.logger.log_metrics({"steps_to_solve": float(self.solved_at)}, step=self.solved_at)
+        if self.early_stop and self.streak >= self.patience:
+            trainer.should_stop = self.stopped = True
+
+    def state_dict(self) -> dict:
+        return {"solved_at": self.solved_at, "streak": self.streak}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.solved_at, self.streak = state_dict["solved_at"], state_dict["streak"]
+
+
 class StopRecorder(Callback):
     """Remembers what interrupted ``fit`` or ``test``: Lightning turns Ctrl-C into
     ``sys.exit(1)``, and the caller needs to tell that from a real failure."""

@@ -43,6 +43,7 @@ class RecurrentModel(pl.LightningModule):
         self._carry: dict[str, object] = {}  # hidden state carried across batches (stateful)
         self._loss = torch.zeros(())  # the last training step's loss, for the logger
         self.diverged_at: int | None = None  # global step at which loss or gradient went non-finite
+        self._val_baselines: dict[str, float] | None = None  # the trivial strategy on the val split
 
     # -- checkpoints: what a resumed run needs to continue exactly --------------------------
     def on_save_checkpoint(self, checkpoint):
@@ -144,6 +145,12 @@ class RecurrentModel(pl.LightningModule):
         values = self.task.compute_metrics(self.metrics[stage])
         self.metrics[stage].reset()
         scalars = {f"{stage}/{k}": v for k, v in values.items() if v.ndim == 0}
+        if stage == "val":  # val/skill: how far from the baseline (0) towards perfect (1)
+            if self._val_baselines is None:
+                self._val_baselines = self.task.baselines("val")
+            skill = self.task.skill(float(scalars[self.task.main_metric]), self._val_baselines)
+            if skill is not None:
+                scalars["val/skill"] = torch.tensor(skill)
         self.final_vectors.update({f"{stage}/{k}": v for k, v in values.items() if v.ndim > 0})
         self.log_dict(scalars, prog_bar=stage == "val")
         self._carry.pop(stage, None)

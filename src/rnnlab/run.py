@@ -26,7 +26,7 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from rnnlab import config, runs, sweep, tracking
-from rnnlab.callbacks import FlushedCheckpoint, StopRecorder, TokensPerSecond, ValidateAtLastStep
+from rnnlab.callbacks import FlushedCheckpoint, SolveWatch, StopRecorder, TokensPerSecond, ValidateAtLastStep
 from rnnlab.cells.params import hidden_for_budget
 from rnnlab.console import PlainProgress, StepProgressBar, silence_known_noise
 from rnnlab.diagnostics import GradientFlow
@@ -288,7 +288,9 @@ def _callbacks(cfg: DictConfig, task: Task, run: tracking.Run, ckpt_dir: str,
     last = FlushedCheckpoint(run.flush, dirpath=ckpt_dir, filename="last", save_top_k=1,
                              enable_version_counter=False,
                              every_n_train_steps=cfg.checkpoint.every_n_epochs * steps_per_epoch)
-    callbacks: list[Callback] = [best, last, ValidateAtLastStep(), TokensPerSecond(), stop]
+    s = cfg.get("solve", {})
+    solve = SolveWatch(s.get("threshold", 0.9), s.get("patience", 2), bool(s.get("early_stop", False)))
+    callbacks: list[Callback] = [best, last, ValidateAtLastStep(), TokensPerSecond(), stop, solve]
     if run.resumed:
         callbacks.append(_BestFromStore(best, run, task))
     if cfg.diagnostics.enabled:
@@ -335,7 +337,10 @@ def _finalize(cfg: DictConfig, task: Task, model: RecurrentModel, run: tracking.
                 run.log_artifact(path, "plots" if path.endswith(".png") else "data")
         if cfg.tracking.get("log_checkpoint", True) and best.best_model_path:
             run.log_artifact(best.best_model_path, "checkpoints")
+    solved = next(c for c in trainer.callbacks if isinstance(c, SolveWatch))  # type: ignore[attr-defined]
+    stop_reason = "diverged" if diverged else "solved" if solved.stopped else "max_steps"
     run.set_tags({runs.DIVERGED: str(diverged).lower(), runs.STATUS_REASON: "diverged" if diverged else "ok",
+                  runs.STOP_REASON: stop_reason,
                   runs.NOTE: line,
                   **({runs.DIVERGED_AT: model.diverged_at, runs.LAST_GRAD_NORM: model.guard.last_norm}
                      if diverged else {})})

@@ -19,6 +19,7 @@ DIVERGED = "diverged"  # "true" | "false": a non-finite loss or gradient ended t
 DIVERGED_AT = "diverged_at_step"
 LAST_GRAD_NORM = "last_grad_norm"
 STATUS_REASON = "status_reason"  # ok | diverged | interrupted | error
+STOP_REASON = "stop_reason"  # max_steps | solved | diverged: why training ended
 STOPPED_BY = "stopped_by"  # SIGINT | SIGTERM, on a KILLED run
 ERROR = "error"  # "<ExceptionType>: <message>", on a FAILED run
 RESUME_COUNT = "resume_count"

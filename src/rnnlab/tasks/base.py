@@ -144,8 +144,9 @@ class Task(pl.LightningDataModule):
         """The epoch's values; override to add derived ones (perplexity from the mean loss)."""
         return dict(metrics.compute())
 
-    def baselines(self) -> dict[str, float]:
-        """Metrics of the trivial strategy on the test split, logged once under ``baseline/``."""
+    def baselines(self, split: str = "test") -> dict[str, float]:
+        """Metrics of the trivial strategy on ``split``: the test split's are logged once under
+        ``baseline/``, the validation split's give ``val/skill`` at each validation."""
         return {}
 
     def skill(self, test_value: float, baselines: dict[str, float]) -> float | None:

@@ -140,13 +140,13 @@ class CharLM(Task):
         return {"loss": loss, "ppl": loss.exp(), "bpc": loss / math.log(2),
                 "loss_by_pos": metrics["loss_by_pos"].compute()}
 
-    def baselines(self):
+    def baselines(self, split: str = "test"):
         """A model that ignores all context: the training split's character frequencies
         (add-one smoothed, since test characters unseen in training map to UNK), scored on
-        the test split."""
+        ``split``."""
         counts = torch.bincount(self.ids["train"], minlength=len(self.vocab)).double() + 1
         log_p = (counts / counts.sum()).log()
-        h = float(-log_p[self.ids["test"]].mean())
+        h = float(-log_p[self.ids[split]].mean())
         return {"loss": h, "ppl": math.exp(h), "bpc": h / math.log(2)}
 
     def describe(self):

@@ -211,9 +211,9 @@ class Forecast(RegressionTask):
         return lo + self.seq_len + torch.arange(n).unsqueeze(1) + torch.arange(self.horizon)
 
     # -- objective and metrics ------------------------------------------------------------
-    def baselines(self):
-        """Persistence and seasonal-naive on the test windows (normalised scale)."""
-        t = self.fields["test"]
+    def baselines(self, split: str = "test"):
+        """Persistence and seasonal-naive on the windows of ``split`` (normalised scale)."""
+        t = self.fields[split]
         y = t["y"].double()
         err = y - t["x"][:, -1].double()  # persistence: the last input, for every step
         out = {"mse": float(err.pow(2).mean()), "mae": float(err.abs().mean())}
@@ -221,7 +221,7 @@ class Forecast(RegressionTask):
             s = self.season
             k = torch.arange(1, self.horizon + 1)
             lag = s * torch.ceil(k / s).long()  # one season back, or more if the horizon exceeds it
-            err = y - self.z.double()[self.target_index("test") - lag]
+            err = y - self.z.double()[self.target_index(split) - lag]
             out.update(seasonal_mse=float(err.pow(2).mean()), seasonal_mae=float(err.abs().mean()))
         return out
 

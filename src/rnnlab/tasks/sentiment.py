@@ -225,10 +225,10 @@ class Sentiment(Task):
         metrics["acc"].update(p_fresh, batch["y"])
         metrics["f1"].update(p_fresh, batch["y"])
 
-    def baselines(self):
-        """Always predicting the training split's majority label, scored on the test split."""
+    def baselines(self, split: str = "test"):
+        """Always predicting the training split's majority label, scored on ``split``."""
         majority = int(torch.bincount(self.labels["train"], minlength=2).argmax())
-        y = self.labels["test"]
+        y = self.labels[split]
         acc = float((y == majority).double().mean())
         # F1 of the positive class: all-positive gives precision = P(y=1), recall 1;
         # all-negative predicts no positive, F1 0 (torchmetrics' convention too).
