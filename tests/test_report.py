@@ -274,8 +274,9 @@ def expected(store: Store) -> dict[tuple[str, int, str], dict]:
         if "cell" not in t:
             continue
         row = out.setdefault((t["cell"], int(t["seq_len"]), report.clip_label(t["clip"])),
-                             {"mse": [], "diverged": 0, "runs": 0})
+                             {"mse": [], "diverged": 0, "runs": 0, "baseline": []})
         row["runs"] += 1
+        row["baseline"].append(r.data.metrics["baseline/mse"])  # scored on the run's own test set
         if t["diverged"] == "true":
             row["diverged"] += 1
         elif r.info.status == "FINISHED":
@@ -307,7 +308,7 @@ def test_report_of_a_tiny_sweep(sweep, tmp_path):
     for cell, T, clip, value, n, baseline, diverged in rows:
         w = want[(cell, int(T), clip)]
         assert int(n) == len(w["mse"]) and diverged == f"{w['diverged']}/{w['runs']}"
-        assert baseline == "0.1667"
+        assert number(baseline) == pytest.approx(np.mean(w["baseline"]), rel=1e-3)
         mean, _, std = value.partition(" ± ")
         assert number(mean) == pytest.approx(np.mean(w["mse"]), rel=1e-3)
         if len(w["mse"]) > 1:
@@ -337,3 +338,31 @@ def test_report_of_a_tiny_sweep(sweep, tmp_path):
     assert result.n_runs == 8 and len(rows) == 4 and {r[2] for r in rows} == {"1.0"}
     assert {r[4] for r in rows} == {"2"} and {r[-1] for r in rows} == {"0/2"}
     assert f"--sweep-id {parent.info.run_id}" in md and result.logged_to is None
+
+
+def test_critical_length_and_paired_differences_from_hand_made_runs():
+    """gru solves T=10 on every seed and T=20 on two of three; rnn solves nothing. At T=10 gru's
+    error is 0.1 below rnn's on every seed (established); at T=20 the sign varies (not)."""
+    rows = []
+    for seed in range(3):
+        rows.append(raw_run(f"g10-{seed}", "gru", seq_len=10, seed=seed,
+                            metrics={"test/mse": 0.01 + 0.01 * seed, "steps_to_solve": 200.0}))
+        rows.append(raw_run(f"r10-{seed}", "rnn", seq_len=10, seed=seed, metrics={"test/mse": 0.11 + 0.01 * seed}))
+        rows.append(raw_run(f"g20-{seed}", "gru", seq_len=20, seed=seed,
+                            metrics={"test/mse": [0.05, 0.2, 0.05][seed],
+                                     **({"steps_to_solve": 300.0} if seed != 1 else {})}))
+        rows.append(raw_run(f"r20-{seed}", "rnn", seq_len=20, seed=seed, metrics={"test/mse": [0.15, 0.1, 0.06][seed]}))
+    rows.append(raw_run("r20-div", "rnn", seq_len=20, seed=3, status="FAILED", diverged=True))
+    runs = report.tidy(pd.DataFrame(rows))
+
+    critical = report.critical_table(runs, "adding").splitlines()
+    assert critical[0].split("|")[1:-1] == [" cell ", " clip ", " critical length ", " seq_len=10 ", " seq_len=20 "]
+    cells = {r.split("|")[1].strip(): [c.strip() for c in r.split("|")[2:-1]] for r in critical[2:]}
+    assert cells["gru"] == ["1.0", "20", "3/3", "2/3"]
+    assert cells["rnn"] == ["1.0", "none", "0/3", "0/4"], "the diverged seed counts as not solved"
+
+    paired = report.paired_table(runs, "adding", fake_info).splitlines()[2:]
+    t10, t20 = ([c.strip() for c in row.split("|")[1:-1]] for row in paired)
+    assert t10[:3] == ["10", "1.0", "rnn - gru"] and t10[3].startswith("0.1 [0.1, 0.1]")
+    assert t10[4:] == ["3", "gru better (established)"]
+    assert t20[4:] == ["3", "not established"]

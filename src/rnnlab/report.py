@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from rnnlab import stats
 from rnnlab.config import CELLS
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ KEY = [*GROUP, "seed"]
 CELL_ORDER = CELLS
 EXTRA_METRICS = {"copy": ("acc",)}  # shown beside the headline metric (copy: loss is the headline)
 LENGTH_LABELS = {"forecast": "lookback seq_len"}
+SOLVE_THRESHOLD = 0.9  # solve.threshold's default: what counts as solved for runs without steps_to_solve
 COMPLETED = ("finished", "diverged")  # outcomes that are results (a diverged run is one)
 BUDGET = {"trainer.max_steps": "max_steps", "cell.hidden_size": "hidden_size", "batch_size": "batch_size"}
 FIGURES = ("metric_vs_length.png", "training_curves.png", "grad_flow.png")
@@ -420,6 +422,54 @@ def metric_table(summary: pd.DataFrame, task: str, runs: pd.DataFrame,
     return md_table(header, rows, right)
 
 
+def solved(runs: pd.DataFrame) -> pd.Series:
+    """Per run: solved within its budget, i.e. it logged ``steps_to_solve`` (its validation skill
+    reached the threshold); runs made before that metric existed: ``test/skill`` >= 0.9. A
+    diverged or failed run did not solve."""
+    nothing = pd.Series(np.nan, index=runs.index)
+    steps = runs["steps_to_solve"] if "steps_to_solve" in runs else nothing
+    skill = runs["test/skill"] if "test/skill" in runs else nothing
+    return (runs["outcome"] == "finished") & (steps.notna() | (skill >= SOLVE_THRESHOLD))
+
+
+def critical_table(runs: pd.DataFrame, task: str) -> str | None:
+    """Per cell x clip: the critical length, and per length the seeds that solved / ran."""
+    t = runs[(runs["task"] == task) & runs["outcome"].isin(COMPLETED)]
+    if t.empty:
+        return None
+    t = t.assign(solved=solved(t))
+    lengths = sorted(int(x) for x in t["x"].dropna().unique())
+    header = ["cell", "clip", "critical length", *(f"{length_label(task, runs)}={x}" for x in lengths)]
+    rows = []
+    groups = sorted(t.groupby(["cell", "clip"]), key=lambda kv: (cell_order(kv[0][0]), clip_order(kv[0][1])))
+    for (cell, clip), g in groups:
+        per = {int(x): list(gx["solved"]) for x, gx in g.groupby("x")}
+        critical = stats.critical_length(per)
+        rows.append([cell, clip, "none" if critical is None else str(critical),
+                     *(f"{sum(per[x])}/{len(per[x])}" if x in per else "-" for x in lengths)])
+    return md_table(header, rows, range(2, len(header)))
+
+
+def paired_table(runs: pd.DataFrame, task: str, info: Callable[[str], TaskInfo] = task_info) -> str | None:
+    """Between every two cells at the same length and clip: the paired difference of the
+    headline metric over the seeds both finished, its interval and what it establishes."""
+    ti = info(task)
+    t = runs[(runs["task"] == task) & (runs["outcome"] == "finished") & runs["seed"].notna()]
+    rows = []
+    for (x, clip), g in sorted(t.groupby(["x", "clip"]), key=lambda kv: (kv[0][0], clip_order(kv[0][1]))):
+        by_cell = {c: dict(zip(gc["seed"].astype(int), gc[ti.metric])) for c, gc in g.groupby("cell")}
+        cells = sorted(by_cell, key=cell_order)
+        for i, a in enumerate(cells):
+            for b in cells[i + 1:]:
+                d = stats.paired_difference(by_cell[a], by_cell[b])
+                rows.append([str(x), clip, f"{a} - {b}", f"{fmt(d.mean)} [{fmt(d.low)}, {fmt(d.high)}]",
+                             str(d.n), stats.verdict(d, ti.mode, (a, b))])
+    if not rows:
+        return None
+    header = [length_label(task, runs), "clip", "cells", f"{ti.metric} difference [95% CI]", "seeds", "verdict"]
+    return md_table(header, rows, (0, 4))
+
+
 def throughput_table(tp: pd.DataFrame, task: str, runs: pd.DataFrame) -> str:
     """tokens/s per length (rows) and cell (columns), with the number of runs averaged."""
     t = tp[tp["task"] == task]
@@ -589,12 +639,22 @@ def render(ctx: Context, info: Callable[[str], TaskInfo] = task_info) -> str:
     parts = [header(ctx), "", "## Final test metric", "",
              "Mean ± std (sample std, ddof=1) over the seeds that finished; `n` = finished seeds. "
              "Diverged runs count only in `diverged` (diverged / finished+diverged). `baseline` is "
-             "the task's trivial strategy, scored by the run itself (`baseline/*`)."]
+             "the task's trivial strategy scored on the run's own test set (`baseline/*`).",
+             "",
+             f"Critical length: the longest length that at least half the seeds solve within the budget "
+             f"(a run is solved when its validation skill reached {SOLVE_THRESHOLD}: `steps_to_solve`). "
+             f"Paired differences between cells use the seeds both finished; intervals are the "
+             f"{stats.METHOD}, and a difference is established only when its interval excludes 0."]
     for task in sorted(ctx.runs["task"].unique()):
         ti = info(task)
         note = "" if ti.known else " (task class not found: ranked by test/loss, lower is better)"
         parts += ["", f"### {task}: `{ti.metric}`, {ti.better} is better{note}", "",
                   metric_table(ctx.summary, task, ctx.runs, info)]
+        critical, paired = critical_table(ctx.runs, task), paired_table(ctx.runs, task, info)
+        if critical:
+            parts += ["", f"**{task}: solved seeds and critical length**", "", critical]
+        if paired:
+            parts += ["", f"**{task}: paired differences between cells**", "", paired]
     fig_text = [
         ("metric_vs_length.png", "Final test metric vs length",
          "One line per cell, line style = clip, error bars = std over seeds, grey dashed = trivial baseline."),
