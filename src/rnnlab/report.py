@@ -461,9 +461,9 @@ def paired_table(runs: pd.DataFrame, task: str, info: Callable[[str], TaskInfo] 
         cells = sorted(by_cell, key=cell_order)
         for i, a in enumerate(cells):
             for b in cells[i + 1:]:
-                d = stats.paired_difference(by_cell[a], by_cell[b])
-                rows.append([str(x), clip, f"{a} - {b}", f"{fmt(d.mean)} [{fmt(d.low)}, {fmt(d.high)}]",
-                             str(d.n), stats.verdict(d, ti.mode, (a, b))])
+                diff = stats.paired_difference(by_cell[a], by_cell[b])
+                rows.append([str(x), clip, f"{a} - {b}", f"{fmt(diff.mean)} [{fmt(diff.low)}, {fmt(diff.high)}]",
+                             str(diff.n), stats.verdict(diff, ti.mode, (a, b))])
     if not rows:
         return None
     header = [length_label(task, runs), "clip", "cells", f"{ti.metric} difference [95% CI]", "seeds", "verdict"]
@@ -532,11 +532,11 @@ def _against_baseline(s: pd.DataFrame, ti: TaskInfo, base_col: str) -> list[str]
 def _best_cells(s: pd.DataFrame, ti: TaskInfo) -> list[str]:
     lines = []
     for clip in sorted(s["clip"].unique(), key=clip_order):
-        c = s[(s["clip"] == clip) & (s["n"] > 0)]
-        if len(c) < 2:
+        rivals = s[(s["clip"] == clip) & (s["n"] > 0)]
+        if len(rivals) < 2:
             continue
-        best = c.loc[c["mean"].idxmin() if ti.mode == "min" else c["mean"].idxmax()]
-        others = ", ".join(f"{r['cell']} {fmt(r['mean'])}" for _, r in c.iterrows() if r["cell"] != best["cell"])
+        best = rivals.loc[rivals["mean"].idxmin() if ti.mode == "min" else rivals["mean"].idxmax()]
+        others = ", ".join(f"{r['cell']} {fmt(r['mean'])}" for _, r in rivals.iterrows() if r["cell"] != best["cell"])
         lines.append(f"{'lowest' if ti.mode == 'min' else 'highest'} mean {ti.metric} with clip {clip}: "
                      f"{best['cell']} ({fmt(best['mean'])}; others: {others}).")
     return lines
