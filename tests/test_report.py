@@ -135,17 +135,18 @@ def test_tables_and_observations_state_the_numbers(hand_made):
     runs, _ = report.select_runs(report.tidy(hand_made))
     summary = report.summarise(runs, fake_info)
     header, _, *rows = table_rows("# adding\n" + report.metric_table(summary, "adding", runs, fake_info), "adding")
-    assert header == ["cell", "seq_len", "clip", "test/mse (mean ± std)", "n", "baseline", "diverged",
+    assert header == ["cell", "seq_len", "clip", "test/mse (mean [95% CI])", "n", "baseline", "diverged",
                       "failed", "running"]
-    assert rows[0] == ["rnn", "10", "1.0", "0.2 ± 0.14", "2", "0.1667", "1/3", "0", "0"]
+    # seeds 0.1 and 0.3: the bootstrap means can only be 0.1, 0.2 or 0.3, so the 95% CI is [0.1, 0.3]
+    assert rows[0] == ["rnn", "10", "1.0", "0.2 [0.1, 0.3]", "2", "0.1667", "1/3", "0", "0"]
     assert rows[1] == ["rnn", "10", "none", "0.4", "1", "0.1667", "0/1", "0", "0"]
     assert rows[3] == ["lstm", "20", "none", "—", "0", "—", "0/0", "1", "0"]
     assert rows[4] == ["gru", "20", "1.0", "—", "0", "—", "0/0", "0", "1"]
     copy_header = report.metric_table(summary, "copy", runs, fake_info).splitlines()[0]
-    assert "test/loss (mean ± std)" in copy_header and "test/acc (mean ± std)" in copy_header
+    assert "test/loss (mean [95% CI])" in copy_header and "test/acc (mean ± std)" in copy_header
     sent = report.metric_table(summary, "sentiment", runs, fake_info).splitlines()
     assert sent[0].startswith("| cell | task.distance | seq_len | clip | test/acc")
-    assert sent[2].startswith("| rnn | 16 | 64 | 1.0 | 0.75 ± 0.071 | 2 | 0.5 |")
+    assert sent[2].startswith("| rnn | 16 | 64 | 1.0 | 0.75 [0.7, 0.8] | 2 | 0.5 |")
 
     obs = "\n".join(report.observations(summary, runs, fake_info))
     assert "lstm, clip 1.0: 0.05 (n=1), better than the baseline by 0.1167 (70.0% of the baseline)" in obs
@@ -303,16 +304,17 @@ def test_report_of_a_tiny_sweep(sweep, tmp_path):
 
     want = expected(sweep)
     header, _, *rows = table_rows(md, "adding: `test/mse`")
-    assert header == ["cell", "seq_len", "clip", "test/mse (mean ± std)", "n", "baseline", "diverged"]
+    assert header == ["cell", "seq_len", "clip", "test/mse (mean [95% CI])", "n", "baseline", "diverged"]
     assert sorted((r[0], int(r[1]), r[2]) for r in rows) == sorted(want) and len(want) == 5
     for cell, T, clip, value, n, baseline, diverged in rows:
         w = want[(cell, int(T), clip)]
         assert int(n) == len(w["mse"]) and diverged == f"{w['diverged']}/{w['runs']}"
         assert number(baseline) == pytest.approx(np.mean(w["baseline"]), rel=1e-3)
-        mean, _, std = value.partition(" ± ")
+        mean, _, interval = value.partition(" [")
         assert number(mean) == pytest.approx(np.mean(w["mse"]), rel=1e-3)
-        if len(w["mse"]) > 1:
-            assert number(std) == pytest.approx(np.std(w["mse"], ddof=1), rel=2e-2)
+        if len(w["mse"]) > 1:  # a percentile bootstrap CI of the mean lies within the seeds' range
+            low, high = (number(v) for v in interval.rstrip("]").split(", "))
+            assert min(w["mse"]) * 0.995 <= low <= number(mean) <= high <= max(w["mse"]) * 1.005  # 3 digits shown
     unclipped = want[("rnn", 20, "none")]  # the sweep's shape, so the checks above meant something
     assert (len(unclipped["mse"]), unclipped["diverged"], unclipped["runs"]) == (1, 1, 2)
     assert len(want[("lstm", 20, "1.0")]["mse"]) == 2

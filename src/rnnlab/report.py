@@ -258,6 +258,8 @@ def summarise(runs: pd.DataFrame, info: Callable[[str], TaskInfo] = task_info) -
         done = g[g["outcome"] == "finished"]
         row = dict(zip(GROUP, key), x=g["x"].iloc[0], metric=ti.metric)
         row["mean"], row["std"], row["n"] = mean_std(done[ti.metric]) if ti.metric in g else (math.nan, math.nan, 0)
+        ci = stats.mean_ci(done[ti.metric]) if ti.metric in g else stats.Interval(math.nan, math.nan, math.nan, 0)
+        row["ci low"], row["ci high"] = ci.low, ci.high
         for m in ti.extras:
             row[f"{m} mean"], row[f"{m} std"], row[f"{m} n"] = (
                 mean_std(done[m]) if m in g else (math.nan, math.nan, 0))
@@ -343,6 +345,13 @@ def fmt(v, digits: int = 4) -> str:
     return f"{float(v):.{digits}g}"
 
 
+def fmt_mean_ci(mean: float, low: float, high: float, n: int) -> str:
+    """``mean [low, high]``; just the mean for one seed, a dash for none."""
+    if n == 0 or not math.isfinite(mean):
+        return "—"
+    return fmt(mean) if n < 2 or not math.isfinite(low) else f"{fmt(mean)} [{fmt(low, 3)}, {fmt(high, 3)}]"
+
+
 def fmt_mean_std(mean: float, std: float, n: int) -> str:
     """``mean ± std``; just the mean for one seed, a dash for none."""
     if n == 0 or not math.isfinite(mean):
@@ -391,13 +400,14 @@ def _natural(s: str):
 
 def metric_table(summary: pd.DataFrame, task: str, runs: pd.DataFrame,
                  info: Callable[[str], TaskInfo] = task_info) -> str:
-    """The final test metric per cell x length x clip (mean ± std over finished seeds, n), the
-    baseline(s) beside it, and the diverged fraction (diverged / finished+diverged)."""
+    """The final test metric per cell x length x clip (mean and 95% bootstrap CI over finished
+    seeds, n), the baseline(s) beside it, and the diverged fraction (diverged / finished+diverged);
+    extra metrics as mean ± std."""
     s = summary[summary["task"] == task]
     ti = info(task)
     xl = length_label(task, runs)
     by_distance = xl == "task.distance"
-    header = ["cell", xl, *(["seq_len"] if by_distance else []), "clip", f"{ti.metric} (mean ± std)", "n"]
+    header = ["cell", xl, *(["seq_len"] if by_distance else []), "clip", f"{ti.metric} (mean [95% CI])", "n"]
     base = baseline_columns(s, ti.short)
     header += [b.replace("baseline/", "baseline ") if i else "baseline" for i, b in enumerate(base)]
     extra_base = {}
@@ -411,7 +421,7 @@ def metric_table(summary: pd.DataFrame, task: str, runs: pd.DataFrame,
     rows = []
     for _, r in s.iterrows():
         row = [r["cell"], str(r["x"]), *([str(r["seq_len"])] if by_distance else []), r["clip"],
-               fmt_mean_std(r["mean"], r["std"], r["n"]), str(r["n"]), *(fmt(r[b]) for b in base)]
+               fmt_mean_ci(r["mean"], r["ci low"], r["ci high"], r["n"]), str(r["n"]), *(fmt(r[b]) for b in base)]
         for m in ti.extras:
             row.append(fmt_mean_std(r[f"{m} mean"], r[f"{m} std"], r[f"{m} n"]))
             row += [fmt(r[b]) for b in extra_base[m]]
@@ -637,7 +647,8 @@ def render(ctx: Context, info: Callable[[str], TaskInfo] = task_info) -> str:
     """REPORT.md: header, metric tables, figures, throughput, computed observations, and the
     discussion placeholder (or the discussion carried over from the previous version)."""
     parts = [header(ctx), "", "## Final test metric", "",
-             "Mean ± std (sample std, ddof=1) over the seeds that finished; `n` = finished seeds. "
+             f"The mean over the seeds that finished with its interval ({stats.METHOD}; extra metrics: "
+             "mean ± sample std); `n` = finished seeds. "
              "Diverged runs count only in `diverged` (diverged / finished+diverged). `baseline` is "
              "the task's trivial strategy scored on the run's own test set (`baseline/*`).",
              "",
@@ -657,7 +668,8 @@ def render(ctx: Context, info: Callable[[str], TaskInfo] = task_info) -> str:
             parts += ["", f"**{task}: paired differences between cells**", "", paired]
     fig_text = [
         ("metric_vs_length.png", "Final test metric vs length",
-         "One line per cell, line style = clip, error bars = std over seeds, grey dashed = trivial baseline."),
+         "One line per cell, line style = clip, error bars = 95% bootstrap CI of the mean over seeds, "
+         "grey dashed = trivial baseline; log y where the values span decades."),
         ("training_curves.png", "Training curves at the longest length",
          "train/loss and the global gradient norm before clipping (log y) against the step."),
         ("grad_flow.png", "Gradient through time at the longest length",

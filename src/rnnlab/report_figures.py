@@ -134,7 +134,8 @@ def _jitter(x: np.ndarray, i: int, k: int, log: bool, xs: list[int]) -> np.ndarr
 def plot_metric_vs_length(summary: pd.DataFrame, runs: pd.DataFrame, path: Path,
                           info: Callable[[str], TaskInfo] = task_info) -> Path | None:
     """The headline figure: test metric vs length, a line per cell, clip as line style, error
-    bars = std over seeds, the trivial baseline grey dashed; one panel per task."""
+    bars = the 95% bootstrap interval of the mean over seeds (never below 0 for a metric that
+    is not), the trivial baseline grey dashed; a log y axis where the values span decades."""
     s = summary[summary["n"] > 0]
     if s.empty:
         return None
@@ -155,22 +156,23 @@ def plot_metric_vs_length(summary: pd.DataFrame, runs: pd.DataFrame, path: Path,
             if g.empty:
                 continue
             x = _jitter(g["x"].astype(float).to_numpy(), i, len(series), log, xs)
-            ax.errorbar(x, g["mean"], yerr=g["std"].fillna(0), color=color(c), ls=clip_style(k, clips),
+            low = (g["mean"] - g["ci low"]).fillna(0).clip(lower=0)
+            high = (g["ci high"] - g["mean"]).fillna(0).clip(lower=0)
+            ax.errorbar(x, g["mean"], yerr=[low, high], color=color(c), ls=clip_style(k, clips),
                         marker="o", ms=4, lw=1.6, capsize=3)
         for j, b in enumerate(bases[task]):
             bl = all_t.groupby("x")[b].mean().dropna()
             if len(bl):
                 ax.plot(bl.index.astype(float), bl.to_numpy(), color="grey" if j == 0 else "silver",
                         ls="--", lw=1.5, zorder=0)
-        vals = pd.concat([t["mean"] - t["std"].fillna(0), t["mean"] + t["std"].fillna(0),
-                          *(all_t[b] for b in bases[task])]).dropna()
+        vals = pd.concat([t["mean"], t["ci low"], t["ci high"], *(all_t[b] for b in bases[task])]).dropna()
         if len(vals) and (vals > 0).all() and vals.max() / vals.min() > 30:
             _log_y(ax)
         ax.set_title(f"{task}: {ti.metric} ({ti.better} is better)", fontsize=10)
         ax.set_xlabel(length_label(task, runs) + (" (log scale)" if log else ""))
         ax.set_ylabel(ti.metric)
         ax.grid(alpha=0.3)
-    fig.suptitle("Final test metric vs length (mean ± std over seeds)", fontsize=11)
+    fig.suptitle("Final test metric vs length (mean, 95% bootstrap CI over seeds)", fontsize=11)
     return Path(figures.save(fig, path, dpi=DPI))
 
 
