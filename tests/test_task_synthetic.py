@@ -125,8 +125,9 @@ def test_end_to_end(store, task, metrics):
 @pytest.mark.slow
 def test_a_solved_run_logs_steps_to_solve_and_can_stop_early(store):
     """A GRU solves the adding problem at T=10 in a few hundred steps: val/skill crosses 0.9,
-    steps_to_solve is that validation's step, and with early stop the run ends two solved
-    validations later, well before max_steps, with its test metrics from the best checkpoint."""
+    steps_to_solve is that validation's step, and with early stop the run ends once two
+    validations in a row are solved, well before max_steps, with its test metrics from the
+    best checkpoint."""
     summary = store.train_in_process("task=adding", "cell=gru", "seq_len=10", "batch_size=32",
                                      "cell.hidden_size=32", "trainer.max_steps=2000",
                                      "trainer.val_check_interval=25", "solve.early_stop=true")
@@ -134,6 +135,10 @@ def test_a_solved_run_logs_steps_to_solve_and_can_stop_early(store):
     solved = int(run.data.metrics["steps_to_solve"])  # training steps taken until solved
     skill = dict(store.history(run.info.run_id, "val/skill"))  # Lightning logs val/* at step - 1
     assert skill[solved - 1] >= 0.9 and all(v < 0.9 for s, v in skill.items() if s < solved - 1)
-    assert max(skill) == solved - 1 + 25, "stopped after the second solved validation in a row"
+    # whatever the trajectory (thread count, summation order): it stopped at the first
+    # validation that made two solved ones in a row, well before max_steps
+    steps = sorted(skill)
+    pairs = [b for a, b in zip(steps, steps[1:]) if skill[a] >= 0.9 and skill[b] >= 0.9]
+    assert pairs and max(skill) == pairs[0] < 2000 - 1
     assert run.data.tags["stop_reason"] == "solved" and summary.status == "FINISHED"
     assert run.data.metrics["test/skill"] > 0.8
