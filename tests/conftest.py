@@ -148,7 +148,9 @@ class Store:
         return runs[0]
 
     def history(self, run_id: str, key: str) -> list[tuple[int, float]]:
-        return [(m.step, m.value) for m in self.client.get_metric_history(run_id, key)]
+        """(step, value) by step: MLflow returns insertion order, and a resumed run fills gaps
+        that out-of-order asynchronous writes left, after the later steps."""
+        return sorted((m.step, m.value) for m in self.client.get_metric_history(run_id, key))
 
     def leftovers(self) -> list[str]:
         """Files a rejected run must not leave behind: artifacts and checkpoints."""
