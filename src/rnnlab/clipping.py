@@ -9,7 +9,7 @@ import math
 from collections.abc import Iterable
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 
 class GradientGuard:
@@ -26,36 +26,35 @@ class GradientGuard:
         self.max_seen = 0.0  # largest finite pre-clip norm so far
         self.nonfinite_steps: float = 0
         self.last_norm: float | None = None
-        self._active = torch.zeros(())  # clipped steps in the current logging window
+        self._clipped = 0  # clipped steps in the current logging window
         self._steps = 0
-        self._window: dict[str, Tensor] = {}
+        self._window: dict[str, float] = {}
 
     def step(self, parameters: Iterable[nn.Parameter]) -> bool:
         """Clip the gradients in place; False if they were non-finite (and are now dropped)."""
-        params = list(parameters)
+        params = parameters if isinstance(parameters, list) else list(parameters)
         limit = self.max_norm if self.max_norm is not None else math.inf
         pre = torch.nn.utils.clip_grad_norm_(params, limit)
         # One host sync per step, on purpose: a non-finite gradient must stop the run before
-        # the optimizer writes NaN into the weights.
-        self.last_norm = float(pre)
-        if not math.isfinite(self.last_norm):
+        # the optimizer writes NaN into the weights. The rest is arithmetic on that float.
+        self.last_norm = norm = float(pre)
+        if not math.isfinite(norm):
             self.nonfinite_steps += 1
             for p in params:
                 p.grad = None
             return False
-        self.max_seen = max(self.max_seen, self.last_norm)
-        scale = (limit / (pre + 1e-6)).clamp(max=1.0) if self.max_norm is not None else torch.ones_like(pre)
-        self._active = self._active.to(pre.device) + (scale < 1.0).float()
+        self.max_seen = max(self.max_seen, norm)
+        scale = min(1.0, limit / (norm + 1e-6))
+        self._clipped += scale < 1.0
         self._steps += 1
-        self._window = {"grad_norm/pre_clip": pre, "grad_norm/post_clip": pre * scale}
+        self._window = {"grad_norm/pre_clip": norm, "grad_norm/post_clip": norm * scale}
         return True
 
     def metrics(self) -> dict[str, float]:
         """The latest step's norms and the fraction of clipped steps since the last call."""
-        out = {k: float(v) for k, v in self._window.items()}
-        out.update({"clip/active": float(self._active / max(self._steps, 1)),
-                    "grad_norm/max": self.max_seen, "grad_norm/nonfinite_steps": float(self.nonfinite_steps)})
-        self._active, self._steps = torch.zeros_like(self._active), 0
+        out = {**self._window, "clip/active": self._clipped / max(self._steps, 1),
+               "grad_norm/max": self.max_seen, "grad_norm/nonfinite_steps": float(self.nonfinite_steps)}
+        self._clipped, self._steps = 0, 0
         return out
 
     def state_dict(self) -> dict[str, float]:

@@ -55,17 +55,26 @@ class PlainProgress(Callback):
             return
         rate = (step - self._first_step) / max(now - self._t0, 1e-9)
         eta = f" | ETA {_clock((total - step) / rate)}" if rate > 0 else ""
-        loss = trainer.callback_metrics.get("train/loss")
-        shown = f" | train/loss {float(loss):.4g}" if loss is not None else ""
+        loss = _last_loss(pl_module)
+        shown = f" | train/loss {loss:.4g}" if loss is not None else ""
         print(f"step {step:>6}/{total} | {rate:.1f} steps/s{eta}{shown}", flush=True)
         self._last_step, self._last_t = step, now
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        m = trainer.callback_metrics
-        shown = " | ".join(f"{k} {float(v):.4g}" for k, v in sorted(m.items()) if k.startswith(("val/", "train/loss")))
+        m = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        loss = _last_loss(pl_module)
+        if loss is not None:
+            m["train/loss"] = loss
+        shown = " | ".join(f"{k} {v:.4g}" for k, v in sorted(m.items()))
         print(f"step {trainer.global_step:>6} | {shown}", flush=True)
+
+
+def _last_loss(pl_module: pl.LightningModule) -> float | None:
+    """The model's last training loss (``RecurrentModel.last_loss``; not ``self.log``-ged)."""
+    loss = getattr(pl_module, "last_loss", None)
+    return None if loss is None else float(loss)
 
 
 class StepProgressBar(RichProgressBar):
@@ -78,6 +87,11 @@ class StepProgressBar(RichProgressBar):
 
     def _get_train_description(self, current_epoch: int) -> str:
         return "train (steps)"
+
+    def get_metrics(self, trainer, pl_module):
+        metrics = super().get_metrics(trainer, pl_module)
+        loss = _last_loss(pl_module)
+        return metrics if loss is None else {**metrics, "train/loss": f"{loss:.4g}"}
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if not self.is_disabled and self.train_progress_bar_id is None:
