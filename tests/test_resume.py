@@ -97,7 +97,7 @@ def test_a_logged_run_can_be_rerun_from_its_config_artifact(store, tmp_path):
 def test_a_resumed_history_fills_a_gap_left_by_out_of_order_writes(store):
     """MLflow writes async batches from a pool of threads, so a killed run can leave step 54 in
     the store without step 49. The replay after a resume must log 49 and skip 54."""
-    from rnnlab.tracking import RunLogger
+    from rnnlab.run_logger import RunLogger
 
     exp = store.client.create_experiment("gaps")
     run_id = store.client.create_run(exp).info.run_id
