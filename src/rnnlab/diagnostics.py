@@ -190,4 +190,7 @@ class GradientFlow(Callback):
         ax.set(xlabel="input position t (readout at the right)", ylabel="training step",
                title=f"{title}: ‖∂L/∂x_t‖ / max")
         fig.colorbar(im, ax=ax, label="normalised gradient (log)")
+        # Fixed margins: tight_layout measures every log-scale tick label first, which took
+        # more than half of this figure's 0.6 s at the end of every run.
+        fig.subplots_adjust(left=0.1, right=0.98, bottom=0.13, top=0.91)
         return [csv_path, Path(figures.save(fig, out_dir / "grad_flow.png"))]

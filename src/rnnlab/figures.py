@@ -19,9 +19,18 @@ def save(fig, path: Path | str, dpi: int = 120) -> str:
     """Lay out, write and close ``fig``; return the path as a string (for artifact lists).
 
     A figure made with a layout engine of its own (``layout="constrained"``, which the report's
-    legends below the panels need) keeps it: ``tight_layout`` would replace it, with a warning."""
-    if fig.get_layout_engine() is None:
+    legends below the panels need) keeps it: ``tight_layout`` would replace it, with a warning.
+    So does one whose margins were set with ``subplots_adjust`` (cheaper to draw)."""
+    if fig.get_layout_engine() is None and not _adjusted(fig):
         fig.tight_layout()
     fig.savefig(path, dpi=dpi)
     pyplot().close(fig)
     return str(path)
+
+
+def _adjusted(fig) -> bool:
+    """Whether ``fig.subplots_adjust`` moved the margins away from matplotlib's defaults."""
+    from matplotlib import rcParams
+
+    p = fig.subplotpars
+    return any(getattr(p, k) != rcParams[f"figure.subplot.{k}"] for k in ("left", "right", "bottom", "top"))
