@@ -28,12 +28,15 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 # Small and fast; any test can add or override keys.
 TINY = ["cell.hidden_size=16", "batch_size=8", "seq_len=20", "trainer.max_steps=6",
         "trainer.val_check_interval=3", "trainer.log_every_n_steps=2",
-        "+trainer.limit_val_batches=2", "+trainer.limit_test_batches=2", "model.embed_dim=8"]
+        "+trainer.limit_val_batches=2", "+trainer.limit_test_batches=2", "model.embed_dim=8",
+        "checkpoint.min_interval_s=0"]
 
-# A run long enough to be stopped mid-way: last.ckpt at the end of each 40-step epoch, a
-# validation (and a progress line, "step     60 |") every 20 steps.
+# A run long enough to be stopped mid-way: last.ckpt at the end of each 40-step epoch (however
+# little time it took: min_interval_s=0), a validation (and a progress line, "step     60 |")
+# every 20 steps.
 LONG = ["task=adding", "cell=gru", "seq_len=20", "trainer.max_steps=120", "trainer.val_check_interval=20",
-        "trainer.log_every_n_steps=5", "task.batches_per_epoch=40", "task.val_size=64", "task.test_size=64"]
+        "trainer.log_every_n_steps=5", "task.batches_per_epoch=40", "task.val_size=64", "task.test_size=64",
+        "checkpoint.min_interval_s=0"]
 
 # Exploding gradients as Pascanu et al. (2013) describe them: a tanh RNN, so the forward pass is
 # bounded (|h| <= 1) whatever the weights, with recurrent weights at spectral radius 2, where

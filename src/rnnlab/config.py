@@ -125,6 +125,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "tracking.async_logging": (one_of(True, False), "must be true or false"),
     "tracking.async_buffer_s": (lambda v: _is_real(v) and v >= 0, "must be a number of seconds >= 0"),
     "checkpoint.every_n_epochs": (positive_int, "must be an integer > 0"),
+    "checkpoint.min_interval_s": (lambda v: _is_real(v) and v >= 0, "must be a number of seconds >= 0"),
     "resume": (lambda v: v is None or isinstance(v, bool) or (isinstance(v, str) and len(v) == 32),
                "must be null, true, false or an MLflow run id (32 hex characters)"),
     "trainer.val_check_interval": (positive_int, "must be an integer > 0 (steps)"),
@@ -137,7 +138,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 BOOKKEEPING = ("tracking", "sweep", "threads", "hydra", "resume")
 # Keys that cannot change a number: logging cadence, console, checkpoint cadence.
 NOT_COMPARED = ("trainer.log_every_n_steps", "trainer.enable_model_summary", "trainer.num_sanity_val_steps",
-                "checkpoint.every_n_epochs")
+                "checkpoint.every_n_epochs", "checkpoint.min_interval_s")
 
 
 def comparable(cfg: DictConfig) -> dict[str, Any]:

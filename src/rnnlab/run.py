@@ -285,7 +285,7 @@ def _callbacks(cfg: DictConfig, task: Task, run: tracking.Run, ckpt_dir: str,
     # "last" on the last batch of every n-th epoch: the data order depends only on (seed,
     # epoch), so a run resumed from there sees exactly the batches an uninterrupted run sees.
     steps_per_epoch = len(task.train_dataloader())
-    last = FlushedCheckpoint(run.flush, dirpath=ckpt_dir, filename="last", save_top_k=1,
+    last = FlushedCheckpoint(run.flush, cfg.checkpoint.get("min_interval_s", 0.0), dirpath=ckpt_dir, filename="last", save_top_k=1,
                              enable_version_counter=False,
                              every_n_train_steps=cfg.checkpoint.every_n_epochs * steps_per_epoch)
     s = cfg.get("solve", {})
