@@ -126,7 +126,7 @@ def test_quick_benchmark_writes_every_section(tmp_path):
     md = (out / "results.md").read_text()
     assert md.startswith("# rnnlab benchmark") and "## 6. Memory" in md
     sections = ["harness_vs_bare", "attribution", "roofline", "fused_vs_reference", "diagnostics",
-                "sweep", "memory", "duration"]
+                "sweep", "sweep_efficiency", "memory", "duration"]
     for key in sections + ["machine", "settings", "gpu", "warnings", "targets"]:
         assert key in res, key
     for key in sections:
@@ -137,6 +137,12 @@ def test_quick_benchmark_writes_every_section(tmp_path):
     assert len(res["harness_vs_bare"]) == 3 * 2 * 1  # cells x tasks x seq_lens (quick: one)
     assert {r["cell"] for r in res["fused_vs_reference"]} == {"rnn", "lstm", "gru"}
     assert res["sweep"]["runs"] == 2 and res["sweep"]["faster"] in ("1x2", "2x1")
+    # both sweeps ran through src/train.py -m, and the bare side priced every one of their runs
+    eff = {r["case"]: r for r in res["sweep_efficiency"]["cases"]}
+    assert set(eff) == {"six_runs", "long_range"} and eff["six_runs"]["runs"] == eff["long_range"]["runs"] == 2
+    assert all(r["efficiency"] == pytest.approx(r["ideal_s"] / (r["wall_s"] * r["jobs"])) for r in eff.values())
+    assert len(eff["six_runs"]["bare_ms_per_step"]) == 2  # rnn and gru: one bare measurement per configuration
+    assert "## 5b. Sweep efficiency" in md
     assert res["machine"]["cpu"] and res["machine"]["cores"] >= 1 and res["machine"]["torch"]
     if not res["gpu"]["available"]:
         assert "No CUDA device" in md
@@ -151,4 +157,5 @@ def test_quick_benchmark_writes_every_section(tmp_path):
     assert run.info.run_id == res["mlflow_run_id"]
     assert run.data.params["machine.torch"] == res["machine"]["torch"]
     assert "harness_ratio/median" in run.data.metrics and "sweep/wall_s_2x1" in run.data.metrics
+    assert run.data.metrics["sweep_efficiency/six_runs"] == pytest.approx(eff["six_runs"]["efficiency"])
     assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"results.md", "results.json"}

@@ -38,6 +38,10 @@ def test_end_to_end_run_is_tracked_in_mlflow(store):
     shown = {tags["cell"], tags["task"], tags["seq_len"], tags["clip"], tags["seed"]}
     assert shown == {"gru", "char_lm", "20", "0.5", "3"}
     assert len(tags["git_commit"]) >= 7 and tags["diverged"] == "false"
+    from rnnlab.tracking import code_hash
+
+    assert tags["code_hash"] == code_hash()  # the subprocess ran this very code
+    assert (tags["main_metric"], tags["metric_mode"]) == ("val/bpc", "min")  # what the report ranks by
     params = run.data.params
     assert params["cell.hidden_size"] == "16" and params["optim.name"] == "adam"
     assert int(params["model/n_params"]) > 0

@@ -368,3 +368,15 @@ def test_critical_length_and_paired_differences_from_hand_made_runs():
     assert t10[:3] == ["10", "1.0", "rnn - gru"] and t10[3].startswith("0.1 [0.1, 0.1]")
     assert t10[4:] == ["3", "gru better (established)"]
     assert t20[4:] == ["3", "not established"]
+
+
+def test_task_metric_comes_from_the_runs_tags_without_importing_the_task(monkeypatch):
+    """A sweep's parent builds the report: reading each task's metric from its runs' tags spares
+    it importing Lightning (seconds). A task no module defines is ranked as its runs say."""
+    monkeypatch.setattr(report, "_TOLD", {})
+    raw = pd.DataFrame([{"tags.task": "newtask", "tags.main_metric": "val/acc", "tags.metric_mode": "max"},
+                        {"tags.task": "adding", "tags.main_metric": "val/mse", "tags.metric_mode": "min"}])
+    report.remember_tasks(raw)
+    info = report.task_info("newtask")
+    assert (info.metric, info.mode, info.known) == ("test/acc", "max", True)
+    assert report.task_info("adding") == report._task_info_from_code("adding")  # tags and code agree

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import compose
+from conftest import ROOT, compose
 
 SMALL = ["+experiment=long_range", "task=adding", "clip=1.0", "seed=0", "trainer.max_steps=6",
          "trainer.val_check_interval=3", "trainer.log_every_n_steps=2", "cell.hidden_size=8",
@@ -91,6 +91,28 @@ def test_presets_compose_with_the_grid_they_promise():
     assert cfg.tracking.experiment == "long_range" and cfg.threads == 1
     for name in ["char_lm", "sentiment_distance", "forecast", "long_range_study"]:
         assert compose(f"+experiment={name}").sweep.name == name
+
+
+def test_code_hash_changes_with_any_config_or_source_file(tmp_path, monkeypatch):
+    """Runs with one code hash ran the same code: a study states one. A one-character edit of
+    a yaml under conf/ (RNNLAB_ROOT points at a copy) gives another hash; the same files, the same."""
+    import shutil
+
+    from rnnlab import tracking
+
+    shutil.copytree(ROOT / "conf", tmp_path / "conf")
+    monkeypatch.setenv("RNNLAB_ROOT", str(tmp_path))
+    hashes = []
+    for edit in (None, None, "seed: 0", "seed: 1"):
+        if edit is not None:
+            cfg = tmp_path / "conf" / "config.yaml"
+            text = cfg.read_text()
+            cfg.write_text(text.replace("seed: 0", edit) if edit == "seed: 1" else text)
+        tracking.code_hash.cache_clear()
+        hashes.append(tracking.code_hash())
+    tracking.code_hash.cache_clear()
+    assert hashes[0] == hashes[1] == hashes[2] != hashes[3]
+    assert len(hashes[0]) == 16 and int(hashes[0], 16) >= 0
 
 
 def test_config_hash_ignores_bookkeeping_only():

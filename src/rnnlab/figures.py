@@ -30,7 +30,7 @@ def save(fig, path: Path | str, dpi: int = 120) -> str:
 
 def _adjusted(fig) -> bool:
     """Whether ``fig.subplots_adjust`` moved the margins away from matplotlib's defaults."""
-    from matplotlib import rcParams
+    from matplotlib.figure import SubplotParams
 
-    p = fig.subplotpars
-    return any(getattr(p, k) != rcParams[f"figure.subplot.{k}"] for k in ("left", "right", "bottom", "top"))
+    p, default = fig.subplotpars, SubplotParams()  # the rc defaults
+    return any(getattr(p, k) != getattr(default, k) for k in ("left", "right", "bottom", "top"))

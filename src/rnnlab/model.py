@@ -129,7 +129,7 @@ class RecurrentModel(pl.LightningModule):
             self._trained_params = [p for p in self.parameters() if p.requires_grad]
         return self._trained_params
 
-    def _param_grad_norms(self) -> dict[str, Tensor]:
+    def _param_grad_norms(self) -> dict[str, float]:
         """Per-parameter gradient 2-norms (before clipping), e.g. ``grad_norm/weight_hh_l0``:
         only at logging steps, since reading them costs a sync."""
         norms = grad_norm(self, norm_type=2)

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from rnnlab import runs as runs_tags
 from rnnlab import stats
 from rnnlab.config import CELLS
 
@@ -85,10 +86,36 @@ class TaskInfo:
         return "lower" if self.mode == "min" else "higher"
 
 
-@cache
+_TOLD: dict[str, tuple[str, str]] = {}  # task -> (main metric, mode), as the runs' tags say
+
+
+def remember_tasks(raw: pd.DataFrame) -> None:
+    """What the runs say about their tasks (``main_metric``, ``metric_mode`` tags): with it,
+    :func:`task_info` needs no import of the task classes, which pulls in Lightning (seconds at
+    the end of every sweep)."""
+    cols = [f"tags.{k}" for k in ("task", runs_tags.MAIN_METRIC, runs_tags.METRIC_MODE)]
+    if all(c in raw.columns for c in cols):
+        for task, metric, mode in raw[cols].dropna().drop_duplicates().itertuples(index=False):
+            _TOLD[task] = (metric, mode)
+
+
+def _info(name: str, main_metric: str, mode: str) -> TaskInfo:
+    metric = "test/" + main_metric.split("/", 1)[1]
+    extras = tuple(f"test/{m}" for m in EXTRA_METRICS.get(name, ()) if f"test/{m}" != metric)
+    return TaskInfo(name, metric, mode, extras)
+
+
 def task_info(name: str) -> TaskInfo:
-    """The headline metric and mode from the task class in ``rnnlab.tasks.<name>``, so the
-    report ranks runs exactly as model selection did; an unknown task falls back to test/loss."""
+    """The headline metric and mode the runs were selected on, so the report ranks them exactly
+    as model selection did: from the runs' tags, else from the task class in
+    ``rnnlab.tasks.<name>``; an unknown task falls back to test/loss."""
+    if name in _TOLD:
+        return _info(name, *_TOLD[name])
+    return _task_info_from_code(name)
+
+
+@cache
+def _task_info_from_code(name: str) -> TaskInfo:
     from rnnlab.tasks.base import Task
 
     try:
@@ -97,9 +124,7 @@ def task_info(name: str) -> TaskInfo:
         return TaskInfo(name, "test/loss", "min", known=False)
     for obj in vars(module).values():
         if isinstance(obj, type) and issubclass(obj, Task) and getattr(obj, "name", None) == name:
-            metric = "test/" + obj.main_metric.split("/", 1)[1]
-            extras = tuple(f"test/{m}" for m in EXTRA_METRICS.get(name, ()) if f"test/{m}" != metric)
-            return TaskInfo(name, metric, obj.mode, extras)
+            return _info(name, obj.main_metric, obj.mode)
     return TaskInfo(name, "test/loss", "min", known=False)
 
 
@@ -748,6 +773,7 @@ def build(experiment: str, tracking_uri: str, out_dir: Path, sweep_id: str | Non
     check_store(tracking_uri)
     client = MlflowClient(tracking_uri)
     raw = load_runs(tracking_uri, experiment, sweep_id)
+    remember_tasks(raw)
     runs, superseded = select_runs(tidy(raw))
     if runs.empty:
         what = f"sweep '{sweep_id}' of experiment '{experiment}'" if sweep_id else f"experiment '{experiment}'"

@@ -252,8 +252,10 @@ def _require_space(cfg: DictConfig, model: RecurrentModel, start: Start) -> None
 def _open_run(cfg: DictConfig, task: Task, digest: str, in_sweep: dict | None, start: Start) -> tracking.Run:
     parent = (in_sweep or {}).get("parent_run_id")
     tags = {"cell": cfg.cell.name, "task": task.name, "seq_len": cfg.seq_len, "clip": cfg.clip,
-            "seed": cfg.seed, runs.CONFIG_HASH: digest, "command": tracking.command_line(),
-            **tracking.git_info(), **({runs.PARENT: parent, runs.SWEEP_ID: parent} if parent else {})}
+            "seed": cfg.seed, runs.CONFIG_HASH: digest, runs.MAIN_METRIC: task.main_metric,
+            runs.METRIC_MODE: task.mode, "command": tracking.command_line(),
+            runs.CODE_HASH: tracking.code_hash(), **tracking.git_info(),
+            **({runs.PARENT: parent, runs.SWEEP_ID: parent} if parent else {})}
     worker = start.ddp_ckpt_dir is not None
     return tracking.Run(cfg.tracking, sweep.experiment_name(cfg, task.name), run_name(cfg, task.name), tags,
                         resume_id=None if worker else start.run_id, attach_id=start.run_id if worker else None)
@@ -285,8 +287,8 @@ def _callbacks(cfg: DictConfig, task: Task, run: tracking.Run, ckpt_dir: str,
     # "last" on the last batch of every n-th epoch: the data order depends only on (seed,
     # epoch), so a run resumed from there sees exactly the batches an uninterrupted run sees.
     steps_per_epoch = len(task.train_dataloader())
-    last = FlushedCheckpoint(run.flush, cfg.checkpoint.get("min_interval_s", 0.0), dirpath=ckpt_dir, filename="last", save_top_k=1,
-                             enable_version_counter=False,
+    last = FlushedCheckpoint(run.flush, cfg.checkpoint.get("min_interval_s", 0.0), dirpath=ckpt_dir,
+                             filename="last", save_top_k=1, enable_version_counter=False,
                              every_n_train_steps=cfg.checkpoint.every_n_epochs * steps_per_epoch)
     s = cfg.get("solve", {})
     solve = SolveWatch(s.get("threshold", 0.9), s.get("patience", 2), bool(s.get("early_stop", False)))

@@ -14,6 +14,7 @@ from rnnlab.config import ConfigError
 
 # Tag keys: written by rnnlab.run and rnnlab.sweep, read by the report and by these lookups.
 CONFIG_HASH = "config_hash"
+CODE_HASH = "code_hash"  # a digest of src/ and conf/: runs with one code hash ran the same code
 CHECKPOINT_DIR = "checkpoint_dir"
 DIVERGED = "diverged"  # "true" | "false": a non-finite loss or gradient ended the run
 DIVERGED_AT = "diverged_at_step"
@@ -28,6 +29,8 @@ SWEEP_ID = "sweep_id"  # the parent's run id, on the parent and on each of its j
 SWEEP_PARAMS = "sweep_params"
 PARENT = "mlflow.parentRunId"
 NOTE = "mlflow.note.content"  # the run's description in the MLflow UI
+MAIN_METRIC = "main_metric"  # the task's model-selection metric, e.g. val/mse...
+METRIC_MODE = "metric_mode"  # ...and min | max: a report reads them instead of importing the task
 
 # Tags that describe how an earlier attempt ended; a resumed run drops them.
 ENDING_TAGS = (ERROR, STOPPED_BY)

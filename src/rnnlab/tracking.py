@@ -8,6 +8,7 @@ metrics, and sets the final status itself: FINISHED, or FAILED with the reason a
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import shutil
 import subprocess
@@ -170,6 +171,25 @@ def git_info() -> dict[str, str]:
     except (OSError, subprocess.SubprocessError):
         return {"git_commit": "unknown", "git_dirty": "unknown"}
     return {"git_commit": commit or "unknown", "git_dirty": str(bool(dirty)).lower()}
+
+
+CODE_SUFFIXES = (".py", ".yaml")
+
+
+@functools.lru_cache(maxsize=1)
+def code_hash() -> str:
+    """A digest of the code this process runs (every ``.py`` under ``src/`` and ``.yaml`` under
+    ``conf/``, by relative path and content), read once per process like :func:`git_info`.
+    Two runs with the same code hash ran the same code, whatever the commits or the state of
+    the working tree; a study states one."""
+    digest = hashlib.sha256()
+    src = Path(__file__).resolve().parents[1]
+    for root in (src, paths.config_dir()):
+        for f in sorted(root.rglob("*")):
+            if f.suffix in CODE_SUFFIXES and f.is_file() and "__pycache__" not in f.parts:
+                digest.update(f"{root.name}/{f.relative_to(root).as_posix()}\0".encode())
+                digest.update(f.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 class TrackingLost(RuntimeError):

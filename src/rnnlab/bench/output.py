@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from rnnlab import paths
-from rnnlab.bench.settings import TARGET_DIAG_OVERHEAD, TARGET_HARNESS_RATIO
+from rnnlab.bench.settings import TARGET_DIAG_OVERHEAD, TARGET_HARNESS_RATIO, TARGET_SWEEP_EFFICIENCY
 
 
 def to_markdown(res: dict[str, Any]) -> str:
@@ -38,7 +38,7 @@ def to_markdown(res: dict[str, Any]) -> str:
           "Diagnostics run at validation, so their cost is in section 4.", "",
           "### 1b. Where the harness's time per step goes (ms per step, medians)", "",
           "\"no logging steps\": `trainer.log_every_n_steps` beyond the run, so no metric is sent and "
-          "no gradient norm is logged; `train/loss` is still passed to `self.log` every step.", "",
+          "no gradient norm is logged.", "",
           "| config | harness | harness, no logging steps | bare | harness - bare |", "|---|---|---|---|---|"]
     for r in res["attribution"]:
         L.append(f"| {r['cell']} {r['task']} T={r['seq_len']} B={r['batch_size']} H={r['hidden_size']} | "
@@ -72,6 +72,7 @@ def to_markdown(res: dict[str, Any]) -> str:
           f"| 2 jobs x 1 thread (preset) | {sw['wall_s_2x1']:.1f} | {', '.join(f'{w:.1f}' for w in sw['walls_2x1'])} |",
           "", f"Faster: **{sw['faster']}** ({sw['speedup_2x1_over_1x2']:.2f}x = 1x2 wall / 2x1 wall)"
           + ("" if sw["preset_is_faster"] else " — **the preset default (2 jobs x 1 thread) is NOT the faster one**")]
+    L += _efficiency_markdown(res["sweep_efficiency"])
     mem = res["memory"]
     L += ["", "## 6. Memory", "",
           f"Peak RSS of `{mem['command']}`: **{mem['peak_rss_mib']:.0f} MiB** "
@@ -90,6 +91,29 @@ def to_markdown(res: dict[str, Any]) -> str:
     return "\n".join(L) + "\n"
 
 
+def _efficiency_markdown(eff: dict[str, Any]) -> list[str]:
+    sc = eff["scaling"]
+    L = ["", f"## 5b. Sweep efficiency (target >= {TARGET_SWEEP_EFFICIENCY})", "",
+         "efficiency = sum over runs of (steps x bare ms/step, 1 process, 1 thread) / (sweep wall x jobs). "
+         "The wall is the whole command's: imports, parent run, workers, the report at the end. "
+         "\"in runs\": the MLflow runs' own durations beyond their steps at the bare rate (per-step overhead, "
+         "validation and test, diagnostics, tracking), per run; \"outside runs\": the rest of wall x jobs "
+         "(interpreter start and imports, launcher, parent run, report, idle workers at the end).", "",
+         "| case | runs | jobs | steps | wall (s) | bare training (s) | efficiency | vs parallel bare "
+         "| in runs, beyond bare steps (s/run) | outside runs (job-s) |",
+         "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in eff["cases"]:
+        L.append(f"| {r['case']} | {r['runs']} | {r['jobs']} | {r['steps']:,} | {r['wall_s']:.1f} | "
+                 f"{r['ideal_s']:.1f} | **{r['efficiency']:.2f}** | {r['efficiency_vs_parallel_bare']:.2f} | "
+                 f"{r['run_overhead_s_per_run']:.2f} | {r['outside_runs_s']:.1f} |")
+    L += ["", f"Parallel scaling of the machine (bare loop, {' '.join(f'{k}={v}' for k, v in sc['config'].items())}): "
+          f"{sc['alone_ms_per_step']:.2f} ms/step alone, {sc['parallel_ms_per_step']:.2f} ms/step each with "
+          f"{sc['jobs']} at once, scaling {sc['scaling']:.2f}. \"vs parallel bare\" = efficiency / scaling: "
+          "against a bare loop run with the same parallelism.", "", "Commands:", ""]
+    L += [f"- {r['case']}: `{r['command']}`" for r in eff["cases"]]
+    return L
+
+
 def check_targets(res: dict[str, Any]) -> list[str]:
     warn = []
     low = [r for r in res["harness_vs_bare"] if r["ratio"] < TARGET_HARNESS_RATIO]
@@ -105,6 +129,11 @@ def check_targets(res: dict[str, Any]) -> list[str]:
         warn.append("SWEEP PRESET IS NOT THE FASTER LAYOUT: 2 jobs x 1 thread took "
                     f"{res['sweep']['wall_s_2x1']:.1f} s, 1 job x 2 threads {res['sweep']['wall_s_1x2']:.1f} s; "
                     "conf/experiment/long_range.yaml's n_jobs=${cores:} threads=1 should change")
+    low_eff = [r for r in res["sweep_efficiency"]["cases"] if r["efficiency"] < TARGET_SWEEP_EFFICIENCY]
+    if low_eff:
+        warn.append(f"sweep efficiency below {TARGET_SWEEP_EFFICIENCY}: " + ", ".join(
+            f"{r['case']} {r['efficiency']:.2f} ({r['efficiency_vs_parallel_bare']:.2f} against a parallel bare loop)"
+            for r in low_eff))
     if res["machine"]["loadavg_start"] > 0.75:
         warn.append(f"the machine was busy (load average {res['machine']['loadavg_start']} at start on "
                     f"{res['machine']['cores']} cores): timings are contended")
@@ -148,6 +177,11 @@ def log_to_mlflow(res: dict[str, Any], uri: str, files: list[Path]) -> str:
     metrics.update({"sweep/wall_s_1x2": sw["wall_s_1x2"], "sweep/wall_s_2x1": sw["wall_s_2x1"],
                     "sweep/speedup_2x1_over_1x2": sw["speedup_2x1_over_1x2"],
                     "memory/peak_rss_mib": res["memory"]["peak_rss_mib"]})
+    for r in res["sweep_efficiency"]["cases"]:
+        metrics[f"sweep_efficiency/{r['case']}"] = r["efficiency"]
+        metrics[f"sweep_efficiency/{r['case']}_wall_s"] = r["wall_s"]
+        metrics[f"sweep_efficiency/{r['case']}_vs_parallel_bare"] = r["efficiency_vs_parallel_bare"]
+    metrics["sweep_efficiency/parallel_scaling"] = res["sweep_efficiency"]["scaling"]["scaling"]
     if res["gpu"].get("available"):
         for r in res["gpu"]["rows"]:
             metrics[f"gpu/harness_ratio/{r['cell']}_{r['task']}_T{r['seq_len']}"] = r["ratio"]

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from rnnlab.bench import efficiency
 from rnnlab.bench.bare_loop import bare
 from rnnlab.bench.flops import sgemm_gflops, step_flops, task_shape, timed_steps
 from rnnlab.bench.harness import Store, harness_run
@@ -333,6 +334,24 @@ def estimate_sweep(s: Settings, c: Costs) -> float:
     return s.sweep_repeats * (one_job + two_jobs)
 
 
+# -- 5b. sweep efficiency ------------------------------------------------------------------
+def measure_sweep_efficiency(b: Bench, done: Results) -> Row:
+    return efficiency.measure_efficiency(b.s, b.store, b.log)
+
+
+def estimate_sweep_efficiency(s: Settings, c: Costs) -> float:
+    """Each sweep's bare training at one job per core, its runs' fixed costs and its imports;
+    then the bare side (a few steps per configuration) and the scaling check."""
+    total = 0.0
+    for _, overrides in s.efficiency_cases:
+        n_runs, per_run = efficiency.grid_size(overrides)
+        flops = train_step_flops("lstm", per_run["batch_size"], per_run["seq_len"], per_run["hidden_size"],
+                                 s.embed_dim, **task_shape("adding"))
+        total += (n_runs * (c.train_s(flops, per_run["max_steps"]) + c.per_run_s) / s.efficiency_jobs
+                  + 2 * c.per_process_s + 12 * c.train_s(flops, s.efficiency_steps + s.warmup))
+    return total + 3 * c.per_process_s
+
+
 # -- 6. memory ------------------------------------------------------------------------------
 def measure_memory(b: Bench, done: Results) -> Row:
     s, store = b.s, b.store
@@ -359,6 +378,7 @@ SECTIONS = (
     Section("fused_vs_reference", "3. fused vs reference cells", measure_reference, estimate_reference),
     Section("diagnostics", "4. diagnostics cost", measure_diagnostics, estimate_diagnostics),
     Section("sweep", "5. sweep parallelism", measure_sweep, estimate_sweep),
+    Section("sweep_efficiency", "5b. sweep efficiency", measure_sweep_efficiency, estimate_sweep_efficiency),
     Section("memory", "6. memory", measure_memory, estimate_memory),
     Section("gpu", "GPU", measure_gpu, applies=torch.cuda.is_available, absent=no_gpu),
 )

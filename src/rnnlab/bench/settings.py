@@ -13,6 +13,7 @@ from rnnlab.config import CELLS
 TASKS = ("adding", "char_lm")
 TARGET_HARNESS_RATIO = 0.95  # harness tokens/s >= 95% of the bare loop's
 TARGET_DIAG_OVERHEAD = 0.10  # diagnostics add <= 10% to the fit time
+TARGET_SWEEP_EFFICIENCY = 0.8  # bare training time / (sweep wall x jobs)
 PRESET_SWEEP = "2x1"  # conf/experiment/long_range.yaml: n_jobs=${cores:}, threads=1
 
 
@@ -48,6 +49,16 @@ class Settings:
                                         "trainer.val_check_interval=100")
     sweep_repeats: int = 1  # each layout once (1x2 then 2x1); more alternate the order
     memory_overrides: tuple[str, ...] = ("trainer.max_steps=40", "trainer.val_check_interval=20")
+    # Section 5b: sweep efficiency, on the 6-run sweep above and on `make sweep` itself.
+    efficiency_jobs: int = 2
+    efficiency_cases: tuple[tuple[str, tuple[str, ...]], ...] = (
+        ("six_runs", ("hydra/launcher=joblib", "threads=1", "cell=rnn,lstm,gru", "seed=0,1", "task=adding",
+                      "seq_len=100", "batch_size=32", "cell.hidden_size=64", "trainer.max_steps=300",
+                      "trainer.val_check_interval=100")),
+        ("long_range", ("+experiment=long_range",)))
+    efficiency_steps: int = 60  # timed bare steps per run configuration
+    # task, seq_len, batch, hidden, embed, layers: the LSTM run whose bare loop measures scaling
+    efficiency_scaling_config: tuple[str, ...] = ("adding", "100", "32", "64", "64", "1")
     sgemm_n: int = 2048
     extra: tuple[str, ...] = ()  # overrides added to every harness run (quick: tiny + sync logging)
     rate_gflops: float = 0.0  # training FLOP rate measured at the warm-up (sizes the windows)
@@ -76,6 +87,15 @@ class Settings:
                              "trainer.max_steps=3", "trainer.val_check_interval=3",
                              "task.val_size=16", "task.test_size=16", *sync),
             sweep_repeats=1,
+            efficiency_cases=(
+                ("six_runs", ("hydra/launcher=joblib", "threads=1", "cell=rnn,gru", "task=adding", "seq_len=8",
+                              "batch_size=8", "cell.hidden_size=8", "trainer.max_steps=3",
+                              "trainer.val_check_interval=3", "task.val_size=16", "task.test_size=16", *sync)),
+                ("long_range", ("+experiment=long_range", "hydra.sweeper.params.task=adding",
+                                "hydra.sweeper.params.seq_len=8", "hydra.sweeper.params.seed=0",
+                                "hydra.sweeper.params.cell=lstm", "trainer.max_steps=3",
+                                "trainer.val_check_interval=3", "task.val_size=16", "task.test_size=16", *sync))),
+            efficiency_steps=3, efficiency_scaling_config=("adding", "8", "8", "8", "8", "1"),
             memory_overrides=("trainer.max_steps=4", "trainer.val_check_interval=2", "seq_len=16",
                               "batch_size=8", "trainer.limit_val_batches=2",
                               "trainer.limit_test_batches=2", *sync),
