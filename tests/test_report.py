@@ -143,14 +143,17 @@ def test_tables_and_observations_state_the_numbers(hand_made):
     assert rows[3] == ["lstm", "20", "none", "—", "0", "—", "0/0", "1", "0"]
     assert rows[4] == ["gru", "20", "1.0", "—", "0", "—", "0/0", "0", "1"]
     copy_header = report.metric_table(summary, "copy", runs, fake_info).splitlines()[0]
-    assert "test/loss (mean [95% CI])" in copy_header and "test/acc (mean ± std)" in copy_header
+    assert "test/loss (mean [95% CI])" in copy_header and "test/acc (mean [95% CI])" in copy_header
     sent = report.metric_table(summary, "sentiment", runs, fake_info).splitlines()
     assert sent[0].startswith("| cell | task.distance | seq_len | clip | test/acc")
     assert sent[2].startswith("| rnn | 16 | 64 | 1.0 | 0.75 [0.7, 0.8] | 2 | 0.5 |")
 
     obs = "\n".join(report.observations(summary, runs, fake_info))
-    assert "lstm, clip 1.0: 0.05 (n=1), better than the baseline by 0.1167 (70.0% of the baseline)" in obs
-    assert "better than the baseline by 0.25 (50.0% of the baseline)" in obs  # sentiment: higher is better
+    print(obs)
+    # one seed establishes nothing; an interval that excludes the baseline does (higher is better here)
+    assert "lstm, clip 1.0: 0.05 (n=1; seeds: 0.05), one seed: below the baseline, nothing established" in obs
+    assert ("rnn, clip 1.0: 0.75 [0.7, 0.8] (n=2; seeds: 0.7, 0.8), better than the baseline by 50.0% of it "
+            "(established: the interval excludes it)") in obs
     assert "diverged: 1 of 5 adding runs" in obs
     assert "failed (in no mean and no diverged fraction): 1 (lstm-adding-T20-clipNone-s0)" in obs
     assert "running (in no mean and no diverged fraction): 1 (gru-adding-T20-clip1.0-s0)" in obs
@@ -368,6 +371,23 @@ def test_critical_length_and_paired_differences_from_hand_made_runs():
     assert t10[:3] == ["10", "1.0", "rnn - gru"] and t10[3].startswith("0.1 [0.1, 0.1]")
     assert t10[4:] == ["3", "gru better (established)"]
     assert t20[4:] == ["3", "not established"]
+
+    # The observations name the lowest mean, and say it is not established at T=20.
+    summary = report.summarise(runs, fake_info)
+    obs = "\n".join(report.observations(summary, runs, fake_info))
+    assert "lowest mean test/mse with clip 1.0: gru (0.1); not established against rnn (difference" in obs
+
+    # Ours vs Bai et al. (2018) at their T=600: their GRU solves adding (5.3e-5 against 1/6), their
+    # RNN does not; our GRU solves up to 20 (2 of 3 seeds), our RNN nowhere.
+    lit = report.literature_table(summary, runs, "adding", fake_info)
+    assert "Bai, Kolter & Koltun 2018" in lit and "T = 600" in lit
+    rows = {r.split("|")[1].strip(): [c.strip() for c in r.split("|")[2:-1]] for r in lit.splitlines()[4:]}
+    assert rows["gru"][:2] == ["1.0", "5.3e-05"] and rows["gru"][2] == "yes" and rows["gru"][4:6] == ["2/3", "20"]
+    assert rows["gru"][6].startswith("agree")
+    assert rows["rnn"][2] == "no" and rows["rnn"][5] == "none" and rows["rnn"][6].startswith("agree")
+    # their LSTM (0.164, at the baseline) fails at T=600; one that solves here at T <= 200 does not contradict it
+    assert report._agreement(False, True, 600, 200).startswith("solved here at T ≤ 200, not there at T = 600")
+    assert report._agreement(True, False, 600, 200) == "differ (their T = 600, ours 200)"
 
 
 def test_task_metric_comes_from_the_runs_tags_without_importing_the_task(monkeypatch):

@@ -38,8 +38,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from rnnlab import literature, stats
 from rnnlab import runs as runs_tags
-from rnnlab import stats
 from rnnlab.config import CELLS
 
 if TYPE_CHECKING:
@@ -288,6 +288,8 @@ def summarise(runs: pd.DataFrame, info: Callable[[str], TaskInfo] = task_info) -
         for m in ti.extras:
             row[f"{m} mean"], row[f"{m} std"], row[f"{m} n"] = (
                 mean_std(done[m]) if m in g else (math.nan, math.nan, 0))
+            eci = stats.mean_ci(done[m]) if m in g else stats.Interval(math.nan, math.nan, math.nan, 0)
+            row[f"{m} ci low"], row[f"{m} ci high"] = eci.low, eci.high
         for short in [ti.short, *(m.split("/", 1)[1] for m in ti.extras)]:
             for b in baseline_columns(g, short):
                 row[b] = float(g[b].mean()) if g[b].notna().any() else math.nan
@@ -296,7 +298,9 @@ def summarise(runs: pd.DataFrame, info: Callable[[str], TaskInfo] = task_info) -
         row["n_failed"] = int((g["outcome"] == "failed").sum())
         row["n_running"] = int((g["outcome"] == "running").sum())
         if "grad_flow/horizon" in g:
-            row["horizon mean"], row["horizon std"], row["horizon n"] = mean_std(done["grad_flow/horizon"])
+            h = stats.mean_ci(done["grad_flow/horizon"])
+            row.update({"horizon mean": h.mean, "horizon ci low": h.low, "horizon ci high": h.high, "horizon n": h.n})
+        row["per seed"] = sorted(float(v) for v in done[ti.metric] if math.isfinite(v)) if ti.metric in g else []
         rows.append(row)
     out = pd.DataFrame(rows)
     return sort_rows(out).reset_index(drop=True) if len(out) else out
@@ -377,13 +381,6 @@ def fmt_mean_ci(mean: float, low: float, high: float, n: int) -> str:
     return fmt(mean) if n < 2 or not math.isfinite(low) else f"{fmt(mean)} [{fmt(low, 3)}, {fmt(high, 3)}]"
 
 
-def fmt_mean_std(mean: float, std: float, n: int) -> str:
-    """``mean ± std``; just the mean for one seed, a dash for none."""
-    if n == 0 or not math.isfinite(mean):
-        return "—"
-    return fmt(mean) if n < 2 or not math.isfinite(std) else f"{fmt(mean)} ± {fmt(std, 2)}"
-
-
 def md_table(header: list[str], rows: list[list[str]], right: Iterable[int] = ()) -> str:
     right = set(right)
     sep = ["---:" if i in right else "---" for i in range(len(header))]
@@ -427,7 +424,7 @@ def metric_table(summary: pd.DataFrame, task: str, runs: pd.DataFrame,
                  info: Callable[[str], TaskInfo] = task_info) -> str:
     """The final test metric per cell x length x clip (mean and 95% bootstrap CI over finished
     seeds, n), the baseline(s) beside it, and the diverged fraction (diverged / finished+diverged);
-    extra metrics as mean ± std."""
+    extra metrics the same way."""
     s = summary[summary["task"] == task]
     ti = info(task)
     xl = length_label(task, runs)
@@ -438,7 +435,7 @@ def metric_table(summary: pd.DataFrame, task: str, runs: pd.DataFrame,
     extra_base = {}
     for m in ti.extras:
         short = m.split("/", 1)[1]
-        header.append(f"{m} (mean ± std)")
+        header.append(f"{m} (mean [95% CI])")
         extra_base[m] = baseline_columns(s, short)[:1]
         header += [f"baseline {short}" for _ in extra_base[m]]
     shown = [c for c in ("failed", "running") if len(s) and s[f"n_{c}"].sum()]  # only when there are any
@@ -448,7 +445,7 @@ def metric_table(summary: pd.DataFrame, task: str, runs: pd.DataFrame,
         row = [r["cell"], str(r["x"]), *([str(r["seq_len"])] if by_distance else []), r["clip"],
                fmt_mean_ci(r["mean"], r["ci low"], r["ci high"], r["n"]), str(r["n"]), *(fmt(r[b]) for b in base)]
         for m in ti.extras:
-            row.append(fmt_mean_std(r[f"{m} mean"], r[f"{m} std"], r[f"{m} n"]))
+            row.append(fmt_mean_ci(r[f"{m} mean"], r[f"{m} ci low"], r[f"{m} ci high"], r[f"{m} n"]))
             row += [fmt(r[b]) for b in extra_base[m]]
         row.append(f"{r['n_diverged']}/{r['n_runs']}")
         row += [str(r[f"n_{c}"]) for c in shown]
@@ -505,6 +502,59 @@ def paired_table(runs: pd.DataFrame, task: str, info: Callable[[str], TaskInfo] 
     return md_table(header, rows, (0, 4))
 
 
+def literature_table(summary: pd.DataFrame, runs: pd.DataFrame, task: str,
+                     info: Callable[[str], TaskInfo] = task_info) -> str | None:
+    """Ours beside the published numbers for the same task and metric (:mod:`rnnlab.literature`):
+    per cell, theirs and whether it solves the task by our rule, ours at our longest length with
+    its interval, our solved seeds and critical length, and whether the two agree, or why they
+    cannot be compared directly (a longer T there, a different corpus)."""
+    ti = info(task)
+    entries = [p for p in literature.PUBLISHED.get(task, []) if p.metric == ti.metric]
+    t = runs[(runs["task"] == task) & runs["outcome"].isin(COMPLETED)]
+    if not entries or t.empty:
+        return None
+    x_max = longest(t)[task]
+    xl = length_label(task, runs)
+    s = summary[(summary["task"] == task) & (summary["x"] == x_max)]
+    t = t.assign(solved=solved(t))
+    tables = []
+    for p in entries:
+        header = ["cell", "clip", f"theirs ({p.metric})", "solved there", f"ours at {xl}={x_max} (mean [95% CI])",
+                  "solved here (seeds)", "our critical length", "agreement"]
+        rows = []
+        for _, r in s.sort_values(["cell", "clip"], key=lambda c: c.map(cell_order if c.name == "cell"
+                                                                           else clip_order)).iterrows():
+            if r["cell"] not in p.values:
+                continue
+            theirs = p.values[r["cell"]]
+            there = literature.solved(theirs, p.baseline, SOLVE_THRESHOLD)
+            g = t[(t["cell"] == r["cell"]) & (t["clip"] == r["clip"])]
+            here = g[g["x"] == x_max]
+            critical = stats.critical_length({int(x): list(gx["solved"]) for x, gx in g.groupby("x")})
+            ours_solved = critical is not None and critical >= x_max
+            rows.append([r["cell"], r["clip"], fmt(theirs), "—" if there is None else "yes" if there else "no",
+                         fmt_mean_ci(r["mean"], r["ci low"], r["ci high"], r["n"]),
+                         f"{int(here['solved'].sum())}/{len(here)}", "none" if critical is None else str(critical),
+                         _agreement(there, ours_solved, p.length, x_max)])
+        if rows:
+            base = f" Their trivial baseline: {fmt(p.baseline)} ({p.baseline_note})." if p.baseline else ""
+            tables.append(f"{p.source}, {p.where}: {p.setting}.{base}\n\n"
+                          + md_table(header, rows, (2, 4, 5, 6)))
+    return "\n\n".join(tables) or None
+
+
+def _agreement(there: bool | None, here: bool, their_length: int | None, our_length: int) -> str:
+    if there is None:
+        return "no baseline there: compare the order of the cells"
+    lengths = "" if their_length in (None, our_length) else f" (their T = {their_length}, ours {our_length})"
+    if there == here:
+        return "agree" + lengths
+    if here and their_length and their_length > our_length:
+        return (f"solved here at T ≤ {our_length}, not there at T = {their_length}: not a contradiction, "
+                "a longer T here would test it")
+    return "differ" + lengths
+
+
 def throughput_table(tp: pd.DataFrame, task: str, runs: pd.DataFrame) -> str:
     """tokens/s per length (rows) and cell (columns), with the number of runs averaged."""
     t = tp[tp["task"] == task]
@@ -521,59 +571,80 @@ def throughput_table(tp: pd.DataFrame, task: str, runs: pd.DataFrame) -> str:
 
 # -- computed observations -----------------------------------------------------------------
 
-def compare(mean: float, base: float, mode: str) -> str:
-    """How far a mean is from the baseline, in the direction the task calls better."""
-    if not (math.isfinite(mean) and math.isfinite(base)):
-        return "no baseline logged" if not math.isfinite(base) else "no value"
+def against_baseline(mean: float, low: float, high: float, n: int, base: float, mode: str) -> str:
+    """Where the baseline lies against the mean's interval, and what that establishes."""
+    if not math.isfinite(base):
+        return "no baseline logged"
+    if n < 2 or not math.isfinite(low):
+        return f"one seed: {'below' if mean < base else 'above'} the baseline, nothing established"
+    if low <= base <= high:
+        return "the baseline lies inside the interval: not distinguishable from it"
     gain = (base - mean) if mode == "min" else (mean - base)
-    rel = f" ({abs(gain) / abs(base):.1%} of the baseline)" if base != 0 else ""
-    if gain == 0:
-        return "equal to the baseline"
-    return f"{'better' if gain > 0 else 'worse'} than the baseline by {fmt(abs(gain))}{rel}"
+    rel = f" by {abs(gain) / abs(base):.1%} of it" if base != 0 else ""
+    return f"{'better' if gain > 0 else 'worse'} than the baseline{rel} (established: the interval excludes it)"
 
 
 def observations(summary: pd.DataFrame, runs: pd.DataFrame,
                  info: Callable[[str], TaskInfo] = task_info) -> list[str]:
-    """Facts computed from the runs, phrased as numbers (no interpretation): per task at its
-    longest length, each cell x clip against the baseline, the best cell per clip value, the
-    gradient horizon; then the task's divergence and failure counts. One bullet per task."""
+    """Facts computed from the runs, each claiming only what its interval supports: per task at
+    its longest length, each cell x clip against the baseline (with every seed's value), which
+    cell is best per clip value and against which rivals that is established (paired over
+    seeds), the gradient horizon; then the task's divergence and failure counts."""
     out: list[str] = []
     for task, x_max in longest(runs).items():
         ti, xl = info(task), length_label(task, runs)
         s = summary[(summary["task"] == task) & (summary["x"] == x_max)]
         base_col = f"baseline/{ti.short}"
         base = s[base_col].dropna() if base_col in s else pd.Series(dtype=float)
-        base_txt = f"baseline {ti.short} = {fmt(base.iloc[0])}" if len(base) else "no baseline logged"
+        base_txt = f"baseline {ti.short} = {fmt(base.iloc[0])} on the test set" if len(base) else "no baseline logged"
+        at_x = runs[(runs["task"] == task) & (runs["x"] == x_max)]
         head = f"- **{task}** at the longest {xl} = {x_max} ({ti.metric}, {ti.better} is better; {base_txt}):"
-        lines = [*_against_baseline(s, ti, base_col), *_best_cells(s, ti), *_horizons(s, runs, task),
+        lines = [*_against_baseline(s, at_x, ti, base_col), *_best_cells(s, at_x, ti), *_horizons(s, runs, task),
                  *_outcomes(summary[summary["task"] == task], runs, task, xl)]
         out.append("\n".join([head, *(f"  - {line}" for line in lines)]))
     return out
 
 
-def _against_baseline(s: pd.DataFrame, ti: TaskInfo, base_col: str) -> list[str]:
+def _against_baseline(s: pd.DataFrame, runs: pd.DataFrame, ti: TaskInfo, base_col: str) -> list[str]:
     lines = []
     for _, r in s.iterrows():
         if r["n"] == 0:
             lines.append(f"{r['cell']}, clip {r['clip']}: no finished run ({r['n_diverged']} of {r['n_runs']} "
                          f"diverged, {r['n_failed']} failed, {r['n_running']} running).")
             continue
+        g = runs[(runs["cell"] == r["cell"]) & (runs["clip"] == r["clip"]) & runs["outcome"].isin(COMPLETED)]
         div = f"; {r['n_diverged']} of {r['n_runs']} runs diverged" if r["n_diverged"] else ""
-        lines.append(f"{r['cell']}, clip {r['clip']}: {fmt_mean_std(r['mean'], r['std'], r['n'])} (n={r['n']}), "
-                     f"{compare(r['mean'], r.get(base_col, math.nan), ti.mode)}{div}.")
+        seeds = ", ".join(fmt(v, 3) for v in r["per seed"])
+        verdict = against_baseline(r["mean"], r["ci low"], r["ci high"], r["n"], r.get(base_col, math.nan), ti.mode)
+        lines.append(f"{r['cell']}, clip {r['clip']}: {fmt_mean_ci(r['mean'], r['ci low'], r['ci high'], r['n'])} "
+                     f"(n={r['n']}; seeds: {seeds}), {verdict}; solved {int(solved(g).sum())} of {len(g)}{div}.")
     return lines
 
 
-def _best_cells(s: pd.DataFrame, ti: TaskInfo) -> list[str]:
+def _best_cells(s: pd.DataFrame, runs: pd.DataFrame, ti: TaskInfo) -> list[str]:
+    """The best mean per clip value, and against which rivals the paired difference (same
+    seeds) establishes it; a mean that is lowest by chance is called so."""
     lines = []
+    done = runs[(runs["outcome"] == "finished") & runs["seed"].notna()]
     for clip in sorted(s["clip"].unique(), key=clip_order):
         rivals = s[(s["clip"] == clip) & (s["n"] > 0)]
         if len(rivals) < 2:
             continue
         best = rivals.loc[rivals["mean"].idxmin() if ti.mode == "min" else rivals["mean"].idxmax()]
-        others = ", ".join(f"{r['cell']} {fmt(r['mean'])}" for _, r in rivals.iterrows() if r["cell"] != best["cell"])
+        at = done[done["clip"] == clip]
+        per_seed = {c: dict(zip(g["seed"].astype(int), g[ti.metric])) for c, g in at.groupby("cell")}
+        won: list[str] = []
+        open_: list[str] = []
+        for _, r in rivals.iterrows():
+            if r["cell"] == best["cell"]:
+                continue
+            d = stats.paired_difference(per_seed.get(best["cell"], {}), per_seed.get(r["cell"], {}))
+            text = f"{r['cell']} (difference {fmt(d.mean, 3)} [{fmt(d.low, 3)}, {fmt(d.high, 3)}], {d.n} seeds)"
+            (won if d.excludes_zero else open_).append(text)
+        verdicts = ([f"established against {', '.join(won)}"] if won else []) + (
+            [f"not established against {', '.join(open_)}"] if open_ else [])
         lines.append(f"{'lowest' if ti.mode == 'min' else 'highest'} mean {ti.metric} with clip {clip}: "
-                     f"{best['cell']} ({fmt(best['mean'])}; others: {others}).")
+                     f"{best['cell']} ({fmt(best['mean'])}); " + "; ".join(verdicts) + ".")
     return lines
 
 
@@ -581,11 +652,13 @@ def _horizons(s: pd.DataFrame, runs: pd.DataFrame, task: str) -> list[str]:
     if "horizon n" not in s or not (s["horizon n"] > 0).any():
         return []
     thr = runs.loc[runs["task"] == task, "threshold"].dropna()
-    parts = ", ".join(
-        f"{r['cell']} clip {r['clip']} {fmt_mean_std(r['horizon mean'], r['horizon std'], r['horizon n'])}"
-        for _, r in s[s["horizon n"] > 0].iterrows())
-    return [f"grad_flow/horizon at the last probe (largest distance from the readout, in steps, at which "
-            f"‖∂L/∂x_t‖ ≥ {f'{thr.iloc[0]:g}' if len(thr) else 'the threshold'} × its max): {parts}."]
+    share = f"{thr.iloc[0]:g}" if len(thr) else "the threshold"
+    parts = ", ".join(f"{r['cell']} clip {r['clip']} " + fmt_mean_ci(*(r[f"horizon {k}"] for k in ("mean", "ci low",
+                                                                                                "ci high", "n")))
+                      for _, r in s[s["horizon n"] > 0].iterrows())
+    return [f"grad_flow/horizon at the last probe (the farthest distance from the readout, in steps, at which "
+            f"‖∂L/∂x_t‖ is still ≥ {share} × its maximum; the profile may dip below that nearer the readout, "
+            f"so it is not a bound over all distances): {parts}."]
 
 
 def _outcomes(t: pd.DataFrame, runs: pd.DataFrame, task: str, xl: str) -> list[str]:
@@ -672,8 +745,8 @@ def render(ctx: Context, info: Callable[[str], TaskInfo] = task_info) -> str:
     """REPORT.md: header, metric tables, figures, throughput, computed observations, and the
     discussion placeholder (or the discussion carried over from the previous version)."""
     parts = [header(ctx), "", "## Final test metric", "",
-             f"The mean over the seeds that finished with its interval ({stats.METHOD}; extra metrics: "
-             "mean ± sample std); `n` = finished seeds. "
+             f"The mean over the seeds that finished with its interval ({stats.METHOD}); "
+             "`n` = finished seeds. "
              "Diverged runs count only in `diverged` (diverged / finished+diverged). `baseline` is "
              "the task's trivial strategy scored on the run's own test set (`baseline/*`).",
              "",
@@ -691,6 +764,9 @@ def render(ctx: Context, info: Callable[[str], TaskInfo] = task_info) -> str:
             parts += ["", f"**{task}: solved seeds and critical length**", "", critical]
         if paired:
             parts += ["", f"**{task}: paired differences between cells**", "", paired]
+        published = literature_table(ctx.summary, ctx.runs, task, info)
+        if published:
+            parts += ["", f"**{task}: ours vs literature**", "", published]
     fig_text = [
         ("metric_vs_length.png", "Final test metric vs length",
          "One line per cell, line style = clip, error bars = 95% bootstrap CI of the mean over seeds, "
