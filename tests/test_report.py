@@ -400,3 +400,31 @@ def test_task_metric_comes_from_the_runs_tags_without_importing_the_task(monkeyp
     info = report.task_info("newtask")
     assert (info.metric, info.mode, info.known) == ("test/acc", "max", True)
     assert report.task_info("adding") == report._task_info_from_code("adding")  # tags and code agree
+
+
+def test_equal_budget_runs_are_their_own_arm_compared_only_with_each_other():
+    """A study runs every cell at equal hidden size and at an equal parameter budget: the two
+    sizings are separate rows, solved counts and paired differences (never across sizings)."""
+    rows = []
+    for seed in range(2):
+        for cell, hidden_mse, budget_mse in (("rnn", 0.15, 0.12), ("gru", 0.01, 0.02)):
+            rows.append(raw_run(f"{cell}-h-{seed}", cell, seed=seed, metrics={"test/mse": hidden_mse + 0.001 * seed},
+                                params={"model.param_budget": "None"}))
+            sized = {"model.param_budget": "30000", "cell.hidden_size": 99 if cell == "rnn" else 40}
+            rows.append(raw_run(f"{cell}-b-{seed}", cell, seed=seed, metrics={"test/mse": budget_mse + 0.001 * seed},
+                                params=sized))
+    runs = report.tidy(pd.DataFrame(rows))
+    assert set(runs["size"]) == {"hidden 128", "30,000 params"}
+    summary = report.summarise(runs, fake_info)
+    header, _, *table = table_rows("# adding\n" + report.metric_table(summary, "adding", runs, fake_info), "adding")
+    assert header[:5] == ["cell", "seq_len", "clip", "size", "test/mse (mean [95% CI])"]
+    assert {(r[0], r[3], r[4].split(" ")[0]) for r in table} == {
+        ("rnn", "hidden 128", "0.1505"), ("rnn", "30,000 params", "0.1205"),
+        ("gru", "hidden 128", "0.0105"), ("gru", "30,000 params", "0.0205")}
+    paired = [[c.strip() for c in r.split("|")[1:-1]] for r in report.paired_table(runs, "adding", fake_info)
+              .splitlines()[2:]]
+    assert sorted((r[3], r[2]) for r in paired) == [("rnn - gru", "30,000 params"), ("rnn - gru", "hidden 128")]
+    critical = report.critical_table(runs, "adding").splitlines()
+    assert critical[0].split("|")[1:4] == [" cell ", " clip ", " size "] and len(critical) == 2 + 4
+    obs = "\n".join(report.observations(summary, runs, fake_info))
+    assert "gru, clip 1.0, 30,000 params: 0.0205" in obs and "with clip 1.0, hidden 128: gru" in obs

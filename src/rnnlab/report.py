@@ -10,8 +10,10 @@ and return plain pandas objects, so everything but the loading is tested without
    budget, every metric), the sweep's parent run dropped;
 3. :func:`select_runs`: one run per (task, cell, seq_len, distance, clip, seed): the most
    recent one that finished or diverged, so a rerun supersedes an old run;
-4. :func:`summarise`: mean ± std over seeds of the headline test metric per cell x length x
-   clip, with the baseline and the diverged fraction;
+4. :func:`summarise`: per cell x length x clip x size (equal hidden size, or equal parameter
+   budget), the mean over seeds of every test metric with its 95% bootstrap interval, the
+   baseline and the diverged fraction; then solved seeds and critical lengths, paired
+   differences between cells and the published numbers beside ours (:mod:`rnnlab.literature`);
 5. :func:`throughput`, :func:`last_profiles` and :func:`render` for the page; the figures are
    drawn by :mod:`rnnlab.report_figures` from the same frames.
 
@@ -48,7 +50,7 @@ if TYPE_CHECKING:
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 # A run is one seed of one configuration; a group is the seeds of one configuration.
-GROUP = ["task", "cell", "seq_len", "distance", "clip"]
+GROUP = ["task", "cell", "seq_len", "distance", "clip", "size"]
 KEY = [*GROUP, "seed"]
 CELL_ORDER = CELLS
 EXTRA_METRICS = {"copy": ("acc",)}  # shown beside the headline metric (copy: loss is the headline)
@@ -226,6 +228,7 @@ def tidy(raw: pd.DataFrame) -> pd.DataFrame:
         "git_commit": _col(raw, "tags.git_commit"),
         "git_dirty": _col(raw, "tags.git_dirty").astype(str).str.lower().eq("true"),
         "threshold": num(_col(raw, "params.diagnostics.threshold")),
+        "size": size_label(num(_col(raw, "params.model.param_budget")), num(_col(raw, "params.cell.hidden_size"))),
         **{short: num(_col(raw, f"params.{p}")).astype("Int64") for p, short in BUDGET.items()},
     })
     metrics = {c[len("metrics."):]: num(raw[c]) for c in raw.columns if c.startswith("metrics.")}
@@ -234,6 +237,26 @@ def tidy(raw: pd.DataFrame) -> pd.DataFrame:
     df["outcome"] = [outcome(s, d) for s, d in zip(df["status"], df["diverged"])]
     df["x"] = df["distance"].where(df["distance"].notna(), df["seq_len"]).astype("Int64")
     return df.reset_index(drop=True)
+
+
+def size_label(budget: pd.Series, hidden: pd.Series) -> pd.Series:
+    """How a run's model was sized: ``33,000 params`` (``model.param_budget``: every cell the
+    same parameter count) or ``hidden 64`` (the same hidden size). Tables show it only when a
+    report holds both, and compare cells only within one."""
+    return pd.Series([f"{int(b):,} params" if pd.notna(b) else f"hidden {int(h)}" if pd.notna(h) else "—"
+                      for b, h in zip(budget, hidden)], index=budget.index, dtype=object)
+
+
+def sizes_vary(df: pd.DataFrame) -> bool:
+    return "size" in df and df["size"].nunique() > 1
+
+
+def as_figure_arms(df: pd.DataFrame) -> pd.DataFrame:
+    """For the figures, whose line style is the clip value: where sizes vary, the style is
+    clip and size together (``1.0, 33,000 params``)."""
+    if not sizes_vary(df):
+        return df
+    return df.assign(clip=[f"{c}, {z}" for c, z in zip(df["clip"], df["size"])])
 
 
 def select_runs(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
@@ -428,8 +451,9 @@ def metric_table(summary: pd.DataFrame, task: str, runs: pd.DataFrame,
     s = summary[summary["task"] == task]
     ti = info(task)
     xl = length_label(task, runs)
-    by_distance = xl == "task.distance"
-    header = ["cell", xl, *(["seq_len"] if by_distance else []), "clip", f"{ti.metric} (mean [95% CI])", "n"]
+    by_distance, sized = xl == "task.distance", sizes_vary(s)
+    header = ["cell", xl, *(["seq_len"] if by_distance else []), "clip", *(["size"] if sized else []),
+              f"{ti.metric} (mean [95% CI])", "n"]
     base = baseline_columns(s, ti.short)
     header += [b.replace("baseline/", "baseline ") if i else "baseline" for i, b in enumerate(base)]
     extra_base = {}
@@ -443,14 +467,15 @@ def metric_table(summary: pd.DataFrame, task: str, runs: pd.DataFrame,
     rows = []
     for _, r in s.iterrows():
         row = [r["cell"], str(r["x"]), *([str(r["seq_len"])] if by_distance else []), r["clip"],
-               fmt_mean_ci(r["mean"], r["ci low"], r["ci high"], r["n"]), str(r["n"]), *(fmt(r[b]) for b in base)]
+               *([r["size"]] if sized else []), fmt_mean_ci(r["mean"], r["ci low"], r["ci high"], r["n"]),
+               str(r["n"]), *(fmt(r[b]) for b in base)]
         for m in ti.extras:
             row.append(fmt_mean_ci(r[f"{m} mean"], r[f"{m} ci low"], r[f"{m} ci high"], r[f"{m} n"]))
             row += [fmt(r[b]) for b in extra_base[m]]
         row.append(f"{r['n_diverged']}/{r['n_runs']}")
         row += [str(r[f"n_{c}"]) for c in shown]
         rows.append(row)
-    right = [i for i, h in enumerate(header) if h not in ("cell", "clip")]
+    right = [i for i, h in enumerate(header) if h not in ("cell", "clip", "size")]
     return md_table(header, rows, right)
 
 
@@ -471,15 +496,18 @@ def critical_table(runs: pd.DataFrame, task: str) -> str | None:
         return None
     t = t.assign(solved=solved(t))
     lengths = sorted(int(x) for x in t["x"].dropna().unique())
-    header = ["cell", "clip", "critical length", *(f"{length_label(task, runs)}={x}" for x in lengths)]
+    sized = sizes_vary(t)
+    header = ["cell", "clip", *(["size"] if sized else []), "critical length",
+              *(f"{length_label(task, runs)}={x}" for x in lengths)]
     rows = []
-    groups = sorted(t.groupby(["cell", "clip"]), key=lambda kv: (cell_order(kv[0][0]), clip_order(kv[0][1])))
-    for (cell, clip), g in groups:
+    groups = sorted(t.groupby(["cell", "clip", "size"]),
+                    key=lambda kv: (cell_order(kv[0][0]), clip_order(kv[0][1]), kv[0][2]))
+    for (cell, clip, size), g in groups:
         per = {int(x): list(gx["solved"]) for x, gx in g.groupby("x")}
         critical = stats.critical_length(per)
-        rows.append([cell, clip, "none" if critical is None else str(critical),
+        rows.append([cell, clip, *([size] if sized else []), "none" if critical is None else str(critical),
                      *(f"{sum(per[x])}/{len(per[x])}" if x in per else "-" for x in lengths)])
-    return md_table(header, rows, range(2, len(header)))
+    return md_table(header, rows, range(3 if sized else 2, len(header)))
 
 
 def paired_table(runs: pd.DataFrame, task: str, info: Callable[[str], TaskInfo] = task_info) -> str | None:
@@ -488,18 +516,22 @@ def paired_table(runs: pd.DataFrame, task: str, info: Callable[[str], TaskInfo] 
     ti = info(task)
     t = runs[(runs["task"] == task) & (runs["outcome"] == "finished") & runs["seed"].notna()]
     rows = []
-    for (x, clip), g in sorted(t.groupby(["x", "clip"]), key=lambda kv: (kv[0][0], clip_order(kv[0][1]))):
+    sized = sizes_vary(t)
+    groups = sorted(t.groupby(["x", "clip", "size"]), key=lambda kv: (kv[0][0], clip_order(kv[0][1]), kv[0][2]))
+    for (x, clip, size), g in groups:
         by_cell = {c: dict(zip(gc["seed"].astype(int), gc[ti.metric])) for c, gc in g.groupby("cell")}
         cells = sorted(by_cell, key=cell_order)
         for i, a in enumerate(cells):
             for b in cells[i + 1:]:
                 diff = stats.paired_difference(by_cell[a], by_cell[b])
-                rows.append([str(x), clip, f"{a} - {b}", f"{fmt(diff.mean)} [{fmt(diff.low)}, {fmt(diff.high)}]",
+                rows.append([str(x), clip, *([size] if sized else []), f"{a} - {b}",
+                             f"{fmt(diff.mean)} [{fmt(diff.low)}, {fmt(diff.high)}]",
                              str(diff.n), stats.verdict(diff, ti.mode, (a, b))])
     if not rows:
         return None
-    header = [length_label(task, runs), "clip", "cells", f"{ti.metric} difference [95% CI]", "seeds", "verdict"]
-    return md_table(header, rows, (0, 4))
+    header = [length_label(task, runs), "clip", *(["size"] if sized else []), "cells",
+              f"{ti.metric} difference [95% CI]", "seeds", "verdict"]
+    return md_table(header, rows, (0, 5 if sized else 4))
 
 
 def literature_table(summary: pd.DataFrame, runs: pd.DataFrame, task: str,
@@ -517,10 +549,11 @@ def literature_table(summary: pd.DataFrame, runs: pd.DataFrame, task: str,
     xl = length_label(task, runs)
     s = summary[(summary["task"] == task) & (summary["x"] == x_max)]
     t = t.assign(solved=solved(t))
+    sized = sizes_vary(t)
     tables = []
     for p in entries:
-        header = ["cell", "clip", f"theirs ({p.metric})", "solved there", f"ours at {xl}={x_max} (mean [95% CI])",
-                  "solved here (seeds)", "our critical length", "agreement"]
+        header = ["cell", "clip", *(["size"] if sized else []), f"theirs ({p.metric})", "solved there",
+                  f"ours at {xl}={x_max} (mean [95% CI])", "solved here (seeds)", "our critical length", "agreement"]
         rows = []
         for _, r in s.sort_values(["cell", "clip"], key=lambda c: c.map(cell_order if c.name == "cell"
                                                                            else clip_order)).iterrows():
@@ -528,18 +561,19 @@ def literature_table(summary: pd.DataFrame, runs: pd.DataFrame, task: str,
                 continue
             theirs = p.values[r["cell"]]
             there = literature.solved(theirs, p.baseline, SOLVE_THRESHOLD)
-            g = t[(t["cell"] == r["cell"]) & (t["clip"] == r["clip"])]
+            g = t[(t["cell"] == r["cell"]) & (t["clip"] == r["clip"]) & (t["size"] == r["size"])]
             here = g[g["x"] == x_max]
             critical = stats.critical_length({int(x): list(gx["solved"]) for x, gx in g.groupby("x")})
             ours_solved = critical is not None and critical >= x_max
-            rows.append([r["cell"], r["clip"], fmt(theirs), "—" if there is None else "yes" if there else "no",
+            rows.append([r["cell"], r["clip"], *([r["size"]] if sized else []), fmt(theirs),
+                         "—" if there is None else "yes" if there else "no",
                          fmt_mean_ci(r["mean"], r["ci low"], r["ci high"], r["n"]),
                          f"{int(here['solved'].sum())}/{len(here)}", "none" if critical is None else str(critical),
                          _agreement(there, ours_solved, p.length, x_max)])
         if rows:
             base = f" Their trivial baseline: {fmt(p.baseline)} ({p.baseline_note})." if p.baseline else ""
             tables.append(f"{p.source}, {p.where}: {p.setting}.{base}\n\n"
-                          + md_table(header, rows, (2, 4, 5, 6)))
+                          + md_table(header, rows, [i + sized for i in (2, 4, 5, 6)]))
     return "\n\n".join(tables) or None
 
 
@@ -605,18 +639,24 @@ def observations(summary: pd.DataFrame, runs: pd.DataFrame,
     return out
 
 
+def _arm(r, sized: bool) -> str:
+    return f"{r['cell']}, clip {r['clip']}" + (f", {r['size']}" if sized else "")
+
+
 def _against_baseline(s: pd.DataFrame, runs: pd.DataFrame, ti: TaskInfo, base_col: str) -> list[str]:
     lines = []
+    sized = sizes_vary(s)
     for _, r in s.iterrows():
         if r["n"] == 0:
-            lines.append(f"{r['cell']}, clip {r['clip']}: no finished run ({r['n_diverged']} of {r['n_runs']} "
+            lines.append(f"{_arm(r, sized)}: no finished run ({r['n_diverged']} of {r['n_runs']} "
                          f"diverged, {r['n_failed']} failed, {r['n_running']} running).")
             continue
-        g = runs[(runs["cell"] == r["cell"]) & (runs["clip"] == r["clip"]) & runs["outcome"].isin(COMPLETED)]
+        g = runs[(runs["cell"] == r["cell"]) & (runs["clip"] == r["clip"]) & (runs["size"] == r["size"])
+                 & runs["outcome"].isin(COMPLETED)]
         div = f"; {r['n_diverged']} of {r['n_runs']} runs diverged" if r["n_diverged"] else ""
         seeds = ", ".join(fmt(v, 3) for v in r["per seed"])
         verdict = against_baseline(r["mean"], r["ci low"], r["ci high"], r["n"], r.get(base_col, math.nan), ti.mode)
-        lines.append(f"{r['cell']}, clip {r['clip']}: {fmt_mean_ci(r['mean'], r['ci low'], r['ci high'], r['n'])} "
+        lines.append(f"{_arm(r, sized)}: {fmt_mean_ci(r['mean'], r['ci low'], r['ci high'], r['n'])} "
                      f"(n={r['n']}; seeds: {seeds}), {verdict}; solved {int(solved(g).sum())} of {len(g)}{div}.")
     return lines
 
@@ -626,12 +666,13 @@ def _best_cells(s: pd.DataFrame, runs: pd.DataFrame, ti: TaskInfo) -> list[str]:
     seeds) establishes it; a mean that is lowest by chance is called so."""
     lines = []
     done = runs[(runs["outcome"] == "finished") & runs["seed"].notna()]
-    for clip in sorted(s["clip"].unique(), key=clip_order):
-        rivals = s[(s["clip"] == clip) & (s["n"] > 0)]
+    sized = sizes_vary(s)
+    for clip, size in sorted({(c, z) for c, z in zip(s["clip"], s["size"])}, key=lambda k: (clip_order(k[0]), k[1])):
+        rivals = s[(s["clip"] == clip) & (s["size"] == size) & (s["n"] > 0)]
         if len(rivals) < 2:
             continue
         best = rivals.loc[rivals["mean"].idxmin() if ti.mode == "min" else rivals["mean"].idxmax()]
-        at = done[done["clip"] == clip]
+        at = done[(done["clip"] == clip) & (done["size"] == size)]
         per_seed = {c: dict(zip(g["seed"].astype(int), g[ti.metric])) for c, g in at.groupby("cell")}
         won: list[str] = []
         open_: list[str] = []
@@ -643,7 +684,8 @@ def _best_cells(s: pd.DataFrame, runs: pd.DataFrame, ti: TaskInfo) -> list[str]:
             (won if d.excludes_zero else open_).append(text)
         verdicts = ([f"established against {', '.join(won)}"] if won else []) + (
             [f"not established against {', '.join(open_)}"] if open_ else [])
-        lines.append(f"{'lowest' if ti.mode == 'min' else 'highest'} mean {ti.metric} with clip {clip}: "
+        lines.append(f"{'lowest' if ti.mode == 'min' else 'highest'} mean {ti.metric} with clip {clip}"
+                     f"{f', {size}' if sized else ''}: "
                      f"{best['cell']} ({fmt(best['mean'])}); " + "; ".join(verdicts) + ".")
     return lines
 
@@ -653,8 +695,9 @@ def _horizons(s: pd.DataFrame, runs: pd.DataFrame, task: str) -> list[str]:
         return []
     thr = runs.loc[runs["task"] == task, "threshold"].dropna()
     share = f"{thr.iloc[0]:g}" if len(thr) else "the threshold"
-    parts = ", ".join(f"{r['cell']} clip {r['clip']} " + fmt_mean_ci(*(r[f"horizon {k}"] for k in ("mean", "ci low",
-                                                                                                "ci high", "n")))
+    sized = sizes_vary(s)
+    horizon = ("horizon mean", "horizon ci low", "horizon ci high", "horizon n")
+    parts = "; ".join(f"{_arm(r, sized)} {fmt_mean_ci(*(r[k] for k in horizon))}"
                       for _, r in s[s["horizon n"] > 0].iterrows())
     return [f"grad_flow/horizon at the last probe (the farthest distance from the readout, in steps, at which "
             f"‖∂L/∂x_t‖ is still ≥ {share} × its maximum; the profile may dip below that nearer the readout, "
@@ -863,10 +906,11 @@ def build(experiment: str, tracking_uri: str, out_dir: Path, sweep_id: str | Non
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in FIGURES:  # a figure this version cannot draw must not survive from an old one
         (out_dir / name).unlink(missing_ok=True)
+    arms, arm_summary = as_figure_arms(runs), as_figure_arms(summary)
     figures = {
-        "metric_vs_length.png": draw.plot_metric_vs_length(summary, runs, out_dir / "metric_vs_length.png"),
-        "training_curves.png": draw.plot_training_curves(runs, curves, out_dir / "training_curves.png"),
-        "grad_flow.png": draw.plot_grad_flow(runs, profiles, out_dir / "grad_flow.png"),
+        "metric_vs_length.png": draw.plot_metric_vs_length(arm_summary, arms, out_dir / "metric_vs_length.png"),
+        "training_curves.png": draw.plot_training_curves(arms, curves, out_dir / "training_curves.png"),
+        "grad_flow.png": draw.plot_grad_flow(arms, profiles, out_dir / "grad_flow.png"),
     }
     sweeps = list(runs["sweep_id"].dropna().unique())
     parents = parent_runs(client, [sweep_id] if sweep_id else sweeps)
