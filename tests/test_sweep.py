@@ -91,6 +91,15 @@ def test_presets_compose_with_the_grid_they_promise():
     assert cfg.tracking.experiment == "long_range" and cfg.threads == 1
     for name in ["char_lm", "sentiment_distance", "forecast", "long_range_study"]:
         assert compose(f"+experiment={name}").sweep.name == name
+        # a preset that feeds a headline comparison runs at least 5 seeds: intervals need them
+        from hydra import compose as hydra_compose
+        from hydra import initialize_config_dir
+
+        with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+            hydra_cfg = hydra_compose("config", overrides=[f"+experiment={name}"], return_hydra_config=True)
+        assert len(str(hydra_cfg.hydra.sweeper.params.seed).split(",")) >= 5, name
+    study = compose("+experiment=long_range_study")
+    assert study.solve.early_stop and study.trainer.max_steps == 1500
 
 
 def test_code_hash_changes_with_any_config_or_source_file(tmp_path, monkeypatch):
