@@ -418,9 +418,10 @@ def test_equal_budget_runs_are_their_own_arm_compared_only_with_each_other():
     summary = report.summarise(runs, fake_info)
     header, _, *table = table_rows("# adding\n" + report.metric_table(summary, "adding", runs, fake_info), "adding")
     assert header[:5] == ["cell", "seq_len", "clip", "size", "test/mse (mean [95% CI])"]
-    assert {(r[0], r[3], r[4].split(" ")[0]) for r in table} == {
+    # cell by cell, equal hidden size first, then the budget
+    assert [(r[0], r[3], r[4].split(" ")[0]) for r in table] == [
         ("rnn", "hidden 128", "0.1505"), ("rnn", "30,000 params", "0.1205"),
-        ("gru", "hidden 128", "0.0105"), ("gru", "30,000 params", "0.0205")}
+        ("gru", "hidden 128", "0.0105"), ("gru", "30,000 params", "0.0205")]
     paired = [[c.strip() for c in r.split("|")[1:-1]] for r in report.paired_table(runs, "adding", fake_info)
               .splitlines()[2:]]
     assert sorted((r[3], r[2]) for r in paired) == [("rnn - gru", "30,000 params"), ("rnn - gru", "hidden 128")]

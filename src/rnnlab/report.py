@@ -272,10 +272,21 @@ def select_runs(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
 
 
 def sort_rows(df: pd.DataFrame) -> pd.DataFrame:
-    """Tables read cell by cell (rnn, lstm, gru), short to long, clipped before unclipped."""
-    order = df.assign(_c=df["cell"].map(cell_order), _k=df["clip"].map(clip_order))
-    by = [c for c in ("task", "_c", "x", "seq_len", "_k", "seed") if c in order.columns]
-    return order.sort_values(by, kind="stable").drop(columns=["_c", "_k"])
+    """Tables read cell by cell (rnn, lstm, gru), short to long, clipped before unclipped,
+    equal hidden size before equal budget."""
+    order = df.assign(_c=df["cell"].map(cell_order), _k=df["clip"].map(clip_order),
+                      _z=df["size"].map(size_order) if "size" in df else 0)
+    by = [c for c in ("task", "_c", "x", "seq_len", "_k", "_z", "seed") if c in order.columns]
+    return order.sort_values(by, kind="stable").drop(columns=["_c", "_k", "_z"])
+
+
+def size_order(label: str) -> tuple[int, float]:
+    """Equal hidden size (the default sizing) first, then parameter budgets, small to large."""
+    head, _, _ = str(label).partition(" params")
+    try:
+        return (1, float(head.replace(",", "")))
+    except ValueError:
+        return (0, 0.0)
 
 
 # -- aggregation ---------------------------------------------------------------------------
@@ -501,7 +512,7 @@ def critical_table(runs: pd.DataFrame, task: str) -> str | None:
               *(f"{length_label(task, runs)}={x}" for x in lengths)]
     rows = []
     groups = sorted(t.groupby(["cell", "clip", "size"]),
-                    key=lambda kv: (cell_order(kv[0][0]), clip_order(kv[0][1]), kv[0][2]))
+                    key=lambda kv: (cell_order(kv[0][0]), clip_order(kv[0][1]), size_order(kv[0][2])))
     for (cell, clip, size), g in groups:
         per = {int(x): list(gx["solved"]) for x, gx in g.groupby("x")}
         critical = stats.critical_length(per)
@@ -517,7 +528,8 @@ def paired_table(runs: pd.DataFrame, task: str, info: Callable[[str], TaskInfo] 
     t = runs[(runs["task"] == task) & (runs["outcome"] == "finished") & runs["seed"].notna()]
     rows = []
     sized = sizes_vary(t)
-    groups = sorted(t.groupby(["x", "clip", "size"]), key=lambda kv: (kv[0][0], clip_order(kv[0][1]), kv[0][2]))
+    groups = sorted(t.groupby(["x", "clip", "size"]),
+                    key=lambda kv: (kv[0][0], clip_order(kv[0][1]), size_order(kv[0][2])))
     for (x, clip, size), g in groups:
         by_cell = {c: dict(zip(gc["seed"].astype(int), gc[ti.metric])) for c, gc in g.groupby("cell")}
         cells = sorted(by_cell, key=cell_order)
@@ -555,8 +567,7 @@ def literature_table(summary: pd.DataFrame, runs: pd.DataFrame, task: str,
         header = ["cell", "clip", *(["size"] if sized else []), f"theirs ({p.metric})", "solved there",
                   f"ours at {xl}={x_max} (mean [95% CI])", "solved here (seeds)", "our critical length", "agreement"]
         rows = []
-        for _, r in s.sort_values(["cell", "clip"], key=lambda c: c.map(cell_order if c.name == "cell"
-                                                                           else clip_order)).iterrows():
+        for _, r in s.iterrows():  # summarise's order: cell, clip, size
             if r["cell"] not in p.values:
                 continue
             theirs = p.values[r["cell"]]
@@ -667,7 +678,8 @@ def _best_cells(s: pd.DataFrame, runs: pd.DataFrame, ti: TaskInfo) -> list[str]:
     lines = []
     done = runs[(runs["outcome"] == "finished") & runs["seed"].notna()]
     sized = sizes_vary(s)
-    for clip, size in sorted({(c, z) for c, z in zip(s["clip"], s["size"])}, key=lambda k: (clip_order(k[0]), k[1])):
+    for clip, size in sorted({(c, z) for c, z in zip(s["clip"], s["size"])},
+                             key=lambda k: (clip_order(k[0]), size_order(k[1]))):
         rivals = s[(s["clip"] == clip) & (s["size"] == size) & (s["n"] > 0)]
         if len(rivals) < 2:
             continue
