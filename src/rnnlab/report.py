@@ -601,17 +601,26 @@ def _agreement(there: bool | None, here: bool, their_length: int | None, our_len
 
 
 def throughput_table(tp: pd.DataFrame, task: str, runs: pd.DataFrame) -> str:
-    """tokens/s per length (rows) and cell (columns), with the number of runs averaged."""
+    """tokens/s per length (rows) and cell (columns), with the number of runs averaged; with both
+    gated cells, the GRU's speed relative to the LSTM's, which checks the common claim that the
+    GRU, with three gate blocks to the LSTM's four, trains about 25% faster (that would read 1.25)."""
     t = tp[tp["task"] == task]
     cells = sorted(t["cell"].unique(), key=cell_order)
+    gated = {"lstm", "gru"} <= set(cells)
     rows = []
     for x in sorted(t["x"].unique()):
         row = [str(x)]
+        speed = {}
         for c in cells:
             hit = t[(t["x"] == x) & (t["cell"] == c)]
+            if len(hit):
+                speed[c] = float(hit["tokens_per_s"].iloc[0])
             row.append(f"{hit['tokens_per_s'].iloc[0]:,.0f} (n={hit['n'].iloc[0]})" if len(hit) else "—")
+        if gated:
+            row.append(f"{speed['gru'] / speed['lstm']:.2f}" if {"gru", "lstm"} <= set(speed) else "—")
         rows.append(row)
-    return md_table([length_label(task, runs), *(f"{c} tokens/s" for c in cells)], rows, range(len(cells) + 1))
+    header = [length_label(task, runs), *(f"{c} tokens/s" for c in cells), *(["gru / lstm speed"] if gated else [])]
+    return md_table(header, rows, range(len(header)))
 
 
 # -- computed observations -----------------------------------------------------------------
