@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import yaml
 
-from conftest import ROOT, compose
+from conftest import ROOT, TINY, compose
 
 CELLS = ["rnn", "lstm", "gru"]
 TASKS = sorted(p.stem for p in (ROOT / "conf" / "task").glob("*.yaml"))
@@ -121,3 +121,22 @@ def test_make_ui_serves_the_store_runs_write_to_without_job_workers(tmp_path):
     (command,) = [line for line in dry.stdout.splitlines() if " ui --backend-store-uri " in line]
     assert f"--backend-store-uri sqlite:///{tmp_path}/elsewhere.db " in command
     assert command.startswith("MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false ")
+
+
+def test_the_training_step_steps_the_schedule_once_per_optimizer_step():
+    """The training step is written out (manual optimisation), so the schedule is stepped there:
+    once per step, as Lightning's automatic loop did with ``interval: step``."""
+    import pytorch_lightning as pl
+
+    from rnnlab.run import build_model, build_task
+
+    cfg = compose(*TINY, "task=adding", "optim.lr=0.1", "optim.schedule=step", "optim.step_size=2",
+                  "optim.gamma=0.5", "diagnostics.enabled=false")
+    task = build_task(cfg)
+    model = build_model(cfg, task, "schedule")
+    trainer = pl.Trainer(max_steps=6, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, limit_val_batches=0, accelerator="cpu")
+    trainer.fit(model, datamodule=task)
+    assert trainer.global_step == 6
+    assert trainer.lr_scheduler_configs[0].scheduler.last_epoch == 6
+    assert model.optimizers().param_groups[0]["lr"] == pytest.approx(0.1 * 0.5 ** 3)
