@@ -89,7 +89,9 @@ def test_a_job_that_raises_mid_run_fails_the_sweep_and_is_counted(store):
 def test_presets_compose_with_the_grid_they_promise():
     cfg = compose("+experiment=long_range")
     assert cfg.tracking.experiment == "long_range" and cfg.threads == 1
-    for name in ["char_lm", "sentiment_distance", "forecast", "long_range_study"]:
+    studies = ["char_lm", "char_lm_forget_bias", "sentiment_distance", "forecast", "forecast_seattle",
+               "long_range_study", "long_range_study_copy"]
+    for name in studies:
         assert compose(f"+experiment={name}").sweep.name == name
         # a preset that feeds a headline comparison runs at least 5 seeds: intervals need them
         from hydra import compose as hydra_compose
@@ -100,6 +102,12 @@ def test_presets_compose_with_the_grid_they_promise():
         assert len(str(hydra_cfg.hydra.sweeper.params.seed).split(",")) >= 5, name
     study = compose("+experiment=long_range_study")
     assert study.solve.early_stop and study.trainer.max_steps == 1500
+    # a study's parts share one MLflow experiment, so one report covers them
+    for part, whole in [("long_range_study_copy", "long_range_study"), ("forecast_seattle", "forecast"),
+                        ("char_lm_forget_bias", "char_lm")]:
+        assert compose(f"+experiment={part}").tracking.experiment == compose(f"+experiment={whole}").tracking.experiment
+    # sentiment's window grows with the distance (${add:...}): only D varies, not the padding
+    assert compose("+experiment=sentiment_distance", "task.distance=100").seq_len == 164
 
 
 def test_code_hash_changes_with_any_config_or_source_file(tmp_path, monkeypatch):

@@ -39,11 +39,13 @@ def default_artifact_root(tracking_uri: str | None = None) -> str:
 
 
 def register_resolvers() -> None:
-    """``${root:}`` (the repo root) and ``${cores:}`` (CPU cores) for the configs. Done at
-    import, so that every process that composes or unpickles a config has them, including
-    joblib's worker processes."""
+    """``${root:}`` (the repo root), ``${cores:}`` (CPU cores) and ``${add:a,b}`` (a sum, so a
+    preset can tie one swept value to another: sentiment's ``seq_len`` grows with
+    ``task.distance``) for the configs. Done at import, so that every process that composes or
+    unpickles a config has them, including joblib's worker processes."""
     OmegaConf.register_new_resolver("root", lambda: str(repo_root()), replace=True)
     OmegaConf.register_new_resolver("cores", lambda: len(os.sched_getaffinity(0)), replace=True)
+    OmegaConf.register_new_resolver("add", lambda *xs: sum(xs), replace=True)
 
 
 register_resolvers()
