@@ -442,3 +442,72 @@ def test_throughput_table_checks_the_gru_faster_than_lstm_claim():
     assert header == ["seq_len", "rnn tokens/s", "lstm tokens/s", "gru tokens/s", "gru / lstm speed"]
     assert rows[0] == ["10", "300 (n=2)", "200 (n=2)", "100 (n=2)", "0.50"]
     assert rows[1][-2:] == ["—", "—"]  # no GRU at 20: no ratio
+
+
+def test_a_varied_task_or_cell_parameter_splits_the_runs_into_labelled_arms(tmp_path):
+    """A study that varies the LSTM's forget-gate bias, or the forecast series and tau, gets a
+    cell or task label per value: their runs are separate rows and sections, paired with the
+    other cells seed by seed, never averaged together; tau is named only where it means
+    something (Mackey-Glass), and the cells that do not vary it keep their plain names."""
+    rows = []
+    for seed in range(3):
+        for cell, fb, bpc in (("rnn", None, 2.7), ("lstm", "1.0", 2.7), ("lstm", "0.0", 2.6), ("gru", None, 2.55)):
+            params = {"cell.forget_bias": fb} if fb else {}
+            rows.append(raw_run(f"{cell}{fb}-{seed}", cell, task="char_lm", seed=seed, params=params,
+                                metrics={"test/bpc": bpc + 0.01 * seed}))
+        for series, tau, mse in (("mackey_glass", 17, 0.01), ("mackey_glass", 30, 0.05), ("seattle_temps", 17, 0.3)):
+            rows.append(raw_run(f"f-{series}{tau}-{seed}", "gru", task="forecast", seed=seed,
+                                params={"task.series": series, "task.tau": tau},
+                                metrics={"test/mse": mse + 0.001 * seed}))
+    raw = pd.DataFrame(rows).assign(**{"tags.code_hash": "abcd1234abcd1234"})
+    runs = report.tidy(raw)
+    assert sorted(runs["cell"].unique(), key=report.cell_order) == [
+        "rnn", "lstm (forget_bias=0)", "lstm (forget_bias=1)", "gru"]
+    assert set(runs.loc[runs["task"] != "char_lm", "task"]) == {
+        "forecast (series=mackey_glass, tau=17)", "forecast (series=mackey_glass, tau=30)",
+        "forecast (series=seattle_temps)"}
+    info = {"char_lm": report.TaskInfo("char_lm", "test/bpc", "min"),
+            "forecast": report.TaskInfo("forecast", "test/mse", "min")}
+    assert report.task_info("forecast (series=seattle_temps)").metric == "test/mse"  # looked up by its base
+    summary = report.summarise(runs, lambda t: info[report.base(t)])
+    assert len(summary) == 4 + 3 and set(summary["n"]) == {3}
+    paired = report.paired_table(runs, "char_lm", lambda t: info[report.base(t)])
+    assert "lstm (forget_bias=0) - lstm (forget_bias=1)" in paired
+    assert "| rnn - lstm (forget_bias=0) | -0.1 [" not in paired and "| rnn - lstm (forget_bias=0) | 0.1 [" in paired
+    ctx = report.Context("exp", "sqlite:///x.db", runs, summary, report.throughput(runs, pd.DataFrame()), {})
+    page = report.render(ctx, lambda t: info[report.base(t)])
+    assert "- **code hash**: `abcd1234abcd1234` for every run" in page
+    assert "### forecast (series=seattle_temps): `test/mse`" in page
+    assert "Loss by position" not in page, "a task's own figure is not announced without its data"
+    # colours: a variant gets its cell's kindred colour, the same in every process
+    assert report_figures.color("lstm (forget_bias=0)") == "tab:cyan"
+
+
+def test_runs_of_different_code_are_flagged_in_the_header(hand_made):
+    raw = hand_made.assign(**{"tags.code_hash": ["h1"] * 5 + ["h2"] * (len(hand_made) - 5)})
+    runs, _ = report.select_runs(report.tidy(raw))
+    ctx = report.Context("exp", "sqlite:///x.db", runs, report.summarise(runs, fake_info),
+                         report.throughput(runs, pd.DataFrame()), {})
+    line = next(x for x in report.header(ctx).splitlines() if x.startswith("- **code hash**"))
+    assert "`h1`" in line and "`h2`" in line and "did not all run the same code" in line
+
+
+def test_task_figures_loss_by_position_and_best_forecasts(tmp_path):
+    """char_lm's loss at each window position, averaged over seeds per cell and window; the
+    forecast of the best run of each cell (lowest test MSE at any length and seed)."""
+    rows = [raw_run(f"c{cell}{T}{s}", cell, task="char_lm", seq_len=T, seed=s, metrics={"test/bpc": 2.5})
+            for cell in ("rnn", "lstm") for T in (10, 20) for s in (0, 1)]
+    rows += [raw_run(f"f{cell}{s}", cell, task="forecast", seq_len=25, seed=s, metrics={"test/mse": m})
+             for cell, s, m in (("rnn", 0, 0.5), ("rnn", 1, 0.2), ("gru", 0, 0.1), ("gru", 1, 0.3))]
+    runs = report.tidy(pd.DataFrame(rows))
+    best = report.best_runs(runs[runs["task"] == "forecast"], lambda t: report.TaskInfo(t, "test/mse", "min"))
+    assert best["run_id"].tolist() == ["frnn1", "fgru0"]
+    curves = pd.DataFrame([(rid, p, 4.0 - 0.05 * p) for rid, T in zip(runs["run_id"], runs["seq_len"])
+                           if rid.startswith("c") for p in range(1, T + 1)], columns=["run_id", "position", "bpc"])
+    preds = pd.DataFrame([(rid, i, np.sin(i / 5), np.sin(i / 5) + 0.1, np.sin((i + 1) / 5), np.sin((i + 1) / 5))
+                          for rid in best["run_id"] for i in range(100)],
+                         columns=["run_id", "index", "actual_t+1", "predicted_t+1", "actual_t+2", "predicted_t+2"])
+    paths = [report_figures.plot_loss_by_position(runs, curves, tmp_path / "pos.png"),
+             report_figures.plot_forecasts(best, preds, tmp_path / "fc.png")]
+    assert all(p is not None and p.stat().st_size > 10_000 for p in paths)
+    assert report_figures.plot_forecasts(best, preds.iloc[:0], tmp_path / "none.png") is None

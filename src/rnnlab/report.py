@@ -58,7 +58,20 @@ LENGTH_LABELS = {"forecast": "lookback seq_len"}
 SOLVE_THRESHOLD = 0.9  # solve.threshold's default: what counts as solved for runs without steps_to_solve
 COMPLETED = ("finished", "diverged")  # outcomes that are results (a diverged run is one)
 BUDGET = {"trainer.max_steps": "max_steps", "cell.hidden_size": "hidden_size", "batch_size": "batch_size"}
-FIGURES = ("metric_vs_length.png", "training_curves.png", "grad_flow.png")
+FIGURES = ("metric_vs_length.png", "training_curves.png", "grad_flow.png", "loss_by_position.png",
+           "forecasts.png")
+TASK_FIGURES = ("loss_by_position.png", "forecasts.png")  # drawn only for the tasks below
+POSITION_TASKS = ("char_lm",)  # tasks that log data/loss_by_pos.csv: the loss at each window position
+FORECAST_TASKS = ("forecast",)  # tasks that log data/forecast_test.csv: actual and predicted values
+# A task or cell parameter that a report's runs vary splits the task into separate problems (a
+# forecast series) or the cell into separate arms (the LSTM's forget-gate bias): the label then
+# names it, ``forecast (series=seattle_temps)``, ``lstm (forget_bias=0)``. Not these: they are
+# the length, the seed and the sizing, which have columns of their own.
+NOT_VARIANTS = {"task._target_", "task.seq_len", "task.batch_size", "task.seed", "task.distance",
+                "cell.name", "cell.hidden_size"}
+# Parameters that mean something for one value of another only (forecast: tau and length are
+# Mackey-Glass's): elsewhere they are left out of the label.
+ONLY_FOR = {"task.tau": ("task.series", "mackey_glass"), "task.length": ("task.series", "mackey_glass")}
 DISCUSSION_START = "<!-- discussion: start (text between these markers is kept when the report is regenerated) -->"
 DISCUSSION_END = "<!-- discussion: end -->"
 
@@ -110,7 +123,9 @@ def _info(name: str, main_metric: str, mode: str) -> TaskInfo:
 def task_info(name: str) -> TaskInfo:
     """The headline metric and mode the runs were selected on, so the report ranks them exactly
     as model selection did: from the runs' tags, else from the task class in
-    ``rnnlab.tasks.<name>``; an unknown task falls back to test/loss."""
+    ``rnnlab.tasks.<name>``; an unknown task falls back to test/loss. ``name`` may be a label
+    with a variant, ``forecast (series=seattle_temps)``."""
+    name = base(name)
     if name in _TOLD:
         return _info(name, *_TOLD[name])
     return _task_info_from_code(name)
@@ -191,7 +206,9 @@ def clip_order(label: str) -> tuple[int, float]:
 
 
 def cell_order(cell: str) -> tuple[int, str]:
-    return (CELL_ORDER.index(cell), "") if cell in CELL_ORDER else (len(CELL_ORDER), cell)
+    """rnn, lstm, gru (each cell's variants after it, by label), then unknown cells by name."""
+    b = base(cell)
+    return (CELL_ORDER.index(b), cell) if b in CELL_ORDER else (len(CELL_ORDER), cell)
 
 
 def outcome(status: str, diverged: bool) -> str:
@@ -227,16 +244,55 @@ def tidy(raw: pd.DataFrame) -> pd.DataFrame:
         "sweep_id": _col(raw, "tags.sweep_id"),
         "git_commit": _col(raw, "tags.git_commit"),
         "git_dirty": _col(raw, "tags.git_dirty").astype(str).str.lower().eq("true"),
+        "code_hash": _col(raw, f"tags.{runs_tags.CODE_HASH}"),
         "threshold": num(_col(raw, "params.diagnostics.threshold")),
         "size": size_label(num(_col(raw, "params.model.param_budget")), num(_col(raw, "params.cell.hidden_size"))),
         **{short: num(_col(raw, f"params.{p}")).astype("Int64") for p, short in BUDGET.items()},
     })
+    df["task"] = variant_labels(raw, df["task"], "task")
+    df["cell"] = variant_labels(raw, df["cell"], "cell")
     metrics = {c[len("metrics."):]: num(raw[c]) for c in raw.columns if c.startswith("metrics.")}
     df = pd.concat([df, pd.DataFrame(metrics, index=raw.index)], axis=1)
     df = df[df["cell"].notna() & ~df["is_sweep_parent"]].drop(columns="is_sweep_parent")
     df["outcome"] = [outcome(s, d) for s, d in zip(df["status"], df["diverged"])]
     df["x"] = df["distance"].where(df["distance"].notna(), df["seq_len"]).astype("Int64")
     return df.reset_index(drop=True)
+
+
+def variant_labels(raw: pd.DataFrame, names: pd.Series, group: str) -> pd.Series:
+    """``names`` (the task or cell of each run) with the ``params.<group>.*`` that vary among the
+    runs of that name appended: ``lstm (forget_bias=0)``; unchanged where nothing varies."""
+    cols = [c for c in raw.columns if c.startswith(f"params.{group}.") and c[len("params."):] not in NOT_VARIANTS]
+    out = names.astype(object).copy()
+    for name in names.dropna().unique():
+        rows = names == name
+        shown = {c: raw.loc[rows, c].map(_param_text) for c in cols}
+        for c, v in shown.items():
+            other = ONLY_FOR.get(c[len("params."):])
+            if other is not None and f"params.{other[0]}" in raw:
+                shown[c] = v.where(raw.loc[rows, f"params.{other[0]}"].astype(str) == other[1])
+        varying = [c for c, v in shown.items() if v.dropna().nunique() > 1]
+        for i in names.index[rows]:
+            parts = [f"{c.rsplit('.', 1)[1]}={shown[c][i]}" for c in varying if pd.notna(shown[c][i])]
+            if parts:
+                out[i] = f"{name} ({', '.join(parts)})"
+    return out
+
+
+def _param_text(value) -> str | None:
+    """A param as a label shows it: numbers without trailing zeros (``0``, ``17``)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    text = str(value)
+    try:
+        return f"{float(text):g}"
+    except ValueError:
+        return text
+
+
+def base(label: str) -> str:
+    """The task or cell a label names, without its variant: ``lstm (forget_bias=0)`` -> ``lstm``."""
+    return str(label).split(" (", 1)[0]
 
 
 def size_label(budget: pd.Series, hidden: pd.Series) -> pd.Series:
@@ -354,12 +410,14 @@ def at_longest(runs: pd.DataFrame) -> pd.Series:
 def throughput(runs: pd.DataFrame, hist: pd.DataFrame) -> pd.DataFrame:
     """tokens/s per task x length x cell: the median of each finished run's
     ``perf/tokens_per_s`` history (robust to the first, warm-up interval), then the mean over
-    runs (seeds and clip values)."""
+    runs (seeds, clip values, and a cell's variants such as its forget-gate bias, which cost
+    the same)."""
     h = hist[hist["key"] == "perf/tokens_per_s"] if len(hist) else hist
     if h.empty:
         return pd.DataFrame(columns=["task", "x", "cell", "tokens_per_s", "n"])
     med = h.groupby("run_id")["value"].median().rename("median")
     done = runs[runs["outcome"] == "finished"].join(med, on="run_id").dropna(subset=["median"])
+    done = done.assign(cell=done["cell"].map(base))
     out = (done.groupby(["task", "x", "cell"])["median"].agg(["mean", "count"]).reset_index()
            .rename(columns={"mean": "tokens_per_s", "count": "n"}))
     return out
@@ -385,18 +443,38 @@ def fetch_histories(client, run_ids: Iterable[str], keys: Iterable[str]) -> pd.D
     return pd.DataFrame(rows, columns=["run_id", "key", "step", "value"])
 
 
-def fetch_grad_flow(client, run_ids: Iterable[str]) -> pd.DataFrame:
-    """``diagnostics/grad_flow.csv`` of each run that has it (a diverged run may not)."""
+def fetch_csv(client, run_ids: Iterable[str], artifact: str) -> pd.DataFrame:
+    """The CSV artifact ``artifact`` (e.g. ``data/loss_by_pos.csv``) of each run that has it, as
+    one frame with a ``run_id`` column; runs without it (a diverged run, another task) are skipped."""
+    folder = artifact.rsplit("/", 1)[0] if "/" in artifact else None
     frames = []
     with tempfile.TemporaryDirectory() as tmp:
         for rid in run_ids:
-            if not any(a.path == "diagnostics/grad_flow.csv" for a in client.list_artifacts(rid, "diagnostics")):
+            if not any(a.path == artifact for a in client.list_artifacts(rid, folder)):
                 continue
-            path = client.download_artifacts(rid, "diagnostics/grad_flow.csv", tmp)
+            path = client.download_artifacts(rid, artifact, tmp)
             frames.append(pd.read_csv(path).assign(run_id=rid))
             os.remove(path)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run_id"])
+
+
+def fetch_grad_flow(client, run_ids: Iterable[str]) -> pd.DataFrame:
+    """``diagnostics/grad_flow.csv`` of each run that has it (a diverged run may not)."""
     cols = ["run_id", "step", "position", "distance_from_readout", "grad_input_norm", "grad_hidden_norm"]
-    return pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
+    gf = fetch_csv(client, run_ids, "diagnostics/grad_flow.csv")
+    return gf[cols] if len(gf) else pd.DataFrame(columns=cols)
+
+
+def best_runs(runs: pd.DataFrame, info: Callable[[str], TaskInfo] = task_info) -> pd.DataFrame:
+    """Per task x cell x size: the finished run with the best headline test metric, at any
+    length and seed (the run whose forecasts a reader wants to see)."""
+    rows = []
+    for (task, _, _), g in runs[runs["outcome"] == "finished"].groupby(["task", "cell", "size"], sort=False):
+        ti = info(task)
+        if ti.metric not in g or g[ti.metric].isna().all():
+            continue
+        rows.append(g.loc[g[ti.metric].idxmin() if ti.mode == "min" else g[ti.metric].idxmax()])
+    return sort_rows(pd.DataFrame(rows)).reset_index(drop=True) if rows else runs.iloc[:0]
 
 
 # -- formatting ----------------------------------------------------------------------------
@@ -427,7 +505,7 @@ def length_label(task: str, runs: pd.DataFrame) -> str:
     """What ``x`` is for this task: ``task.distance`` when its runs vary it, else seq_len."""
     if runs[runs["task"] == task]["distance"].notna().any():
         return "task.distance"
-    return LENGTH_LABELS.get(task, "seq_len")
+    return LENGTH_LABELS.get(base(task), "seq_len")
 
 
 def values_text(values: Iterable, counts: bool = True) -> str:
@@ -553,7 +631,7 @@ def literature_table(summary: pd.DataFrame, runs: pd.DataFrame, task: str,
     its interval, our solved seeds and critical length, and whether the two agree, or why they
     cannot be compared directly (a longer T there, a different corpus)."""
     ti = info(task)
-    entries = [p for p in literature.PUBLISHED.get(task, []) if p.metric == ti.metric]
+    entries = [p for p in literature.PUBLISHED.get(base(task), []) if p.metric == ti.metric]
     t = runs[(runs["task"] == task) & runs["outcome"].isin(COMPLETED)]
     if not entries or t.empty:
         return None
@@ -568,9 +646,9 @@ def literature_table(summary: pd.DataFrame, runs: pd.DataFrame, task: str,
                   f"ours at {xl}={x_max} (mean [95% CI])", "solved here (seeds)", "our critical length", "agreement"]
         rows = []
         for _, r in s.iterrows():  # summarise's order: cell, clip, size
-            if r["cell"] not in p.values:
+            if base(r["cell"]) not in p.values:
                 continue
-            theirs = p.values[r["cell"]]
+            theirs = p.values[base(r["cell"])]
             there = literature.solved(theirs, p.baseline, SOLVE_THRESHOLD)
             g = t[(t["cell"] == r["cell"]) & (t["clip"] == r["clip"]) & (t["size"] == r["size"])]
             here = g[g["x"] == x_max]
@@ -582,8 +660,8 @@ def literature_table(summary: pd.DataFrame, runs: pd.DataFrame, task: str,
                          f"{int(here['solved'].sum())}/{len(here)}", "none" if critical is None else str(critical),
                          _agreement(there, ours_solved, p.length, x_max)])
         if rows:
-            base = f" Their trivial baseline: {fmt(p.baseline)} ({p.baseline_note})." if p.baseline else ""
-            tables.append(f"{p.source}, {p.where}: {p.setting}.{base}\n\n"
+            their_base = f" Their trivial baseline: {fmt(p.baseline)} ({p.baseline_note})." if p.baseline else ""
+            tables.append(f"{p.source}, {p.where}: {p.setting}.{their_base}\n\n"
                           + md_table(header, rows, [i + sized for i in (2, 4, 5, 6)]))
     return "\n\n".join(tables) or None
 
@@ -784,6 +862,10 @@ def header(ctx: Context) -> str:
         f"`{str(c)[:10]}` ({plural(len(g), 'run')}"
         + (f", {int(g['git_dirty'].sum())} with uncommitted changes" if g["git_dirty"].any() else "") + ")"
         for c, g in r.groupby(r["git_commit"].fillna("unknown")))
+    hashes = r["code_hash"].fillna("none").value_counts()
+    code_txt = (f"`{hashes.index[0]}` for every run" if len(hashes) == 1 and hashes.index[0] != "none" else
+                ", ".join(f"`{h}` ({plural(int(n), 'run')})" for h, n in hashes.items())
+                + ": the runs did not all run the same code")
     t0, t1 = r["start_time"].min(), r["start_time"].max()
     dates = f"{t0:%Y-%m-%d %H:%M} – {t1:%Y-%m-%d %H:%M} UTC" if pd.notna(t0) else "—"
     rows = [["runs", runs_txt], ["sweep(s)", sweep_txt],
@@ -793,6 +875,7 @@ def header(ctx: Context) -> str:
             ["clip", ", ".join(sorted(r["clip"].unique(), key=clip_order))],
             ["seeds", values_text(r["seed"], counts=False)],
             ["budget", budget], ["runs started", dates], ["git commit(s)", commit_txt],
+            ["code hash", code_txt + " (a digest of every file under `src/` and `conf/`)"],
             ["MLflow store", f"`{ctx.tracking_uri}`"]]
     selection = (f"the runs of sweep `{ctx.sweep_id}`" if ctx.sweep_id else
                  "all runs of the experiment, the most recent finished or diverged run of each "
@@ -841,12 +924,20 @@ def render(ctx: Context, info: Callable[[str], TaskInfo] = task_info) -> str:
          "‖∂L/∂x_t‖ normalised by its maximum, against the distance from the readout, at the last "
          "probed step (`diagnostics/grad_flow.csv`); runs without the file (diverged) are absent, "
          "and values below 1e-30 (float underflow) are drawn at 1e-30."),
+        ("loss_by_position.png", "Loss by position in the window",
+         "Test bits per character at each position of the BPTT window (`data/loss_by_pos.csv`), "
+         "the mean over finished seeds, a panel per window length: position p predicts its "
+         "character from the p before it, so the curve shows how much a longer context helps each cell."),
+        ("forecasts.png", "Actual vs predicted, the best run of each cell",
+         "The best finished run of each cell (lowest test metric at any lookback and seed) on the "
+         "first test windows (`data/forecast_test.csv`): the actual series and the prediction at "
+         "the last step of the horizon, the hardest one."),
     ]
     parts += ["", "## Figures"]
     for name, title, caption in fig_text:
         if ctx.figures.get(name):
             parts += ["", f"### {title}", "", caption, "", f"![{title}]({name})"]
-        else:
+        elif name not in TASK_FIGURES:  # a task's own figure is absent where no run is of that task
             parts += ["", f"### {title}", "", "_No data for this figure._"]
     parts += ["", "## Training throughput", "",
               "tokens/s = the median of each finished run's `perf/tokens_per_s` history, averaged "
@@ -923,6 +1014,11 @@ def build(experiment: str, tracking_uri: str, out_dir: Path, sweep_id: str | Non
     probed = runs.loc[at_longest(runs) & runs["outcome"].isin(COMPLETED), "run_id"]
     curves = fetch_histories(client, probed, ["train/loss", "grad_norm/pre_clip"])
     profiles = last_profiles(fetch_grad_flow(client, probed))
+    finished = runs.loc[runs["outcome"] == "finished"]
+    by_position = fetch_csv(client, finished.loc[finished["task"].map(base).isin(POSITION_TASKS), "run_id"],
+                            "data/loss_by_pos.csv")
+    best = best_runs(runs[runs["task"].map(base).isin(FORECAST_TASKS)])
+    forecasts = fetch_csv(client, best["run_id"], "data/forecast_test.csv")
 
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in FIGURES:  # a figure this version cannot draw must not survive from an old one
@@ -932,6 +1028,8 @@ def build(experiment: str, tracking_uri: str, out_dir: Path, sweep_id: str | Non
         "metric_vs_length.png": draw.plot_metric_vs_length(arm_summary, arms, out_dir / "metric_vs_length.png"),
         "training_curves.png": draw.plot_training_curves(arms, curves, out_dir / "training_curves.png"),
         "grad_flow.png": draw.plot_grad_flow(arms, profiles, out_dir / "grad_flow.png"),
+        "loss_by_position.png": draw.plot_loss_by_position(arms, by_position, out_dir / "loss_by_position.png"),
+        "forecasts.png": draw.plot_forecasts(best, forecasts, out_dir / "forecasts.png"),
     }
     sweeps = list(runs["sweep_id"].dropna().unique())
     parents = parent_runs(client, [sweep_id] if sweep_id else sweeps)

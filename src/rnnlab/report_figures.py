@@ -25,6 +25,7 @@ from rnnlab.report import (
     COMPLETED,
     TaskInfo,
     at_longest,
+    base,
     baseline_columns,
     cell_order,
     clip_order,
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 CELL_COLORS = {"rnn": "tab:red", "lstm": "tab:blue", "gru": "tab:green"}
+VARIANT_COLORS = {"rnn": "tab:orange", "lstm": "tab:cyan", "gru": "tab:olive"}  # e.g. lstm (forget_bias=0)
 DPI = 110  # the report's resolution, finer than figures.save's default: its figures are large grids
 LineStyle = str | tuple[int, tuple[int, ...]]
 CLIP_STYLES: list[LineStyle] = ["-", "-.", (0, (6, 2, 1, 2, 1, 2))]
@@ -53,10 +55,15 @@ def clip_style(clip: str, clips: list[str]) -> LineStyle:
 
 
 def color(cell: str) -> str:
-    """A fixed colour per known cell so every figure (and every report) reads the same; a cell
-    added later still gets one."""
-    extra = ["tab:purple", "tab:orange", "tab:brown", "tab:pink"]
-    return CELL_COLORS.get(cell, extra[hash(cell) % len(extra)])
+    """A fixed colour per known cell so every figure (and every report) reads the same; a cell's
+    variant (``lstm (forget_bias=0)``) a kindred one; a cell added later still gets one, the
+    same in every process."""
+    if cell in CELL_COLORS:
+        return CELL_COLORS[cell]
+    if base(cell) in VARIANT_COLORS:
+        return VARIANT_COLORS[base(cell)]
+    extra = ["tab:purple", "tab:brown", "tab:pink", "tab:gray"]
+    return extra[sum(map(ord, cell)) % len(extra)]
 
 
 def legend_handles(cells: list[str], clips: list[str], baseline: bool = True,
@@ -291,3 +298,66 @@ def plot_grad_flow(runs: pd.DataFrame, profiles: pd.DataFrame, path: Path) -> Pa
     fig.suptitle("Gradient through time at the last probe, longest length (0 = the readout)", fontsize=11)
     return Path(figures.save(fig, path, dpi=DPI))
 
+
+
+def plot_loss_by_position(runs: pd.DataFrame, curves: pd.DataFrame, path: Path) -> Path | None:
+    """Test bits per character at each window position, the mean over seeds: a panel per
+    window length (task x length), a line per cell, clip (and size) as line style."""
+    if curves.empty:
+        return None
+    c = curves.merge(runs[["run_id", "task", "cell", "clip", "x"]], on="run_id")
+    if c.empty:
+        return None
+    panels = sorted({(t, int(x)) for t, x in zip(c["task"], c["x"])})
+    cells = sorted(c["cell"].unique(), key=cell_order)
+    clips = sorted(c["clip"].unique(), key=clip_order)
+    fig, axes = _grid(len(panels), min(len(panels), 3), 5.0, 3.5, legend_handles(cells, clips, baseline=False))
+    for ax, (task, x) in zip(axes.flat, panels):
+        t = c[(c["task"] == task) & (c["x"] == x)]
+        for (cell, clip), g in sorted(t.groupby(["cell", "clip"]), key=lambda kv: (cell_order(kv[0][0]), kv[0][1])):
+            m = g.groupby("position")["bpc"].mean()
+            ax.plot(m.index, m.to_numpy(), color=color(cell), ls=clip_style(clip, clips), lw=1.5)
+        ax.set_title(f"{task}: {length_label(task, runs)} = {x}", fontsize=10)
+        ax.set_xlabel("position in the window (characters of context + 1)")
+        ax.set_ylabel("test bits per character")
+        ax.grid(alpha=0.3)
+    fig.suptitle("Loss by position in the BPTT window (mean over seeds)", fontsize=11)
+    return Path(figures.save(fig, path, dpi=DPI))
+
+
+FORECAST_POINTS = 300  # test windows drawn per panel: a few periods of the series, readable
+
+
+def plot_forecasts(best: pd.DataFrame, predictions: pd.DataFrame, path: Path) -> Path | None:
+    """Actual vs predicted on the first test windows for the best run of each cell: a row per
+    task (series), a column per cell; the prediction at the horizon's last step, against the
+    actual value at that step."""
+    if predictions.empty or best.empty:
+        return None
+    p = predictions.merge(best[["run_id", "task", "cell"]], on="run_id")
+    if p.empty:
+        return None
+    tasks = sorted(p["task"].unique())
+    cells = sorted(p["cell"].unique(), key=cell_order)
+    handles = [Line2D([], [], color="black", lw=1.2, label="actual"),
+               *(Line2D([], [], color=color(c), lw=1.2, label=f"{c}: predicted") for c in cells)]
+    fig, axes = _grid(len(tasks) * len(cells), len(cells), 4.6, 3.0, handles, sharey="row")
+    for row, task in enumerate(tasks):
+        ti = task_info(task)
+        for col, cell in enumerate(cells):
+            ax = axes[row, col]
+            g = p[(p["task"] == task) & (p["cell"] == cell)].sort_values("index").head(FORECAST_POINTS)
+            if g.empty:
+                ax.set_visible(False)
+                continue
+            h = max(int(k.rsplit("+", 1)[1]) for k in g.columns if k.startswith("predicted_t+"))
+            at = g["index"] + h - 1
+            ax.plot(at, g[f"actual_t+{h}"], color="black", lw=1.2)
+            ax.plot(at, g[f"predicted_t+{h}"], color=color(cell), lw=1.1, alpha=0.9)
+            r = best[best["run_id"] == g["run_id"].iloc[0]].iloc[0]
+            ax.set_title(f"{task}\n{cell}, {length_label(task, best)}={int(r['x'])}, seed {int(r['seed'])}: "
+                         f"{ti.metric} {r[ti.metric]:.3g}", fontsize=9)
+            ax.set_xlabel(f"position in the series (test split), t+{h}")
+            ax.grid(alpha=0.3)
+    fig.suptitle("Actual vs predicted, the best run of each cell", fontsize=11)
+    return Path(figures.save(fig, path, dpi=DPI))
