@@ -511,3 +511,12 @@ def test_task_figures_loss_by_position_and_best_forecasts(tmp_path):
              report_figures.plot_forecasts(best, preds, tmp_path / "fc.png")]
     assert all(p is not None and p.stat().st_size > 10_000 for p in paths)
     assert report_figures.plot_forecasts(best, preds.iloc[:0], tmp_path / "none.png") is None
+
+
+def test_the_header_states_what_each_sweep_cost():
+    from types import SimpleNamespace as NS
+
+    done = NS(info=NS(run_name="forecast", status="FINISHED", start_time=0, end_time=1_530_000))
+    assert report.parent_text(done) == "forecast, FINISHED, wall time 25.5 min"
+    running = NS(info=NS(run_name="forecast", status="RUNNING", start_time=0, end_time=None))
+    assert report.parent_text(running) == "forecast, still running"

@@ -980,6 +980,15 @@ class Result:
     notes: list[str]
 
 
+def parent_text(run: Run) -> str:
+    """A sweep parent as the header names it: its name and, once it ended, its wall time
+    (what a study cost)."""
+    if run.info.end_time is None or run.info.status == "RUNNING":
+        return f"{run.info.run_name}, still running"
+    seconds = (run.info.end_time - run.info.start_time) / 1000
+    return f"{run.info.run_name}, {run.info.status}, wall time {seconds / 60:.1f} min"
+
+
 def parent_runs(client, sweep_ids: Iterable[str]) -> dict[str, Run]:
     """The sweep parent runs that exist (id -> run)."""
     out: dict[str, Run] = {}
@@ -1035,7 +1044,7 @@ def build(experiment: str, tracking_uri: str, out_dir: Path, sweep_id: str | Non
     parents = parent_runs(client, [sweep_id] if sweep_id else sweeps)
     report = out_dir / "REPORT.md"
     ctx = Context(experiment, tracking_uri, runs, summary, throughput(runs, hist), figures, superseded,
-                  sweep_id, {s: r.info.run_name for s, r in parents.items()},
+                  sweep_id, {s: parent_text(r) for s, r in parents.items()},
                   discussion=kept_discussion(report))
     report.write_text(render(ctx))
     files = [report, *(p for p in figures.values() if p)]
