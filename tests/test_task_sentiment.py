@@ -136,3 +136,25 @@ def test_end_to_end_sentiment_run(store):
     assert 0 <= m["val/acc"] <= 1 and 0.5 < m["baseline/acc"] < 0.65
     p = run.data.params
     assert int(p["data/vocab_size"]) > 5000 and p["data/distance"] == "5"
+
+
+def test_training_filler_is_fresh_for_every_batch_and_reproducible(far):
+    """A filler fixed per training review would identify it right before the readout, a
+    shortcut to memorising its label: each training batch draws new filler (the review part
+    is the same), the same batch of the same run draws the same, and the held-out splits keep
+    theirs fixed."""
+    room = T - D
+    data = far.train_dataloader().dataset
+    one, other = torch.arange(16), torch.arange(0, 1600, 100)  # review 0 is in both batches
+    a, b = data[one], data[other]
+    assert not torch.equal(a["x"][0, room:], b["x"][0, room:]), "review 0 gets new filler in another batch"
+    assert torch.equal(a["x"][0, :room], b["x"][0, :room]) and torch.equal(a["x"][:, :room],
+                                                                          far.fields["train"]["x"][one, :room])
+    assert (a["x"][:, room:] != far.fields["train"]["x"][one, room:]).any(1).all(), "not the fixed filler"
+    windows = far.filler_pool.unfold(0, D, 1)
+    assert all((windows == row).all(1).any() for row in a["x"][:, room:]), "a contiguous stretch of plot rows"
+    assert torch.equal(a["mask"], a["x"] != PAD)
+    # reproducible: the same run (seed) gets the same batches, so a resumed run sees the same data
+    loaders = [Sentiment(seq_len=T, batch_size=16, seed=0, distance=D).train_dataloader() for _ in range(2)]
+    assert torch.equal(next(iter(loaders[0]))["x"], next(iter(loaders[1]))["x"])
+    assert torch.equal(far.val_dataloader().dataset.fields["x"], far.fields["val"]["x"])  # held-out: fixed

@@ -21,6 +21,13 @@ longer than ``seq_len`` the review loses tokens from its front (its end, next to
 is kept), so the distance stays exactly D. ``batch["mask"]`` is True on review and filler
 tokens, for the mean/max readouts (``task.readout``).
 
+The filler of a training review is drawn afresh for every batch (seeded by the run's seed and
+the batch, so runs stay reproducible and resumable); validation and test fillers are fixed.
+A filler fixed per training review is a shortcut: its D tokens, right before the readout,
+identify the review, so a model memorises the training labels from them instead of carrying
+the review across. Measured at D=25 (LSTM, hidden 64, 800 steps): train loss 0.2 while
+validation accuracy stayed at the majority baseline.
+
 Two logits and cross-entropy; ``acc`` and ``f1`` (fresh = positive class) come from
 torchmetrics. The baseline is the majority class of the training split applied to the test
 split.
@@ -37,11 +44,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import BinaryAccuracy, BinaryF1Score
 
 from rnnlab.config import choice, non_negative_int, positive_int, require
-from rnnlab.tasks.base import Task, package_data
+from rnnlab.tasks.base import BatchSampler, Task, package_data
 
 TOKENS = ("word", "char")
 READOUTS = ("last", "mean", "max")  # the pooled readouts of RecurrentModel.read that classify
@@ -53,6 +61,28 @@ MIN_PER_CLASS = 10  # an 80/10/10 stratified split needs this many documents of 
 WORD = re.compile(r"[a-z0-9]+(?:['’][a-z0-9]+)*|[^\w\s]")
 SPACE = re.compile(r"\s+")
 LABELS = {"fresh": 1, "rotten": 0}
+
+
+class FreshFiller(Dataset):
+    """Training batches whose last ``distance`` tokens are a new stretch of filler each time:
+    the generator is seeded by the run's seed and the batch's indices, which the seeded
+    sampler fixes per epoch, so the same batch of the same run always gets the same filler."""
+
+    def __init__(self, fields: dict[str, Tensor], pool: Tensor, distance: int, seed: int):
+        self.fields, self.pool, self.distance, self.seed = fields, pool, distance, seed
+
+    def __len__(self) -> int:
+        return len(self.fields["x"])
+
+    def __getitem__(self, idx: Tensor) -> dict[str, Tensor]:
+        batch = {k: v[idx] for k, v in self.fields.items()}
+        key = int((idx * torch.arange(1, len(idx) + 1)).sum())  # the batch's members and order
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + key % 1_000_003)
+        start = torch.randint(len(self.pool), (len(idx), 1), generator=g)
+        x = batch["x"].clone()
+        x[:, -self.distance:] = self.pool[(start + torch.arange(self.distance)) % len(self.pool)]
+        batch["x"] = x
+        return batch
 
 
 def corpus_path() -> Path:
@@ -211,6 +241,13 @@ class Sentiment(Task):
             x[:, room:] = self.filler_pool[(start + torch.arange(D)) % len(self.filler_pool)]
         self.n_truncated += int((lengths > room).sum())
         return {"x": x, "y": y.clone(), "mask": x != PAD}
+
+    def train_dataloader(self):
+        if self.distance == 0:
+            return super().train_dataloader()
+        data = FreshFiller(self.fields["train"], self.filler_pool, self.distance, self.seed)
+        sampler = BatchSampler(len(data), self.batch_size, shuffle=True, seed=self.seed, drop_last=True)
+        return DataLoader(data, sampler=sampler, batch_size=None, num_workers=0)
 
     # -- objective and metrics ------------------------------------------------------------
     def loss(self, out: Tensor, batch: dict[str, Tensor]) -> Tensor:
