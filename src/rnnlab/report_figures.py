@@ -330,8 +330,8 @@ FORECAST_POINTS = 300  # test windows drawn per panel: a few periods of the seri
 
 def plot_forecasts(best: pd.DataFrame, predictions: pd.DataFrame, path: Path) -> Path | None:
     """Actual vs predicted on the first test windows for the best run of each cell: a row per
-    task (series), a column per cell; the prediction at the horizon's last step, against the
-    actual value at that step."""
+    task (series), a column per cell, the same stretch of the series across a row; the
+    prediction at the horizon's last step, against the actual value at that step."""
     if predictions.empty or best.empty:
         return None
     p = predictions.merge(best[["run_id", "task", "cell"]], on="run_id")
@@ -344,9 +344,11 @@ def plot_forecasts(best: pd.DataFrame, predictions: pd.DataFrame, path: Path) ->
     fig, axes = _grid(len(tasks) * len(cells), len(cells), 4.6, 3.0, handles, sharey="row")
     for row, task in enumerate(tasks):
         ti = task_info(task)
+        t = p[p["task"] == task]
+        start = t.groupby("cell")["index"].min().max()  # a longer lookback starts later: one span per row
         for col, cell in enumerate(cells):
             ax = axes[row, col]
-            g = p[(p["task"] == task) & (p["cell"] == cell)].sort_values("index").head(FORECAST_POINTS)
+            g = t[(t["cell"] == cell) & (t["index"] >= start)].sort_values("index").head(FORECAST_POINTS)
             if g.empty:
                 ax.set_visible(False)
                 continue
