@@ -520,3 +520,28 @@ def test_the_header_states_what_each_sweep_cost():
     assert report.parent_text(done) == "forecast, FINISHED, wall time 25.5 min"
     running = NS(info=NS(run_name="forecast", status="RUNNING", start_time=0, end_time=None))
     assert report.parent_text(running) == "forecast, still running"
+
+
+def test_each_arm_is_judged_against_every_baseline_the_task_logs():
+    """Forecast logs persistence and seasonal-naive: a cell that beats the first but not the
+    second is said to be worse than the seasonal baseline, not just better than "the baseline"."""
+    rows = [raw_run(f"s{seed}", "gru", task="forecast", seq_len=25, seed=seed,
+                    metrics={"test/mse": 0.008 + 0.001 * seed, "baseline/mse": 0.054, "baseline/seasonal_mse": 0.0004})
+            for seed in range(3)]
+    runs = report.tidy(pd.DataFrame(rows))
+    info = lambda t: report.TaskInfo("forecast", "test/mse", "min")  # noqa: E731
+    obs = "\n".join(report.observations(report.summarise(runs, info), runs, info))
+    assert "baseline mse = 0.054, baseline seasonal_mse = 0.0004 on the test set" in obs
+    assert "better than the baseline by 83.3% of it (established" in obs
+    assert "worse than the seasonal baseline by 2150.0% of it (established" in obs
+
+
+def test_the_regenerate_command_names_the_preset_and_the_folder():
+    from pathlib import Path
+
+    assert report.regenerate_command("forecast_sweep", None, Path("experiments/forecast")).startswith(
+        "make report EXP=forecast   #")
+    # a study's second part inherits the experiment: the preset that sets it is named
+    assert report.regenerate_command("long_range_study", None, ROOT / "experiments/long_range").startswith(
+        "make report EXP=long_range_study OUT=experiments/long_range   #")
+    assert report.regenerate_command("adding", None) == "python src/report.py --experiment adding"

@@ -271,7 +271,7 @@ def variant_labels(raw: pd.DataFrame, names: pd.Series, group: str) -> pd.Series
             other = ONLY_FOR.get(c[len("params."):])
             if other is not None and f"params.{other[0]}" in raw:
                 shown[c] = v.where(raw.loc[rows, f"params.{other[0]}"].astype(str) == other[1])
-        varying = [c for c, v in shown.items() if v.dropna().nunique() > 1]
+        varying = sorted(c for c, v in shown.items() if v.dropna().nunique() > 1)
         for i in names.index[rows]:
             parts = [f"{c.rsplit('.', 1)[1]}={shown[c][i]}" for c in varying if pd.notna(shown[c][i])]
             if parts:
@@ -703,17 +703,23 @@ def throughput_table(tp: pd.DataFrame, task: str, runs: pd.DataFrame) -> str:
 
 # -- computed observations -----------------------------------------------------------------
 
-def against_baseline(mean: float, low: float, high: float, n: int, base: float, mode: str) -> str:
+def against_baseline(mean: float, low: float, high: float, n: int, base: float, mode: str,
+                     name: str = "the baseline") -> str:
     """Where the baseline lies against the mean's interval, and what that establishes."""
     if not math.isfinite(base):
-        return "no baseline logged"
+        return f"no {name.removeprefix('the ')} logged"
     if n < 2 or not math.isfinite(low):
-        return f"one seed: {'below' if mean < base else 'above'} the baseline, nothing established"
+        return f"one seed: {'below' if mean < base else 'above'} {name}, nothing established"
     if low <= base <= high:
-        return "the baseline lies inside the interval: not distinguishable from it"
+        return f"{name} lies inside the interval: not distinguishable from it"
     gain = (base - mean) if mode == "min" else (mean - base)
     rel = f" by {abs(gain) / abs(base):.1%} of it" if base != 0 else ""
-    return f"{'better' if gain > 0 else 'worse'} than the baseline{rel} (established: the interval excludes it)"
+    return f"{'better' if gain > 0 else 'worse'} than {name}{rel} (established: the interval excludes it)"
+
+
+def baseline_name(column: str, first: bool) -> str:
+    """``the baseline`` for the task's own, ``the seasonal baseline`` for ``baseline/seasonal_mse``."""
+    return "the baseline" if first else f"the {column.split('/', 1)[1].rsplit('_', 1)[0]} baseline"
 
 
 def observations(summary: pd.DataFrame, runs: pd.DataFrame,
@@ -726,12 +732,12 @@ def observations(summary: pd.DataFrame, runs: pd.DataFrame,
     for task, x_max in longest(runs).items():
         ti, xl = info(task), length_label(task, runs)
         s = summary[(summary["task"] == task) & (summary["x"] == x_max)]
-        base_col = f"baseline/{ti.short}"
-        base = s[base_col].dropna() if base_col in s else pd.Series(dtype=float)
-        base_txt = f"baseline {ti.short} = {fmt(base.iloc[0])} on the test set" if len(base) else "no baseline logged"
+        base_cols = baseline_columns(s, ti.short)
+        base_txt = ", ".join(f"{c.replace('/', ' ')} = {fmt(s[c].dropna().iloc[0])}" for c in base_cols)
+        base_txt = f"{base_txt} on the test set" if base_cols else "no baseline logged"
         at_x = runs[(runs["task"] == task) & (runs["x"] == x_max)]
         head = f"- **{task}** at the longest {xl} = {x_max} ({ti.metric}, {ti.better} is better; {base_txt}):"
-        lines = [*_against_baseline(s, at_x, ti, base_col), *_best_cells(s, at_x, ti), *_horizons(s, runs, task),
+        lines = [*_against_baseline(s, at_x, ti, base_cols), *_best_cells(s, at_x, ti), *_horizons(s, runs, task),
                  *_outcomes(summary[summary["task"] == task], runs, task, xl)]
         out.append("\n".join([head, *(f"  - {line}" for line in lines)]))
     return out
@@ -741,7 +747,9 @@ def _arm(r, sized: bool) -> str:
     return f"{r['cell']}, clip {r['clip']}" + (f", {r['size']}" if sized else "")
 
 
-def _against_baseline(s: pd.DataFrame, runs: pd.DataFrame, ti: TaskInfo, base_col: str) -> list[str]:
+def _against_baseline(s: pd.DataFrame, runs: pd.DataFrame, ti: TaskInfo, base_cols: list[str]) -> list[str]:
+    """Each arm against every baseline the task logs (forecast: persistence and seasonal-naive),
+    so a cell that beats one baseline but not a harder one is never called better without both."""
     lines = []
     sized = sizes_vary(s)
     for _, r in s.iterrows():
@@ -753,7 +761,9 @@ def _against_baseline(s: pd.DataFrame, runs: pd.DataFrame, ti: TaskInfo, base_co
                  & runs["outcome"].isin(COMPLETED)]
         div = f"; {r['n_diverged']} of {r['n_runs']} runs diverged" if r["n_diverged"] else ""
         seeds = ", ".join(fmt(v, 3) for v in r["per seed"])
-        verdict = against_baseline(r["mean"], r["ci low"], r["ci high"], r["n"], r.get(base_col, math.nan), ti.mode)
+        verdict = "; ".join(
+            against_baseline(r["mean"], r["ci low"], r["ci high"], r["n"], r.get(c, math.nan), ti.mode,
+                             baseline_name(c, i == 0)) for i, c in enumerate(base_cols or [f"baseline/{ti.short}"]))
         lines.append(f"{_arm(r, sized)}: {fmt_mean_ci(r['mean'], r['ci low'], r['ci high'], r['n'])} "
                      f"(n={r['n']}; seeds: {seeds}), {verdict}; solved {int(solved(g).sum())} of {len(g)}{div}.")
     return lines
@@ -835,12 +845,45 @@ class Context:
     parents: dict[str, str] = field(default_factory=dict)  # sweep id -> parent run name
     generated: datetime = field(default_factory=lambda: datetime.now(UTC))
     discussion: str = ""
+    out_dir: Path | None = None  # where the page is written: the regenerate command names it
 
 
-def regenerate_command(experiment: str, sweep_id: str | None) -> str:
+def regenerate_command(experiment: str, sweep_id: str | None, out_dir: Path | None = None) -> str:
+    """The command that rewrites this page: ``make report`` with the preset that names the
+    experiment (and the output folder when it is not the preset's own), else ``src/report.py``."""
+    out = f" --out {_relative(out_dir)}" if out_dir is not None else ""
     if sweep_id:
-        return f"python src/report.py --experiment {experiment} --sweep-id {sweep_id}"
-    return f"make report EXP={experiment}   # = python src/report.py --experiment {experiment}"
+        return f"python src/report.py --experiment {experiment} --sweep-id {sweep_id}{out}"
+    preset = preset_for(experiment)
+    if preset is None:
+        return f"python src/report.py --experiment {experiment}{out}"
+    default = Path("experiments") / preset
+    where = "" if out_dir is None or _relative(out_dir) == str(default) else f" OUT={_relative(out_dir)}"
+    return f"make report EXP={preset}{where}   # = python src/report.py --experiment {experiment}{out}"
+
+
+def preset_for(experiment: str) -> str | None:
+    """The sweep preset (``conf/experiment/<name>.yaml``) that sets ``tracking.experiment`` to
+    this experiment itself (parts of a study inherit it and are not it), if there is one."""
+    from omegaconf import OmegaConf
+
+    from rnnlab import paths
+
+    for f in sorted((paths.config_dir() / "experiment").glob("*.yaml")):
+        cfg = OmegaConf.load(f)
+        if OmegaConf.select(cfg, "tracking.experiment", default=None) == experiment:
+            return f.stem
+    return None
+
+
+def _relative(path: Path | None) -> str:
+    from rnnlab import paths
+
+    p = Path(path).resolve() if path is not None else Path(".")
+    try:
+        return str(p.relative_to(paths.repo_root()))
+    except ValueError:
+        return str(p)
 
 
 def header(ctx: Context) -> str:
@@ -884,7 +927,7 @@ def header(ctx: Context) -> str:
         f"# Report: experiment `{ctx.experiment}`", "",
         f"Generated {ctx.generated:%Y-%m-%d %H:%M} UTC by `src/report.py` from {selection}. "
         "Regenerate (this rewrites everything outside the Discussion markers):", "",
-        "```bash", regenerate_command(ctx.experiment, ctx.sweep_id), "```", "",
+        "```bash", regenerate_command(ctx.experiment, ctx.sweep_id, ctx.out_dir), "```", "",
         *(f"- **{k}**: {v}" for k, v in rows)])
 
 
@@ -1045,7 +1088,7 @@ def build(experiment: str, tracking_uri: str, out_dir: Path, sweep_id: str | Non
     report = out_dir / "REPORT.md"
     ctx = Context(experiment, tracking_uri, runs, summary, throughput(runs, hist), figures, superseded,
                   sweep_id, {s: parent_text(r) for s, r in parents.items()},
-                  discussion=kept_discussion(report))
+                  discussion=kept_discussion(report), out_dir=out_dir)
     report.write_text(render(ctx))
     files = [report, *(p for p in figures.values() if p)]
 
