@@ -41,6 +41,9 @@ def test_a_paired_difference_is_established_only_when_its_interval_excludes_zero
     noisy = {s: v + (0.02 if s % 2 else -0.02) for s, v in base.items()}  # up on some seeds, down on others
     n = stats.paired_difference(noisy, base)
     assert n.low < 0 < n.high and stats.verdict(n, "min", ("a", "b")) == "not established"
+    three = stats.paired_difference({s: shifted[s] for s in range(3)}, base)  # same sign on all three
+    assert three.excludes_zero and not three.established
+    assert stats.verdict(three, "min", ("gru", "rnn")) == "3 shared seeds: too few to establish (≥ 5)"
     only_one_shared = stats.paired_difference({0: 1.0, 1: 2.0}, {1: 0.0, 2: 0.0})
     assert stats.verdict(only_one_shared, "min", ("a", "b")) == "too few shared seeds"
 

@@ -710,6 +710,9 @@ def against_baseline(mean: float, low: float, high: float, n: int, base: float, 
         return f"no {name.removeprefix('the ')} logged"
     if n < 2 or not math.isfinite(low):
         return f"one seed: {'below' if mean < base else 'above'} {name}, nothing established"
+    if n < stats.MIN_SEEDS:
+        return (f"{n} seeds: {'below' if mean < base else 'above'} {name} on average, nothing "
+                f"established (≥ {stats.MIN_SEEDS} seeds needed)")
     if low <= base <= high:
         return f"{name} lies inside the interval: not distinguishable from it"
     gain = (base - mean) if mode == "min" else (mean - base)
@@ -790,7 +793,7 @@ def _best_cells(s: pd.DataFrame, runs: pd.DataFrame, ti: TaskInfo) -> list[str]:
                 continue
             d = stats.paired_difference(per_seed.get(best["cell"], {}), per_seed.get(r["cell"], {}))
             text = f"{r['cell']} (difference {fmt(d.mean, 3)} [{fmt(d.low, 3)}, {fmt(d.high, 3)}], {d.n} seeds)"
-            (won if d.excludes_zero else open_).append(text)
+            (won if d.established else open_).append(text)
         verdicts = ([f"established against {', '.join(won)}"] if won else []) + (
             [f"not established against {', '.join(open_)}"] if open_ else [])
         lines.append(f"{'lowest' if ti.mode == 'min' else 'highest'} mean {ti.metric} with clip {clip}"
@@ -943,7 +946,8 @@ def render(ctx: Context, info: Callable[[str], TaskInfo] = task_info) -> str:
              f"Critical length: the longest length that at least half the seeds solve within the budget "
              f"(a run is solved when its validation skill reached {SOLVE_THRESHOLD}: `steps_to_solve`). "
              f"Paired differences between cells use the seeds both finished; intervals are the "
-             f"{stats.METHOD}, and a difference is established only when its interval excludes 0."]
+             f"{stats.METHOD}, and a difference is established only when its interval excludes 0 "
+             f"and rests on at least {stats.MIN_SEEDS} seeds (fewer make the bootstrap interval too narrow)."]
     for task in sorted(ctx.runs["task"].unique()):
         ti = info(task)
         note = "" if ti.known else " (task class not found: ranked by test/loss, lower is better)"
