@@ -271,13 +271,20 @@ def sweep(tmp_path_factory, migrated_db) -> Store:
 
 
 def expected(store: Store) -> dict[tuple[str, int, str], dict]:
-    """What each table row must say, straight from MLflow: finished test/mse per seed, counts."""
+    """What each table row must say, straight from MLflow: finished test/mse per seed, counts.
+    The diverging rnn (relu, spectral radius 3) is another configuration than the grid's rnn,
+    so each gets its own label and rows."""
     out: dict[tuple[str, int, str], dict] = {}
     for r in store.runs("adding"):
         t = r.data.tags
         if "cell" not in t:
             continue
-        row = out.setdefault((t["cell"], int(t["seq_len"]), report.clip_label(t["clip"])),
+        cell = t["cell"]
+        if cell == "rnn":  # the diverging run's cell differs: the report labels both kinds of rnn
+            p = r.data.params
+            radius = report._param_text(p["cell.spectral_radius"])
+            cell += f" (nonlinearity={p['cell.nonlinearity']}, spectral_radius={radius})"
+        row = out.setdefault((cell, int(t["seq_len"]), report.clip_label(t["clip"])),
                              {"mse": [], "diverged": 0, "runs": 0, "baseline": []})
         row["runs"] += 1
         row["baseline"].append(r.data.metrics["baseline/mse"])  # scored on the run's own test set
@@ -309,24 +316,29 @@ def test_report_of_a_tiny_sweep(sweep, tmp_path):
     want = expected(sweep)
     header, _, *rows = table_rows(md, "adding: `test/mse`")
     assert header == ["cell", "seq_len", "clip", "test/mse (mean [95% CI])", "n", "baseline", "diverged"]
-    assert sorted((r[0], int(r[1]), r[2]) for r in rows) == sorted(want) and len(want) == 5
+    assert sorted((r[0], int(r[1]), r[2]) for r in rows) == sorted(want) and len(want) == 6
     for cell, T, clip, value, n, baseline, diverged in rows:
         w = want[(cell, int(T), clip)]
         assert int(n) == len(w["mse"]) and diverged == f"{w['diverged']}/{w['runs']}"
         assert number(baseline) == pytest.approx(np.mean(w["baseline"]), rel=1e-3)
+        if not w["mse"]:  # only a diverged seed: no mean
+            assert value == "—"
+            continue
         mean, _, interval = value.partition(" [")
         assert number(mean) == pytest.approx(np.mean(w["mse"]), rel=1e-3)
         if len(w["mse"]) > 1:  # a percentile bootstrap CI of the mean lies within the seeds' range
             low, high = (number(v) for v in interval.rstrip("]").split(", "))
             assert min(w["mse"]) * 0.995 <= low <= number(mean) <= high <= max(w["mse"]) * 1.005  # 3 digits shown
-    unclipped = want[("rnn", 20, "none")]  # the sweep's shape, so the checks above meant something
-    assert (len(unclipped["mse"]), unclipped["diverged"], unclipped["runs"]) == (1, 1, 2)
-    assert len(want[("lstm", 20, "1.0")]["mse"]) == 2
+    # the sweep's shape, so the checks above meant something
+    relu, tanh = "rnn (nonlinearity=relu, spectral_radius=3)", "rnn (nonlinearity=tanh, spectral_radius=None)"
+    assert [(len(want[(c, 20, "none")]["mse"]), want[(c, 20, "none")]["diverged"]) for c in (relu, tanh)] == [
+        (0, 1), (1, 0)]
+    assert len(want[("lstm", 20, "1.0")]["mse"]) == 2 and len(want[(tanh, 10, "1.0")]["mse"]) == 2
 
     tp = table_rows(md, "## Training throughput")
     assert tp[0] == ["seq_len", "rnn tokens/s", "lstm tokens/s"] and [r[0] for r in tp[2:]] == ["10", "20"]
     assert all(re.fullmatch(r"[\d,]+ \(n=\d\)", c) for r in tp[2:] for c in r[1:])
-    assert "diverged: 1 of 10 adding runs (rnn clip none seq_len=20: 1/2)" in md
+    assert f"diverged: 1 of 10 adding runs ({relu} clip none seq_len=20: 1/1)" in md
     assert "grad_flow/horizon at the last probe" in md
 
     # The sweep's parent run holds the report too.
