@@ -562,3 +562,12 @@ def test_the_regenerate_command_names_the_preset_and_the_folder():
     assert report.regenerate_command("long_range_study", None, ROOT / "experiments/long_range").startswith(
         "make report EXP=long_range_study OUT=experiments/long_range   #")
     assert report.regenerate_command("adding", None) == "python src/report.py --experiment adding"
+
+
+def test_a_task_nothing_solves_gets_a_sentence_not_a_table_of_zeros(hand_made):
+    runs, _ = report.select_runs(report.tidy(hand_made))
+    ctx = report.Context("exp", "sqlite:///x.db", runs, report.summarise(runs, fake_info),
+                         report.throughput(runs, pd.DataFrame()), {})
+    page = report.render(ctx, fake_info)
+    assert "**sentiment: critical length**: no run reached val/skill 0.9 at any task.distance" in page
+    assert "**sentiment: solved seeds and critical length**" not in page

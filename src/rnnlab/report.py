@@ -954,8 +954,12 @@ def render(ctx: Context, info: Callable[[str], TaskInfo] = task_info) -> str:
         parts += ["", f"### {task}: `{ti.metric}`, {ti.better} is better{note}", "",
                   metric_table(ctx.summary, task, ctx.runs, info)]
         critical, paired = critical_table(ctx.runs, task), paired_table(ctx.runs, task, info)
-        if critical:
+        at_all = ctx.runs[ctx.runs["task"] == task]
+        if critical and solved(at_all).any():
             parts += ["", f"**{task}: solved seeds and critical length**", "", critical]
+        elif critical:  # a table of zeros would read as a result; the threshold is the finding
+            parts += ["", f"**{task}: critical length**: no run reached val/skill {SOLVE_THRESHOLD} at any "
+                      f"{length_label(task, ctx.runs)}, so none is defined (the table of solved seeds is left out)."]
         if paired:
             parts += ["", f"**{task}: paired differences between cells**", "", paired]
         published = literature_table(ctx.summary, ctx.runs, task, info)
