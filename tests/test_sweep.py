@@ -90,7 +90,7 @@ def test_presets_compose_with_the_grid_they_promise():
     cfg = compose("+experiment=long_range")
     assert cfg.tracking.experiment == "long_range" and cfg.threads == 1
     studies = ["char_lm", "char_lm_forget_bias", "sentiment_distance", "forecast", "forecast_seattle",
-               "long_range_study", "long_range_study_copy"]
+               "long_range_study", "long_range_study_budget", "long_range_study_copy"]
     for name in studies:
         assert compose(f"+experiment={name}").sweep.name == name
         # a preset that feeds a headline comparison runs at least 5 seeds: intervals need them
@@ -101,9 +101,10 @@ def test_presets_compose_with_the_grid_they_promise():
             hydra_cfg = hydra_compose("config", overrides=[f"+experiment={name}"], return_hydra_config=True)
         assert len(str(hydra_cfg.hydra.sweeper.params.seed).split(",")) >= 5, name
     study = compose("+experiment=long_range_study")
-    assert study.solve.early_stop and study.trainer.max_steps == 1500
+    assert study.solve.early_stop and study.trainer.max_steps == 1000
     # a study's parts share one MLflow experiment, so one report covers them
-    for part, whole in [("long_range_study_copy", "long_range_study"), ("forecast_seattle", "forecast"),
+    for part, whole in [("long_range_study_copy", "long_range_study"), ("long_range_study_budget", "long_range_study"),
+                        ("forecast_seattle", "forecast"),
                         ("char_lm_forget_bias", "char_lm")]:
         assert compose(f"+experiment={part}").tracking.experiment == compose(f"+experiment={whole}").tracking.experiment
     # sentiment's window grows with the distance (${add:...}): only D varies, not the padding
