@@ -301,8 +301,9 @@ def plot_grad_flow(runs: pd.DataFrame, profiles: pd.DataFrame, path: Path) -> Pa
 
 
 def plot_loss_by_position(runs: pd.DataFrame, curves: pd.DataFrame, path: Path) -> Path | None:
-    """Test bits per character at each window position, the mean over seeds: a panel per
-    window length (task x length), a line per cell, clip (and size) as line style."""
+    """Test bits per character at each window position, the mean over seeds, in half-octave
+    bins of position: a panel per window length (task x length), a line per cell, clip (and
+    size) as line style."""
     if curves.empty:
         return None
     c = curves.merge(runs[["run_id", "task", "cell", "clip", "x"]], on="run_id")
@@ -315,14 +316,28 @@ def plot_loss_by_position(runs: pd.DataFrame, curves: pd.DataFrame, path: Path) 
     for ax, (task, x) in zip(axes.flat, panels):
         t = c[(c["task"] == task) & (c["x"] == x)]
         for (cell, clip), g in sorted(t.groupby(["cell", "clip"]), key=lambda kv: (cell_order(kv[0][0]), kv[0][1])):
-            m = g.groupby("position")["bpc"].mean()
-            ax.plot(m.index, m.to_numpy(), color=color(cell), ls=clip_style(clip, clips), lw=1.5)
+            m = _half_octaves(g.groupby("position")["bpc"].mean())
+            ax.plot(m.index, m.to_numpy(), color=color(cell), ls=clip_style(clip, clips), lw=1.5, marker="o", ms=3)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.set_title(f"{task}: {length_label(task, runs)} = {x}", fontsize=10)
-        ax.set_xlabel("position in the window (characters of context + 1)")
+        ax.set_xlabel("position in the window (characters of context + 1, log scale)")
         ax.set_ylabel("test bits per character")
         ax.grid(alpha=0.3)
     fig.suptitle("Loss by position in the BPTT window (mean over seeds)", fontsize=11)
     return Path(figures.save(fig, path, dpi=DPI))
+
+
+def _half_octaves(curve: pd.Series) -> pd.Series:
+    """The per-position curve averaged over half-octave bins of position (1, 2, 3, 4-5, 6-7,
+    8-10, ...), drawn at each bin's geometric centre: a window's test characters are few per
+    position, and the noise is the text's, not the cell's."""
+    pos = curve.index.to_numpy(dtype=float)
+    edges = np.unique(np.round(2 ** (np.arange(0, 2 * np.log2(pos.max()) + 2) / 2)))
+    bins = np.digitize(pos, edges)
+    grouped = pd.Series(curve.to_numpy(), index=bins).groupby(level=0)
+    centres = pd.Series(pos, index=bins).groupby(level=0).apply(lambda p: float(np.exp(np.log(p).mean())))
+    return pd.Series(grouped.mean().to_numpy(), index=centres.to_numpy())
 
 
 FORECAST_POINTS = 300  # test windows drawn per panel: a few periods of the series, readable
