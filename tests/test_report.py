@@ -496,8 +496,9 @@ def test_a_varied_task_or_cell_parameter_splits_the_runs_into_labelled_arms(tmp_
     assert "- **code hash**: `abcd1234abcd1234` for every run" in page
     assert "### forecast (series=seattle_temps): `test/mse`" in page
     assert "Loss by position" not in page, "a task's own figure is not announced without its data"
-    # colours: a variant gets its cell's kindred colour, the same in every process
-    assert report_figures.color("lstm (forget_bias=0)") == "tab:cyan"
+    # colours: two arms of one cell never share one; the first keeps the cell's own
+    report_figures.assign_colors(runs["cell"])
+    assert [report_figures.color(f"lstm (forget_bias={b})") for b in (0, 1)] == ["tab:blue", "tab:cyan"]
 
 
 def test_runs_of_different_code_are_flagged_in_the_header(hand_made):

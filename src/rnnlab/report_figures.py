@@ -54,22 +54,42 @@ def clip_style(clip: str, clips: list[str]) -> LineStyle:
     return CLIP_STYLES[clipped.index(clip) % len(CLIP_STYLES)]
 
 
+EXTRA_COLORS = ["tab:purple", "tab:brown", "tab:pink", "tab:gray"]
+_VARIANT_COLOR: dict[str, str] = {}  # a report's variant labels -> colour, set by assign_colors
+
+
+def assign_colors(cells: Iterable[str]) -> None:
+    """The variants of one cell (``lstm (forget_bias=0)``, ``lstm (forget_bias=1)``), in label
+    order: the first gets the cell's own colour, the second a kindred one, then others, so two
+    arms of one cell never share a colour. Every figure calls it with its cells."""
+    by_base: dict[str, list[str]] = {}
+    for c in sorted(set(cells), key=cell_order):
+        if c != base(c):
+            by_base.setdefault(base(c), []).append(c)
+    for b, labels in by_base.items():
+        palette = [c for c in (CELL_COLORS.get(b), VARIANT_COLORS.get(b)) if c] + EXTRA_COLORS
+        for i, label in enumerate(labels):
+            _VARIANT_COLOR[label] = palette[i % len(palette)]
+
+
 def color(cell: str) -> str:
-    """A fixed colour per known cell so every figure (and every report) reads the same; a cell's
-    variant (``lstm (forget_bias=0)``) a kindred one; a cell added later still gets one, the
-    same in every process."""
+    """A fixed colour per known cell so every figure (and every report) reads the same; a
+    cell's variants those :func:`assign_colors` gave them; a cell added later still gets one,
+    the same in every process."""
     if cell in CELL_COLORS:
         return CELL_COLORS[cell]
+    if cell in _VARIANT_COLOR:
+        return _VARIANT_COLOR[cell]
     if base(cell) in VARIANT_COLORS:
         return VARIANT_COLORS[base(cell)]
-    extra = ["tab:purple", "tab:brown", "tab:pink", "tab:gray"]
-    return extra[sum(map(ord, cell)) % len(extra)]
+    return EXTRA_COLORS[sum(map(ord, cell)) % len(EXTRA_COLORS)]
 
 
 def legend_handles(cells: list[str], clips: list[str], baseline: bool = True,
                    extra: Iterable[Line2D] = ()) -> list[Line2D]:
     """Colour and line style are legended apart (cells, then clip values), because every
     panel combines them: one entry per combination would not fit."""
+    assign_colors(cells)
     h = [Line2D([], [], color=color(c), lw=2.5, label=c) for c in cells]
     h += [Line2D([], [], color="black", lw=1.5, ls=clip_style(k, clips),
                  label="no clipping" if k == "none" else f"clip {k}") for k in clips]
@@ -354,6 +374,7 @@ def plot_forecasts(best: pd.DataFrame, predictions: pd.DataFrame, path: Path) ->
         return None
     tasks = sorted(p["task"].unique())
     cells = sorted(p["cell"].unique(), key=cell_order)
+    assign_colors(cells)
     handles = [Line2D([], [], color="black", lw=1.2, label="actual"),
                *(Line2D([], [], color=color(c), lw=1.2, label=f"{c}: predicted") for c in cells)]
     fig, axes = _grid(len(tasks) * len(cells), len(cells), 4.6, 3.0, handles, sharey="row")
