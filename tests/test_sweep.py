@@ -101,7 +101,7 @@ def test_presets_compose_with_the_grid_they_promise():
             hydra_cfg = hydra_compose("config", overrides=[f"+experiment={name}"], return_hydra_config=True)
         assert len(str(hydra_cfg.hydra.sweeper.params.seed).split(",")) >= 5, name
     study = compose("+experiment=long_range_study")
-    assert study.solve.early_stop and study.trainer.max_steps == 1000
+    assert study.solve.early_stop and study.trainer.max_steps == 1500
     # a study's parts share one MLflow experiment, so one report covers them
     for part, whole in [("long_range_study_copy", "long_range_study"), ("long_range_study_budget", "long_range_study"),
                         ("forecast_seattle", "forecast"),
