@@ -44,12 +44,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import BinaryAccuracy, BinaryF1Score
 
 from rnnlab.config import choice, non_negative_int, positive_int, require
-from rnnlab.tasks.base import BatchSampler, Task, package_data
+from rnnlab.tasks.base import BatchSampler, Task, TensorBatches, package_data
 
 TOKENS = ("word", "char")
 READOUTS = ("last", "mean", "max")  # the pooled readouts of RecurrentModel.read that classify
@@ -63,25 +63,21 @@ SPACE = re.compile(r"\s+")
 LABELS = {"fresh": 1, "rotten": 0}
 
 
-class FreshFiller(Dataset):
+class FreshFiller(TensorBatches):
     """Training batches whose last ``distance`` tokens are a new stretch of filler each time:
     the generator is seeded by the run's seed and the batch's indices, which the seeded
     sampler fixes per epoch, so the same batch of the same run always gets the same filler."""
 
     def __init__(self, fields: dict[str, Tensor], pool: Tensor, distance: int, seed: int):
-        self.fields, self.pool, self.distance, self.seed = fields, pool, distance, seed
-
-    def __len__(self) -> int:
-        return len(self.fields["x"])
+        super().__init__(**fields)
+        self.pool, self.distance, self.seed = pool, distance, seed
 
     def __getitem__(self, idx: Tensor) -> dict[str, Tensor]:
-        batch = {k: v[idx] for k, v in self.fields.items()}
+        batch = super().__getitem__(idx)  # slices: the fixed fields are never written
         key = int((idx * torch.arange(1, len(idx) + 1)).sum())  # the batch's members and order
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + key % 1_000_003)
         start = torch.randint(len(self.pool), (len(idx), 1), generator=g)
-        x = batch["x"].clone()
-        x[:, -self.distance:] = self.pool[(start + torch.arange(self.distance)) % len(self.pool)]
-        batch["x"] = x
+        batch["x"][:, -self.distance:] = self.pool[(start + torch.arange(self.distance)) % len(self.pool)]
         return batch
 
 
