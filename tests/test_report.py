@@ -229,6 +229,22 @@ def test_an_unknown_experiment_is_a_clear_error(store, capsys):
     assert "no MLflow store at" in capsys.readouterr().err and not (store.dir / "typo.db").exists()
 
 
+def test_a_report_of_another_experiment_is_not_overwritten(store, tmp_path):
+    """``make sweep && make report`` must not write a smoke grid's tables over a committed study
+    and keep the study's discussion under them."""
+    study = tmp_path / "REPORT.md"
+    study.write_text(f"# Report: experiment `long_range_study`\n\n{report.DISCUSSION_START}\nhand-written"
+                     f"\n{report.DISCUSSION_END}\n")
+    (tmp_path / "metric_vs_length.png").write_bytes(b"figure")
+    with pytest.raises(report.ReportError, match="is the report of experiment 'long_range_study', not 'long_range'"):
+        report.check_out_dir(tmp_path, "long_range")
+    with pytest.raises(report.ReportError, match="not 'long_range'"):  # before it touches the folder
+        report.build("long_range", store.uri, tmp_path, log_to_parent=False)
+    assert "hand-written" in study.read_text() and (tmp_path / "metric_vs_length.png").exists()
+    report.check_out_dir(tmp_path, "long_range_study")  # its own experiment: regenerated in place
+    report.check_out_dir(tmp_path / "new", "long_range")  # a new folder
+
+
 # -- end to end on a tiny real sweep -------------------------------------------------------
 
 # TINY (conftest) plus what makes a 6-step run take about a second inside a multirun.

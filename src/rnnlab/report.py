@@ -29,6 +29,7 @@ from __future__ import annotations
 import importlib
 import math
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -1009,6 +1010,20 @@ def render(ctx: Context, info: Callable[[str], TaskInfo] = task_info) -> str:
     return "\n".join(parts)
 
 
+def check_out_dir(out_dir: Path, experiment: str) -> None:
+    """Refuse to write over another experiment's report: its discussion would be kept under
+    this experiment's tables (``make sweep && make report`` writing a smoke grid over a study)."""
+    path = out_dir / "REPORT.md"
+    if not path.exists():
+        return
+    first = path.read_text().split("\n", 1)[0]
+    match = re.fullmatch(r"# Report: experiment `(.+)`", first.strip())
+    if match and match.group(1) != experiment:
+        raise ReportError(f"{path} is the report of experiment '{match.group(1)}', not '{experiment}': "
+                          f"its discussion would be kept under the tables of another experiment. Write "
+                          f"this one elsewhere (--out, or OUT= for make report), or delete that folder first")
+
+
 def kept_discussion(path: Path) -> str:
     """The human-written text between the discussion markers of an existing report."""
     if not path.exists():
@@ -1062,6 +1077,7 @@ def build(experiment: str, tracking_uri: str, out_dir: Path, sweep_id: str | Non
     from rnnlab import report_figures as draw
 
     check_store(tracking_uri)
+    check_out_dir(out_dir, experiment)
     client = MlflowClient(tracking_uri)
     raw = load_runs(tracking_uri, experiment, sweep_id)
     remember_tasks(raw)
