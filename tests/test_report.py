@@ -423,6 +423,30 @@ def test_critical_length_and_paired_differences_from_hand_made_runs():
     assert report._agreement(True, False, 600, 200) == "differ (their T = 600, ours 200)"
 
 
+def test_what_clipping_changes_is_paired_by_seed_per_cell_and_length():
+    """The lstm without clipping is 0.05 worse than clipped on every seed at T=20 (established)
+    and solves 2 of 5 instead of 5 of 5; the rnn's difference changes sign (not established)."""
+    rows = []
+    for seed in range(5):
+        rows.append(raw_run(f"l-c-{seed}", "lstm", seq_len=20, clip="1.0", seed=seed,
+                            metrics={"test/mse": 0.01 * seed, "steps_to_solve": 300.0}))
+        solved_unclipped = {"steps_to_solve": 900.0} if seed < 2 else {}
+        rows.append(raw_run(f"l-n-{seed}", "lstm", seq_len=20, clip=None, seed=seed,
+                            metrics={"test/mse": 0.01 * seed + 0.05, **solved_unclipped}))
+        rows.append(raw_run(f"r-c-{seed}", "rnn", seq_len=20, clip="1.0", seed=seed,
+                            metrics={"test/mse": 0.16 + [0.01, -0.01][seed % 2]}))
+        rows.append(raw_run(f"r-n-{seed}", "rnn", seq_len=20, clip=None, seed=seed, metrics={"test/mse": 0.16}))
+    table = report.clip_table(report.tidy(pd.DataFrame(rows)), "adding", fake_info).splitlines()
+    assert [c.strip() for c in table[0].split("|")[1:-1]] == [
+        "cell", "seq_len", "clip", "test/mse difference [95% CI]", "seeds", "solved", "verdict"]
+    rnn, lstm = ([c.strip() for c in row.split("|")[1:-1]] for row in table[2:])
+    assert lstm[:3] == ["lstm", "20", "none - 1.0"] and lstm[3].startswith("0.05 [0.05, 0.05]")
+    assert lstm[4:] == ["5", "2/5 vs 5/5", "clip 1.0 better (established)"]
+    assert rnn[0] == "rnn" and rnn[4:] == ["5", "0/5 vs 0/5", "not established"]
+    one_clip = report.tidy(pd.DataFrame([r for r in rows if r["tags.clip"] == "1.0"]))
+    assert report.clip_table(one_clip, "adding", fake_info) is None
+
+
 def test_task_metric_comes_from_the_runs_tags_without_importing_the_task(monkeypatch):
     """A sweep's parent builds the report: reading each task's metric from its runs' tags spares
     it importing Lightning (seconds). A task no module defines is ranked as its runs say."""

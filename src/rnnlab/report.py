@@ -625,6 +625,36 @@ def paired_table(runs: pd.DataFrame, task: str, info: Callable[[str], TaskInfo] 
     return md_table(header, rows, (0, 5 if sized else 4))
 
 
+def clip_table(runs: pd.DataFrame, task: str, info: Callable[[str], TaskInfo] = task_info) -> str | None:
+    """What clipping changes, the harness's second question: per cell and length, the paired
+    difference between every two clip values over the seeds both finished (a seed fixes the
+    init and the data for both), with the seeds each solved; None with one clip value."""
+    ti = info(task)
+    t = runs[(runs["task"] == task) & runs["outcome"].isin(COMPLETED) & runs["seed"].notna()]
+    t = t.assign(solved=solved(t))
+    rows = []
+    sized = sizes_vary(t)
+    groups = sorted(t.groupby(["cell", "x", "size"]),
+                    key=lambda kv: (cell_order(kv[0][0]), kv[0][1], size_order(kv[0][2])))
+    for (cell, x, size), g in groups:
+        done = g[g["outcome"] == "finished"]
+        by_clip = {c: dict(zip(gc["seed"].astype(int), gc[ti.metric])) for c, gc in done.groupby("clip")}
+        clips = sorted(g["clip"].unique(), key=clip_order, reverse=True)  # none first: "none - 1.0"
+        for i, a in enumerate(clips):
+            for b in clips[i + 1:]:
+                diff = stats.paired_difference(by_clip.get(a, {}), by_clip.get(b, {}))
+                solved_txt = " vs ".join(f"{int(gc['solved'].sum())}/{len(gc)}"
+                                         for gc in (g[g["clip"] == a], g[g["clip"] == b]))
+                rows.append([cell, str(x), *([size] if sized else []), f"{a} - {b}",
+                             f"{fmt(diff.mean)} [{fmt(diff.low)}, {fmt(diff.high)}]", str(diff.n),
+                             solved_txt, stats.verdict(diff, ti.mode, (f"clip {a}", f"clip {b}"))])
+    if not rows:
+        return None
+    header = ["cell", length_label(task, runs), *(["size"] if sized else []), "clip",
+              f"{ti.metric} difference [95% CI]", "seeds", "solved", "verdict"]
+    return md_table(header, rows, (1, 5 if sized else 4, 6 if sized else 5))
+
+
 def literature_table(summary: pd.DataFrame, runs: pd.DataFrame, task: str,
                      info: Callable[[str], TaskInfo] = task_info) -> str | None:
     """Ours beside the published numbers for the same task and metric (:mod:`rnnlab.literature`):
@@ -963,6 +993,10 @@ def render(ctx: Context, info: Callable[[str], TaskInfo] = task_info) -> str:
                       f"{length_label(task, ctx.runs)}, so none is defined (the table of solved seeds is left out)."]
         if paired:
             parts += ["", f"**{task}: paired differences between cells**", "", paired]
+        clipping = clip_table(ctx.runs, task, info)
+        if clipping:
+            parts += ["", f"**{task}: what clipping changes** (paired by seed; solved: seeds that solved "
+                      f"with each clip value)", "", clipping]
         published = literature_table(ctx.summary, ctx.runs, task, info)
         if published:
             parts += ["", f"**{task}: ours vs literature**", "", published]
