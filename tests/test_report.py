@@ -612,3 +612,12 @@ def test_a_task_nothing_solves_gets_a_sentence_not_a_table_of_zeros(hand_made):
     page = report.render(ctx, fake_info)
     assert "**sentiment: critical length**: no run reached val/skill 0.9 at any task.distance" in page
     assert "**sentiment: solved seeds and critical length**" not in page
+
+
+def test_line_styles_tell_every_clip_and_size_arm_apart():
+    """Where sizes vary the arm is "clip, size": each gets its own style, and unclipped stays dotted."""
+    arms = ["1.0, hidden 64", "1.0, 20,000 params", "none, hidden 64", "none, 20,000 params"]
+    styles = [report_figures.clip_style(a, arms) for a in arms]
+    assert len({str(s) for s in styles}) == len(arms)
+    assert styles[0] == "-" and styles[2] == ":"
+    assert [report_figures.clip_style(c, ["none", "1.0"]) for c in ("1.0", "none")] == ["-", ":"]

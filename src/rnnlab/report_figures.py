@@ -43,14 +43,19 @@ VARIANT_COLORS = {"rnn": "tab:orange", "lstm": "tab:cyan", "gru": "tab:olive"}  
 DPI = 110  # the report's resolution, finer than figures.save's default: its figures are large grids
 LineStyle = str | tuple[int, tuple[int, ...]]
 CLIP_STYLES: list[LineStyle] = ["-", "-.", (0, (6, 2, 1, 2, 1, 2))]
+UNCLIPPED_STYLES: list[LineStyle] = [":", (0, (1, 3))]
 
 
 def clip_style(clip: str, clips: list[str]) -> LineStyle:
     """Solid for the (first) clipped value, dotted for no clipping: the grey dashed line is the
-    baseline's."""
-    if clip == "none":
-        return ":"
-    clipped = [c for c in sorted(clips, key=clip_order) if c != "none"]
+    baseline's. Where sizes vary the arm is ``"1.0, 20,000 params"``: clipped and unclipped
+    arms still take styles from their own lists, so "none" stays dotted."""
+    def unclipped(c: str) -> bool:
+        return c.split(",", 1)[0] == "none"
+
+    if unclipped(clip):
+        return UNCLIPPED_STYLES[sorted(filter(unclipped, clips), key=clip_order).index(clip) % len(UNCLIPPED_STYLES)]
+    clipped = [c for c in sorted(clips, key=clip_order) if not unclipped(c)]
     return CLIP_STYLES[clipped.index(clip) % len(CLIP_STYLES)]
 
 
