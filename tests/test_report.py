@@ -394,7 +394,7 @@ def test_critical_length_and_paired_differences_from_hand_made_runs():
     critical = report.critical_table(runs, "adding").splitlines()
     assert critical[0].split("|")[1:-1] == [" cell ", " clip ", " critical length ", " seq_len=10 ", " seq_len=20 "]
     cells = {r.split("|")[1].strip(): [c.strip() for c in r.split("|")[2:-1]] for r in critical[2:]}
-    assert cells["gru"] == ["1.0", "20", "5/5", "3/5"]
+    assert cells["gru"] == ["1.0", "20", "5/5 (200)", "3/5 (300)"], "solved seeds (median steps to solve)"
     assert cells["rnn"] == ["1.0", "none", "0/5", "0/6"], "the diverged seed counts as not solved"
 
     paired = report.paired_table(runs, "adding", fake_info).splitlines()[2:]

@@ -579,6 +579,13 @@ def solved(runs: pd.DataFrame) -> pd.Series:
     return (runs["outcome"] == "finished") & (steps.notna() | (skill >= SOLVE_THRESHOLD))
 
 
+def solved_cell(outcomes: list[bool] | None, median_steps: float) -> str:
+    """``3/5 (300)``: seeds that solved, of those that ran, and their median steps to solve."""
+    if outcomes is None:
+        return "-"
+    return f"{sum(outcomes)}/{len(outcomes)}" + ("" if math.isnan(median_steps) else f" ({median_steps:.0f})")
+
+
 def critical_table(runs: pd.DataFrame, task: str) -> str | None:
     """Per cell x clip: the critical length, and per length the seeds that solved / ran."""
     t = runs[(runs["task"] == task) & runs["outcome"].isin(COMPLETED)]
@@ -592,11 +599,13 @@ def critical_table(runs: pd.DataFrame, task: str) -> str | None:
     rows = []
     groups = sorted(t.groupby(["cell", "clip", "size"]),
                     key=lambda kv: (cell_order(kv[0][0]), clip_order(kv[0][1]), size_order(kv[0][2])))
+    steps = t["steps_to_solve"] if "steps_to_solve" in t else pd.Series(np.nan, index=t.index)
     for (cell, clip, size), g in groups:
         per = {int(x): list(gx["solved"]) for x, gx in g.groupby("x")}
+        median_steps = {int(x): steps[gx.index][gx["solved"]].median() for x, gx in g.groupby("x")}
         critical = stats.critical_length(per)
         rows.append([cell, clip, *([size] if sized else []), "none" if critical is None else str(critical),
-                     *(f"{sum(per[x])}/{len(per[x])}" if x in per else "-" for x in lengths)])
+                     *(solved_cell(per.get(x), median_steps.get(x, math.nan)) for x in lengths)])
     return md_table(header, rows, range(3 if sized else 2, len(header)))
 
 
@@ -987,7 +996,8 @@ def render(ctx: Context, info: Callable[[str], TaskInfo] = task_info) -> str:
         critical, paired = critical_table(ctx.runs, task), paired_table(ctx.runs, task, info)
         at_all = ctx.runs[ctx.runs["task"] == task]
         if critical and solved(at_all).any():
-            parts += ["", f"**{task}: solved seeds and critical length**", "", critical]
+            parts += ["", f"**{task}: solved seeds and critical length** (in brackets: the median "
+                      f"`steps_to_solve` of the seeds that solved)", "", critical]
         elif critical:  # a table of zeros would read as a result; the threshold is the finding
             parts += ["", f"**{task}: critical length**: no run reached val/skill {SOLVE_THRESHOLD} at any "
                       f"{length_label(task, ctx.runs)}, so none is defined (the table of solved seeds is left out)."]
