@@ -90,7 +90,7 @@ def test_presets_compose_with_the_grid_they_promise():
     cfg = compose("+experiment=long_range")
     assert cfg.tracking.experiment == "long_range" and cfg.threads == 1
     studies = ["char_lm", "char_lm_forget_bias", "sentiment_distance", "forecast", "forecast_seattle",
-               "long_range_study", "long_range_study_budget", "long_range_study_copy"]
+               "long_range_study", "long_range_study_budget", "long_range_study_copy", "long_range_study_forget_bias"]
     for name in studies:
         assert compose(f"+experiment={name}").sweep.name == name
         # a preset that feeds a headline comparison runs at least 5 seeds: intervals need them
@@ -104,7 +104,7 @@ def test_presets_compose_with_the_grid_they_promise():
     assert study.solve.early_stop and study.trainer.max_steps == 1500
     # a study's parts share one MLflow experiment, so one report covers them
     for part, whole in [("long_range_study_copy", "long_range_study"), ("long_range_study_budget", "long_range_study"),
-                        ("forecast_seattle", "forecast"),
+                        ("long_range_study_forget_bias", "long_range_study"), ("forecast_seattle", "forecast"),
                         ("char_lm_forget_bias", "char_lm")]:
         assert compose(f"+experiment={part}").tracking.experiment == compose(f"+experiment={whole}").tracking.experiment
     # sentiment's window grows with the distance (${add:...}): only D varies, not the padding
