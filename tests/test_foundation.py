@@ -140,3 +140,11 @@ def test_the_training_step_steps_the_schedule_once_per_optimizer_step():
     assert trainer.global_step == 6
     assert trainer.lr_scheduler_configs[0].scheduler.last_epoch == 6
     assert model.optimizers().param_groups[0]["lr"] == pytest.approx(0.1 * 0.5 ** 3)
+
+
+def test_a_profiler_asked_for_on_the_command_line_profiles(store):
+    """Runs get a no-op profiler cheaper than Lightning's default; one named on the command
+    line replaces it."""
+    proc = store.train("task=adding", "trainer.max_steps=5", "+trainer.profiler=simple")
+    assert store.only_run("adding").info.status == "FINISHED"
+    assert "Profiler Report" in proc.stdout + proc.stderr

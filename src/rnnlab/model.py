@@ -47,6 +47,15 @@ class RecurrentModel(pl.LightningModule):
         self.diverged_at: int | None = None  # global step at which loss or gradient went non-finite
         self._val_baselines: dict[str, float] | None = None  # the trivial strategy on the val split
 
+    def __setattr__(self, name: str, value) -> None:
+        # Lightning sets _current_fx_name before and after every hook it calls (some thirty
+        # times per training step), and nn.Module.__setattr__ first checks the value against
+        # parameters, buffers and submodules: a plain string attribute needs none of that.
+        if name == "_current_fx_name":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
     # -- checkpoints: what a resumed run needs to continue exactly --------------------------
     def on_save_checkpoint(self, checkpoint):
         checkpoint["rnnlab"] = {"rng": torch.get_rng_state(), **self.guard.state_dict()}

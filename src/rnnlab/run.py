@@ -26,7 +26,14 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from rnnlab import config, runs, sweep, tracking
-from rnnlab.callbacks import FlushedCheckpoint, SolveWatch, StopRecorder, TokensPerSecond, ValidateAtLastStep
+from rnnlab.callbacks import (
+    FlushedCheckpoint,
+    NoProfiler,
+    SolveWatch,
+    StopRecorder,
+    TokensPerSecond,
+    ValidateAtLastStep,
+)
 from rnnlab.cells.params import hidden_for_budget
 from rnnlab.console import PlainProgress, StepProgressBar, silence_known_noise
 from rnnlab.diagnostics import GradientFlow
@@ -307,8 +314,10 @@ def _fit_and_test(cfg: DictConfig, task: Task, model: RecurrentModel, run: track
                   stop: StopRecorder) -> Summary | None:
     ckpt_dir = run.checkpoint_dir = _checkpoint_dir(cfg, task, model, run, start)
     best, callbacks = _callbacks(cfg, task, run, ckpt_dir, stop)
+    profiler = {} if cfg.trainer.get("profiler") else {"profiler": NoProfiler()}
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=run.logger, callbacks=callbacks,
-                                      enable_progress_bar=interactive(), deterministic=_deterministic(cfg))
+                                      enable_progress_bar=interactive(), deterministic=_deterministic(cfg),
+                                      **profiler)
     os.environ[DDP_STATE] = json.dumps({"run_id": run.id, "ckpt_dir": ckpt_dir, "last_ckpt": start.checkpoint})
     trainer.fit(model, datamodule=task, ckpt_path=start.checkpoint, weights_only=True)
     diverged = model.diverged_at is not None
