@@ -71,7 +71,8 @@ def test_flops_match_the_model_parameter_shapes(cell, task):
 
 # -- timing bookkeeping ---------------------------------------------------------------------
 def test_step_timer_window_excludes_warmup_and_validation(monkeypatch):
-    clock = iter([10.0, 10.5, 11.0, 11.25, 14.0])  # start, val start, val end, ..., end
+    # the clock at steps 2 and 3, validation start and end, steps 4 and 5
+    clock = iter([10.0, 10.2, 10.5, 11.0, 11.1, 11.25])
     monkeypatch.setattr(timing.time, "perf_counter", lambda: next(clock))
     timer = bench.StepTimer(warmup=2, steps=3)
     module = SimpleNamespace(device=SimpleNamespace(type="cpu"),
@@ -85,6 +86,9 @@ def test_step_timer_window_excludes_warmup_and_validation(monkeypatch):
     # t_start = 10.0 (step 2), validation 0.5 s, t_end = 11.25 (step 5's start)
     assert timer.tokens == 3 * 7
     assert timer.train_s == pytest.approx(11.25 - 10.0 - 0.5)
+    # the steps one by one, the one holding the validation left out; tokens/s at their median
+    assert timer.step_s == pytest.approx([0.2, 0.15])
+    assert timer.tokens_per_s == pytest.approx(7 / 0.175)
 
 
 def test_step_timer_says_when_the_window_never_closed():
@@ -142,6 +146,9 @@ def test_quick_benchmark_writes_every_section(tmp_path):
     assert set(eff) == {"six_runs", "long_range"} and eff["six_runs"]["runs"] == eff["long_range"]["runs"] == 2
     assert all(r["efficiency"] == pytest.approx(r["ideal_s"] / (r["wall_s"] * r["jobs"])) for r in eff.values())
     assert len(eff["six_runs"]["bare_ms_per_step"]) == 2  # rnn and gru: one bare measurement per configuration
+    for r in eff.values():  # every run validated (at least at its last step) and tested, counted from the store
+        assert r["validations"] >= r["runs"] and r["tests"] == r["runs"]
+        assert r["efficiency_with_eval"] == pytest.approx((r["ideal_s"] + r["bare_eval_s"]) / (r["wall_s"] * r["jobs"]))
     assert "## 5b. Sweep efficiency" in md
     assert res["machine"]["cpu"] and res["machine"]["cores"] >= 1 and res["machine"]["torch"]
     if not res["gpu"]["available"]:

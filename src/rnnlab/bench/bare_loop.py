@@ -3,6 +3,7 @@ harness's model, weights and batches, so that the difference between the two is 
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -49,12 +50,15 @@ def bare_run(cfg: DictConfig, steps: int, warmup: int, device: str = "cpu") -> d
     torch.use_deterministic_algorithms(False)
     torch.backends.cudnn.deterministic = torch.backends.cudnn.benchmark = False
     tokens, t0, cpu0 = 0, 0.0, 0.0
+    marks: list[float] = []  # CPU: the clock at each timed step's start, and at the end
     try:
         batches = _batches(task)
         for i in range(warmup + steps):
             if i == warmup:
                 synchronize(dev)
                 t0, cpu0 = time.perf_counter(), time.process_time()
+            if i >= warmup and dev.type == "cpu":
+                marks.append(time.perf_counter())
             batch = {k: v.to(dev, non_blocking=True) for k, v in next(batches).items()}
             out, _ = model(batch)
             loss = task.loss(out, batch)
@@ -67,10 +71,15 @@ def bare_run(cfg: DictConfig, steps: int, warmup: int, device: str = "cpu") -> d
                 tokens += task.tokens(batch)
         synchronize(dev)
         dt, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        if marks:
+            marks.append(time.perf_counter())
     finally:
         torch.use_deterministic_algorithms(flags[0])
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = flags[1], flags[2]
-    return {"tokens_per_s": tokens / dt, "train_s": dt, "tokens": tokens, "cpu_s_per_step": cpu / steps,
+    # the median step on CPU (see rnnlab.bench.timing.StepTimer), the window on a GPU
+    step_s = [b - a for a, b in zip(marks, marks[1:])]
+    rate = tokens / steps / statistics.median(step_s) if step_s else tokens / dt
+    return {"tokens_per_s": rate, "train_s": dt, "tokens": tokens, "cpu_s_per_step": cpu / steps,
             "flops_per_step": model_step_flops(cfg, task)}
 
 
@@ -81,3 +90,24 @@ def bare(s: Settings, cell: str, task: str, seq_len: int, steps: int, warmup: in
     torch.set_num_threads(s.threads)
     with quiet():
         return bare_run(cfg, steps, warmup, device)
+
+
+def bare_eval(cfg: DictConfig) -> dict[str, float]:
+    """Seconds for one pass over the validation and the test split as a hand-written loop
+    would make it: the harness's model, forward and loss in inference mode, batches already
+    built; no metrics, no hooks, no checkpoint. What a sweep's evaluations would cost anyway."""
+    from rnnlab.run import build_model, build_task
+
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    task = build_task(cfg)
+    model = build_model(cfg, task, "bare").eval()
+    out: dict[str, float] = {}
+    with torch.inference_mode():
+        for split, loader in (("val", task.val_dataloader()), ("test", task.test_dataloader())):
+            batches = list(loader)
+            t = time.perf_counter()
+            for batch in batches:
+                y, _ = model(batch)
+                task.loss(y, batch)
+            out[split] = time.perf_counter() - t
+    return out

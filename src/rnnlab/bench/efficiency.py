@@ -13,6 +13,12 @@ in this benchmark's process. What the difference is made of is read back from th
   then each worker's once), Hydra's launcher, the parent run, the report, idle workers at the
   end of the grid.
 
+A sweep also evaluates: every run validates ``max_steps / val_check_interval`` times and tests
+once, on splits the preset sizes. A hand-written loop with the same schedule pays for those
+forward passes too, so ``efficiency with evaluation`` adds them to the bare side
+(:func:`rnnlab.bench.bare_loop.bare_eval`: forward and loss over each split, per run
+configuration): what is left between it and 1 is the harness's own cost.
+
 The machine's own parallel scaling is measured too: the bare loop alone, and in ``jobs``
 processes at once. Two jobs sharing caches and memory bandwidth run each step slower than one,
 which no harness can win back; ``efficiency / scaling`` is the efficiency against a bare loop
@@ -59,6 +65,25 @@ def bare_ms_per_step(key: tuple[str, ...], steps: int, warmup: int) -> float:
     with quiet():
         r = bare_run(compose(_overrides(key)), steps, warmup)
     return 1000 * r["train_s"] / steps
+
+
+def bare_eval_s(key: tuple[str, ...]) -> dict[str, float]:
+    """The bare loop's seconds for one pass over the val and the test split, one thread."""
+    import torch
+
+    from rnnlab.bench.bare_loop import bare_eval
+
+    torch.set_num_threads(1)
+    with quiet():
+        return bare_eval(compose(_overrides(key)))
+
+
+def _passes(client: MlflowClient, run) -> tuple[int, int]:
+    """How many validations and tests a run made (its model-selection metric's history)."""
+    main = run.data.tags.get(runs.MAIN_METRIC)
+    n_val = len(client.get_metric_history(run.info.run_id, main)) if main else 0
+    n_test = int(any(k.startswith("test/") for k in run.data.metrics))
+    return n_val, n_test
 
 
 def _bare_in_child(args: tuple[tuple[str, ...], int, int]) -> float:
@@ -131,13 +156,21 @@ def measure_case(s: Settings, store: Store, name: str, overrides: Sequence[str],
     uri = store.fresh_db(f"eff-{name}")
     wall = run_measured(cmd, child_env(uri), store.dir, store.dir / f"eff-{name}.log", timeout=3600)["wall_s"]
     found = _sweep_runs(uri, experiment)
-    bare_ms = {k: bare_ms_per_step(k, s.efficiency_steps, s.warmup) for k in sorted({_cost_key(r) for r, _ in found})}
+    keys = sorted({_cost_key(r) for r, _ in found})
+    bare_ms = {k: bare_ms_per_step(k, s.efficiency_steps, s.warmup) for k in keys}
     ideal = sum(steps * bare_ms[_cost_key(r)] / 1000 for r, steps in found)
+    eval_s = {k: bare_eval_s(k) for k in keys}
+    client = MlflowClient(uri)
+    passes = [_passes(client, r) for r, _ in found]
+    evaluation = sum(n_val * eval_s[_cost_key(r)]["val"] + n_test * eval_s[_cost_key(r)]["test"]
+                     for (r, _), (n_val, n_test) in zip(found, passes))
     in_runs = sum((r.info.end_time - r.info.start_time) / 1000 for r, _ in found)
     command = "python src/train.py -m " + " ".join([*overrides, f"hydra.launcher.n_jobs={jobs}"])
     return {"case": name, "command": command, "runs": len(found), "jobs": jobs,
             "steps": sum(steps for _, steps in found),
             "wall_s": wall, "ideal_s": ideal, "efficiency": ideal / (wall * jobs),
+            "bare_eval_s": evaluation, "efficiency_with_eval": (ideal + evaluation) / (wall * jobs),
+            "validations": sum(v for v, _ in passes), "tests": sum(t for _, t in passes),
             "in_runs_s": in_runs, "outside_runs_s": wall * jobs - in_runs,
             "run_overhead_s_per_run": (in_runs - ideal) / len(found),
             "bare_ms_per_step": {"/".join(k): v for k, v in bare_ms.items()}}
@@ -148,7 +181,8 @@ def measure_efficiency(s: Settings, store: Store, log) -> Row:
     for name, overrides in s.efficiency_cases:
         row = measure_case(s, store, name, overrides, s.efficiency_jobs)
         log(f"  {name}: {row['runs']} runs, {row['jobs']} jobs: wall {row['wall_s']:.1f} s, bare "
-            f"{row['ideal_s']:.1f} s of 1-thread training -> efficiency {row['efficiency']:.2f}; per run "
+            f"{row['ideal_s']:.1f} s of 1-thread training -> efficiency {row['efficiency']:.2f} "
+            f"({row['efficiency_with_eval']:.2f} with {row['bare_eval_s']:.1f} s of bare evaluation); per run "
             f"{row['run_overhead_s_per_run']:.2f} s beyond bare steps; outside runs {row['outside_runs_s']:.1f} job-s")
         cases.append(row)
     key = ("lstm", *s.efficiency_scaling_config)

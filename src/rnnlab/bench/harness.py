@@ -93,6 +93,6 @@ def harness_run(s: Settings, store: Store, cell: str, task: str, seq_len: int, s
     torch.set_num_threads(s.threads)  # whatever the run did, the next measurement gets the same
     if t.fit_s is None:
         raise RuntimeError("the harness run's fit was never timed")
-    return {"tokens_per_s": t.tokens / t.train_s, "train_s": t.train_s, "fit_s": t.fit_s,
+    return {"tokens_per_s": t.tokens_per_s, "train_s": t.train_s, "fit_s": t.fit_s,
             "val_s": t.val_s, "diag_s": t.diag_s, "tokens": t.tokens,
             "cpu_s_per_step": t.cpu_s_per_step}

@@ -41,11 +41,16 @@ class StepTimer(Callback):
     so it holds ``steps`` whole steps and everything between them (data loading, optimizer,
     logging, every callback): what a user waits for, step after step. Validation that falls
     inside is timed and subtracted, because the bare loop has none. Added last, so its
-    validation hooks run after the checkpoint callback's (which count as validation)."""
+    validation hooks run after the checkpoint callback's (which count as validation).
+
+    On CPU it also keeps every step's duration (``step_s``, steps with a validation left
+    out): their median is what the comparison uses, because a neighbour's burst on a shared
+    machine lengthens a few steps, and shifts a window's mean, but hardly moves a median.
+    On a GPU steps are not timed one by one: that would need a sync per step."""
 
     # What :meth:`save` writes and :meth:`load` reads back: the raw readings.
     READINGS = ("batches", "tokens", "t_start", "t_end", "cpu_start", "cpu_end", "val_s", "val_cpu_s",
-                "fit_s", "diag_s")
+                "fit_s", "diag_s", "step_s")
 
     def __init__(self, warmup: int, steps: int):
         self.warmup, self.steps = warmup, steps
@@ -60,6 +65,8 @@ class StepTimer(Callback):
         self._val_cpu0 = 0.0
         self.fit_s: float | None = None
         self.diag_s = 0.0  # time spent in the GradientFlow callback's hooks, whole fit
+        self.step_s: list[float] = []  # CPU only: each whole step's duration in the window
+        self._step_t0: float | None = None
 
     @staticmethod
     def _now(pl_module: pl.LightningModule) -> float:
@@ -71,12 +78,18 @@ class StepTimer(Callback):
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:
-        if self.batches == self.warmup:
-            self.t_start = self._now(pl_module)
-            self.cpu_start = time.process_time()
-        elif self.batches == self.warmup + self.steps:
-            self.t_end = self._now(pl_module)
-            self.cpu_end = time.process_time()
+        first, last = self.batches == self.warmup, self.batches == self.warmup + self.steps
+        per_step = pl_module.device.type == "cpu" and self.warmup <= self.batches <= self.warmup + self.steps
+        if first or last or per_step:
+            now = self._now(pl_module)
+            if first:
+                self.t_start, self.cpu_start = now, time.process_time()
+            elif last:
+                self.t_end, self.cpu_end = now, time.process_time()
+            if per_step:
+                if self._step_t0 is not None:
+                    self.step_s.append(now - self._step_t0)
+                self._step_t0 = now
         self.batches += 1
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
@@ -87,6 +100,7 @@ class StepTimer(Callback):
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._in_window():
             self._val_t0, self._val_cpu0 = time.perf_counter(), time.process_time()
+            self._step_t0 = None  # the step this validation follows is not a training step's length
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._val_t0 is not None:
@@ -100,6 +114,13 @@ class StepTimer(Callback):
             raise RuntimeError(f"the timing window never closed: {self.batches} steps ran, "
                                f"{self.warmup + self.steps + 1} needed")
         return self.t_end - self.t_start - self.val_s
+
+    @property
+    def tokens_per_s(self) -> float:
+        """Tokens per second at the median step (CPU), else over the window."""
+        if self.step_s:
+            return self.tokens / self.steps / statistics.median(self.step_s)
+        return self.tokens / self.train_s
 
     @property
     def cpu_s_per_step(self) -> float:
