@@ -97,6 +97,33 @@ def test_step_timer_says_when_the_window_never_closed():
         _ = timer.train_s
 
 
+def test_stopwatch_splits_nested_phases_and_puts_every_function_back(monkeypatch):
+    from rnnlab.bench.breakdown import Stopwatch
+
+    clock = iter([0.0, 1.0, 1.5, 2.0, 2.25, 4.0])  # outer in; inner in, out; inner in, out; outer out
+    monkeypatch.setattr("rnnlab.bench.breakdown.time.perf_counter", lambda: next(clock))
+
+    class Loop:
+        def inner(self):
+            return "inner"
+
+        def outer(self):
+            return [self.inner(), self.inner()]
+
+    original = Loop.outer
+    watch = Stopwatch()
+    with watch.watching([(Loop, "outer", "outer"), (Loop, "inner", "inner")]):
+        assert Loop().outer() == ["inner", "inner"]
+    assert Loop.outer is original and "inner" in vars(Loop)  # restored, not left wrapped
+    assert watch.seconds == {("outer",): 4.0, ("outer", "inner"): 0.75}
+    assert watch.calls == {("outer",): 1, ("outer", "inner"): 2}
+    assert watch.own(("outer",)) == pytest.approx(3.25)
+
+    with pytest.raises(RuntimeError, match="stopped"), Stopwatch().watching([(Loop, "inner", "inner")]):
+        raise RuntimeError("stopped inside")
+    assert Loop().inner() == "inner" and Loop.inner.__name__ == "inner" and not hasattr(Loop.inner, "__wrapped__")
+
+
 def test_interleave_alternates_which_side_goes_first():
     order = []
     a, b = bench.interleave(3, lambda: order.append("a") or {"v": 1}, lambda: order.append("b") or {"v": 2})
@@ -128,9 +155,9 @@ def test_quick_benchmark_writes_every_section(tmp_path):
 
     res = json.loads((out / "results.json").read_text())
     md = (out / "results.md").read_text()
-    assert md.startswith("# rnnlab benchmark") and "## 6. Memory" in md
+    assert md.startswith("# rnnlab benchmark") and "## 5c. One run, phase by phase" in md and "## 6. Memory" in md
     sections = ["harness_vs_bare", "attribution", "roofline", "fused_vs_reference", "diagnostics",
-                "sweep", "sweep_efficiency", "memory", "duration"]
+                "sweep", "sweep_efficiency", "run_breakdown", "memory", "duration"]
     for key in sections + ["machine", "settings", "gpu", "warnings", "targets"]:
         assert key in res, key
     for key in sections:

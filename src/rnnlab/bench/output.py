@@ -11,7 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from rnnlab import paths
-from rnnlab.bench.settings import TARGET_DIAG_OVERHEAD, TARGET_HARNESS_RATIO, TARGET_SWEEP_EFFICIENCY
+from rnnlab.bench import breakdown
+from rnnlab.bench.settings import (
+    TARGET_DIAG_OVERHEAD,
+    TARGET_HARNESS_RATIO,
+    TARGET_RUN_FIXED_S,
+    TARGET_SWEEP_EFFICIENCY,
+)
 
 
 def to_markdown(res: dict[str, Any]) -> str:
@@ -73,6 +79,7 @@ def to_markdown(res: dict[str, Any]) -> str:
           "", f"Faster: **{sw['faster']}** ({sw['speedup_2x1_over_1x2']:.2f}x = 1x2 wall / 2x1 wall)"
           + ("" if sw["preset_is_faster"] else " — **the preset default (2 jobs x 1 thread) is NOT the faster one**")]
     L += _efficiency_markdown(res["sweep_efficiency"])
+    L += breakdown.markdown(res["run_breakdown"], TARGET_RUN_FIXED_S)
     mem = res["memory"]
     L += ["", "## 6. Memory", "",
           f"Peak RSS of `{mem['command']}`: **{mem['peak_rss_mib']:.0f} MiB** "
@@ -140,6 +147,11 @@ def check_targets(res: dict[str, Any]) -> list[str]:
         warn.append(f"sweep efficiency below {TARGET_SWEEP_EFFICIENCY}: " + ", ".join(
             f"{r['case']} {r['efficiency']:.2f} ({r['efficiency_vs_parallel_bare']:.2f} against a parallel bare loop)"
             for r in low_eff))
+    bd = res["run_breakdown"]
+    if bd["beyond_steps_s"] > TARGET_RUN_FIXED_S:
+        warn.append(f"a sweep's run costs {bd['beyond_steps_s']:.2f} s beyond its training steps "
+                    f"(target {TARGET_RUN_FIXED_S:g} s; {bd['beyond_steps_and_eval_s']:.2f} s beyond steps "
+                    "and evaluation)")
     if res["machine"]["loadavg_start"] > 0.75:
         warn.append(f"the machine was busy (load average {res['machine']['loadavg_start']} at start on "
                     f"{res['machine']['cores']} cores): timings are contended")
@@ -189,6 +201,9 @@ def log_to_mlflow(res: dict[str, Any], uri: str, files: list[Path]) -> str:
         metrics[f"sweep_efficiency/{r['case']}_vs_parallel_bare"] = r["efficiency_vs_parallel_bare"]
         metrics[f"sweep_efficiency/{r['case']}_with_eval"] = r["efficiency_with_eval"]
     metrics["sweep_efficiency/parallel_scaling"] = res["sweep_efficiency"]["scaling"]["scaling"]
+    bd = res["run_breakdown"]
+    metrics.update({"run_breakdown/run_s": bd["run_s"], "run_breakdown/beyond_steps_s": bd["beyond_steps_s"],
+                    "run_breakdown/beyond_steps_and_eval_s": bd["beyond_steps_and_eval_s"]})
     if res["gpu"].get("available"):
         for r in res["gpu"]["rows"]:
             metrics[f"gpu/harness_ratio/{r['cell']}_{r['task']}_T{r['seq_len']}"] = r["ratio"]

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from rnnlab.bench import efficiency
+from rnnlab.bench import breakdown, efficiency
 from rnnlab.bench.bare_loop import bare
 from rnnlab.bench.flops import sgemm_gflops, step_flops, task_shape, timed_steps
 from rnnlab.bench.harness import Store, harness_run
@@ -323,12 +323,18 @@ def measure_sweep(b: Bench, done: Results) -> Row:
             "preset": PRESET_SWEEP, "preset_is_faster": faster == PRESET_SWEEP}
 
 
-def estimate_sweep(s: Settings, c: Costs) -> float:
+def _sweep_run(s: Settings, cell: str) -> tuple[int, int]:
+    """FLOPs per step and steps of one run of section 5's sweep (its overrides)."""
     sw = {k: v for k, _, v in (o.partition("=") for o in s.sweep_overrides)}
-    n_runs = s.sweep_size
-    flops = train_step_flops("lstm", int(sw["batch_size"]), int(sw["seq_len"]), int(sw["cell.hidden_size"]),
+    flops = train_step_flops(cell, int(sw["batch_size"]), int(sw["seq_len"]), int(sw["cell.hidden_size"]),
                              s.embed_dim, **task_shape("adding"))
-    steps_s = n_runs * c.train_s(flops, int(sw["trainer.max_steps"])) * s.threads  # one thread per run at worst
+    return flops, int(sw["trainer.max_steps"])
+
+
+def estimate_sweep(s: Settings, c: Costs) -> float:
+    n_runs = s.sweep_size
+    flops, max_steps = _sweep_run(s, "lstm")
+    steps_s = n_runs * c.train_s(flops, max_steps) * s.threads  # one thread per run at worst
     one_job = c.per_process_s + n_runs * c.per_run_s + steps_s
     two_jobs = 2.5 * c.per_process_s + n_runs / 2 * c.per_run_s + steps_s / 2  # 3 processes import
     return s.sweep_repeats * (one_job + two_jobs)
@@ -350,6 +356,17 @@ def estimate_sweep_efficiency(s: Settings, c: Costs) -> float:
         total += (n_runs * (c.train_s(flops, per_run["max_steps"]) + c.per_run_s) / s.efficiency_jobs
                   + 2 * c.per_process_s + 12 * c.train_s(flops, s.efficiency_steps + s.warmup))
     return total + 3 * c.per_process_s
+
+
+# -- 5c. one run, phase by phase ----------------------------------------------------------
+def measure_breakdown(b: Bench, done: Results) -> Row:
+    return breakdown.measure(b.s, b.store, b.log)
+
+
+def estimate_breakdown(s: Settings, c: Costs) -> float:
+    """A warm-up run, then each repeat's run and its bare loop (steps, then one evaluation)."""
+    steps_s = c.train_s(*_sweep_run(s, s.breakdown_cell)) * s.threads  # one thread
+    return (1 + s.breakdown_repeats) * (c.per_run_s + steps_s) + s.breakdown_repeats * steps_s
 
 
 # -- 6. memory ------------------------------------------------------------------------------
@@ -379,6 +396,7 @@ SECTIONS = (
     Section("diagnostics", "4. diagnostics cost", measure_diagnostics, estimate_diagnostics),
     Section("sweep", "5. sweep parallelism", measure_sweep, estimate_sweep),
     Section("sweep_efficiency", "5b. sweep efficiency", measure_sweep_efficiency, estimate_sweep_efficiency),
+    Section("run_breakdown", "5c. one run, phase by phase", measure_breakdown, estimate_breakdown),
     Section("memory", "6. memory", measure_memory, estimate_memory),
     Section("gpu", "GPU", measure_gpu, applies=torch.cuda.is_available, absent=no_gpu),
 )

@@ -14,6 +14,7 @@ TASKS = ("adding", "char_lm")
 TARGET_HARNESS_RATIO = 0.95  # harness tokens/s >= 95% of the bare loop's
 TARGET_DIAG_OVERHEAD = 0.10  # diagnostics add <= 10% to the fit time
 TARGET_SWEEP_EFFICIENCY = 0.8  # bare training time / (sweep wall x jobs)
+TARGET_RUN_FIXED_S = 1.0  # seconds a sweep's run costs beyond its training steps (warm worker)
 PRESET_SWEEP = "2x1"  # conf/experiment/long_range.yaml: n_jobs=${cores:}, threads=1
 
 
@@ -31,7 +32,7 @@ class Settings:
     min_window_s: float = 1.5  # ...this long (estimated from the warm-up) for cheap configurations
     max_steps_factor: int = 4  # but at most this many times ``steps``
     warmup: int = 5  # untimed steps before them
-    repeats: int = 2  # interleaved repeats per side; medians are reported
+    repeats: int = 3  # interleaved repeats per side; medians are reported (3: one slowed run drops out)
     ref_steps: int = 12  # section 3
     fixed_steps: int = 100  # section 1b, the per-step cost of a toy model
     diag_cells: tuple[str, ...] = CELLS
@@ -57,6 +58,9 @@ class Settings:
                       "trainer.val_check_interval=100")),
         ("long_range", ("+experiment=long_range",)))
     efficiency_steps: int = 60  # timed bare steps per run configuration
+    # Section 5c: one run of the 6-run sweep's configuration (sweep_overrides), phase by phase.
+    breakdown_cell: str = "lstm"
+    breakdown_repeats: int = 2
     # task, seq_len, batch, hidden, embed, layers: the LSTM run whose bare loop measures scaling
     efficiency_scaling_config: tuple[str, ...] = ("adding", "100", "32", "64", "64", "1")
     sgemm_n: int = 2048
@@ -95,7 +99,7 @@ class Settings:
                                 "hydra.sweeper.params.seq_len=8", "hydra.sweeper.params.seed=0",
                                 "hydra.sweeper.params.cell=lstm", "trainer.max_steps=3",
                                 "trainer.val_check_interval=3", "task.val_size=16", "task.test_size=16", *sync))),
-            efficiency_steps=3, efficiency_scaling_config=("adding", "8", "8", "8", "8", "1"),
+            efficiency_steps=3, breakdown_repeats=1, efficiency_scaling_config=("adding", "8", "8", "8", "8", "1"),
             memory_overrides=("trainer.max_steps=4", "trainer.val_check_interval=2", "seq_len=16",
                               "batch_size=8", "trainer.limit_val_batches=2",
                               "trainer.limit_test_batches=2", *sync),
