@@ -172,7 +172,10 @@ def test_quick_benchmark_writes_every_section(tmp_path):
     eff = {r["case"]: r for r in res["sweep_efficiency"]["cases"]}
     assert set(eff) == {"six_runs", "long_range"} and eff["six_runs"]["runs"] == eff["long_range"]["runs"] == 2
     assert all(r["efficiency"] == pytest.approx(r["ideal_s"] / (r["wall_s"] * r["jobs"])) for r in eff.values())
-    assert len(eff["six_runs"]["bare_ms_per_step"]) == 2  # rnn and gru: one bare measurement per configuration
+    assert len(eff["six_runs"]["bare_ms_per_step"]) == 2  # lstm and gru: one bare measurement per configuration
+    # six_runs is section 5's 2x1 sweep, priced rather than run again; long_range is run here
+    assert eff["six_runs"]["timed_earlier"] and eff["six_runs"]["wall_s"] == res["sweep"]["wall_s_2x1"]
+    assert not eff["long_range"]["timed_earlier"]
     for r in eff.values():  # every run validated (at least at its last step) and tested, counted from the store
         assert r["validations"] >= r["runs"] and r["tests"] == r["runs"]
         assert r["efficiency_with_eval"] == pytest.approx((r["ideal_s"] + r["bare_eval_s"]) / (r["wall_s"] * r["jobs"]))

@@ -30,6 +30,7 @@ from __future__ import annotations
 import multiprocessing
 import statistics
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from mlflow import MlflowClient
@@ -147,15 +148,41 @@ def grid_size(overrides: Sequence[str]) -> tuple[int, dict[str, int]]:
                "hidden_size": int(values["cell.hidden_size"]), "max_steps": int(values["trainer.max_steps"])}
 
 
-def measure_case(s: Settings, store: Store, name: str, overrides: Sequence[str], jobs: int) -> Row:
-    """One sweep command, timed, then its runs' bare cost."""
-    experiment = f"bench_eff_{name}"
-    out = store.dir / f"eff-{name}"
-    cmd = train_cmd("-m", *overrides, f"hydra.launcher.n_jobs={jobs}", f"hydra.sweep.dir={out}",
+@dataclass(frozen=True)
+class TimedSweep:
+    """One sweep command, run and timed: where its runs went, so that they can be priced later
+    (section 5 times its sweeps this way, and 5b prices the one it shares rather than rerun it)."""
+
+    overrides: tuple[str, ...]  # as a user types them, less hydra.launcher.n_jobs
+    jobs: int
+    wall_s: float
+    uri: str
+    experiment: str
+
+    def runs(self, overrides: Sequence[str], jobs: int) -> bool:
+        """Whether this is the command ``overrides`` at ``jobs`` (Hydra ignores their order)."""
+        return jobs == self.jobs and sorted(overrides) == sorted(self.overrides)
+
+    @property
+    def command(self) -> str:
+        return "python src/train.py -m " + " ".join([*self.overrides, f"hydra.launcher.n_jobs={self.jobs}"])
+
+
+def time_sweep(store: Store, name: str, overrides: Sequence[str], jobs: int) -> TimedSweep:
+    """``src/train.py -m`` with ``overrides`` at ``jobs`` jobs, as a whole process, into a store
+    of its own."""
+    experiment = f"bench_{name}"
+    cmd = train_cmd("-m", *overrides, f"hydra.launcher.n_jobs={jobs}", f"hydra.sweep.dir={store.dir / name}",
                     f"tracking.artifact_root={store.artifacts}", f"tracking.experiment={experiment}")
-    uri = store.fresh_db(f"eff-{name}")
-    wall = run_measured(cmd, child_env(uri), store.dir, store.dir / f"eff-{name}.log", timeout=3600)["wall_s"]
-    found = _sweep_runs(uri, experiment)
+    uri = store.fresh_db(name)
+    wall = run_measured(cmd, child_env(uri), store.dir, store.dir / f"{name}.log", timeout=3600)["wall_s"]
+    return TimedSweep(tuple(overrides), jobs, wall, uri, experiment)
+
+
+def measure_case(s: Settings, name: str, sweep: TimedSweep) -> Row:
+    """A timed sweep's runs, priced at the bare loop's rate."""
+    uri, wall, jobs = sweep.uri, sweep.wall_s, sweep.jobs
+    found = _sweep_runs(uri, sweep.experiment)
     keys = sorted({_cost_key(r) for r, _ in found})
     bare_ms = {k: bare_ms_per_step(k, s.efficiency_steps, s.warmup) for k in keys}
     ideal = sum(steps * bare_ms[_cost_key(r)] / 1000 for r, steps in found)
@@ -165,8 +192,7 @@ def measure_case(s: Settings, store: Store, name: str, overrides: Sequence[str],
     evaluation = sum(n_val * eval_s[_cost_key(r)]["val"] + n_test * eval_s[_cost_key(r)]["test"]
                      for (r, _), (n_val, n_test) in zip(found, passes))
     in_runs = sum((r.info.end_time - r.info.start_time) / 1000 for r, _ in found)
-    command = "python src/train.py -m " + " ".join([*overrides, f"hydra.launcher.n_jobs={jobs}"])
-    return {"case": name, "command": command, "runs": len(found), "jobs": jobs,
+    return {"case": name, "command": sweep.command, "runs": len(found), "jobs": jobs,
             "steps": sum(steps for _, steps in found),
             "wall_s": wall, "ideal_s": ideal, "efficiency": ideal / (wall * jobs),
             "bare_eval_s": evaluation, "efficiency_with_eval": (ideal + evaluation) / (wall * jobs),
@@ -176,10 +202,13 @@ def measure_case(s: Settings, store: Store, name: str, overrides: Sequence[str],
             "bare_ms_per_step": {"/".join(k): v for k, v in bare_ms.items()}}
 
 
-def measure_efficiency(s: Settings, store: Store, log) -> Row:
+def measure_efficiency(s: Settings, store: Store, log, timed: Sequence[TimedSweep] = ()) -> Row:
+    """Each case of ``s.efficiency_sweeps``; a command already in ``timed`` is priced, not rerun."""
     cases = []
-    for name, overrides in s.efficiency_cases:
-        row = measure_case(s, store, name, overrides, s.efficiency_jobs)
+    for name, overrides in s.efficiency_sweeps:
+        sweep = next((t for t in timed if t.runs(overrides, s.efficiency_jobs)), None)
+        row = measure_case(s, name, sweep or time_sweep(store, f"eff-{name}", overrides, s.efficiency_jobs))
+        row["timed_earlier"] = sweep is not None
         log(f"  {name}: {row['runs']} runs, {row['jobs']} jobs: wall {row['wall_s']:.1f} s, bare "
             f"{row['ideal_s']:.1f} s of 1-thread training -> efficiency {row['efficiency']:.2f} "
             f"({row['efficiency_with_eval']:.2f} with {row['bare_eval_s']:.1f} s of bare evaluation); per run "

@@ -27,7 +27,8 @@ def to_markdown(res: dict[str, Any]) -> str:
          f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['threads']} threads), "
          f"Lightning {m['lightning']}, MLflow {m['mlflow']}, Python {m['python']}; "
          f"load average at start {m['loadavg_start']}. "
-         f"Duration {res['duration']['actual_s']:.0f} s (estimated {res['duration']['estimated_s']:.0f} s).",
+         f"Duration {res['duration']['actual_s']:.0f} s (estimated {res['duration']['estimated_s']:.0f} s; "
+         + ", ".join(f"{k} {v:.0f} s" for k, v in res["duration"].get("sections_s", {}).items()) + ").",
          f"Shapes: batch {st['batch_size']}, hidden {st['hidden_size']}, embed {st['embed_dim']}; "
          f"{st['warmup']} warm-up + at least {st['steps']} timed steps, {st['repeats']} interleaved "
          f"repeats per side (medians).", ""]
@@ -123,7 +124,9 @@ def _efficiency_markdown(eff: dict[str, Any]) -> list[str]:
           f"{sc['alone_ms_per_step']:.2f} ms/step alone, {sc['parallel_ms_per_step']:.2f} ms/step each with "
           f"{sc['jobs']} at once, scaling {sc['scaling']:.2f}. \"vs parallel bare\" = efficiency / scaling: "
           "against a bare loop run with the same parallelism.", "", "Commands:", ""]
-    L += [f"- {r['case']}: `{r['command']}`" for r in eff["cases"]]
+    L += [f"- {r['case']}: `{r['command']}`" + (" (section 5's sweep at 2 jobs x 1 thread: the same command, "
+                                                 "timed once)" if r.get("timed_earlier") else "")
+          for r in eff["cases"]]
     return L
 
 

@@ -99,12 +99,12 @@ def run(s: Settings, out: Path, tracking_uri: str | None, keep: bool = False,
             est = estimate_seconds(s, costs) + (time.perf_counter() - t_all)
             log(f"estimated duration: ~{est:.0f} s (training at ~{costs.gflops:.1f} GFLOP/s, "
                 f"~{costs.per_run_s:.1f} s fixed cost per harness run)")
-            sections = run_sections(Bench(s, store, log, imports), SECTIONS)
+            sections, took = run_sections(Bench(s, store, log, imports), SECTIONS)
             info["loadavg_end"] = round(os.getloadavg()[0], 2)
             settings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(s).items()}
             res: dict[str, Any] = {
                 "machine": info, "settings": settings,
-                "duration": {"estimated_s": est, "actual_s": time.perf_counter() - t_all},
+                "duration": {"estimated_s": est, "actual_s": time.perf_counter() - t_all, "sections_s": took},
                 **sections,
                 "targets": {"harness_ratio_min": TARGET_HARNESS_RATIO,
                             "diagnostics_overhead_max": TARGET_DIAG_OVERHEAD,

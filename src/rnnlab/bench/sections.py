@@ -9,8 +9,9 @@ what each column means: ``experiments/bench/README.md``.
 from __future__ import annotations
 
 import statistics
+import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from types import MappingProxyType
 from typing import Any
@@ -45,6 +46,7 @@ class Bench:
     store: Store
     log: Log
     imports: dict[str, float]  # a process that only imports (section 6's floor)
+    sweeps: list[efficiency.TimedSweep] = field(default_factory=list)  # timed so far, for 5b to price
 
 
 @dataclass(frozen=True)
@@ -297,23 +299,18 @@ SWEEP_LAYOUTS: Mapping[str, tuple[int, int]] = MappingProxyType({"1x2": (1, 2), 
 
 
 def measure_sweep(b: Bench, done: Results) -> Row:
-    s, store = b.s, b.store
+    s = b.s
     walls: dict[str, list[float]] = {m: [] for m in SWEEP_LAYOUTS}
     k = 0
     for r in range(s.sweep_repeats):
         for mode in (("1x2", "2x1") if r % 2 == 0 else ("2x1", "1x2")):
             jobs, threads = SWEEP_LAYOUTS[mode]
             k += 1
-            out = store.dir / f"sweep{k}"
-            cmd = train_cmd("-m", "hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}",
-                            f"threads={threads}", *s.sweep_runs, *s.sweep_overrides,
-                            f"hydra.sweep.dir={out}", f"tracking.artifact_root={store.artifacts}",
-                            "tracking.experiment=bench_sweep", "sweep.name=bench")
-            res = run_measured(cmd, child_env(store.fresh_db(f"sweep{k}")), store.dir,
-                               store.dir / f"sweep{k}.log")
-            walls[mode].append(res["wall_s"])
+            sweep = efficiency.time_sweep(b.store, f"sweep{k}-{mode}", s.sweep_command(threads), jobs)
+            b.sweeps.append(sweep)
+            walls[mode].append(sweep.wall_s)
             b.log(f"  {mode} ({jobs} job{'s' if jobs > 1 else ''} x {threads} thread{'s' if threads > 1 else ''}): "
-                  f"{res['wall_s']:.1f} s")
+                  f"{sweep.wall_s:.1f} s")
     med = {m: statistics.median(v) for m, v in walls.items()}
     faster = min(med, key=lambda m: med[m])
     return {"runs": s.sweep_size, "overrides": [*s.sweep_runs, *s.sweep_overrides],
@@ -342,19 +339,21 @@ def estimate_sweep(s: Settings, c: Costs) -> float:
 
 # -- 5b. sweep efficiency ------------------------------------------------------------------
 def measure_sweep_efficiency(b: Bench, done: Results) -> Row:
-    return efficiency.measure_efficiency(b.s, b.store, b.log)
+    return efficiency.measure_efficiency(b.s, b.store, b.log, b.sweeps)
 
 
 def estimate_sweep_efficiency(s: Settings, c: Costs) -> float:
     """Each sweep's bare training at one job per core, its runs' fixed costs and its imports;
     then the bare side (a few steps per configuration) and the scaling check."""
     total = 0.0
-    for _, overrides in s.efficiency_cases:
+    for _, overrides in s.efficiency_sweeps:
         n_runs, per_run = efficiency.grid_size(overrides)
         flops = train_step_flops("lstm", per_run["batch_size"], per_run["seq_len"], per_run["hidden_size"],
                                  s.embed_dim, **task_shape("adding"))
-        total += (n_runs * (c.train_s(flops, per_run["max_steps"]) + c.per_run_s) / s.efficiency_jobs
-                  + 2 * c.per_process_s + 12 * c.train_s(flops, s.efficiency_steps + s.warmup))
+        total += 12 * c.train_s(flops, s.efficiency_steps + s.warmup)
+        if overrides != s.sweep_command(1):  # section 5 timed that one
+            total += (n_runs * (c.train_s(flops, per_run["max_steps"]) + c.per_run_s) / s.efficiency_jobs
+                      + 2 * c.per_process_s)
     return total + 3 * c.per_process_s
 
 
@@ -408,8 +407,12 @@ def estimate_seconds(s: Settings, costs: Costs, sections: tuple[Section, ...] = 
     return sum(sec.estimate(s, costs) for sec in sections)
 
 
-def run_sections(b: Bench, sections: tuple[Section, ...] = SECTIONS) -> Results:
+def run_sections(b: Bench, sections: tuple[Section, ...] = SECTIONS) -> tuple[Results, dict[str, float]]:
+    """Each section's results, and the seconds each took (to check the estimate against)."""
     done: Results = {}
+    took: dict[str, float] = {}
     for sec in sections:
+        t = time.perf_counter()
         done[sec.key] = sec.run(b, done)
-    return done
+        took[sec.key] = time.perf_counter() - t
+    return done, took

@@ -50,13 +50,10 @@ class Settings:
                                         "trainer.val_check_interval=100")
     sweep_repeats: int = 1  # each layout once (1x2 then 2x1); more alternate the order
     memory_overrides: tuple[str, ...] = ("trainer.max_steps=40", "trainer.val_check_interval=20")
-    # Section 5b: sweep efficiency, on the 6-run sweep above and on `make sweep` itself.
+    # Section 5b: sweep efficiency, on the sweep above at 2 jobs x 1 thread ("six_runs", timed
+    # once: section 5 runs that very command) and on these, `make sweep` itself.
     efficiency_jobs: int = 2
-    efficiency_cases: tuple[tuple[str, tuple[str, ...]], ...] = (
-        ("six_runs", ("hydra/launcher=joblib", "threads=1", "cell=rnn,lstm,gru", "seed=0,1", "task=adding",
-                      "seq_len=100", "batch_size=32", "cell.hidden_size=64", "trainer.max_steps=300",
-                      "trainer.val_check_interval=100")),
-        ("long_range", ("+experiment=long_range",)))
+    efficiency_cases: tuple[tuple[str, tuple[str, ...]], ...] = (("long_range", ("+experiment=long_range",)),)
     efficiency_steps: int = 60  # timed bare steps per run configuration
     # Section 5c: one run of the 6-run sweep's configuration (sweep_overrides), phase by phase.
     breakdown_cell: str = "lstm"
@@ -92,18 +89,24 @@ class Settings:
                              "task.val_size=16", "task.test_size=16", *sync),
             sweep_repeats=1,
             efficiency_cases=(
-                ("six_runs", ("hydra/launcher=joblib", "threads=1", "cell=rnn,gru", "task=adding", "seq_len=8",
-                              "batch_size=8", "cell.hidden_size=8", "trainer.max_steps=3",
-                              "trainer.val_check_interval=3", "task.val_size=16", "task.test_size=16", *sync)),
                 ("long_range", ("+experiment=long_range", "hydra.sweeper.params.task=adding",
                                 "hydra.sweeper.params.seq_len=8", "hydra.sweeper.params.seed=0",
                                 "hydra.sweeper.params.cell=lstm", "trainer.max_steps=3",
-                                "trainer.val_check_interval=3", "task.val_size=16", "task.test_size=16", *sync))),
+                                "trainer.val_check_interval=3", "task.val_size=16", "task.test_size=16", *sync)),),
             efficiency_steps=3, breakdown_repeats=1, efficiency_scaling_config=("adding", "8", "8", "8", "8", "1"),
             memory_overrides=("trainer.max_steps=4", "trainer.val_check_interval=2", "seq_len=16",
                               "batch_size=8", "trainer.limit_val_batches=2",
                               "trainer.limit_test_batches=2", *sync),
             sgemm_n=256, extra=("trainer.limit_val_batches=2", *sync))
+
+    def sweep_command(self, threads: int) -> tuple[str, ...]:
+        """Section 5's sweep as a user types it, less ``hydra.launcher.n_jobs``."""
+        return ("hydra/launcher=joblib", f"threads={threads}", *self.sweep_runs, *self.sweep_overrides)
+
+    @property
+    def efficiency_sweeps(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """Section 5b's cases: section 5's sweep at one thread per job, then ``efficiency_cases``."""
+        return (("six_runs", self.sweep_command(1)), *self.efficiency_cases)
 
     @property
     def sweep_size(self) -> int:
