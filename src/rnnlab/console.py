@@ -16,9 +16,14 @@ PROGRESS_LINES = 10  # ...and about this many over a run
 def silence_known_noise() -> None:
     """Drop, narrowly, what every run printed and no user can act on: Lightning's advert for
     its cloud logger (an INFO record) and torch's deprecation of ``LeafSpec``, which Lightning's
-    own pytree code triggers. Everything else from these loggers and warnings still shows."""
+    own pytree code triggers; and ModelCheckpoint's 17-line warning, under manual optimisation,
+    that ``last.ckpt`` holds the weights after the step's update: that is the state a resume
+    needs (the optimizer's state matches it), as under automatic optimisation. Everything else
+    from these loggers and warnings still shows."""
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
                             category=FutureWarning)
+    warnings.filterwarnings("ignore", message=r"Using ModelCheckpoint with manual optimization and "
+                            r"every_n_train_steps, but no pre-optimization state was saved")
     logger = logging.getLogger("pytorch_lightning.utilities.rank_zero")
     if not any(isinstance(f, _DropTip) for f in logger.filters):
         logger.addFilter(_DropTip())
