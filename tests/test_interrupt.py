@@ -1,14 +1,25 @@
 """Ctrl-C and SIGTERM (a scheduler's pre-emption or time limit) end a run KILLED, saying what
-stopped it, with exit code 128 + the signal; ``resume=true`` then finishes the same run and
-drops the stale reason. A sweep stopped the same way ends its parent run KILLED."""
+stopped it, with exit code 128 + the signal, and with the step they stopped at saved:
+the printed command (or ``resume=true``) finishes the same run with the numbers of a run
+never stopped. A sweep stopped the same way ends its parent run KILLED, and rerunning it
+continues its jobs from where they stopped."""
 
 from __future__ import annotations
 
+import os
+import re
+import shlex
 import signal
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import torch
 
 from conftest import LONG as RUN
+
+# No periodic checkpoint in the whole run: whatever a resume finds, the interrupt saved.
+NO_PERIODIC = [*RUN, "checkpoint.min_interval_s=3600"]
 
 
 @pytest.mark.slow
@@ -31,12 +42,102 @@ def test_an_interrupted_run_is_killed_then_resumes_to_finished(store, sig):
 
 
 @pytest.mark.slow
-def test_an_interrupted_sweep_ends_its_parent_killed(store):
-    proc = store.signal_at("step     60 |", signal.SIGINT, "-m", *RUN, "seed=0,1",
-                        f"hydra.sweep.dir={store.dir / 'sweep'}", group=True)
+def test_an_interrupted_sweep_ends_its_parent_killed_and_its_rerun_continues_the_job(store):
+    sweep = ("-m", *NO_PERIODIC, "seed=0,1", f"hydra.sweep.dir={store.dir / 'sweep'}")
+    proc = store.signal_at("step     60 |", signal.SIGINT, *sweep, group=True)
     assert proc.returncode != 0
     (parent,) = [r for r in store.runs("adding") if r.data.tags.get("sweep") == "true"]
     assert parent.info.status == "KILLED"
     assert parent.data.metrics["sweep/interrupted"] == 1 and parent.data.metrics["sweep/finished"] == 0
     (job,) = [r for r in store.runs("adding") if r.data.tags.get("sweep") != "true"]
     assert job.info.status == "KILLED" and job.data.tags["stopped_by"] == "SIGINT"
+    assert os.path.exists(os.path.join(job.data.tags["checkpoint_dir"], "last.ckpt")), "the interrupt saved"
+
+    store.train(*sweep)  # the same command again continues the stopped job
+    jobs = {r.info.run_id: r for r in store.runs("adding") if r.data.tags.get("sweep") != "true"}
+    assert len(jobs) == 2 and all(r.info.status == "FINISHED" for r in jobs.values()), \
+        [(r.info.run_name, r.info.status, r.data.tags.get("resume_count")) for r in jobs.values()]
+    assert jobs[job.info.run_id].data.tags["resume_count"] == "1"
+    steps = [s for s, _ in store.history(job.info.run_id, "train/loss")]
+    assert steps == sorted(set(steps)) and max(steps) >= 115, "one continuous history"
+
+
+def same_numbers(store, got_id: str, want_id: str) -> None:
+    for key in ["train/loss", "val/mse", "grad_norm/pre_clip", "test/mse"]:
+        want, got = store.history(want_id, key), store.history(got_id, key)
+        assert [s for s, _ in got] == [s for s, _ in want], f"{key}: duplicated or missing steps"
+        assert got == want, f"{key}: the resumed run's numbers differ from the uninterrupted run's"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_an_early_interrupt_saves_its_step_and_the_printed_command_resumes_it(store, sig):
+    pool = ThreadPoolExecutor(1)  # the uninterrupted reference trains meanwhile
+    reference = pool.submit(store.train, *NO_PERIODIC, "tracking.experiment=reference")
+    # step 60: mid-epoch (40-step epochs), seconds into the run, long before any periodic save
+    proc = store.signal_at("step     60 |", sig, *NO_PERIODIC, "tracking.experiment=stopped")
+    assert proc.returncode == 128 + sig, proc.stderr[-3000:]
+    run = store.only_run("stopped")
+    assert run.info.status == "KILLED"
+    saved = re.search(r"saved at step (\d+)", proc.stderr)
+    assert saved and 60 <= int(saved.group(1)) < 120, proc.stderr[-3000:]
+    (command,) = [line.strip() for line in proc.stderr.splitlines() if f"resume={run.info.run_id}" in line]
+
+    resumed_proc = subprocess.run(shlex.split(command), capture_output=True, text=True, timeout=300,
+                                  env=store.env(), cwd=store.dir)
+    assert resumed_proc.returncode == 0, resumed_proc.stderr[-3000:]
+    assert "exists and is not empty" not in resumed_proc.stdout + resumed_proc.stderr
+    resumed = store.only_run("stopped")
+    assert resumed.info.run_id == run.info.run_id and resumed.info.status == "FINISHED"
+    ref = reference.result() and store.only_run("reference")
+    pool.shutdown()
+    same_numbers(store, resumed.info.run_id, ref.info.run_id)
+    assert resumed.data.metrics["test/mse"] == ref.data.metrics["test/mse"]
+
+
+def test_the_message_offers_a_resume_only_when_a_checkpoint_exists():
+    from rnnlab.run import Interrupted
+
+    saved = str(Interrupted("SIGTERM", "abc", "/ckpt/last.ckpt", 217))
+    assert "saved at step 217" in saved and "resume=abc" in saved
+    unsaved = str(Interrupted("SIGINT", "abc", None, None))
+    assert "nothing was saved" in unsaved and "resume=" not in unsaved
+
+
+def test_an_interrupted_save_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch):
+    """A second Ctrl-C (or a kill) in the middle of writing last.ckpt: the previous one stays,
+    loadable, and no partial file is ever named last.ckpt."""
+    import pytorch_lightning as pl
+
+    from rnnlab.callbacks import FlushedCheckpoint
+
+    class Tiny(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, batch_idx):
+            return self.layer(batch).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    last = FlushedCheckpoint(lambda: None, dirpath=tmp_path, filename="last", every_n_train_steps=2)
+    trainer = pl.Trainer(max_steps=2, callbacks=[last], logger=False, enable_progress_bar=False,
+                         enable_model_summary=False)
+    trainer.fit(Tiny(), torch.utils.data.DataLoader(torch.randn(8, 2), batch_size=2))
+    path = tmp_path / "last.ckpt"
+    before = path.read_bytes()
+
+    from lightning_fabric.plugins.io import torch_io
+
+    def torn(checkpoint, filepath):  # half the bytes reach the disk, then Ctrl-C
+        with open(filepath, "wb") as f:
+            f.write(before[: len(before) // 2])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch_io, "_atomic_save", torn)
+    with pytest.raises(KeyboardInterrupt):
+        last.save_now(trainer)
+    assert path.read_bytes() == before
+    assert torch.load(path, weights_only=True)["global_step"] == 2

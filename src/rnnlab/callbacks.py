@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.profilers import PassThroughProfiler
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 _NO_CONTEXT = contextlib.nullcontext()
 
@@ -41,6 +45,11 @@ class FlushedCheckpoint(ModelCheckpoint):
     At most every ``min_interval_s``: a checkpoint and its flush cost tens of milliseconds,
     which at every 100-step epoch of a small model was most of a sweep's per-run overhead. A
     crash loses at most that much training plus an epoch; 0 saves at every ``every_n_train_steps``.
+    An interrupt loses nothing: :class:`StopAtStep` saves the step it stopped at.
+
+    Write, then rename: the checkpoint goes to ``last.ckpt.partial`` and replaces ``last.ckpt``
+    only once complete, so a kill or a second Ctrl-C in the middle of a save leaves the
+    previous ``last.ckpt`` whole (Lightning writes the file in place).
     """
 
     def __init__(self, flush: Callable[[], None], min_interval_s: float = 0.0, **kwargs):
@@ -58,10 +67,24 @@ class FlushedCheckpoint(ModelCheckpoint):
         if time.monotonic() - self._saved_t >= self.min_interval_s:
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
+    @property
+    def saved_step(self) -> int | None:
+        """The training step of the last checkpoint this process wrote, if any."""
+        return self._saved_step
+
+    def save_now(self, trainer: pl.Trainer) -> None:
+        """``last.ckpt`` at this step, whatever the interval (an interrupt is stopping the run)."""
+        assert self.dirpath is not None
+        self._save_checkpoint(trainer, os.path.join(self.dirpath, f"{self.filename}{self.FILE_EXTENSION}"))
+
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         if trainer.is_global_zero:
             self._flush()
-        super()._save_checkpoint(trainer, filepath)
+        partial = filepath + ".partial"
+        super()._save_checkpoint(trainer, partial)  # rank 0 writes; every rank waits for it
+        if trainer.is_global_zero:
+            os.replace(partial, filepath)
+        self._last_checkpoint_saved = filepath
         self._saved_t, self._saved_step = time.monotonic(), trainer.global_step
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -69,6 +92,63 @@ class FlushedCheckpoint(ModelCheckpoint):
                 and self._saved_step == trainer.global_step):  # the checkpoint of this very step
             self._flush()
         super().on_validation_end(trainer, pl_module)
+
+
+class StopAtStep(Callback):
+    """Ctrl-C and SIGTERM end training at a step boundary, with that step saved.
+
+    During training, either signal only records the request (in place of Lightning's own
+    SIGTERM handling, which stops at the next batch of a validation too, and without a
+    checkpoint). At the end of the step under way, after every other callback's bookkeeping
+    of that step, ``last.ckpt`` is written with its state, and training stops as Lightning
+    stops for either signal (``KeyboardInterrupt``, ``SIGTERMException``); :mod:`rnnlab.run`
+    then ends the run KILLED and prints the command that resumes it. A request that arrives
+    during a validation is served when the validation ends; one during the last validation
+    stops the run before its test. A second signal stops at once, even in the middle of the
+    save, which then leaves the previous ``last.ckpt`` (see :class:`FlushedCheckpoint`).
+
+    Signals reach the main thread only, and under DDP every rank would have to agree on the
+    step; elsewhere (a run in a worker thread, ``trainer=ddp_cpu``) the signals act as before.
+    """
+
+    SIGNALS = {"SIGINT": signal.SIGINT, "SIGTERM": signal.SIGTERM}
+
+    def __init__(self, last: FlushedCheckpoint, recorder: StopRecorder) -> None:
+        self.last, self.recorder = last, recorder
+        self.requested: str | None = None  # "SIGINT" | "SIGTERM"
+        self._previous: dict[int, object] = {}
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.world_size == 1 and threading.current_thread() is threading.main_thread():
+            self._previous = {sig: signal.signal(sig, self._on_signal) for sig in self.SIGNALS.values()}
+
+    def _on_signal(self, signum, frame) -> None:
+        if self.requested is not None:  # the second signal: stop now, saved or not
+            self._raise(signal.Signals(signum).name)
+        self.requested = signal.Signals(signum).name
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.requested is None:
+            return
+        self.last.save_now(trainer)
+        self.recorder.saved_step = trainer.global_step
+        self._raise(self.requested)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.requested is not None:  # during the last validation: no test
+            self._raise(self.requested)
+        self._uninstall()
+
+    def _raise(self, signame: str) -> None:
+        self._uninstall()
+        if signame == "SIGINT":
+            raise KeyboardInterrupt
+        raise SIGTERMException
+
+    def _uninstall(self) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, signal.SIG_DFL if previous is None else previous)  # type: ignore[arg-type]
+        self._previous = {}
 
 
 class ValidateAtLastStep(Callback):
@@ -126,6 +206,7 @@ class StopRecorder(Callback):
 
     def __init__(self) -> None:
         self.exception: BaseException | None = None
+        self.saved_step: int | None = None  # the step StopAtStep saved before stopping
 
     def on_exception(self, trainer, pl_module, exception):
         self.exception = exception

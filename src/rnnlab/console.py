@@ -18,12 +18,15 @@ def silence_known_noise() -> None:
     its cloud logger (an INFO record) and torch's deprecation of ``LeafSpec``, which Lightning's
     own pytree code triggers; and ModelCheckpoint's 17-line warning, under manual optimisation,
     that ``last.ckpt`` holds the weights after the step's update: that is the state a resume
-    needs (the optimizer's state matches it), as under automatic optimisation. Everything else
-    from these loggers and warnings still shows."""
+    needs (the optimizer's state matches it), as under automatic optimisation; and its warning
+    that the checkpoint directory is not empty, which it is exactly when a run resumes (each
+    run has a directory of its own, named by its run id). Everything else from these loggers
+    and warnings still shows."""
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
                             category=FutureWarning)
     warnings.filterwarnings("ignore", message=r"Using ModelCheckpoint with manual optimization and "
                             r"every_n_train_steps, but no pre-optimization state was saved")
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     logger = logging.getLogger("pytorch_lightning.utilities.rank_zero")
     if not any(isinstance(f, _DropTip) for f in logger.filters):
         logger.addFilter(_DropTip())

@@ -30,6 +30,7 @@ from rnnlab.callbacks import (
     FlushedCheckpoint,
     NoProfiler,
     SolveWatch,
+    StopAtStep,
     StopRecorder,
     TokensPerSecond,
     ValidateAtLastStep,
@@ -103,13 +104,21 @@ def verdict(cfg: DictConfig, task: Task, test_value: float | None, baselines: di
 
 
 class Interrupted(KeyboardInterrupt):
-    """Ctrl-C or SIGTERM stopped a run, which is now KILLED; ``resume=<run id>`` continues it."""
+    """Ctrl-C or SIGTERM stopped a run, which is now KILLED. With a checkpoint on disk,
+    ``resume=<run id>`` continues it; without one (stopped before its first step ended),
+    the message says so and gives the command that starts it again."""
 
-    def __init__(self, signame: str, run_id: str):
-        self.signame, self.run_id = signame, run_id
+    def __init__(self, signame: str, run_id: str, checkpoint: str | None, saved_step: int | None):
+        self.signame, self.run_id, self.checkpoint = signame, run_id, checkpoint
         self.exit_code = 128 + getattr(signal, signame)
-        super().__init__(f"{signame}: run {run_id} stopped and marked KILLED; continue it with:\n"
-                         f"  {tracking.resume_command(run_id)}")
+        head = f"{signame}: run {run_id} stopped and marked KILLED"
+        if checkpoint is None:
+            text = (f"{head}; nothing was saved: it stopped before its first training step ended, so there is "
+                    f"no checkpoint to resume from. Start it again with:\n  {tracking.command_line()}")
+        else:
+            at = f"step {saved_step}" if saved_step is not None else "its last checkpoint"
+            text = f"{head}; saved at {at} ({checkpoint}). Continue it with:\n  {tracking.resume_command(run_id)}"
+        super().__init__(text)
 
 
 @dataclass
@@ -307,6 +316,7 @@ def _callbacks(cfg: DictConfig, task: Task, run: tracking.Run, ckpt_dir: str,
         callbacks.append(GradientFlow(every_n_val=d.every_n_val, probe_size=d.probe_size,
                                       last_k=d.last_k, threshold=d.threshold))
     callbacks.append(StepProgressBar() if interactive() else PlainProgress())
+    callbacks.append(StopAtStep(last, stop))  # after the others: the step's state is complete
     return best, callbacks
 
 
@@ -380,7 +390,10 @@ def _ended_abnormally(run: tracking.Run, e: BaseException, stop: StopRecorder) -
         return run.lost(e)
     if isinstance(e, tracking.TrackingLost):  # a write was refused: say how to continue
         return run.lost(e)
-    return Interrupted(signame, run.id) if signame is not None else e
+    if signame is None:
+        return e
+    last = os.path.join(run.checkpoint_dir, "last.ckpt") if run.checkpoint_dir else None
+    return Interrupted(signame, run.id, last if last and os.path.exists(last) else None, stop.saved_step)
 
 
 def _signal_of(e: BaseException, in_lightning: BaseException | None) -> str | None:

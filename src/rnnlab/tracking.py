@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -286,14 +287,26 @@ class Run:
             f"  {resume_command(self.id)}")
 
 
+def python_command() -> str:
+    """How to call this interpreter again: ``python`` when that name finds it on PATH, else
+    its path (``.venv/bin/python`` after ``make train``, relative when under the working dir),
+    so that a printed command runs with the packages this run had."""
+    found = shutil.which("python")
+    if found and os.path.abspath(found) == os.path.abspath(sys.executable):
+        return "python"
+    here = os.path.abspath(sys.executable)
+    relative = os.path.relpath(here)
+    return relative if not relative.startswith("..") else here
+
+
 def command_line() -> str:
-    return " ".join([Path(sys.executable).name, *sys.argv])
+    return " ".join([python_command(), *(shlex.quote(a) for a in sys.argv)])
 
 
 def resume_command(run_id: str) -> str:
     """This process's command line, continuing ``run_id``."""
-    args = [a for a in sys.argv if not a.startswith("resume=")]
-    return " ".join([Path(sys.executable).name, *args, f"resume={run_id}"])
+    args = [shlex.quote(a) for a in sys.argv if not a.startswith("resume=")]
+    return " ".join([python_command(), *args, f"resume={run_id}"])
 
 
 def ui_command(uri: str) -> str:

@@ -55,20 +55,47 @@ def package_data(package: str, pip_spec: str, *parts: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)), *parts)
 
 
-class BatchSampler(Sampler):
-    """Yields one index tensor per batch: a fresh seeded permutation each epoch, or in order.
+class EpochSampler(Sampler):
+    """Yields one index tensor per batch, the epoch's batches a function of (seed, epoch) alone,
+    and resumable in the middle of an epoch.
 
-    Lightning calls ``set_epoch`` before each epoch, so the batches depend only on the seed
-    and the epoch number, which keeps runs reproducible (and resumable).
+    Lightning calls ``set_epoch`` before each epoch. A checkpoint written mid-epoch (on an
+    interrupt, see ``rnnlab.callbacks.StopAtStep``) records how many of the epoch's batches
+    were served (``state_dict`` of :class:`ResumableLoader`); after ``load_state_dict`` the
+    same epoch skips them, so a resumed run sees exactly the batches an uninterrupted run sees.
+    Skipping costs nothing: it drops index tensors, before any data is sliced or generated.
     """
 
-    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int, drop_last: bool):
-        self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
-        self.drop_last = drop_last
+    def __init__(self) -> None:
         self.epoch = 0
+        self.served = 0  # batches of the current epoch handed out so far
+        self._resume: tuple[int, int] | None = None  # (epoch, batches to skip in it)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def epoch_batches(self) -> list[Tensor]:
+        """This rank's batches of ``self.epoch``, in order."""
+        raise NotImplementedError
+
+    def __iter__(self):
+        skip = 0
+        if self._resume is not None and self._resume[0] == self.epoch:
+            skip = self._resume[1]
+        self._resume = None
+        self.served = skip
+        for batch in self.epoch_batches()[skip:]:
+            self.served += 1
+            yield batch
+
+
+class BatchSampler(EpochSampler):
+    """A fresh seeded permutation each epoch, or in order."""
+
+    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int, drop_last: bool):
+        super().__init__()
+        self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
+        self.drop_last = drop_last
 
     def _batches(self) -> int:
         return self.n // self.batch_size if self.drop_last else math.ceil(self.n / self.batch_size)
@@ -77,7 +104,7 @@ class BatchSampler(Sampler):
         rank, world = shard()
         return len(range(rank, self._batches(), world))
 
-    def __iter__(self):
+    def epoch_batches(self) -> list[Tensor]:
         if self.shuffle:
             g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
             order = torch.randperm(self.n, generator=g)
@@ -85,7 +112,23 @@ class BatchSampler(Sampler):
             order = torch.arange(self.n)
         batches = order[: self._batches() * self.batch_size if self.drop_last else None].split(self.batch_size)
         rank, world = shard()
-        yield from batches[rank::world]
+        return list(batches[rank::world])
+
+
+class ResumableLoader(DataLoader):
+    """A ``DataLoader`` that Lightning checkpoints (it has ``state_dict``/``load_state_dict``):
+    where its :class:`EpochSampler` stands in the current epoch."""
+
+    def state_dict(self) -> dict[str, int]:
+        sampler = self.sampler
+        assert isinstance(sampler, EpochSampler)
+        return {"epoch": sampler.epoch, "served": sampler.served}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        sampler = self.sampler
+        assert isinstance(sampler, EpochSampler)
+        if 0 < state["served"] < len(sampler):  # a finished epoch resumes at the next one
+            sampler._resume = (state["epoch"], state["served"])
 
 
 class TensorBatches(Dataset):
@@ -108,7 +151,7 @@ def tensor_loader(fields: dict[str, Tensor], batch_size: int, shuffle: bool, see
     """A real ``DataLoader`` (so Lightning can seed, shard and count it) that slices batches."""
     data = TensorBatches(**fields)
     sampler = BatchSampler(len(data), batch_size, shuffle, seed, drop_last)
-    return DataLoader(data, sampler=sampler, batch_size=None, num_workers=0)
+    return ResumableLoader(data, sampler=sampler, batch_size=None, num_workers=0)
 
 
 class Task(pl.LightningDataModule):
@@ -240,7 +283,7 @@ class MeanPerPosition(Metric):
         return self.total / self.count
 
 
-class FreshSampler(Sampler):
+class FreshSampler(EpochSampler):
     """For generated tasks: ``batches_per_epoch`` batches of never-seen indices per epoch.
 
     Index ranges are contiguous and disjoint across epochs, so a batch is identified by its
@@ -248,20 +291,18 @@ class FreshSampler(Sampler):
     """
 
     def __init__(self, batches_per_epoch: int, batch_size: int):
-        self.batches_per_epoch, self.batch_size, self.epoch = batches_per_epoch, batch_size, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        super().__init__()
+        self.batches_per_epoch, self.batch_size = batches_per_epoch, batch_size
 
     def __len__(self) -> int:
         rank, world = shard()
         return len(range(rank, self.batches_per_epoch, world))
 
-    def __iter__(self):
+    def epoch_batches(self) -> list[Tensor]:
         first = self.epoch * self.batches_per_epoch
         rank, world = shard()
-        for k in range(first + rank, first + self.batches_per_epoch, world):
-            yield torch.arange(k * self.batch_size, (k + 1) * self.batch_size)
+        return [torch.arange(k * self.batch_size, (k + 1) * self.batch_size)
+                for k in range(first + rank, first + self.batches_per_epoch, world)]
 
 
 class GeneratedBatches(Dataset):
@@ -277,5 +318,5 @@ class GeneratedBatches(Dataset):
 
 def generated_loader(generate, batches_per_epoch: int, batch_size: int, seed: int) -> DataLoader:
     """Fresh samples every step: the classic setting for the adding and copy problems."""
-    return DataLoader(GeneratedBatches(generate, seed), batch_size=None, num_workers=0,
-                      sampler=FreshSampler(batches_per_epoch, batch_size))
+    return ResumableLoader(GeneratedBatches(generate, seed), batch_size=None, num_workers=0,
+                           sampler=FreshSampler(batches_per_epoch, batch_size))

@@ -22,7 +22,7 @@ from torch import Tensor
 from torchmetrics import MeanMetric, MetricCollection
 
 from rnnlab import figures
-from rnnlab.tasks.base import MeanPerPosition, Task, package_data, tensor_loader
+from rnnlab.tasks.base import MeanPerPosition, ResumableLoader, Task, package_data, tensor_loader
 
 UNK = "\x00"  # stands for every character the training split never saw
 
@@ -176,16 +176,25 @@ class CharLM(Task):
 class _OffsetWindows:
     """Training loader for independent windows: each epoch starts them at a new random offset,
     so the model sees every character at every position over time. Built on
-    :func:`tensor_loader`; Lightning's ``set_epoch`` reaches it through ``sampler``."""
+    :func:`tensor_loader`; Lightning's ``set_epoch`` reaches it through ``sampler``, and its
+    checkpoints through ``state_dict`` (where the epoch's loader stands, for a mid-epoch resume)."""
 
     def __init__(self, task: CharLM):
         self.task, self.epoch = task, 0
         self.sampler = self  # Lightning calls dataloader.sampler.set_epoch(epoch)
+        self._current: ResumableLoader | None = None
+        self._resume: dict[str, int] | None = None
+
+    def state_dict(self) -> dict[str, int]:
+        return self._current.state_dict() if self._current is not None else {"epoch": self.epoch, "served": 0}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume = state  # applied to the loader of the next __iter__
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _loader(self):
+    def _loader(self) -> ResumableLoader:
         t = self.task
         g = torch.Generator().manual_seed(t.seed * 7919 + self.epoch)
         offset = int(torch.randint(t.seq_len, (1,), generator=g))
@@ -201,4 +210,8 @@ class _OffsetWindows:
         return len(self._loader())
 
     def __iter__(self):
-        return iter(self._loader())
+        self._current = self._loader()
+        if self._resume is not None:
+            self._current.load_state_dict(self._resume)
+            self._resume = None
+        return iter(self._current)

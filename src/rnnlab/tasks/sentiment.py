@@ -44,12 +44,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import DataLoader
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import BinaryAccuracy, BinaryF1Score
 
 from rnnlab.config import choice, non_negative_int, positive_int, require
-from rnnlab.tasks.base import BatchSampler, Task, TensorBatches, package_data
+from rnnlab.tasks.base import BatchSampler, ResumableLoader, Task, TensorBatches, package_data
 
 TOKENS = ("word", "char")
 READOUTS = ("last", "mean", "max")  # the pooled readouts of RecurrentModel.read that classify
@@ -243,7 +242,7 @@ class Sentiment(Task):
             return super().train_dataloader()
         data = FreshFiller(self.fields["train"], self.filler_pool, self.distance, self.seed)
         sampler = BatchSampler(len(data), self.batch_size, shuffle=True, seed=self.seed, drop_last=True)
-        return DataLoader(data, sampler=sampler, batch_size=None, num_workers=0)
+        return ResumableLoader(data, sampler=sampler, batch_size=None, num_workers=0)
 
     # -- objective and metrics ------------------------------------------------------------
     def loss(self, out: Tensor, batch: dict[str, Tensor]) -> Tensor:
