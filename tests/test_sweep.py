@@ -26,6 +26,12 @@ def test_parallel_sweep_into_a_fresh_store_then_resume(fresh_store):
     # 4 jobs at once into a store that does not exist yet: no schema race, no lock errors.
     proc = sweep(store, "cell=rnn,gru", "seq_len=10,20", "hydra.launcher.n_jobs=4")
     assert "already exists" not in proc.stderr and "database is locked" not in proc.stderr
+    # the console keeps rnnlab's lines; Lightning's INFO lines go to each job's log file
+    for noise in ("GPU available", "`Trainer.fit` stopped", "[INFO]"):
+        assert noise not in proc.stdout + proc.stderr, noise
+    assert proc.stdout.count("test/mse = ") == 4
+    logs = sorted((store.dir / "multirun").glob("*/train.log"))
+    assert len(logs) == 4 and all("`Trainer.fit` stopped" in f.read_text() for f in logs)
     runs = store.runs("long_range")
     parents = [r for r in runs if r.data.tags.get("sweep") == "true"]
     kids = children(store)
