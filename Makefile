@@ -19,7 +19,7 @@ OUT ?= experiments/$(EXP)
 # it lives in a venv of its own, beside .venv
 RAY_VENV := .venv-ray
 
-.PHONY: install ray browser train test lint ui server sweep report bench clean help
+.PHONY: install ray browser train test lint ui server sweep tune report bench clean help
 
 help:
 	@echo "make train [ARGS='cell=gru seq_len=200']   set up (first time) and train one run"
@@ -28,6 +28,7 @@ help:
 	@echo "make browser                                Debian's chromium, for the MLflow UI test (apt-get, as root)"
 	@echo "make lint                                   ruff (lint, import order) and mypy"
 	@echo "make sweep [EXP=long_range] [ARGS=...]     run a sweep preset from conf/experiment/ in parallel"
+	@echo "make tune EXP=char_lm [ARGS=...]            tune every arm of a conf/tune/ preset (Optuna), then re-seed the best"
 	@echo "make report [EXP=long_range] [OUT=dir]      write experiments/EXP/REPORT.md from the runs"
 	@echo "make bench [ARGS=--quick]                  harness vs bare PyTorch, roofline, ... -> experiments/bench/"
 	@echo "make ui                                     MLflow UI on http://$(HOST):$(PORT)"
@@ -79,6 +80,9 @@ server: install
 
 sweep: install
 	$(BIN)/python src/train.py +experiment=$(EXP) $(ARGS)
+
+tune: install
+	$(BIN)/python src/train.py +tune=$(EXP) $(ARGS)
 
 report: install
 	$(BIN)/python src/report.py --experiment $$($(BIN)/python src/train.py +experiment=$(EXP) \

@@ -21,7 +21,7 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from mlflow import MlflowClient
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
@@ -267,11 +267,17 @@ def _require_space(cfg: DictConfig, model: RecurrentModel, start: Start) -> None
 
 def _open_run(cfg: DictConfig, task: Task, digest: str, in_sweep: dict | None, start: Start) -> tracking.Run:
     parent = (in_sweep or {}).get("parent_run_id")
+    job = OmegaConf.select(cfg, "tune.job", default=None) or {}
+    if job.get("parent"):  # a tuning study's trial or re-seed run: a child of its arm's parent
+        parent = str(job["parent"])
+        tune_tags = {runs.TUNE_ROLE: job.get("role"), runs.TUNE_TRIAL: job.get("trial")}
+    else:
+        tune_tags = {}
     tags = {"cell": cfg.cell.name, "task": task.name, "seq_len": cfg.seq_len, "clip": cfg.clip,
             "seed": cfg.seed, runs.CONFIG_HASH: digest, runs.MAIN_METRIC: task.main_metric,
             runs.METRIC_MODE: task.mode, "command": tracking.command_line(),
             runs.CODE_HASH: tracking.code_hash(), **tracking.git_info(),
-            **({runs.PARENT: parent, runs.SWEEP_ID: parent} if parent else {})}
+            **({runs.PARENT: parent, runs.SWEEP_ID: parent} if parent else {}), **tune_tags}
     worker = start.ddp_ckpt_dir is not None
     return tracking.Run(cfg.tracking, sweep.experiment_name(cfg, task.name), run_name(cfg, task.name), tags,
                         resume_id=None if worker else start.run_id, attach_id=start.run_id if worker else None)

@@ -164,6 +164,8 @@ def _attach_comparison(info: dict[str, Any]) -> None:
 class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         global _open
+        if config.get("tune"):  # a tuning sweep: a parent per arm's study (rnnlab.tune.study)
+            return
         from mlflow import MlflowClient
 
         from rnnlab import runs, tracking

@@ -55,7 +55,7 @@ def package_data(package: str, pip_spec: str, *parts: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)), *parts)
 
 
-class EpochSampler(Sampler):
+class EpochSampler(Sampler[Tensor]):
     """Yields one index tensor per batch, the epoch's batches a function of (seed, epoch) alone,
     and resumable in the middle of an epoch.
 
@@ -76,6 +76,9 @@ class EpochSampler(Sampler):
 
     def epoch_batches(self) -> list[Tensor]:
         """This rank's batches of ``self.epoch``, in order."""
+        raise NotImplementedError
+
+    def __len__(self) -> int:
         raise NotImplementedError
 
     def __iter__(self):
@@ -147,7 +150,7 @@ class TensorBatches(Dataset):
 
 
 def tensor_loader(fields: dict[str, Tensor], batch_size: int, shuffle: bool, seed: int = 0,
-                  drop_last: bool = False) -> DataLoader:
+                  drop_last: bool = False) -> ResumableLoader:
     """A real ``DataLoader`` (so Lightning can seed, shard and count it) that slices batches."""
     data = TensorBatches(**fields)
     sampler = BatchSampler(len(data), batch_size, shuffle, seed, drop_last)

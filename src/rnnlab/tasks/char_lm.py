@@ -203,7 +203,7 @@ class _OffsetWindows:
         n = (len(t.ids["train"]) - t.seq_len) // t.seq_len
         loader = tensor_loader(t.windows(t.ids["train"], offset, n), t.batch_size, shuffle=True,
                                seed=t.seed, drop_last=True)
-        loader.sampler.set_epoch(self.epoch)
+        loader.sampler.set_epoch(self.epoch)  # type: ignore[attr-defined]
         return loader
 
     def __len__(self):

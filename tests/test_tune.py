@@ -1,0 +1,218 @@
+"""Tuning: the expected-best estimators against brute force, the search-space grammar, a tiny
+study end to end through Hydra's joblib launcher and MLflow, its resume after a kill, and
+bad search spaces rejected before anything exists."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from rnnlab.config import ConfigError
+from rnnlab.tune import space as spaces
+from rnnlab.tune.expected import expected_best
+
+SCORES = [0.31, 0.12, 0.47, 0.12, 0.25, 0.9, 0.05]
+
+
+@pytest.mark.parametrize("mode", ["max", "min"])
+def test_unbiased_expected_best_is_the_mean_over_all_subsets_of_distinct_trials(mode):
+    pick = max if mode == "max" else min
+    mean, std = expected_best(SCORES, mode)
+    for n in range(1, len(SCORES) + 1):
+        bests = [pick(c) for c in itertools.combinations(SCORES, n)]
+        assert mean[n - 1] == pytest.approx(np.mean(bests), abs=1e-12)
+        assert std[n - 1] == pytest.approx(np.std(bests), abs=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["max", "min"])
+def test_dodge_estimator_is_the_mean_over_all_draws_with_replacement(mode):
+    pick = max if mode == "max" else min
+    mean, _ = expected_best(SCORES[:5], mode, replacement=True)
+    for n in range(1, 6):
+        bests = [pick(c) for c in itertools.product(SCORES[:5], repeat=n)]
+        assert mean[n - 1] == pytest.approx(np.mean(bests), abs=1e-12)
+
+
+def test_expected_best_known_cases():
+    mean, std = expected_best(SCORES, "max")
+    assert mean[0] == pytest.approx(np.mean(SCORES)) and mean[-1] == max(SCORES) and std[-1] == 0
+    assert np.all(np.diff(mean) >= 0)  # more trials never hurt
+    assert expected_best([2.0, 1.0], "min")[0].tolist() == [1.5, 1.0]
+    # Dodge's estimator is optimistic at n = N: it can draw the best trial more than once but
+    # also miss it, so it lies below the true best, where the unbiased one is exact
+    assert expected_best(SCORES, "max", replacement=True)[0][-1] < max(SCORES)
+
+
+def test_the_search_space_grammar_becomes_optuna_distributions():
+    d = spaces.distributions({"optim.lr": "tag(log, interval(3e-4, 3e-2))", "clip": "choice(null, 0.5, 1.0, 5.0)",
+                              "cell.num_layers": "range(1, 4)", "cell.forget_bias": "choice(0, 1)",
+                              "batch_size": "int(interval(16, 64))"})
+    assert d["optim.lr"].log and (d["optim.lr"].low, d["optim.lr"].high) == (3e-4, 3e-2)
+    assert d["clip"].choices == (None, 0.5, 1.0, 5.0)
+    assert (d["cell.num_layers"].low, d["cell.num_layers"].high, d["cell.num_layers"].step) == (1, 3, 1)
+    assert d["cell.forget_bias"].choices == (0, 1)
+    assert type(d["batch_size"]).__name__ == "IntDistribution"
+    assert [spaces.override(k, v) for k, v in {"clip": None, "optim.lr": 0.0031, "x": True}.items()] == \
+        ["clip=null", "optim.lr=0.0031", "x=true"]
+
+
+@pytest.mark.parametrize("text, says", [
+    ("interval(3e-2, 3e-4)", "LOW < HIGH"),
+    ("tag(log, interval(0, 1))", "LOW > 0"),
+    ("choice()", "an empty choice"),
+    ("0.01", "not a search space"),
+    ("interval(1, ", "not a sweep in Hydra's grammar"),
+])
+def test_a_bad_range_is_one_line_naming_the_value(text, says):
+    with pytest.raises(ConfigError) as e:
+        spaces.distributions({"optim.lr": text})
+    assert says in str(e.value) and "tune.space.optim.lr" in str(e.value) and "\n" not in str(e.value)
+
+
+def tune(store, *overrides, check=True, timeout=300):
+    return store.train("+tune=tiny", f"hydra.sweep.dir={store.dir / 'multirun'}", *overrides, tiny=False,
+                       check=check, timeout=timeout)
+
+
+def studies(store) -> dict[str, list[tuple[int, str, str]]]:
+    """{study name: [(trial number, state, stale)]} from the Optuna store beside mlflow.db."""
+    with sqlite3.connect(store.dir / "optuna.db") as db:
+        rows = db.execute("select s.study_name, t.number, t.state, "
+                          "(select value_json from trial_user_attributes a where a.trial_id = t.trial_id "
+                          "and a.key = 'stale') from trials t join studies s using (study_id)").fetchall()
+    out: dict[str, list] = {}
+    for name, number, state, stale in rows:
+        out.setdefault(name, []).append((number, state, stale))
+    return out
+
+
+@pytest.mark.slow
+def test_a_tiny_study_tunes_each_arm_then_reseeds_its_best(store):
+    proc = tune(store)
+    runs = store.runs("tune_tiny")
+    parents = {r.data.tags["tune_study"]: r for r in runs if r.data.tags.get("sweep") == "true"}
+    assert sorted(parents) == ["tiny: cell=gru", "tiny: cell=rnn"]
+    for parent in parents.values():
+        assert parent.info.status == "FINISHED"
+        assert parent.info.run_name == f"tune-tiny {parent.data.tags['cell']} T=10: optim.lr, clip x 3"
+        kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+        trials = sorted((r for r in kids if r.data.tags["tune_role"] == "trial"),
+                        key=lambda r: int(r.data.tags["tune_trial"]))
+        reseeds = [r for r in kids if r.data.tags["tune_role"] == "reseed"]
+        assert [r.data.tags["tune_trial"] for r in trials] == ["0", "1", "2"]
+        assert all(r.data.tags["seed"] == "0" for r in trials)
+        assert parent.data.metrics["tune/trials_done"] == 3 and parent.data.metrics["tune/failed"] == 0
+        # the best trial: the lowest best validation MSE of the three, its params on the parent
+        best_of = {r.data.tags["tune_trial"]: min(v for _, v in store.history(r.info.run_id, "val/mse"))
+                   for r in trials}
+        best = min(best_of, key=best_of.get)
+        assert parent.data.params["best.trial"] == best
+        assert parent.data.metrics["tune/best_value"] == pytest.approx(best_of[best])
+        best_run = next(r for r in trials if r.data.tags["tune_trial"] == best)
+        assert parent.data.params["best.optim.lr"] == best_run.data.params["optim.lr"]
+        # re-run on seeds 1 and 2 with the best configuration, each with a test result
+        assert sorted(r.data.tags["seed"] for r in reseeds) == ["1", "2"]
+        for r in reseeds:
+            assert r.info.status == "FINISHED" and "test/mse" in r.data.metrics
+            assert r.data.params["optim.lr"] == best_run.data.params["optim.lr"]
+            assert r.data.params["clip"] == best_run.data.params["clip"]
+    # trial k of each arm drew the same values (common random numbers across arms)
+    lrs = {name: sorted((int(r.data.tags["tune_trial"]), r.data.params["optim.lr"]) for r in runs
+                        if r.data.tags.get("tune_role") == "trial"
+                        and r.data.tags["mlflow.parentRunId"] == p.info.run_id) for name, p in parents.items()}
+    assert lrs["tiny: cell=gru"] == lrs["tiny: cell=rnn"]
+    assert "tune FINISHED" in proc.stdout
+
+    # The same command again: every study is complete and every re-seed run done; nothing runs
+    before = len(store.runs("tune_tiny"))
+    proc = tune(store)
+    assert len(store.runs("tune_tiny")) == before and "tune tiny: trials" not in proc.stdout
+
+
+@pytest.mark.slow
+def test_a_killed_study_resumes_without_redoing_finished_trials(store):
+    """SIGKILL to the whole process group (the sweeper and its workers) after the first
+    trials are told; the same command finishes the studies, each with 3 trials done."""
+    slow = ["trainer.max_steps=200", "tune.reseeds=[]"]
+    cmd = [sys.executable, str(ROOT / "src" / "train.py"), "+tune=tiny", f"hydra.sweep.dir={store.dir / 'm1'}",
+           *store.overrides(), *slow]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=store.env(),
+                            cwd=store.dir, start_new_session=True)
+    assert proc.stdout is not None
+    deadline, seen, second = time.time() + 240, [], False
+    for line in proc.stdout:
+        seen.append(line)
+        second = second or "trials cell=rnn #1" in line  # the first batch is told...
+        if (second and line.startswith("step ")) or time.time() > deadline:  # ...the second trains
+            break
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    told = {name: [n for n, state, _ in trials if state == "COMPLETE"] for name, trials in studies(store).items()}
+    assert told == {"tiny: cell=rnn": [0], "tiny: cell=gru": [0]}, "".join(seen)[-3000:]
+
+    tune(store, *slow)
+    after = studies(store)
+    for name, trials in after.items():
+        complete = sorted(n for n, state, _ in trials if state == "COMPLETE")
+        stale = [n for n, state, st in trials if st == "true"]
+        assert len(complete) == 3 and 0 in complete, trials  # trial 0 was not run again
+        assert stale == [1], f"{name}: the killed trial is asked again once"
+    runs = store.runs("tune_tiny")
+    for r in runs:
+        if r.data.tags.get("tune_role") == "trial" and r.data.tags["tune_trial"] == "0":
+            assert r.data.tags.get("resume_count") is None  # told before the kill: left alone
+    assert not [r for r in runs if r.info.status == "RUNNING"], "the killed trial's run ends KILLED"
+    parents = [r for r in runs if r.data.tags.get("sweep") == "true"]
+    assert len(parents) == 2 and all(p.info.status == "FINISHED" for p in parents)
+
+
+BAD_SPACES = {
+    "low>high": ("optim.lr: interval(3e-2, 3e-4)", "tune.space.optim.lr='interval(3e-2, 3e-4)'", "LOW < HIGH"),
+    "unknown-key": ("cell.forget_bias: choice(0, 1)", "tune.space.cell.forget_bias='forget_bias'",
+                    "no such key in the config of cell=rnn"),
+    "empty-choice": ("clip: choice()", "tune.space.clip='choice()'", "an empty choice"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(BAD_SPACES))
+def test_a_bad_search_space_fails_at_once_with_nothing_left_behind(store, case):
+    """A preset of the user's own (in --config-dir) with a bad space: one line, exit 2, no run
+    and no study (cell.forget_bias exists for the LSTM only: tune.cell_space.lstm)."""
+    written, names, says = BAD_SPACES[case]
+    (store.dir / "mine" / "tune").mkdir(parents=True)
+    (store.dir / "mine" / "tune" / "bad.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - tiny\ntune:\n  space:\n    " + written + "\n")
+    proc = store.train(f"--config-dir={store.dir / 'mine'}", "+tune=bad", f"hydra.sweep.dir={store.dir / 'm'}",
+                       tiny=False, check=False, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and says in errors[0] and names in errors[0], proc.stderr[-2000:]
+    assert store.runs() == [] and not (store.dir / "optuna.db").exists()
+
+
+def test_tune_presets_compose_with_the_space_and_arms_they_promise():
+    from hydra import compose, initialize_config_dir
+
+    for preset, arms, trials in [("char_lm", {"cell": "rnn,lstm,gru"}, 20),
+                                 ("adding", {"cell": "rnn,lstm,gru", "seq_len": "200,400"}, 12)]:
+        with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose("config", overrides=[f"+tune={preset}"], return_hydra_config=True)
+        assert dict(cfg.hydra.sweeper.params) == arms and cfg.tune.trials == trials
+        assert cfg.hydra.sweeper._target_.endswith("TuneSweeper") and cfg.tune.sampler == "random"
+        d = spaces.distributions(dict(cfg.tune.space))
+        assert d["optim.lr"].log and (d["optim.lr"].low, d["optim.lr"].high) == (3e-4, 3e-2)
+        assert d["clip"].choices == (None, 0.5, 1.0, 5.0)
+        assert dict(cfg.tune.cell_space) == {"lstm": {"cell.forget_bias": "choice(0, 1)"}}
+        assert list(cfg.tune.reseeds) == [1, 2, 3, 4, 5] and cfg.tune.seed not in cfg.tune.reseeds
+        assert cfg.hydra.launcher._target_.endswith("JoblibLauncher")
+    assert cfg.solve.early_stop and cfg.trainer.max_steps == 1500 and cfg.cell.hidden_size == 64  # as long_range_study
