@@ -47,6 +47,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {result.report} ({result.n_runs} runs, {len(result.files) - 1} figures)")
     if result.logged_to:
         print(f"logged {len(result.files)} files to the sweep's parent run {result.logged_to} under report/")
+        from mlflow import MlflowClient
+
+        from rnnlab import sweep, tracking
+
+        client = MlflowClient(args.tracking_uri)
+        parent = client.get_run(result.logged_to)
+        ui = args.tracking_uri.rstrip("/") if args.tracking_uri.startswith("http") else tracking.DEFAULT_UI
+        sweep.print_links(client, ui, parent.info.experiment_id, parent.info.run_id, parent.info.run_name)
     for note in result.notes:
         print(f"note: {note}")
     return 0

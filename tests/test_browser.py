@@ -121,6 +121,11 @@ def fresh_page(browser, url: str, shots: Path, name: str):
         context.close()
 
 
+def here(url: str, base: str) -> str:
+    """A printed link, pointed at the test's own ``mlflow ui``."""
+    return urlunsplit(urlsplit(url)._replace(scheme="http", netloc=urlsplit(base).netloc))
+
+
 def expect_model_training_mode(page, expect, experiment_id: str) -> None:
     """The sidebar is the model-training one (Runs, Models, Traces) and nothing of GenAI mode is
     there: no traces overview, no Judges or Evaluation runs, no "Detect Issues"."""
@@ -153,7 +158,13 @@ def test_printed_links_open_the_runs_in_model_training_mode(store, tmp_path):
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert parent.info.status == "FINISHED", parent.info.status
     assert parent.data.metrics["sweep/finished"] == 2
-    assert "compare the runs, best test/skill first: http" in proc.stdout
+    # the first link printed after the sweep's summary: its comparison view (rnnlab.views)
+    first = next(line for line in lines[lines.index(next(x for x in lines if x.startswith("sweep FINISHED"))):]
+                 if "http" in line)
+    assert first.startswith("compare the cells (table, grouped by cell): http"), first
+    view_url, charts_url, report_url = (re.search(rf"{what}: (\S+)", proc.stdout).group(1) for what in
+                                        (r"compare the cells \(table, grouped by cell\)",
+                                         r"compare the cells \(charts\)", "the sweep's report"))
     assert sorted(r.info.run_id for r in children) == sorted(printed)
 
     gru = next(r for r in children if r.data.tags["cell"] == "gru")
@@ -200,7 +211,43 @@ def test_printed_links_open_the_runs_in_model_training_mode(store, tmp_path):
                 expect_model_training_mode(page, expect, experiment_id)
                 page.screenshot(path=str(shots / "3-runs-table.png"))
 
-            # 5. the sweep's comparison, an artifact of its parent run, renders in the artifact view
+            # 5. the first printed link: this sweep's jobs only, grouped by cell, with the columns
+            # that compare them, sorted by test/skill; no click
+            with fresh_page(browser, here(view_url, base), shots, "comparison-table") as page:
+                for kind, name in [("metrics", "test/skill"), ("metrics", "test/mse"), ("metrics", "baseline/mse"),
+                                   ("params", "seq_len"), ("params", "clip")]:
+                    header = page.locator(f'[role="columnheader"][col-id="{kind}.`{name}`"]')
+                    expect(header).to_have_text(name, timeout=FIRST_PAINT_MS)
+                groups = page.get_by_text(re.compile(r"^Group: (rnn|gru)$"))  # one row per cell
+                expect(groups).to_have_count(2)
+                assert sorted(groups.all_inner_texts()) == ["Group: gru", "Group: rnn"]
+                expect(page.get_by_text(re.compile(r"^\s*2 matching runs\s*$"))).to_be_visible()
+                expect(page.locator(f'[role="gridcell"] a[href$="/runs/{parent.info.run_id}"]')).to_have_count(0)
+                expect_model_training_mode(page, expect, experiment_id)
+                page.screenshot(path=str(shots / "5-comparison-table.png"))
+
+            # 6. its charts: the comparison first, in order; no bookkeeping (sweep/*, baseline/*)
+            with fresh_page(browser, here(charts_url, base), shots, "comparison-charts") as page:
+                expect(page.get_by_text("compare the cells", exact=False).first).to_be_visible(timeout=FIRST_PAINT_MS)
+                titles = page.locator('[data-testid="experiment-view-compare-runs-card-title"], '
+                                      '.drag-handle + * [title], [role="heading"]')
+                time.sleep(3)  # the cards draw after their section
+                text = page.locator("main").inner_text()
+                order = [text.find(t) for t in ("seq_len vs", "val/mse", "grad_norm/pre_clip", "grad_flow/horizon")]
+                assert -1 not in order and order == sorted(order), (order, titles.count())
+                for bookkeeping in ("sweep/finished", "baseline/mse", "perf/tokens_per_s"):
+                    assert bookkeeping not in text, bookkeeping
+                page.screenshot(path=str(shots / "6-comparison-charts.png"))
+
+            # 7. the report link opens REPORT.md rendered, not the folder
+            with fresh_page(browser, here(report_url, base), shots, "report") as page:
+                expect(page.get_by_role("heading", name="Report: experiment adding")).to_be_visible(
+                    timeout=FIRST_PAINT_MS)  # the Markdown rendered: its headings, not '# Report'
+                expect(page.get_by_role("heading", name="Final test metric", exact=True)).to_be_visible()
+                expect(page.get_by_text("Select a file to preview")).to_have_count(0)
+                page.screenshot(path=str(shots / "7-report.png"))
+
+            # 8. the sweep's comparison, an artifact of its parent run, renders in the artifact view
             figure = "report/metric_vs_length.png"
             figure_url = f"{base}/#/experiments/{experiment_id}/runs/{parent.info.run_id}/artifacts/{figure}" \
                          "?workflowType=machine_learning"
@@ -210,6 +257,6 @@ def test_printed_links_open_the_runs_in_model_training_mode(store, tmp_path):
                 image = page.locator('img[src^="blob:"]').first  # the figure itself, fetched from the store
                 expect(image).to_be_visible()
                 assert page.evaluate("img => img.naturalWidth", image.element_handle()) > 300
-                page.screenshot(path=str(shots / "4-sweep-comparison.png"))
+                page.screenshot(path=str(shots / "8-sweep-comparison.png"))
         finally:
             browser.close()

@@ -132,19 +132,34 @@ def _end(info: dict[str, Any], how: str) -> None:
     parent = info["parent_run_id"]
     now = int(time.time() * 1000)
     client.log_batch(parent, metrics=[Metric(f"sweep/{k}", v, now, 0) for k, v in counts.items()])
-    if how != "interrupted" and info.get("report", True) and counts["finished"] + counts["diverged"]:
-        _attach_comparison(info)
+    reported = how != "interrupted" and info.get("report", True) and counts["finished"] + counts["diverged"] > 0
+    if reported:
+        reported = _attach_comparison(info)
     client.set_terminated(parent, status)
     print(f"sweep {status}: " + ", ".join(f"{v} {k}" for k, v in counts.items()) +
           f" (parent MLflow run {parent})", flush=True)
-    from rnnlab import tracking
-
-    print(f"compare the runs, best test/skill first: {tracking.compare_url(info['ui'], info['experiment_id'])}\n"
-          f"the sweep's report: {tracking.run_url(info['ui'], info['experiment_id'], parent, 'artifacts/report')}",
-          flush=True)
+    print_links(client, info["ui"], info["experiment_id"], parent, info.get("name") or parent, report=reported)
 
 
-def _attach_comparison(info: dict[str, Any]) -> None:
+def print_links(client, ui: str, experiment_id: str, parent: str, name: str, report: bool = True) -> None:
+    """The links to open after a sweep, the comparison view first (see rnnlab.views). A view
+    that cannot be written is one line, then the plain links."""
+    from rnnlab import tracking, views
+
+    try:
+        key = views.for_sweep(client, experiment_id, parent, name)
+    except Exception as e:  # the sweep stands without its view
+        print(f"sweep: no comparison view in the MLflow UI ({type(e).__name__}: {e})", flush=True)
+        print(f"compare the runs, best test/skill first: {tracking.compare_url(ui, experiment_id)}", flush=True)
+    else:
+        print(f"compare the cells (table, grouped by cell): {views.url(ui, experiment_id, key)}\n"
+              f"compare the cells (charts): {views.url(ui, experiment_id, key, charts=True)}", flush=True)
+    if report:
+        print(f"the sweep's report: {tracking.run_url(ui, experiment_id, parent, 'artifacts/report/REPORT.md')}",
+              flush=True)
+
+
+def _attach_comparison(info: dict[str, Any]) -> bool:
     """The comparison of this sweep's runs (REPORT.md: tables per task, baselines, figures of
     the metric against length, training curves, gradient through time) as artifacts of the
     parent run, under ``report/``: the MLflow UI then answers "which cell won" by itself. A
@@ -156,9 +171,10 @@ def _attach_comparison(info: dict[str, Any]) -> None:
                               sweep_id=info["parent_run_id"], log_to_parent=True)
     except Exception as e:  # the sweep's outcome stands without its summary
         print(f"sweep: no comparison report ({type(e).__name__}: {e})", flush=True)
-        return
+        return False
     print(f"sweep: comparison of {result.n_runs} runs logged to the parent run under report/ "
           f"({result.report})", flush=True)
+    return True
 
 
 class SweepCallback(Callback):
@@ -188,6 +204,7 @@ class SweepCallback(Callback):
         for stale in sweep_dir.glob(f"*/{OUTCOME_FILE}"):  # a rerun into the same dir counts afresh
             stale.unlink()
         info = {"parent_run_id": run_id, "experiment": experiment, "tracking_uri": uri, "experiment_id": exp_id,
+                "name": name,
                 "ui": tracking.ui_base(config.tracking),
                 "sweep_dir": str(sweep_dir.resolve()), "report": bool(config.get("sweep", {}).get("report", True))}
         (sweep_dir / SWEEP_FILE).write_text(json.dumps(info))

@@ -115,6 +115,9 @@ WORKFLOW = "workflowType=machine_learning"
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
+DEFAULT_UI = "http://127.0.0.1:5000"  # make ui's address (conf/tracking/mlflow.yaml: ui_url)
+
+
 def ui_base(tcfg: DictConfig) -> str:
     """Where the MLflow UI for this store is: the tracking server itself, else ``make ui``'s."""
     uri = tracking_uri(tcfg)

@@ -436,6 +436,16 @@ class Tuner:
             ui = tracking.ui_base(self.config.tracking)
             print(f"tune {status}: {len(self.arms)} studies in experiment '{self.experiment}' "
                   f"(MLflow): {tracking.experiment_url(ui, self.experiment_id)}", flush=True)
+            if status == "FINISHED" and any(arm.reseeds for arm in self.arms):
+                from rnnlab import views
+
+                try:
+                    key = views.for_tuning(self.client, self.experiment_id, self.name)
+                except Exception as e:  # the studies stand without their view
+                    print(f"tune: no comparison view in the MLflow UI ({type(e).__name__}: {e})", flush=True)
+                else:
+                    print(f"compare the tuned cells (their re-seed runs, grouped by cell): "
+                          f"{views.url(ui, self.experiment_id, key)}", flush=True)
 
 
 def _done(study) -> int:

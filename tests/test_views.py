@@ -1,0 +1,122 @@
+"""The comparison view a sweep writes for the MLflow UI: its format pinned against the
+installed MLflow (the UI's own, not an API), and what it selects, shows and hides.
+tests/test_browser.py opens it in a real browser."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from rnnlab import views
+
+# The view format was read back from a view saved with the UI's "Views -> Save as new view" in
+# MLflow 3.17.2 (headless Chromium); another MLflow must be checked the same way before use.
+PINNED_MLFLOW = "3.17.2"
+
+
+def ui_bundle() -> str:
+    js = Path(mlflow.__file__).parent / "server" / "js" / "build" / "static" / "js"
+    return "".join(p.read_text(errors="ignore") for p in js.glob("*.js"))
+
+
+def test_the_installed_mlflow_ui_reads_the_view_format_rnnlab_writes():
+    assert mlflow.__version__ == PINNED_MLFLOW, "re-read the saved-view format from a view the new UI saves"
+    bundle = ui_bundle()
+    for used in ["mlflow.sharedViewState.", "viewStateShareKey", "deflate;", "compareRunCharts",
+                 "compareRunSections", "selectedColumns", "columnOrder", "groupByKeys", "aggregateFunction",
+                 "isAccordionReordered", "useGroupedValuesInCharts", "runsHiddenMode", '"SHOW_ALL"', "SCATTER",
+                 "metricSectionId", "compareRunsMode"]:
+        assert used in bundle, f"the MLflow UI no longer knows {used!r}"
+
+
+def comparison(**kw) -> views.Comparison:
+    base = dict(key="rnnlab-p1", name="compare: sweep-adding cell=rnn,gru",
+                search_filter="tags.`mlflow.parentRunId` = 'p1'", main_metric="val/mse", by_length=False,
+                metric_keys=["baseline/mse", "grad_flow/horizon", "grad_norm/pre_clip", "perf/tokens_per_s",
+                             "steps_to_solve", "test/mse", "test/skill", "train/loss", "val/mse", "val/skill"])
+    return views.Comparison(**{**base, **kw})
+
+
+def test_the_view_shows_the_comparison_and_hides_the_bookkeeping():
+    st = views.state(comparison())
+    assert st["searchFilter"] == "tags.`mlflow.parentRunId` = 'p1'"
+    assert st["orderByKey"] == "metrics.`test/skill`" and st["orderByAsc"] is False
+    assert st["selectedColumns"] == st["columnOrder"] == [
+        "metrics.`test/skill`", "metrics.`test/mse`", "metrics.`baseline/mse`", "metrics.`steps_to_solve`",
+        "params.`seq_len`", "params.`clip`", "tags.`stop_reason`"]
+    assert st["groupBy"]["groupByKeys"] == [{"mode": "tag", "groupByData": "cell"}]
+    shown = [c for c in st["compareRunCharts"] if not c["deleted"]]
+    assert [c.get("metricKey") or c["yaxis"]["key"] for c in shown] == [
+        "test/skill", "val/mse", "grad_norm/pre_clip", "grad_flow/horizon"]
+    assert shown[0]["type"] == "SCATTER" and shown[0]["xaxis"] == {"key": "seq_len", "type": "PARAM"}
+    hidden = {c["metricKey"] for c in st["compareRunCharts"] if c["deleted"]}
+    assert hidden == {"baseline/mse", "perf/tokens_per_s"}
+    # lengths that vary: a group per (cell, length); no skill: ranked by the test metric, lower first
+    st = views.state(comparison(by_length=True, metric_keys=["test/mse", "val/mse"]))
+    assert [k["groupByData"] for k in st["groupBy"]["groupByKeys"]] == ["cell", "seq_len"]
+    assert st["orderByKey"] == "metrics.`test/mse`" and st["orderByAsc"] is True
+
+
+def test_the_tag_is_the_envelope_the_ui_writes_and_reads_back():
+    value = views.encode("compare: x", views.state(comparison()), now_ms=1)
+    envelope = json.loads(value)
+    assert set(envelope) == {"name", "createdAt", "updatedAt", "state"} and isinstance(envelope["state"], str)
+    assert envelope["state"].startswith("deflate;") and len(value) < 20_000  # an experiment tag's limit
+    name, st = views.decode(value)
+    assert name == "compare: x" and st == views.state(comparison())
+    plain = json.dumps({"name": "p", "createdAt": 1, "state": json.dumps({"searchFilter": "x"})})
+    assert views.decode(plain) == ("p", {"searchFilter": "x"})
+
+
+@pytest.fixture
+def client(tmp_path):
+    from mlflow import MlflowClient
+
+    return MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+def test_a_sweep_view_selects_its_children_and_makes_room_at_the_ui_limit(client):
+    exp = client.create_experiment("e")
+    parent = client.create_run(exp, tags={"sweep": "true"}).info.run_id
+    for cell, length in [("rnn", 10), ("gru", 20)]:
+        child = client.create_run(exp, tags={"mlflow.parentRunId": parent, "cell": cell, "seq_len": str(length),
+                                             "main_metric": "val/mse"}).info.run_id
+        client.log_metric(child, "test/mse", 0.1)
+        client.log_metric(child, "sweep/x", 1.0)
+    for i in range(views.MAX_VIEWS):  # a full experiment: the UI's own views, and rnnlab's oldest
+        key = f"{views.OURS}old{i}" if i < 2 else f"ui{i}"
+        client.set_experiment_tag(exp, views.TAG_PREFIX + key, views.encode(key, {}, now_ms=i))
+    key = views.for_sweep(client, exp, parent, "sweep-adding")
+    tags = client.get_experiment(exp).tags
+    assert views.TAG_PREFIX + key in tags and views.TAG_PREFIX + "rnnlab-old0" not in tags
+    assert sum(k.startswith(views.TAG_PREFIX) for k in tags) == views.MAX_VIEWS
+    name, st = views.decode(tags[views.TAG_PREFIX + key])
+    assert name == "compare: sweep-adding" and st["searchFilter"] == f"tags.`mlflow.parentRunId` = '{parent}'"
+    assert len(client.search_runs([exp], st["searchFilter"])) == 2  # the filter MLflow runs: the jobs only
+    assert [k["groupByData"] for k in st["groupBy"]["groupByKeys"]] == ["cell", "seq_len"]
+    assert {c["metricKey"] for c in st["compareRunCharts"] if c["deleted"]} == {"sweep/x"}
+    # written again (make report after the sweep): the same key, replaced, not added
+    assert views.for_sweep(client, exp, parent, "sweep-adding") == key
+    assert sum(k.startswith(views.TAG_PREFIX) for k in client.get_experiment(exp).tags) == views.MAX_VIEWS
+
+
+def test_a_view_that_cannot_be_written_is_one_line_and_the_plain_links(client, capsys):
+    from rnnlab import sweep
+
+    exp = client.create_experiment("e")
+    parent = client.create_run(exp).info.run_id
+
+    class Refusing(type(client)):  # a store that takes runs but refuses experiment tags
+        def set_experiment_tag(self, *args, **kwargs):
+            raise PermissionError("experiment tags are read-only here")
+
+    refusing = Refusing(client.tracking_uri)
+    sweep.print_links(refusing, "http://ui", exp, parent, "sweep-x")
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "sweep: no comparison view in the MLflow UI (PermissionError: experiment tags are read-only here)"
+    assert out[1].startswith("compare the runs, best test/skill first: http://ui/#/experiments/")
+    assert out[2] == f"the sweep's report: http://ui/#/experiments/{exp}/runs/{parent}/artifacts/report/REPORT.md" \
+                     "?workflowType=machine_learning"
