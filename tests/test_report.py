@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, Store
-from rnnlab import report, report_figures
+from rnnlab import report
+from rnnlab.report import figures as report_figures
 
 T0 = pd.Timestamp("2026-01-01", tz="UTC")
 
@@ -450,7 +451,7 @@ def test_what_clipping_changes_is_paired_by_seed_per_cell_and_length():
 def test_task_metric_comes_from_the_runs_tags_without_importing_the_task(monkeypatch):
     """A sweep's parent builds the report: reading each task's metric from its runs' tags spares
     it importing Lightning (seconds). A task no module defines is ranked as its runs say."""
-    monkeypatch.setattr(report, "_TOLD", {})
+    monkeypatch.setattr(report.taskinfo, "_TOLD", {})  # the dict task_info reads
     raw = pd.DataFrame([{"tags.task": "newtask", "tags.main_metric": "val/acc", "tags.metric_mode": "max"},
                         {"tags.task": "adding", "tags.main_metric": "val/mse", "tags.metric_mode": "min"}])
     report.remember_tasks(raw)

@@ -1,7 +1,8 @@
-"""The report's figures, apart from :mod:`rnnlab.report` so that its pandas steps (loading,
-selecting, aggregating, the page) stay importable and testable without matplotlib, and so that
-every figure is written the way the other artifacts are: through :mod:`rnnlab.figures`, which
-alone picks the backend. :func:`rnnlab.report.build` imports this module when it draws.
+"""The report's figures, apart from the rest of :mod:`rnnlab.report` so that its pandas steps
+(loading, selecting, aggregating, the page) stay importable and testable without matplotlib, and
+so that every figure is written the way the other artifacts are: through :mod:`rnnlab.figures`,
+which alone picks the backend. :func:`rnnlab.report.build` imports this module when it draws; it
+builds on the labels, frames and task info, never on the package itself.
 
 Each ``plot_*`` takes the report's tidy frames and a path, and returns the path, or None when
 the runs hold nothing to draw (the page then says so instead of linking a stale file).
@@ -21,24 +22,16 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormat
 from matplotlib.transforms import blended_transform_factory
 
 from rnnlab import figures
-from rnnlab.report import (
-    COMPLETED,
-    TaskInfo,
-    at_longest,
-    base,
-    baseline_columns,
-    cell_order,
-    clip_order,
-    length_label,
-    longest,
-    task_info,
-)
+from rnnlab.report.frames import COMPLETED, at_longest, baseline_columns, longest
+from rnnlab.report.labels import base, cell_order, clip_order, length_label
+from rnnlab.report.taskinfo import TaskInfo, task_info
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-CELL_COLORS = {"rnn": "tab:red", "lstm": "tab:blue", "gru": "tab:green"}
+CELL_COLORS = {"rnn": "tab:red", "lstm": "tab:blue", "gru": "tab:green",
+               "mingru": "tab:purple", "minlstm": "tab:brown", "lru": "tab:pink"}
 VARIANT_COLORS = {"rnn": "tab:orange", "lstm": "tab:cyan", "gru": "tab:olive"}  # e.g. lstm (forget_bias=0)
 DPI = 110  # the report's resolution, finer than figures.save's default: its figures are large grids
 LineStyle = str | tuple[int, tuple[int, ...]]

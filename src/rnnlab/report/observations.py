@@ -1,0 +1,144 @@
+"""The computed observations at the head of the Discussion: sentences generated from the numbers,
+each claiming only what its interval supports.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import pandas as pd
+
+from rnnlab import stats
+from rnnlab.report.frames import COMPLETED, baseline_columns, longest, solved
+from rnnlab.report.labels import clip_order, length_label, size_order, sizes_vary
+from rnnlab.report.tables import fmt, fmt_mean_ci
+from rnnlab.report.taskinfo import TaskInfo, task_info
+
+
+def against_baseline(mean: float, low: float, high: float, n: int, base: float, mode: str,
+                     name: str = "the baseline") -> str:
+    """Where the baseline lies against the mean's interval, and what that establishes."""
+    if not math.isfinite(base):
+        return f"no {name.removeprefix('the ')} logged"
+    if n < 2 or not math.isfinite(low):
+        return f"one seed: {'below' if mean < base else 'above'} {name}, nothing established"
+    if n < stats.MIN_SEEDS:
+        return (f"{n} seeds: {'below' if mean < base else 'above'} {name} on average, nothing "
+                f"established (≥ {stats.MIN_SEEDS} seeds needed)")
+    if low <= base <= high:
+        return f"{name} lies inside the interval: not distinguishable from it"
+    gain = (base - mean) if mode == "min" else (mean - base)
+    rel = f" by {abs(gain) / abs(base):.1%} of it" if base != 0 else ""
+    return f"{'better' if gain > 0 else 'worse'} than {name}{rel} (established: the interval excludes it)"
+
+
+def baseline_name(column: str, first: bool) -> str:
+    """``the baseline`` for the task's own, ``the seasonal baseline`` for ``baseline/seasonal_mse``."""
+    return "the baseline" if first else f"the {column.split('/', 1)[1].rsplit('_', 1)[0]} baseline"
+
+
+def observations(summary: pd.DataFrame, runs: pd.DataFrame,
+                 info: Callable[[str], TaskInfo] = task_info) -> list[str]:
+    """Facts computed from the runs, each claiming only what its interval supports: per task at
+    its longest length, each cell x clip against the baseline (with every seed's value), which
+    cell is best per clip value and against which rivals that is established (paired over
+    seeds), the gradient horizon; then the task's divergence and failure counts."""
+    out: list[str] = []
+    for task, x_max in longest(runs).items():
+        ti, xl = info(task), length_label(task, runs)
+        s = summary[(summary["task"] == task) & (summary["x"] == x_max)]
+        base_cols = baseline_columns(s, ti.short)
+        base_txt = ", ".join(f"{c.replace('/', ' ')} = {fmt(s[c].dropna().iloc[0])}" for c in base_cols)
+        base_txt = f"{base_txt} on the test set" if base_cols else "no baseline logged"
+        at_x = runs[(runs["task"] == task) & (runs["x"] == x_max)]
+        head = f"- **{task}** at the longest {xl} = {x_max} ({ti.metric}, {ti.better} is better; {base_txt}):"
+        lines = [*_against_baseline(s, at_x, ti, base_cols), *_best_cells(s, at_x, ti), *_horizons(s, runs, task),
+                 *_outcomes(summary[summary["task"] == task], runs, task, xl)]
+        out.append("\n".join([head, *(f"  - {line}" for line in lines)]))
+    return out
+
+
+def _arm(r, sized: bool) -> str:
+    return f"{r['cell']}, clip {r['clip']}" + (f", {r['size']}" if sized else "")
+
+
+def _against_baseline(s: pd.DataFrame, runs: pd.DataFrame, ti: TaskInfo, base_cols: list[str]) -> list[str]:
+    """Each arm against every baseline the task logs (forecast: persistence and seasonal-naive),
+    so a cell that beats one baseline but not a harder one is never called better without both."""
+    lines = []
+    sized = sizes_vary(s)
+    for _, r in s.iterrows():
+        if r["n"] == 0:
+            lines.append(f"{_arm(r, sized)}: no finished run ({r['n_diverged']} of {r['n_runs']} "
+                         f"diverged, {r['n_failed']} failed, {r['n_running']} running).")
+            continue
+        g = runs[(runs["cell"] == r["cell"]) & (runs["clip"] == r["clip"]) & (runs["size"] == r["size"])
+                 & runs["outcome"].isin(COMPLETED)]
+        div = f"; {r['n_diverged']} of {r['n_runs']} runs diverged" if r["n_diverged"] else ""
+        seeds = ", ".join(fmt(v, 3) for v in r["per seed"])
+        verdict = "; ".join(
+            against_baseline(r["mean"], r["ci low"], r["ci high"], r["n"], r.get(c, math.nan), ti.mode,
+                             baseline_name(c, i == 0)) for i, c in enumerate(base_cols or [f"baseline/{ti.short}"]))
+        lines.append(f"{_arm(r, sized)}: {fmt_mean_ci(r['mean'], r['ci low'], r['ci high'], r['n'])} "
+                     f"(n={r['n']}; seeds: {seeds}), {verdict}; solved {int(solved(g).sum())} of {len(g)}{div}.")
+    return lines
+
+
+def _best_cells(s: pd.DataFrame, runs: pd.DataFrame, ti: TaskInfo) -> list[str]:
+    """The best mean per clip value, and against which rivals the paired difference (same
+    seeds) establishes it; a mean that is lowest by chance is called so."""
+    lines = []
+    done = runs[(runs["outcome"] == "finished") & runs["seed"].notna()]
+    sized = sizes_vary(s)
+    for clip, size in sorted({(c, z) for c, z in zip(s["clip"], s["size"])},
+                             key=lambda k: (clip_order(k[0]), size_order(k[1]))):
+        rivals = s[(s["clip"] == clip) & (s["size"] == size) & (s["n"] > 0)]
+        if len(rivals) < 2:
+            continue
+        best = rivals.loc[rivals["mean"].idxmin() if ti.mode == "min" else rivals["mean"].idxmax()]
+        at = done[(done["clip"] == clip) & (done["size"] == size)]
+        per_seed = {c: dict(zip(g["seed"].astype(int), g[ti.metric])) for c, g in at.groupby("cell")}
+        won: list[str] = []
+        open_: list[str] = []
+        for _, r in rivals.iterrows():
+            if r["cell"] == best["cell"]:
+                continue
+            d = stats.paired_difference(per_seed.get(best["cell"], {}), per_seed.get(r["cell"], {}))
+            text = f"{r['cell']} (difference {fmt(d.mean, 3)} [{fmt(d.low, 3)}, {fmt(d.high, 3)}], {d.n} seeds)"
+            (won if d.established else open_).append(text)
+        verdicts = ([f"established against {', '.join(won)}"] if won else []) + (
+            [f"not established against {', '.join(open_)}"] if open_ else [])
+        lines.append(f"{'lowest' if ti.mode == 'min' else 'highest'} mean {ti.metric} with clip {clip}"
+                     f"{f', {size}' if sized else ''}: "
+                     f"{best['cell']} ({fmt(best['mean'])}); " + "; ".join(verdicts) + ".")
+    return lines
+
+
+def _horizons(s: pd.DataFrame, runs: pd.DataFrame, task: str) -> list[str]:
+    if "horizon n" not in s or not (s["horizon n"] > 0).any():
+        return []
+    thr = runs.loc[runs["task"] == task, "threshold"].dropna()
+    share = f"{thr.iloc[0]:g}" if len(thr) else "the threshold"
+    sized = sizes_vary(s)
+    horizon = ("horizon mean", "horizon ci low", "horizon ci high", "horizon n")
+    parts = "; ".join(f"{_arm(r, sized)} {fmt_mean_ci(*(r[k] for k in horizon))}"
+                      for _, r in s[s["horizon n"] > 0].iterrows())
+    return [f"grad_flow/horizon at the last probe (the farthest distance from the readout, in steps, at which "
+            f"‖∂L/∂x_t‖ is still ≥ {share} × its maximum; the profile may dip below that nearer the readout, "
+            f"so it is not a bound over all distances): {parts}."]
+
+
+def _outcomes(t: pd.DataFrame, runs: pd.DataFrame, task: str, xl: str) -> list[str]:
+    n_div, n_runs = int(t["n_diverged"].sum()), int(t["n_runs"].sum())
+    if n_div:
+        where = "; ".join(f"{r['cell']} clip {r['clip']} {xl}={r['x']}: {r['n_diverged']}/{r['n_runs']}"
+                          for _, r in t[t["n_diverged"] > 0].iterrows())
+        lines = [f"diverged: {n_div} of {n_runs} {task} runs ({where})."]
+    else:
+        lines = [f"diverged: none of the {n_runs} {task} runs."]
+    for what in ("failed", "running"):
+        names = runs.loc[(runs["task"] == task) & (runs["outcome"] == what), "run_name"]
+        if len(names):
+            lines.append(f"{what} (in no mean and no diverged fraction): {len(names)} ({', '.join(map(str, names))}).")
+    return lines

@@ -1,0 +1,259 @@
+"""The page's Markdown tables, and the number formatting they share: the final metric, solved
+seeds and critical lengths, paired differences between cells and clip values, the literature
+and throughput. Each returns the table's text from the frames.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+
+import numpy as np
+import pandas as pd
+
+from rnnlab import literature, stats
+from rnnlab.report.frames import COMPLETED, SOLVE_THRESHOLD, baseline_columns, longest, solved
+from rnnlab.report.labels import base, cell_order, clip_order, length_label, size_order, sizes_vary
+from rnnlab.report.taskinfo import TaskInfo, task_info
+
+
+def fmt(v, digits: int = 4) -> str:
+    """4 significant digits; an em dash for a missing value."""
+    if v is None or (isinstance(v, float) and not math.isfinite(v)) or v is pd.NA:
+        return "—"
+    return f"{float(v):.{digits}g}"
+
+
+def fmt_mean_ci(mean: float, low: float, high: float, n: int) -> str:
+    """``mean [low, high]``; just the mean for one seed, a dash for none."""
+    if n == 0 or not math.isfinite(mean):
+        return "—"
+    return fmt(mean) if n < 2 or not math.isfinite(low) else f"{fmt(mean)} [{fmt(low, 3)}, {fmt(high, 3)}]"
+
+
+def md_table(header: list[str], rows: list[list[str]], right: Iterable[int] = ()) -> str:
+    right = set(right)
+    sep = ["---:" if i in right else "---" for i in range(len(header))]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(sep) + " |"]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def values_text(values: Iterable, counts: bool = True) -> str:
+    """Distinct values, with how many runs have each when there is more than one."""
+    s = pd.Series(list(values)).dropna()
+    if s.empty:
+        return "—"
+    vc = s.astype(str).value_counts()
+    if len(vc) == 1 or not counts:
+        return ", ".join(sorted(vc.index, key=_natural))
+    return ", ".join(f"{v} ({vc[v]} runs)" for v in sorted(vc.index, key=_natural))
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _natural(s: str):
+    try:
+        return (0, float(s), "")
+    except ValueError:
+        return (1, 0.0, s)
+
+
+def metric_table(summary: pd.DataFrame, task: str, runs: pd.DataFrame,
+                 info: Callable[[str], TaskInfo] = task_info) -> str:
+    """The final test metric per cell x length x clip (mean and 95% bootstrap CI over finished
+    seeds, n), the baseline(s) beside it, and the diverged fraction (diverged / finished+diverged);
+    extra metrics the same way."""
+    s = summary[summary["task"] == task]
+    ti = info(task)
+    xl = length_label(task, runs)
+    by_distance, sized = xl == "task.distance", sizes_vary(s)
+    header = ["cell", xl, *(["seq_len"] if by_distance else []), "clip", *(["size"] if sized else []),
+              f"{ti.metric} (mean [95% CI])", "n"]
+    base = baseline_columns(s, ti.short)
+    header += [b.replace("baseline/", "baseline ") if i else "baseline" for i, b in enumerate(base)]
+    extra_base = {}
+    for m in ti.extras:
+        short = m.split("/", 1)[1]
+        header.append(f"{m} (mean [95% CI])")
+        extra_base[m] = baseline_columns(s, short)[:1]
+        header += [f"baseline {short}" for _ in extra_base[m]]
+    shown = [c for c in ("failed", "running") if len(s) and s[f"n_{c}"].sum()]  # only when there are any
+    header += ["diverged", *shown]
+    rows = []
+    for _, r in s.iterrows():
+        row = [r["cell"], str(r["x"]), *([str(r["seq_len"])] if by_distance else []), r["clip"],
+               *([r["size"]] if sized else []), fmt_mean_ci(r["mean"], r["ci low"], r["ci high"], r["n"]),
+               str(r["n"]), *(fmt(r[b]) for b in base)]
+        for m in ti.extras:
+            row.append(fmt_mean_ci(r[f"{m} mean"], r[f"{m} ci low"], r[f"{m} ci high"], r[f"{m} n"]))
+            row += [fmt(r[b]) for b in extra_base[m]]
+        row.append(f"{r['n_diverged']}/{r['n_runs']}")
+        row += [str(r[f"n_{c}"]) for c in shown]
+        rows.append(row)
+    right = [i for i, h in enumerate(header) if h not in ("cell", "clip", "size")]
+    return md_table(header, rows, right)
+
+
+def solved_cell(outcomes: list[bool] | None, median_steps: float) -> str:
+    """``3/5 (300)``: seeds that solved, of those that ran, and their median steps to solve."""
+    if outcomes is None:
+        return "-"
+    return f"{sum(outcomes)}/{len(outcomes)}" + ("" if math.isnan(median_steps) else f" ({median_steps:.0f})")
+
+
+def critical_table(runs: pd.DataFrame, task: str) -> str | None:
+    """Per cell x clip: the critical length, and per length the seeds that solved / ran."""
+    t = runs[(runs["task"] == task) & runs["outcome"].isin(COMPLETED)]
+    if t.empty:
+        return None
+    t = t.assign(solved=solved(t))
+    lengths = sorted(int(x) for x in t["x"].dropna().unique())
+    sized = sizes_vary(t)
+    header = ["cell", "clip", *(["size"] if sized else []), "critical length",
+              *(f"{length_label(task, runs)}={x}" for x in lengths)]
+    rows = []
+    groups = sorted(t.groupby(["cell", "clip", "size"]),
+                    key=lambda kv: (cell_order(kv[0][0]), clip_order(kv[0][1]), size_order(kv[0][2])))
+    steps = t["steps_to_solve"] if "steps_to_solve" in t else pd.Series(np.nan, index=t.index)
+    for (cell, clip, size), g in groups:
+        per = {int(x): list(gx["solved"]) for x, gx in g.groupby("x")}
+        median_steps = {int(x): steps[gx.index][gx["solved"]].median() for x, gx in g.groupby("x")}
+        critical = stats.critical_length(per)
+        rows.append([cell, clip, *([size] if sized else []), "none" if critical is None else str(critical),
+                     *(solved_cell(per.get(x), median_steps.get(x, math.nan)) for x in lengths)])
+    return md_table(header, rows, range(3 if sized else 2, len(header)))
+
+
+def paired_table(runs: pd.DataFrame, task: str, info: Callable[[str], TaskInfo] = task_info) -> str | None:
+    """Between every two cells at the same length and clip: the paired difference of the
+    headline metric over the seeds both finished, its interval and what it establishes."""
+    ti = info(task)
+    t = runs[(runs["task"] == task) & (runs["outcome"] == "finished") & runs["seed"].notna()]
+    rows = []
+    sized = sizes_vary(t)
+    groups = sorted(t.groupby(["x", "clip", "size"]),
+                    key=lambda kv: (kv[0][0], clip_order(kv[0][1]), size_order(kv[0][2])))
+    for (x, clip, size), g in groups:
+        by_cell = {c: dict(zip(gc["seed"].astype(int), gc[ti.metric])) for c, gc in g.groupby("cell")}
+        cells = sorted(by_cell, key=cell_order)
+        for i, a in enumerate(cells):
+            for b in cells[i + 1:]:
+                diff = stats.paired_difference(by_cell[a], by_cell[b])
+                rows.append([str(x), clip, *([size] if sized else []), f"{a} - {b}",
+                             f"{fmt(diff.mean)} [{fmt(diff.low)}, {fmt(diff.high)}]",
+                             str(diff.n), stats.verdict(diff, ti.mode, (a, b))])
+    if not rows:
+        return None
+    header = [length_label(task, runs), "clip", *(["size"] if sized else []), "cells",
+              f"{ti.metric} difference [95% CI]", "seeds", "verdict"]
+    return md_table(header, rows, (0, 5 if sized else 4))
+
+
+def clip_table(runs: pd.DataFrame, task: str, info: Callable[[str], TaskInfo] = task_info) -> str | None:
+    """What clipping changes, the harness's second question: per cell and length, the paired
+    difference between every two clip values over the seeds both finished (a seed fixes the
+    init and the data for both), with the seeds each solved; None with one clip value."""
+    ti = info(task)
+    t = runs[(runs["task"] == task) & runs["outcome"].isin(COMPLETED) & runs["seed"].notna()]
+    t = t.assign(solved=solved(t))
+    rows = []
+    sized = sizes_vary(t)
+    groups = sorted(t.groupby(["cell", "x", "size"]),
+                    key=lambda kv: (cell_order(kv[0][0]), kv[0][1], size_order(kv[0][2])))
+    for (cell, x, size), g in groups:
+        done = g[g["outcome"] == "finished"]
+        by_clip = {c: dict(zip(gc["seed"].astype(int), gc[ti.metric])) for c, gc in done.groupby("clip")}
+        clips = sorted(g["clip"].unique(), key=clip_order, reverse=True)  # none first: "none - 1.0"
+        for i, a in enumerate(clips):
+            for b in clips[i + 1:]:
+                diff = stats.paired_difference(by_clip.get(a, {}), by_clip.get(b, {}))
+                solved_txt = " vs ".join(f"{int(gc['solved'].sum())}/{len(gc)}"
+                                         for gc in (g[g["clip"] == a], g[g["clip"] == b]))
+                rows.append([cell, str(x), *([size] if sized else []), f"{a} - {b}",
+                             f"{fmt(diff.mean)} [{fmt(diff.low)}, {fmt(diff.high)}]", str(diff.n),
+                             solved_txt, stats.verdict(diff, ti.mode, (f"clip {a}", f"clip {b}"))])
+    if not rows:
+        return None
+    header = ["cell", length_label(task, runs), *(["size"] if sized else []), "clip",
+              f"{ti.metric} difference [95% CI]", "seeds", "solved", "verdict"]
+    return md_table(header, rows, (1, 5 if sized else 4, 6 if sized else 5))
+
+
+def literature_table(summary: pd.DataFrame, runs: pd.DataFrame, task: str,
+                     info: Callable[[str], TaskInfo] = task_info) -> str | None:
+    """Ours beside the published numbers for the same task and metric (:mod:`rnnlab.literature`):
+    per cell, theirs and whether it solves the task by our rule, ours at our longest length with
+    its interval, our solved seeds and critical length, and whether the two agree, or why they
+    cannot be compared directly (a longer T there, a different corpus)."""
+    ti = info(task)
+    entries = [p for p in literature.PUBLISHED.get(base(task), []) if p.metric == ti.metric]
+    t = runs[(runs["task"] == task) & runs["outcome"].isin(COMPLETED)]
+    if not entries or t.empty:
+        return None
+    x_max = longest(t)[task]
+    xl = length_label(task, runs)
+    s = summary[(summary["task"] == task) & (summary["x"] == x_max)]
+    t = t.assign(solved=solved(t))
+    sized = sizes_vary(t)
+    tables = []
+    for p in entries:
+        header = ["cell", "clip", *(["size"] if sized else []), f"theirs ({p.metric})", "solved there",
+                  f"ours at {xl}={x_max} (mean [95% CI])", "solved here (seeds)", "our critical length", "agreement"]
+        rows = []
+        for _, r in s.iterrows():  # summarise's order: cell, clip, size
+            if base(r["cell"]) not in p.values:
+                continue
+            theirs = p.values[base(r["cell"])]
+            there = literature.solved(theirs, p.baseline, SOLVE_THRESHOLD)
+            g = t[(t["cell"] == r["cell"]) & (t["clip"] == r["clip"]) & (t["size"] == r["size"])]
+            here = g[g["x"] == x_max]
+            critical = stats.critical_length({int(x): list(gx["solved"]) for x, gx in g.groupby("x")})
+            ours_solved = critical is not None and critical >= x_max
+            rows.append([r["cell"], r["clip"], *([r["size"]] if sized else []), fmt(theirs),
+                         "—" if there is None else "yes" if there else "no",
+                         fmt_mean_ci(r["mean"], r["ci low"], r["ci high"], r["n"]),
+                         f"{int(here['solved'].sum())}/{len(here)}", "none" if critical is None else str(critical),
+                         _agreement(there, ours_solved, p.length, x_max)])
+        if rows:
+            their_base = f" Their trivial baseline: {fmt(p.baseline)} ({p.baseline_note})." if p.baseline else ""
+            tables.append(f"{p.source}, {p.where}: {p.setting}.{their_base}\n\n"
+                          + md_table(header, rows, [i + sized for i in (2, 4, 5, 6)]))
+    return "\n\n".join(tables) or None
+
+
+def _agreement(there: bool | None, here: bool, their_length: int | None, our_length: int) -> str:
+    if there is None:
+        return "no baseline there: compare the order of the cells"
+    lengths = "" if their_length in (None, our_length) else f" (their T = {their_length}, ours {our_length})"
+    if there == here:
+        return "agree" + lengths
+    if here and their_length and their_length > our_length:
+        return (f"solved here at T ≤ {our_length}, not there at T = {their_length}: not a contradiction, "
+                "a longer T here would test it")
+    return "differ" + lengths
+
+
+def throughput_table(tp: pd.DataFrame, task: str, runs: pd.DataFrame) -> str:
+    """tokens/s per length (rows) and cell (columns), with the number of runs averaged; with both
+    gated cells, the GRU's speed relative to the LSTM's, which checks the common claim that the
+    GRU, with three gate blocks to the LSTM's four, trains about 25% faster (that would read 1.25)."""
+    t = tp[tp["task"] == task]
+    cells = sorted(t["cell"].unique(), key=cell_order)
+    gated = {"lstm", "gru"} <= set(cells)
+    rows = []
+    for x in sorted(t["x"].unique()):
+        row = [str(x)]
+        speed = {}
+        for c in cells:
+            hit = t[(t["x"] == x) & (t["cell"] == c)]
+            if len(hit):
+                speed[c] = float(hit["tokens_per_s"].iloc[0])
+            row.append(f"{hit['tokens_per_s'].iloc[0]:,.0f} (n={hit['n'].iloc[0]})" if len(hit) else "—")
+        if gated:
+            row.append(f"{speed['gru'] / speed['lstm']:.2f}" if {"gru", "lstm"} <= set(speed) else "—")
+        rows.append(row)
+    header = [length_label(task, runs), *(f"{c} tokens/s" for c in cells), *(["gru / lstm speed"] if gated else [])]
+    return md_table(header, rows, range(len(header)))
