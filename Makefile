@@ -19,7 +19,7 @@ OUT ?= experiments/$(EXP)
 # it lives in a venv of its own, beside .venv
 RAY_VENV := .venv-ray
 
-.PHONY: install ray browser train test lint ui server sweep tune report bench clean help
+.PHONY: install ray browser train test lint ui server sweep tune tune-report report bench clean help
 
 help:
 	@echo "make train [ARGS='cell=gru seq_len=200']   set up (first time) and train one run"
@@ -29,6 +29,7 @@ help:
 	@echo "make lint                                   ruff (lint, import order) and mypy"
 	@echo "make sweep [EXP=long_range] [ARGS=...]     run a sweep preset from conf/experiment/ in parallel"
 	@echo "make tune EXP=char_lm [ARGS=...]            tune every arm of a conf/tune/ preset (Optuna), then re-seed the best"
+	@echo "make tune-report EXP=char_lm                the tuned report: experiments/tune_EXP/REPORT.md"
 	@echo "make report [EXP=long_range] [OUT=dir]      write experiments/EXP/REPORT.md from the runs"
 	@echo "make bench [ARGS=--quick]                  harness vs bare PyTorch, roofline, ... -> experiments/bench/"
 	@echo "make ui                                     MLflow UI on http://$(HOST):$(PORT)"
@@ -83,6 +84,10 @@ sweep: install
 
 tune: install
 	$(BIN)/python src/train.py +tune=$(EXP) $(ARGS)
+
+tune-report: install
+	$(BIN)/python src/report.py --experiment $$($(BIN)/python src/train.py +tune=$(EXP) --cfg job \
+		--package tracking 2>/dev/null | sed -n 's/^experiment: //p') --out experiments/tune_$(EXP)
 
 report: install
 	$(BIN)/python src/report.py --experiment $$($(BIN)/python src/train.py +experiment=$(EXP) \

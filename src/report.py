@@ -38,6 +38,17 @@ def main(argv: list[str] | None = None) -> int:
     from rnnlab import report
 
     out = args.out or paths.repo_root() / "experiments" / args.experiment
+    from rnnlab.report import tuning
+
+    try:
+        report.check_store(args.tracking_uri)  # before any client: one would create a missing sqlite store
+        if tuning.is_tuned(args.tracking_uri, args.experiment):  # a tuning experiment: the tuned report
+            path = tuning.build(args.experiment, args.tracking_uri, out)
+            print(f"wrote {path} (the tuned report of experiment '{args.experiment}')")
+            return 0
+    except report.ReportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     try:
         result = report.build(args.experiment, args.tracking_uri, out, sweep_id=args.sweep_id,
                               log_to_parent=not args.no_log)

@@ -137,6 +137,40 @@ def test_a_tiny_study_tunes_each_arm_then_reseeds_its_best(store):
     proc = tune(store)
     assert len(store.runs("tune_tiny")) == before and "tune tiny: trials" not in proc.stdout
 
+    # The default arm (the preset's untuned configuration on the re-seed seeds, a plain sweep
+    # into the same experiment), then the tuned report
+    store.train("-m", "hydra/launcher=joblib", "task=adding", "cell=rnn,gru", "seq_len=10", "batch_size=16",
+                "cell.hidden_size=8", "trainer.max_steps=20", "trainer.val_check_interval=10", "task.val_size=64",
+                "task.test_size=64", "threads=1", "seed=1,2", "tracking.experiment=tune_tiny",
+                f"hydra.sweep.dir={store.dir / 'defaults'}", tiny=False)
+    check_tuned_report(store, parents)
+
+
+def check_tuned_report(store, parents) -> None:
+    from rnnlab.report import tuning as tuned
+
+    arms = tuned.load(store.uri, "tune_tiny")
+    assert [a.label for a in arms] == ["rnn T=10", "gru T=10"]
+    runs = store.runs("tune_tiny")
+    for arm in arms:
+        parent = parents[arm.study]
+        reseeds = {int(r.data.tags["seed"]): r.data.metrics["test/mse"] for r in runs
+                   if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id
+                   and r.data.tags.get("tune_role") == "reseed"}
+        assert arm.tuned == reseeds and sorted(arm.default) == [1, 2]
+        assert arm.best_value == pytest.approx(parent.data.metrics["tune/best_value"]) and len(arm.trial_values) == 3
+        assert set(arm.importance) == {"optim.lr", "clip"} and sum(arm.importance.values()) == pytest.approx(1)
+    path = tuned.build("tune_tiny", store.uri, store.dir / "report")
+    text = path.read_text()
+    assert text.startswith("# Report: experiment `tune_tiny`\n")
+    for heading in ("## Tuned arms", "## The cells compared, default and tuned",
+                    "## Expected best validation score against the number of trials", "## Hyperparameter importance"):
+        assert heading in text, heading
+    rnn = next(line for line in text.splitlines() if line.startswith("| rnn | 10 |"))
+    assert "(trial " in rnn and "2 shared seeds: too few to establish" in rnn  # tuned - default, 2 seeds
+    assert "| 10 | rnn − gru |" in text
+    assert (store.dir / "report" / "expected_best.png").exists() and (store.dir / "report" / "importance.png").exists()
+
 
 @pytest.mark.slow
 def test_a_killed_study_resumes_without_redoing_finished_trials(store):

@@ -268,10 +268,10 @@ class Tuner:
             wanted = {arm.label: self.n_trials - _done(arm.study) for arm in self.arms}
             batch: list[tuple[Arm, Any]] = []
             while len(batch) < self.batch_size and any(v > 0 for v in wanted.values()):
-                for arm in self.arms:
-                    if wanted[arm.label] > 0 and len(batch) < self.batch_size:
-                        batch.append((arm, self._ask(arm)))
-                        wanted[arm.label] -= 1
+                # the arm furthest behind first: a study stopped half-way has every arm half done
+                arm = max(self.arms, key=lambda a: (wanted[a.label], -self.arms.index(a)))
+                batch.append((arm, self._ask(arm)))
+                wanted[arm.label] -= 1
             if not batch:
                 return returns
             jobs = [self._trial_overrides(arm, trial) for arm, trial in batch]

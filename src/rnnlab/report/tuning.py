@@ -1,0 +1,415 @@
+"""The tuned report: does a comparison's verdict survive tuning each arm with the same budget?
+
+For a tuning experiment (``make tune EXP=<preset>``; see :mod:`rnnlab.tune.study`), from its
+MLflow runs and Optuna studies:
+
+* the tuned arms: each arm's best configuration and its test metric over the re-seed runs
+  (mean and 95% bootstrap interval), beside the arm's default configuration re-run on the
+  same seeds (a plain sweep into the same experiment: runs with no ``tune_role``), and their
+  paired difference;
+* the cells compared, default and tuned: every pair's paired difference and verdict under
+  both, and whether tuning changed it;
+* for a task with a solve threshold, the seeds that solved, default and tuned;
+* the expected best validation score against the number of trials (Tang et al. 2020's
+  unbiased estimator of Dodge et al. 2019's curve), with its spread;
+* hyperparameter importance per arm (Optuna's PED-ANOVA, Watanabe et al. 2023), and each
+  arm's trials against its most important hyperparameter (a log axis for a log-sampled one).
+
+Statistics are :mod:`rnnlab.stats`'s: nothing is established on fewer than 5 seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+
+from rnnlab import figures, stats
+from rnnlab import runs as tags
+from rnnlab.report.page import DISCUSSION_END, DISCUSSION_START, check_out_dir, kept_discussion
+from rnnlab.report.store import ReportError
+from rnnlab.report.tables import fmt, fmt_mean_ci, md_table
+from rnnlab.tune.expected import expected_best
+
+TRIALS_SHOWN = (1, 2, 3, 5, 10, 20, 50)  # columns of the expected-best table (those <= N)
+
+
+@dataclass
+class ArmResult:
+    """One arm of a tuning experiment, as the report reads it."""
+
+    cell: str
+    seq_len: int
+    study: str
+    parent_id: str
+    main_metric: str
+    mode: str
+    storage: str
+    space: dict[str, str]
+    best_params: dict[str, str] = field(default_factory=dict)
+    best_trial: int | None = None
+    best_value: float | None = None
+    trial_values: list[float] = field(default_factory=list)  # every finished trial's value (diverged: worst)
+    trials: list[dict] = field(default_factory=list)  # {params, value, diverged}
+    n_trials: int = 0
+    n_diverged: int = 0
+    n_failed: int = 0
+    tuned: dict[int, float] = field(default_factory=dict)  # seed -> test metric of the re-seed runs
+    default: dict[int, float] = field(default_factory=dict)  # seed -> test metric of the default arm
+    tuned_solved: dict[int, bool] = field(default_factory=dict)
+    default_solved: dict[int, bool] = field(default_factory=dict)
+    importance: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"{self.cell} T={self.seq_len}"
+
+    @property
+    def test_metric(self) -> str:
+        return "test/" + self.main_metric.split("/", 1)[1]
+
+
+def is_tuned(tracking_uri: str, experiment: str) -> bool:
+    """Whether ``experiment`` holds tuning studies (runs tagged ``tune_study``)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    return exp is not None and bool(client.search_runs([exp.experiment_id], f"tags.{tags.TUNE_STUDY} LIKE '%'",
+                                                       max_results=1))
+
+
+def load(tracking_uri: str, experiment: str) -> list[ArmResult]:
+    """The arms of ``experiment`` with their trials, re-seed and default runs."""
+    import optuna
+    from mlflow import MlflowClient
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise ReportError(f"no experiment '{experiment}' in {tracking_uri}")
+    everything = client.search_runs([exp.experiment_id], max_results=50_000)
+    parents = [r for r in everything if r.data.tags.get(tags.TUNE_STUDY)]
+    if not parents:
+        raise ReportError(f"experiment '{experiment}' holds no tuning study (make tune EXP=<preset>)")
+    arms = []
+    for p in parents:
+        t = p.data.tags
+        arm = ArmResult(cell=t["cell"], seq_len=int(t["seq_len"]), study=t[tags.TUNE_STUDY],
+                        parent_id=p.info.run_id, main_metric=t[tags.MAIN_METRIC], mode=t[tags.METRIC_MODE],
+                        storage=p.data.params["tune.storage"], space=json.loads(t.get("tune_space", "{}")))
+        _read_study(arm, optuna.load_study(study_name=arm.study, storage=arm.storage))
+        kids = [r for r in everything if r.data.tags.get(tags.PARENT) == arm.parent_id]
+        for r in kids:
+            if r.data.tags.get(tags.TUNE_ROLE) == "reseed" and _is_result(r):
+                arm.tuned[int(r.data.tags["seed"])] = _test(r, arm)
+                arm.tuned_solved[int(r.data.tags["seed"])] = "steps_to_solve" in r.data.metrics
+        for r in everything:  # the default arm: the untuned configuration, a plain sweep's jobs
+            d = r.data.tags
+            if (tags.TUNE_ROLE not in d and d.get(tags.SWEEP) != "true" and d.get("cell") == arm.cell
+                    and d.get("seq_len") == str(arm.seq_len) and _is_result(r)):
+                arm.default[int(d["seed"])] = _test(r, arm)
+                arm.default_solved[int(d["seed"])] = "steps_to_solve" in r.data.metrics
+        arms.append(arm)
+    return sorted(arms, key=lambda a: (a.seq_len, _cell_rank(a.cell)))
+
+
+def _is_result(run) -> bool:
+    return tags.is_result(run)
+
+
+def _test(run, arm: ArmResult) -> float:
+    """A run's test metric; a diverged run's is NaN (it has none), counted apart."""
+    return float(run.data.metrics.get(arm.test_metric, math.nan))
+
+
+def _cell_rank(cell: str) -> tuple[int, str]:
+    from rnnlab.config import CELLS
+
+    return (CELLS.index(cell) if cell in CELLS else len(CELLS), cell)
+
+
+def _read_study(arm: ArmResult, study) -> None:
+    """Trial values, best configuration and importance from the arm's Optuna study."""
+    from optuna.trial import TrialState
+
+    done = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("stale")]
+    finished = [t for t in done if t.state == TrialState.COMPLETE and t.value is not None]
+    arm.n_trials = len(done)
+    arm.n_failed = sum(t.state == TrialState.FAIL for t in done)
+    arm.n_diverged = sum(bool(t.user_attrs.get("diverged")) for t in finished)
+    arm.trials = [{"params": t.params, "value": t.value, "diverged": bool(t.user_attrs.get("diverged"))}
+                  for t in finished]
+    arm.trial_values = [float(t.value) for t in finished]
+    if finished:
+        best = study.best_trial
+        arm.best_trial, arm.best_value = best.number, float(best.value)
+        arm.best_params = {k: _show(v) for k, v in best.params.items()}
+    if len(finished) >= 2 and len({json.dumps(t.params, sort_keys=True, default=str) for t in finished}) >= 2:
+        arm.importance = _importance(study)
+
+
+def _importance(study) -> dict[str, float]:
+    """PED-ANOVA (Watanabe et al. 2023) over the finished trials: how much each
+    hyperparameter's distribution differs between the top trials and all of them."""
+    import warnings
+
+    from optuna.importance import PedAnovaImportanceEvaluator, get_param_importances
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return dict(get_param_importances(study, evaluator=PedAnovaImportanceEvaluator()))
+        except (RuntimeError, ValueError):  # too few distinct trials to tell
+            return {}
+
+
+def _most_important(arm: ArmResult) -> str:
+    return max(arm.importance, key=lambda k: arm.importance[k])
+
+
+def _show(value) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+# -- tables ---------------------------------------------------------------------------------
+
+def _fmt_ci(values: dict[int, float]) -> str:
+    finite = [v for v in values.values() if math.isfinite(v)]
+    ci = stats.mean_ci(finite)
+    text = fmt_mean_ci(ci.mean, ci.low, ci.high, ci.n)
+    lost = len(values) - len(finite)
+    return text + (f" ({lost} diverged)" if lost else "") if values else "—"
+
+
+def _diff(a: dict[int, float], b: dict[int, float]) -> stats.Interval:
+    return stats.paired_difference({s: v for s, v in a.items() if math.isfinite(v)},
+                                   {s: v for s, v in b.items() if math.isfinite(v)})
+
+
+def _fmt_diff(d: stats.Interval) -> str:
+    return fmt_mean_ci(d.mean, d.low, d.high, d.n)
+
+
+def tuned_table(arms: list[ArmResult]) -> str:
+    metric = arms[0].test_metric
+    rows = []
+    for a in arms:
+        best = ", ".join(f"{k} {v}" for k, v in a.best_params.items()) or "—"
+        d = _diff(a.tuned, a.default)
+        rows.append([a.cell, str(a.seq_len), f"{best} (trial {a.best_trial})", fmt(a.best_value),
+                     f"{a.n_trials} ({a.n_diverged} diverged, {a.n_failed} failed)",
+                     _fmt_ci(a.tuned), _fmt_ci(a.default), _fmt_diff(d),
+                     stats.verdict(d, a.mode, ("tuned", "default"))])
+    return md_table(["cell", "T", "best configuration (trial)", "val, tuning seed", "trials",
+                     f"tuned: {metric}", f"default: {metric}", "tuned − default", "verdict"], rows,
+                    right=[3, 5, 6, 7])
+
+
+def cells_table(arms: list[ArmResult]) -> str:
+    """Every pair of cells at each length: the verdict with default and with tuned settings."""
+    rows = []
+    for T in sorted({a.seq_len for a in arms}):
+        at = [a for a in arms if a.seq_len == T]
+        for a, b in combinations(at, 2):
+            d_default, d_tuned = _diff(a.default, b.default), _diff(a.tuned, b.tuned)
+            v_default = stats.verdict(d_default, a.mode, (a.cell, b.cell))
+            v_tuned = stats.verdict(d_tuned, a.mode, (a.cell, b.cell))
+            changed = "**yes**" if _winner(v_default) != _winner(v_tuned) else "no"
+            rows.append([str(T), f"{a.cell} − {b.cell}", _fmt_diff(d_default), v_default, _fmt_diff(d_tuned),
+                         v_tuned, changed])
+    return md_table(["T", "difference", "default", "verdict, default", "tuned", "verdict, tuned",
+                     "verdict changed"], rows, right=[2, 4])
+
+
+def _winner(verdict: str) -> str:
+    return verdict.split()[0] if verdict.endswith("(established)") else "none"
+
+
+def ranking(arms: list[ArmResult], which: str) -> str:
+    """``gru < rnn < lstm`` by mean test metric, best first, per length."""
+    parts = []
+    for T in sorted({a.seq_len for a in arms}):
+        at = [(np.nanmean(list(getattr(a, which).values())) if getattr(a, which) else math.nan, a.cell)
+              for a in arms if a.seq_len == T]
+        at = [x for x in at if math.isfinite(x[0])]
+        reverse = arms[0].mode == "max"
+        order = [c for _, c in sorted(at, reverse=reverse)]
+        parts.append(f"T={T}: " + (" < ".join(order) if not reverse else " > ".join(order)))
+    return "; ".join(parts)
+
+
+def solved_table(arms: list[ArmResult]) -> str | None:
+    """Seeds that solved (val/skill reached the threshold), default and tuned, and the
+    critical length of each cell under both."""
+    if not any(a.tuned_solved or a.default_solved for a in arms):
+        return None
+    rows = [[a.cell, str(a.seq_len), f"{sum(a.default_solved.values())}/{len(a.default_solved)}",
+             f"{sum(a.tuned_solved.values())}/{len(a.tuned_solved)}"] for a in arms]
+    table = md_table(["cell", "T", "solved, default", "solved, tuned"], rows)
+    lines = []
+    for cell in sorted({a.cell for a in arms}, key=_cell_rank):
+        mine = [a for a in arms if a.cell == cell]
+        crit = {w: stats.critical_length({a.seq_len: list(getattr(a, f"{w}_solved").values()) for a in mine})
+                for w in ("default", "tuned")}
+        lines.append(f"- {cell}: critical length {crit['default'] or 'below the lengths run'} by default, "
+                     f"{crit['tuned'] or 'below the lengths run'} tuned")
+    return table + "\n\nCritical length (the longest length at least half the seeds solve):\n\n" + "\n".join(lines)
+
+
+def expected_table(arms: list[ArmResult]) -> str:
+    n_max = max((len(a.trial_values) for a in arms), default=0)
+    shown = [n for n in TRIALS_SHOWN if n < n_max] + ([n_max] if n_max else [])
+    rows = []
+    for a in arms:
+        if not a.trial_values:
+            continue
+        mean, std = expected_best(a.trial_values, a.mode)
+        rows.append([a.label, *(f"{fmt(mean[n - 1])} ± {fmt(std[n - 1], 2)}" if n <= len(mean) else "—"
+                                for n in shown)])
+    return md_table(["arm", *(f"n = {n}" for n in shown)], rows, right=range(1, len(shown) + 1))
+
+
+def importance_table(arms: list[ArmResult]) -> str:
+    keys = list(dict.fromkeys(k for a in arms for k in a.space))
+    rows = [[a.label, *(f"{a.importance[k]:.2f}" if k in a.importance else "—" for k in keys),
+             _most_important(a) if a.importance else "—"] for a in arms]
+    return md_table(["arm", *keys, "most important"], rows, right=range(1, len(keys) + 1))
+
+
+# -- figures --------------------------------------------------------------------------------
+
+def plot_expected(arms: list[ArmResult], path: Path) -> str | None:
+    plt = figures.pyplot()
+    with_trials = [a for a in arms if a.trial_values]
+    if not with_trials:
+        return None
+    lengths = sorted({a.seq_len for a in with_trials})
+    fig, axes = plt.subplots(1, len(lengths), figsize=(5.2 * len(lengths), 3.8), squeeze=False)
+    for ax, T in zip(axes[0], lengths):
+        for a in (a for a in with_trials if a.seq_len == T):
+            mean, std = expected_best(a.trial_values, a.mode)
+            n = np.arange(1, len(mean) + 1)
+            color = _color(a.cell)
+            ax.plot(n, mean, color=color, label=a.cell, marker="o", ms=3)
+            ax.fill_between(n, mean - std, mean + std, color=color, alpha=0.15, linewidth=0)
+        ax.set(xlabel="trials (random search)", ylabel=f"expected best {with_trials[0].main_metric}",
+               title=f"T = {T}")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle("Expected best validation score vs trials (unbiased, Tang et al. 2020; band: ± 1 sd)")
+    return figures.save(fig, path)
+
+
+def plot_importance(arms: list[ArmResult], path: Path) -> str | None:
+    """Each arm's trials against its most important hyperparameter."""
+    plt = figures.pyplot()
+    shown = [a for a in arms if a.trials and a.importance]
+    if not shown:
+        return None
+    cols = min(3, len(shown))
+    rows = math.ceil(len(shown) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.4 * rows), squeeze=False)
+    for ax, a in zip(axes.flat, shown):
+        key = _most_important(a)
+        xs = [t["params"].get(key) for t in a.trials]
+        numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs)
+        labels = sorted({_show(x) for x in xs}) if not numeric else []
+        x = np.array(xs, dtype=float) if numeric else np.array([labels.index(_show(v)) for v in xs], dtype=float)
+        y = np.array([t["value"] for t in a.trials], dtype=float)
+        div = np.array([t["diverged"] for t in a.trials])
+        ax.scatter(x[~div], y[~div], color=_color(a.cell), s=18)
+        if div.any():
+            ax.scatter(x[div], y[div], color="black", marker="x", s=22, label="diverged (worst value)")
+            ax.legend(fontsize=7)
+        if numeric and "log" in a.space.get(key, ""):
+            ax.set_xscale("log")
+        if not numeric:
+            ax.set_xticks(range(len(labels)), labels)
+        ax.set(xlabel=key, ylabel=f"{a.main_metric} (best of the run)",
+               title=f"{a.label}: {key} ({a.importance[key]:.2f})")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(shown):]:
+        ax.axis("off")
+    return figures.save(fig, path)
+
+
+def _color(cell: str) -> str:
+    from rnnlab.report.figures import color  # matplotlib: only when drawing
+
+    return color(cell)
+
+
+# -- the page -------------------------------------------------------------------------------
+
+def build(experiment: str, tracking_uri: str, out_dir: Path, code: str = "") -> Path:
+    """Write ``out_dir/REPORT.md`` and its figures; keep the discussion already there."""
+    arms = load(tracking_uri, experiment)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    check_out_dir(out_dir, experiment)
+    report = out_dir / "REPORT.md"
+    discussion = kept_discussion(report)
+    drawn = [p for p in (plot_expected(arms, out_dir / "expected_best.png"),
+                         plot_importance(arms, out_dir / "importance.png")) if p]
+    a0 = arms[0]
+    space = ", ".join(f"`{k}: {v}`" for k, v in a0.space.items())
+    extra = {k: v for a in arms for k, v in a.space.items() if k not in a0.space}
+    lines = [
+        f"# Report: experiment `{experiment}`", "",
+        "Each arm tuned with the same budget, then compared on fresh seeds. "
+        f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `src/report.py` from the MLflow store and the "
+        f"Optuna studies. Regenerate: `python src/report.py --experiment {experiment}`{code}.", "",
+        f"- **arms**: {len(arms)} ({', '.join(a.label for a in arms)}), one Optuna study each "
+        f"(`{a0.study.split(':')[0]}: <arm>` in `{a0.storage}`)",
+        f"- **search space** (the same for every arm): {space}"
+        + (f"; for one cell alone: {', '.join(f'`{k}: {v}`' for k, v in extra.items())}" if extra else ""),
+        f"- **trials**: {', '.join(f'{a.label} {a.n_trials}' for a in arms)}; random search on the tuning "
+        f"seed; a trial scores its best `{a0.main_metric}`; a diverged trial scores the worse of the trivial "
+        f"baseline and the arm's worst",
+        f"- **compared on**: `{a0.test_metric}` of the best configuration re-run on seeds "
+        f"{_seeds(arms, 'tuned')} (tuned), and of the preset's default configuration on seeds "
+        f"{_seeds(arms, 'default')} (default)",
+        f"- **statistics**: {stats.METHOD}; a difference is established when its interval excludes 0 on at "
+        f"least {stats.MIN_SEEDS} seeds", "",
+        "## Tuned arms", "", tuned_table(arms), "",
+        "## The cells compared, default and tuned", "",
+        f"Ranking by mean, default: {ranking(arms, 'default')}. Tuned: {ranking(arms, 'tuned')}.", "",
+        cells_table(arms), "",
+    ]
+    solved = solved_table(arms)
+    if solved:
+        lines += ["## Solved seeds, default and tuned", "", solved, ""]
+    lines += [
+        "## Expected best validation score against the number of trials", "",
+        "What a researcher would have found with only n of the N random-search trials: the mean over all "
+        "subsets of n distinct trials of the best validation score among them (Tang et al. 2020's unbiased "
+        "estimator of the curve of Dodge et al. 2019), ± its standard deviation over those subsets.", "",
+        expected_table(arms), "",
+        *(["![expected best](expected_best.png)", ""] if "expected_best.png" in " ".join(drawn) else []),
+        "## Hyperparameter importance", "",
+        "PED-ANOVA (Watanabe et al. 2023, `optuna.importance.PedAnovaImportanceEvaluator`): how far each "
+        "hyperparameter's distribution among the top 10% of an arm's trials departs from its distribution "
+        "over all of them; normalised to sum to 1 per arm. With 12-20 trials the top 10% is two trials: read "
+        "it with the scatter below.", "",
+        importance_table(arms), "",
+        *(["![importance](importance.png)", ""] if "importance.png" in " ".join(drawn) else []),
+        DISCUSSION_START, discussion or "\n_(discussion: written by hand, kept when the report is regenerated)_\n",
+        DISCUSSION_END, "",
+    ]
+    report.write_text("\n".join(lines))
+    return report
+
+
+def _seeds(arms: list[ArmResult], which: str) -> str:
+    seeds = sorted({s for a in arms for s in getattr(a, which)})
+    return ", ".join(map(str, seeds)) if seeds else "none yet"
