@@ -44,7 +44,7 @@ def test_ray_multirun(store):
     """A real local Ray instance (2 CPUs) runs a 2-job sweep: a parent and its children."""
     store.train("-m", "hydra/launcher=ray", "+hydra.launcher.ray.init.num_cpus=2", "threads=1", "cell=rnn,gru",
                 *TINY_ADDING, "tracking.experiment=ray", f"hydra.sweep.dir={store.dir / 'multirun'}", tiny=False,
-                python=ray_python())
+                python=ray_python(), timeout=600)  # Ray's start-up: 35 s alone, minutes on a loaded machine
     runs = store.runs("ray")
     kids = [r for r in runs if r.data.tags.get("sweep") != "true"]
     assert sorted(r.data.tags["cell"] for r in kids) == ["gru", "rnn"]
