@@ -156,7 +156,7 @@ def test_quick_benchmark_writes_every_section(tmp_path):
     res = json.loads((out / "results.json").read_text())
     md = (out / "results.md").read_text()
     assert md.startswith("# rnnlab benchmark") and "## 5c. One run, phase by phase" in md and "## 6. Memory" in md
-    sections = ["harness_vs_bare", "attribution", "roofline", "fused_vs_reference", "diagnostics",
+    sections = ["harness_vs_bare", "attribution", "roofline", "fused_vs_reference", "scan", "diagnostics",
                 "sweep", "sweep_efficiency", "run_breakdown", "memory", "duration"]
     for key in sections + ["machine", "settings", "gpu", "warnings", "targets"]:
         assert key in res, key
@@ -167,6 +167,8 @@ def test_quick_benchmark_writes_every_section(tmp_path):
         assert not bad, f"section {key}: not finite and positive: {bad}"
     assert len(res["harness_vs_bare"]) == 3 * 2 * 1  # cells x tasks x seq_lens (quick: one)
     assert {r["cell"] for r in res["fused_vs_reference"]} == {"rnn", "lstm", "gru"}
+    assert {r["cell"] for r in res["scan"]} == {"mingru", "minlstm", "lru"}
+    assert all(r["parallel_tokens_per_s"] > 0 and r["sequential_tokens_per_s"] > 0 for r in res["scan"])
     assert res["sweep"]["runs"] == 2 and res["sweep"]["faster"] in ("1x2", "2x1")
     # both sweeps ran through src/train.py -m, and the bare side priced every one of their runs
     eff = {r["case"]: r for r in res["sweep_efficiency"]["cases"]}

@@ -12,8 +12,14 @@ import yaml
 
 from conftest import ROOT, TINY, compose
 
-CELLS = ["rnn", "lstm", "gru"]
+CELLS = sorted(p.stem for p in (ROOT / "conf" / "cell").glob("*.yaml"))
 TASKS = sorted(p.stem for p in (ROOT / "conf" / "task").glob("*.yaml"))
+
+
+def test_a_cell_config_per_cell_and_a_cell_per_config():
+    from rnnlab import config
+
+    assert sorted(config.CELLS) == CELLS
 
 
 @pytest.mark.parametrize("task", TASKS)

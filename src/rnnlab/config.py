@@ -17,8 +17,12 @@ from omegaconf import DictConfig, OmegaConf
 # The names a config may choose from, defined once: the code that builds them and the rules
 # below both read these. Adding an optimizer is one line here; adding a cell is one name here
 # plus its module in rnnlab/cells/ and its yaml in conf/cell/.
-CELLS = ("rnn", "lstm", "gru")
-CELL_IMPLS = ("fused", "reference")
+CLASSIC_CELLS = ("rnn", "lstm", "gru")  # nonlinear in h_{t-1}: PyTorch's fused kernels, or step by step
+MODERN_CELLS = ("mingru", "minlstm", "lru")  # linear in h_{t-1}: a parallel scan, or step by step
+CELLS = CLASSIC_CELLS + MODERN_CELLS
+CELL_IMPLS = ("fused", "parallel", "reference")
+IMPLS_OF = {**dict.fromkeys(CLASSIC_CELLS, ("fused", "reference")),
+            **dict.fromkeys(MODERN_CELLS, ("parallel", "reference"))}
 NONLINEARITIES = ("tanh", "relu")
 OPTIMIZERS = {"adam": "torch.optim.Adam", "rmsprop": "torch.optim.RMSprop", "sgd": "torch.optim.SGD"}
 MOMENTUM_OPTIMIZERS = ("sgd", "rmsprop")  # the ones that take optim.momentum
@@ -102,6 +106,9 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "cell.nonlinearity": choice(NONLINEARITIES),
     "cell.forget_bias": (real, "must be a finite number"),
     "cell.spectral_radius": (optional(positive_real), "must be a number > 0, or null for PyTorch's init"),
+    "cell.r_min": (unit_interval, "must be a number in [0, 1) (the LRU's smallest initial |λ|)"),
+    "cell.r_max": (unit_interval, "must be a number in [0, 1) (the LRU's largest initial |λ|; 1 or more is unstable)"),
+    "cell.max_phase": (positive_real, "must be a number > 0 (the LRU's largest initial eigenvalue phase)"),
     "diagnostics.enabled": (one_of(True, False), "must be true or false"),
     "diagnostics.every_n_val": (positive_int, "must be an integer > 0"),
     "diagnostics.probe_size": (positive_int, "must be an integer > 0"),
@@ -178,3 +185,11 @@ def validate(cfg: DictConfig) -> None:
         if node == "<absent>":
             continue
         require(key, node, check, valid)
+    cell = cfg.get("cell") or {}
+    if cell.get("name") in IMPLS_OF and cell.get("impl") is not None:
+        impls = IMPLS_OF[cell["name"]]
+        require("cell.impl", cell["impl"], lambda v: v in impls,
+                f"for {cell['name']} must be one of {', '.join(impls)}")
+    if cell.get("r_min") is not None and cell.get("r_max") is not None:
+        require("cell.r_max", cell["r_max"], lambda v: v > cell["r_min"],
+                f"the LRU's ring needs r_min < r_max < 1 (r_min={cell['r_min']})")

@@ -23,6 +23,7 @@ backward passes per validation.
 
 from __future__ import annotations
 
+import copy
 import csv
 import math
 import tempfile
@@ -35,6 +36,7 @@ from torch import Tensor
 
 from rnnlab import figures
 from rnnlab.cells import reference
+from rnnlab.config import MODERN_CELLS
 
 GATE_METRICS = {"lstm": ("f", "gates/forget_mean"), "gru": ("z", "gates/update_mean")}
 
@@ -88,8 +90,28 @@ def twin_of(model):
     return twin.eval()
 
 
+def modern_probe(model, batch: dict[str, Tensor], last_k: int = 10) -> dict[str, Any]:
+    """The modern cells' twin is their own step-by-step form: true ‖∂L/∂h_t‖ through a probe on
+    the last layer's states, and each cell's own knobs (the minGRU's mean update gate, the
+    minLSTM's normalised forget gate, the LRU's eigenvalue moduli). No saturation: their
+    states are not squashed."""
+    twin = copy.deepcopy(model.rnn).eval()
+    twin.impl, twin.record = "reference", True
+    with torch.enable_grad():
+        e = model.embed(batch["x"]).detach()
+        h, _ = twin(e)
+        loss = readout_loss(model.task, model.read(h, batch.get("mask")), batch, last_k)
+        probe = twin.recorded["h_probe"]
+        (grad,) = torch.autograd.grad(loss, probe, allow_unused=True)
+    grad_h = probe.new_zeros(probe.size(1)).real if grad is None else grad.detach().abs().norm(dim=(0, 2))
+    with torch.no_grad():
+        return {"grad_h": grad_h, **twin.diagnostics(e)}
+
+
 def cell_probe(model, batch: dict[str, Tensor], last_k: int = 10) -> dict[str, Any]:
     """Replay the probe batch through the reference twin: true ‖∂L/∂h_t‖, saturation, gates."""
+    if model.cell_name in MODERN_CELLS:
+        return modern_probe(model, batch, last_k)
     twin = twin_of(model)
     twin.record = True
     try:

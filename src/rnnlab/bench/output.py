@@ -65,6 +65,14 @@ def to_markdown(res: dict[str, Any]) -> str:
     for r in res["fused_vs_reference"]:
         L.append(f"| {r['cell']} | {r['seq_len']} | {r['steps']} | {r['fused_tokens_per_s']:,.0f} | "
                  f"{r['reference_tokens_per_s']:,.0f} | {r['fused_over_reference']:.2f} |")
+    L += ["", "## 3b. Modern cells: parallel scan vs step by step, and the fused cells (the recurrent stack "
+          "alone, forward + backward)", "",
+          "| cell | H | T | parallel tok/s | sequential tok/s | parallel/sequential | parallel/fused LSTM | "
+          "parallel/fused GRU |", "|---|---|---|---|---|---|---|---|"]
+    for r in res.get("scan", []):
+        L.append(f"| {r['cell']} | {r['hidden']} | {r['seq_len']} | {r['parallel_tokens_per_s']:,.0f} | "
+                 f"{r['sequential_tokens_per_s']:,.0f} | {r['parallel_over_sequential']:.2f} | "
+                 f"{r['parallel_over_fused_lstm']:.2f} | {r['parallel_over_fused_gru']:.2f} |")
     L += ["", f"## 4. Diagnostics cost (whole trainer.fit; target <= +{100 * TARGET_DIAG_OVERHEAD:.0f}%)", "",
           "| cell | task | T | steps | fit on (s) | fit off (s) | on/off | in diagnostics hooks |",
           "|---|---|---|---|---|---|---|---|"]
@@ -191,6 +199,9 @@ def log_to_mlflow(res: dict[str, Any], uri: str, files: list[Path]) -> str:
         metrics[f"roofline/bare_fraction/{r['cell']}_{r['task']}_T{r['seq_len']}"] = r["bare_fraction_of_peak"]
     for r in res["fused_vs_reference"]:
         metrics[f"fused_over_reference/{r['cell']}_T{r['seq_len']}"] = r["fused_over_reference"]
+    for r in res.get("scan", []):
+        metrics[f"scan/parallel_over_sequential/{r['cell']}_H{r['hidden']}_T{r['seq_len']}"] = \
+            r["parallel_over_sequential"]
     for r in res["diagnostics"]:
         metrics[f"diagnostics/on_over_off/{r['cell']}"] = r["on_over_off"]
         metrics[f"diagnostics/hooks_share/{r['cell']}"] = r["diag_share_of_fit"]

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from rnnlab.bench import breakdown, efficiency
+from rnnlab.bench import breakdown, efficiency, scan
 from rnnlab.bench.bare_loop import bare
 from rnnlab.bench.flops import sgemm_gflops, step_flops, task_shape, timed_steps
 from rnnlab.bench.harness import Store, harness_run
@@ -263,6 +263,18 @@ def estimate_reference(s: Settings, c: Costs) -> float:
     return total
 
 
+# -- 3b. the modern cells: parallel scan vs step by step ------------------------------------
+def measure_scan(b: Bench, done: Results) -> list[Row]:
+    s = b.s
+    return scan.measure(s.scan_seq_lens, s.scan_hiddens, s.scan_batch, s.scan_steps, s.repeats, b.log)
+
+
+def estimate_scan(s: Settings, c: Costs) -> float:
+    # the sequential forms dominate: about 0.5 ms per step of B x H per cell on this CPU, fwd + bwd
+    return sum(3 * 2 * (s.scan_steps + 1) * s.repeats * T * 5e-4 * (1 + s.scan_batch * h / 4096)
+               for T in s.scan_seq_lens for h in s.scan_hiddens)
+
+
 # -- 4. diagnostics cost --------------------------------------------------------------------
 def measure_diagnostics(b: Bench, done: Results) -> list[Row]:
     s = b.s
@@ -392,6 +404,8 @@ SECTIONS = (
             estimate_attribution),
     Section("roofline", "2. roofline", measure_roofline),
     Section("fused_vs_reference", "3. fused vs reference cells", measure_reference, estimate_reference),
+    Section("scan", "3b. modern cells: parallel scan vs step by step, and the fused cells", measure_scan,
+            estimate_scan),
     Section("diagnostics", "4. diagnostics cost", measure_diagnostics, estimate_diagnostics),
     Section("sweep", "5. sweep parallelism", measure_sweep, estimate_sweep),
     Section("sweep_efficiency", "5b. sweep efficiency", measure_sweep_efficiency, estimate_sweep_efficiency),

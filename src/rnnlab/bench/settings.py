@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from rnnlab.config import CELLS
+from rnnlab.config import CLASSIC_CELLS
 
 TASKS = ("adding", "char_lm")
 TARGET_HARNESS_RATIO = 0.95  # harness tokens/s >= 95% of the bare loop's
@@ -22,7 +22,7 @@ PRESET_SWEEP = "2x1"  # conf/experiment/long_range.yaml: n_jobs=${cores:}, threa
 class Settings:
     quick: bool = False
     threads: int = 1
-    cells: tuple[str, ...] = CELLS
+    cells: tuple[str, ...] = CLASSIC_CELLS  # fused vs reference, roofline: the kernels PyTorch fuses
     tasks: tuple[str, ...] = TASKS
     seq_lens: tuple[int, ...] = (50, 200)
     batch_size: int = 64
@@ -34,8 +34,13 @@ class Settings:
     warmup: int = 5  # untimed steps before them
     repeats: int = 3  # interleaved repeats per side; medians are reported (3: one slowed run drops out)
     ref_steps: int = 12  # section 3
+    # Section 3b: the modern cells' parallel scan vs their step-by-step form, and the fused cells
+    scan_seq_lens: tuple[int, ...] = (100, 400, 1000)
+    scan_hiddens: tuple[int, ...] = (64, 128)
+    scan_batch: int = 32
+    scan_steps: int = 3
     fixed_steps: int = 100  # section 1b, the per-step cost of a toy model
-    diag_cells: tuple[str, ...] = CELLS
+    diag_cells: tuple[str, ...] = CLASSIC_CELLS
     diag_task: str = "char_lm"
     diag_seq_len: int = 50
     diag_steps: int = 200  # with the default val_check_interval (100): two validations
@@ -82,7 +87,8 @@ class Settings:
             quick=True, threads=threads or torch.get_num_threads(), seq_lens=(8,),
             batch_size=8, hidden_size=16, embed_dim=8, steps=steps or 3, min_window_s=0.0,
             warmup=1, repeats=1,
-            ref_steps=2, fixed_steps=5, diag_cells=("lstm",), diag_seq_len=8, diag_steps=6, diag_val_interval=3,
+            ref_steps=2, fixed_steps=5, scan_seq_lens=(16,), scan_hiddens=(8,), scan_batch=4, scan_steps=1,
+            diag_cells=("lstm",), diag_seq_len=8, diag_steps=6, diag_val_interval=3,
             sweep_runs=("cell=lstm,gru",),
             sweep_overrides=("task=adding", "seq_len=8", "batch_size=8", "cell.hidden_size=8",
                              "trainer.max_steps=3", "trainer.val_check_interval=3",

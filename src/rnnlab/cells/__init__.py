@@ -2,9 +2,10 @@
 
 ``build(cfg, input_size)`` returns a batch-first recurrent stack with the interface of
 ``nn.RNN``/``nn.LSTM``/``nn.GRU``: ``forward(x, state=None) -> (outputs, final_state)``.
-``impl=fused`` uses PyTorch's fused kernels (oneDNN on CPU, cuDNN on GPU);
+The classic cells: ``impl=fused`` uses PyTorch's fused kernels (oneDNN on CPU, cuDNN on GPU);
 ``impl=reference`` uses the step-by-step textbook cells in :mod:`rnnlab.cells.reference`,
-which load the same ``state_dict``.
+which load the same ``state_dict``. The modern cells (minGRU, minLSTM, LRU, in
+:mod:`rnnlab.cells.modern`): ``impl=parallel`` (a scan over time) or ``impl=reference``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from rnnlab.config import CELL_IMPLS, CELLS
+from rnnlab.config import CELLS, IMPLS_OF, MODERN_CELLS
 
 
 class RecurrentStack(Protocol):
@@ -33,14 +34,23 @@ def build(
     hidden_size: int,
     num_layers: int = 1,
     dropout: float = 0.0,
-    impl: str = "fused",
+    impl: str | None = None,
     nonlinearity: str = "tanh",
     forget_bias: float = 1.0,
     spectral_radius: float | None = None,
+    **options: Any,
 ) -> nn.Module:
-    """Build a batch-first recurrent stack for cell ``name`` (one of :data:`CELLS`)."""
+    """Build a batch-first recurrent stack for cell ``name`` (one of :data:`CELLS`);
+    ``options`` are a modern cell's own (the LRU's ``r_min``, ``r_max``, ``max_phase``)."""
     if name not in CELLS:
         raise ValueError(f"unknown cell {name!r}; valid: {', '.join(CELLS)}")
+    if name in MODERN_CELLS:
+        from rnnlab.cells.modern import MODERN
+
+        impl = impl or "parallel"
+        if impl not in IMPLS_OF[name]:
+            raise ValueError(f"unknown cell impl {impl!r} for {name}; valid: {', '.join(IMPLS_OF[name])}")
+        return MODERN[name](input_size, hidden_size, num_layers=num_layers, dropout=dropout, impl=impl, **options)
     kwargs: dict[str, Any] = dict(
         input_size=input_size,
         hidden_size=hidden_size,
@@ -50,6 +60,7 @@ def build(
     )
     if name == "rnn":
         kwargs["nonlinearity"] = nonlinearity
+    impl = impl or "fused"
     if impl == "fused":
         module = FUSED[name](**kwargs)
     elif impl == "reference":
@@ -57,7 +68,7 @@ def build(
 
         module = reference.REFERENCE[name](**kwargs)
     else:
-        raise ValueError(f"unknown cell impl {impl!r}; valid: {', '.join(CELL_IMPLS)}")
+        raise ValueError(f"unknown cell impl {impl!r}; valid: {', '.join(IMPLS_OF[name])}")
     if name == "lstm":
         init_forget_bias(module, forget_bias)
     if spectral_radius is not None:

@@ -9,6 +9,13 @@ G blocks of an (h × i) input matrix, an (h × h) recurrent matrix and bias::
 Layers after the first take the hidden state as input (i = h). For i = 300, h = 128:
 single 54,912 / 164,736 / 219,648 and pytorch 55,040 / 165,120 / 220,160 (RNN / GRU / LSTM).
 
+The modern cells have no recurrent matrix (their gates read x_t only), per layer::
+
+    minGRU   2·h·(i + 1)                 W_z, W_h with their biases
+    minLSTM  3·h·(i + 1)                 W_f, W_i, W_h
+    LRU      3·h·i + 3·h² + 4·h          ν, θ, γ (h each), B (complex h × i), C (complex h × h),
+                                         D (h × i), and the block's projection W (h × h) + b
+
 The same gate blocks set the matmul FLOPs of a forward pass (:func:`forward_flops`), which the
 benchmark (``src/bench.py``) turns into a roofline; they live here so that the parameter and
 FLOP counts cannot disagree about what a cell is.
@@ -22,8 +29,17 @@ import argparse
 
 from rnnlab.config import CELLS
 
-GATE_BLOCKS = {"rnn": 1, "gru": 3, "lstm": 4}
+GATE_BLOCKS = {"rnn": 1, "gru": 3, "lstm": 4, "mingru": 2, "minlstm": 3}
+RECURRENT = ("rnn", "gru", "lstm")  # the cells with an h x h recurrent block per gate
 BIAS_VECTORS = {"single": 1, "pytorch": 2}
+
+
+def _layer_params(cell: str, i: int, h: int, nb: int) -> int:
+    if cell == "lru":
+        return 3 * h * i + 3 * h * h + 4 * h
+    if cell in RECURRENT:
+        return GATE_BLOCKS[cell] * h * (h + i + nb)
+    return GATE_BLOCKS[cell] * h * (i + 1)  # one bias: nn.Linear's
 
 
 def count_params(
@@ -34,18 +50,14 @@ def count_params(
     ``bias="pytorch"`` counts two bias vectors per gate block, as ``nn.RNN``/``nn.GRU``/
     ``nn.LSTM`` store them; ``bias="single"`` counts one, as the textbook equations have it.
     """
-    if cell not in GATE_BLOCKS:
-        raise ValueError(f"unknown cell {cell!r}; valid: {', '.join(GATE_BLOCKS)}")
+    if cell not in CELLS:
+        raise ValueError(f"unknown cell {cell!r}; valid: {', '.join(CELLS)}")
     if bias not in BIAS_VECTORS:
         raise ValueError(f"unknown bias layout {bias!r}; valid: {', '.join(BIAS_VECTORS)}")
     if input_size < 1 or hidden_size < 1 or num_layers < 1:
         raise ValueError("input_size, hidden_size and num_layers must be >= 1")
-    g, h, nb = GATE_BLOCKS[cell], hidden_size, BIAS_VECTORS[bias]
-    total = 0
-    for layer in range(num_layers):
-        i = input_size if layer == 0 else hidden_size
-        total += g * h * (h + i + nb)
-    return total
+    h, nb = hidden_size, BIAS_VECTORS[bias]
+    return sum(_layer_params(cell, input_size if layer == 0 else h, h, nb) for layer in range(num_layers))
 
 
 def forward_flops(cell: str, batch: int, seq_len: int, hidden_size: int, embed_dim: int,
@@ -56,17 +68,27 @@ def forward_flops(cell: str, batch: int, seq_len: int, hidden_size: int, embed_d
     * encoder: an embedding lookup costs none; a linear projection of ``input_size`` real
       features costs ``2·B·T·input_size·E``;
     * recurrence: per layer and time step ``2·B·G·H·(I + H)`` with G gate blocks and
-      I = E for the first layer, H after it (as in :func:`count_params`);
+      I = E for the first layer, H after it (as in :func:`count_params`); minGRU and minLSTM
+      ``2·B·G·H·I`` (no recurrent matrix), the LRU ``2·B·(3·H·I + 3·H²)`` (B and C complex, D, W);
+      a scan's element-wise work is left out like the gates';
     * head: ``2·B·H·output_size`` per read position (T of them for ``readout="seq"``, else 1).
 
     Element-wise work (gates, losses, the optimizer) is left out: it is memory-bound, so it
     does not belong on a roofline whose ceiling is a matmul.
     """
-    if cell not in GATE_BLOCKS:
-        raise ValueError(f"unknown cell {cell!r}; valid: {', '.join(GATE_BLOCKS)}")
-    B, T, H, E, G = batch, seq_len, hidden_size, embed_dim, GATE_BLOCKS[cell]
+    if cell not in CELLS:
+        raise ValueError(f"unknown cell {cell!r}; valid: {', '.join(CELLS)}")
+    B, T, H, E = batch, seq_len, hidden_size, embed_dim
     encoder = 0 if input_kind == "tokens" else 2 * B * T * input_size * E
-    recurrence = sum(2 * B * T * G * H * ((E if k == 0 else H) + H) for k in range(num_layers))
+
+    def per_step(i: int) -> int:
+        if cell == "lru":
+            return 2 * B * (3 * H * i + 3 * H * H)
+        if cell in RECURRENT:
+            return 2 * B * GATE_BLOCKS[cell] * H * (i + H)
+        return 2 * B * GATE_BLOCKS[cell] * H * i
+
+    recurrence = sum(T * per_step(E if k == 0 else H) for k in range(num_layers))
     head = 2 * B * (T if readout == "seq" else 1) * H * output_size
     return {"encoder": encoder, "recurrence": recurrence, "head": head,
             "forward": encoder + recurrence + head}
@@ -113,7 +135,8 @@ def hidden_for_budget(budget: int, cell: str, input_kind: str, input_size: int, 
 
 
 def table(input_size: int, hidden_size: int, num_layers: int = 1) -> str:
-    """A plain-text table of :func:`count_params` for the three cells in both layouts."""
+    """A plain-text table of :func:`count_params` for every cell in both bias layouts (the
+    modern cells have one: their rows repeat)."""
     rows = [("cell", "single bias", "pytorch (2 biases)", "difference")]
     for cell in CELLS:
         single = count_params(cell, input_size, hidden_size, num_layers, "single")
