@@ -245,7 +245,8 @@ def ranking(arms: list[ArmResult], which: str) -> str:
         at = [x for x in at if math.isfinite(x[0])]
         reverse = arms[0].mode == "max"
         order = [c for _, c in sorted(at, reverse=reverse)]
-        parts.append(f"T={T}: " + (" < ".join(order) if not reverse else " > ".join(order)))
+        shown = (" > " if reverse else " < ").join(order) if order else "no finished runs yet"
+        parts.append(f"T={T}: {shown}")
     return "; ".join(parts)
 
 
@@ -291,6 +292,7 @@ def importance_table(arms: list[ArmResult]) -> str:
 
 def plot_expected(arms: list[ArmResult], path: Path) -> str | None:
     plt = figures.pyplot()
+    from matplotlib.ticker import MaxNLocator
     with_trials = [a for a in arms if a.trial_values]
     if not with_trials:
         return None
@@ -304,10 +306,10 @@ def plot_expected(arms: list[ArmResult], path: Path) -> str | None:
             ax.plot(n, mean, color=color, label=a.cell, marker="o", ms=3)
             ax.fill_between(n, mean - std, mean + std, color=color, alpha=0.15, linewidth=0)
         ax.set(xlabel="trials (random search)", ylabel=f"expected best {with_trials[0].main_metric}",
-               title=f"T = {T}")
+               title=f"T = {T}: expected best of n trials (band: ± 1 sd)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle("Expected best validation score vs trials (unbiased, Tang et al. 2020; band: ± 1 sd)")
     return figures.save(fig, path)
 
 
