@@ -96,7 +96,8 @@ def test_presets_compose_with_the_grid_they_promise():
     cfg = compose("+experiment=long_range")
     assert cfg.tracking.experiment == "long_range" and cfg.threads == 1
     studies = ["char_lm", "char_lm_forget_bias", "sentiment_distance", "forecast", "forecast_seattle",
-               "long_range_study", "long_range_study_budget", "long_range_study_copy", "long_range_study_forget_bias"]
+               "long_range_study", "long_range_study_budget", "long_range_study_copy", "long_range_study_forget_bias",
+               "modern_study", "modern_study_copy", "modern_study_char_lm"]
     for name in studies:
         assert compose(f"+experiment={name}").sweep.name == name
         # a preset that feeds a headline comparison runs at least 5 seeds: intervals need them
@@ -111,7 +112,7 @@ def test_presets_compose_with_the_grid_they_promise():
     # a study's parts share one MLflow experiment, so one report covers them
     for part, whole in [("long_range_study_copy", "long_range_study"), ("long_range_study_budget", "long_range_study"),
                         ("long_range_study_forget_bias", "long_range_study"), ("forecast_seattle", "forecast"),
-                        ("char_lm_forget_bias", "char_lm")]:
+                        ("char_lm_forget_bias", "char_lm"), ("modern_study_copy", "modern_study")]:
         assert compose(f"+experiment={part}").tracking.experiment == compose(f"+experiment={whole}").tracking.experiment
     # sentiment's window grows with the distance (${add:...}): only D varies, not the padding
     assert compose("+experiment=sentiment_distance", "task.distance=100").seq_len == 164
