@@ -109,6 +109,9 @@ def test_a_tiny_study_tunes_each_arm_then_reseeds_its_best(store):
                         key=lambda r: int(r.data.tags["tune_trial"]))
         reseeds = [r for r in kids if r.data.tags["tune_role"] == "reseed"]
         assert [r.data.tags["tune_trial"] for r in trials] == ["0", "1", "2"]
+        cell = parent.data.tags["cell"]
+        assert [r.info.run_name for r in trials] == [f"{cell}-T10-trial{k}" for k in range(3)]
+        assert sorted(r.info.run_name for r in reseeds) == [f"{cell}-T10-best-s1", f"{cell}-T10-best-s2"]
         assert all(r.data.tags["seed"] == "0" for r in trials)
         assert parent.data.metrics["tune/trials_done"] == 3 and parent.data.metrics["tune/failed"] == 0
         # the best trial: the lowest best validation MSE of the three, its params on the parent

@@ -70,6 +70,12 @@ class Arm:
     reseeds: dict[str, int] = field(default_factory=dict)
 
     @property
+    def run_name(self) -> str:
+        """``gru-T200``: what its trial runs are named after (``gru-T200-trial3``, ``-best-s1``)."""
+        others = [o.replace("=", "") for o in self.overrides if o.split("=", 1)[0] not in ("cell", "seq_len")]
+        return "-".join([self.cfg.cell.name, f"T{self.cfg.seq_len}", *others])
+
+    @property
     def title(self) -> str:
         """``gru T=200``: the arm as its parent run's name shows it."""
         shown = [f"{self.cfg.cell.name}", f"T={self.cfg.seq_len}"]
@@ -302,7 +308,7 @@ class Tuner:
     def _trial_overrides(self, arm: Arm, trial) -> list[str]:
         return [*arm.overrides, *self.fixed, *(spaces.override(k, v) for k, v in trial.params.items()),
                 f"seed={self.seed}", f"++tune.job.parent={arm.parent_id}", f"++tune.job.role={ROLE_TRIAL}",
-                f"++tune.job.trial={trial.number}"]
+                f"++tune.job.trial={trial.number}", f"++tracking.run_name={arm.run_name}-trial{trial.number}"]
 
     def _tell(self, arm: Arm, trial, ret: JobReturn) -> None:
         from optuna.trial import TrialState
@@ -373,7 +379,7 @@ class Tuner:
             for s in self.reseed_seeds:
                 job = [*arm.overrides, *self.fixed, *(spaces.override(k, v) for k, v in best.params.items()),
                        f"seed={s}", f"++tune.job.parent={arm.parent_id}", f"++tune.job.role={ROLE_RESEED}",
-                       f"++tune.job.trial={best.number}"]
+                       f"++tune.job.trial={best.number}", f"++tracking.run_name={arm.run_name}-best-s{s}"]
                 if self._already_run(job):
                     arm.reseeds["skipped"] = arm.reseeds.get("skipped", 0) + 1
                 else:
