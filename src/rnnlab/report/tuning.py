@@ -107,21 +107,17 @@ def load(tracking_uri: str, experiment: str) -> list[ArmResult]:
         _read_study(arm, optuna.load_study(study_name=arm.study, storage=arm.storage))
         kids = [r for r in everything if r.data.tags.get(tags.PARENT) == arm.parent_id]
         for r in kids:
-            if r.data.tags.get(tags.TUNE_ROLE) == "reseed" and _is_result(r):
+            if r.data.tags.get(tags.TUNE_ROLE) == "reseed" and tags.is_result(r):
                 arm.tuned[int(r.data.tags["seed"])] = _test(r, arm)
                 arm.tuned_solved[int(r.data.tags["seed"])] = "steps_to_solve" in r.data.metrics
         for r in everything:  # the default arm: the untuned configuration, a plain sweep's jobs
             d = r.data.tags
             if (tags.TUNE_ROLE not in d and d.get(tags.SWEEP) != "true" and d.get("cell") == arm.cell
-                    and d.get("seq_len") == str(arm.seq_len) and _is_result(r)):
+                    and d.get("seq_len") == str(arm.seq_len) and tags.is_result(r)):
                 arm.default[int(d["seed"])] = _test(r, arm)
                 arm.default_solved[int(d["seed"])] = "steps_to_solve" in r.data.metrics
         arms.append(arm)
     return sorted(arms, key=lambda a: (a.seq_len, _cell_rank(a.cell)))
-
-
-def _is_result(run) -> bool:
-    return tags.is_result(run)
 
 
 def _test(run, arm: ArmResult) -> float:
