@@ -22,6 +22,18 @@ def test_a_cell_config_per_cell_and_a_cell_per_config():
     assert sorted(config.CELLS) == CELLS
 
 
+@pytest.mark.parametrize("cell", CELLS)
+def test_each_cell_yaml_has_exactly_the_keys_its_spec_names(cell):
+    """The conf tree mirrors the code: a key the yaml has and the spec lacks would reach the
+    builder and be rejected; one the spec has and the yaml lacks could not be overridden."""
+    from rnnlab.cells import SPECS
+
+    s = SPECS[cell]
+    keys = set(yaml.safe_load((ROOT / "conf" / "cell" / f"{cell}.yaml").read_text()))
+    assert keys == {"name", "impl", "hidden_size", "num_layers", "dropout", *s.options, *s.hooks}
+    assert yaml.safe_load((ROOT / "conf" / "cell" / f"{cell}.yaml").read_text())["impl"] == s.default_impl
+
+
 @pytest.mark.parametrize("task", TASKS)
 @pytest.mark.parametrize("cell", CELLS)
 def test_every_cell_task_config_composes(cell, task):

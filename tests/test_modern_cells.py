@@ -10,10 +10,11 @@ import math
 import pytest
 import torch
 
-from rnnlab.cells import build
-from rnnlab.cells.modern import LRU, MODERN, MinGRU, MinLSTM, associative_scan, g, log_scan
+from rnnlab.cells.factory import build
+from rnnlab.cells.modern import LRU, MinGRU, MinLSTM, associative_scan, g, log_scan
 from rnnlab.cells.params import count_params, hidden_for_budget
 
+MODERN = {"mingru": MinGRU, "minlstm": MinLSTM, "lru": LRU}
 MODERN_CELLS = list(MODERN)
 
 
@@ -133,6 +134,14 @@ def test_bad_modern_cell_values_are_one_line_naming_what_is_valid(overrides, say
     with pytest.raises(ConfigError) as e:
         validate(compose("task=adding", *overrides))
     assert says in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("name, key", [("lru", "spectral_radius"), ("mingru", "forget_bias"), ("gru", "r_min")])
+def test_a_key_the_cell_does_not_have_is_rejected_by_name(name, key):
+    """Not silently dropped: a spectral radius means nothing without a recurrent matrix."""
+    with pytest.raises(ValueError) as e:
+        build(name, 4, 4, **{key: 0.5})
+    assert f"cell {name} has no {key}" in str(e.value) and "\n" not in str(e.value)
 
 
 def test_an_unknown_cell_names_the_valid_ones():

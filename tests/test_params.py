@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from torch import nn
 
-from rnnlab.cells.params import GATE_BLOCKS, count_params, forward_flops, main, train_step_flops
+from rnnlab.cells import SPECS
+from rnnlab.cells.params import count_params, forward_flops, main, train_step_flops
 
 FUSED = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 
@@ -62,7 +63,7 @@ def test_recurrence_flops_are_two_per_weight_entry_per_row(cell, num_layers):
     per row, so the recurrence follows from count_params without its biases."""
     B, T, E, H = 3, 5, 7, 11
     f = forward_flops(cell, B, T, H, E, 9, 4, "tokens", "seq", num_layers)
-    weights = count_params(cell, E, H, num_layers, bias="single") - GATE_BLOCKS[cell] * H * num_layers
+    weights = count_params(cell, E, H, num_layers, bias="single") - SPECS[cell].gate_blocks * H * num_layers
     assert f["recurrence"] == 2 * B * T * weights
 
 

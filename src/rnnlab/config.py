@@ -14,15 +14,16 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from rnnlab.cells import SPECS
+
 # The names a config may choose from, defined once: the code that builds them and the rules
-# below both read these. Adding an optimizer is one line here; adding a cell is one name here
-# plus its module in rnnlab/cells/ and its yaml in conf/cell/.
-CLASSIC_CELLS = ("rnn", "lstm", "gru")  # nonlinear in h_{t-1}: PyTorch's fused kernels, or step by step
-MODERN_CELLS = ("mingru", "minlstm", "lru")  # linear in h_{t-1}: a parallel scan, or step by step
-CELLS = CLASSIC_CELLS + MODERN_CELLS
-CELL_IMPLS = ("fused", "parallel", "reference")
-IMPLS_OF = {**dict.fromkeys(CLASSIC_CELLS, ("fused", "reference")),
-            **dict.fromkeys(MODERN_CELLS, ("parallel", "reference"))}
+# below both read these. Adding an optimizer is one line here; a cell is declared by its spec in
+# rnnlab/cells/ (the names below derive from the specs) and its yaml in conf/cell/.
+CELLS = tuple(SPECS)
+CLASSIC_CELLS = tuple(n for n, s in SPECS.items() if not s.linear)  # nonlinear in h_{t-1}: fused, or step by step
+MODERN_CELLS = tuple(n for n, s in SPECS.items() if s.linear)  # linear in h_{t-1}: a parallel scan, or step by step
+IMPLS_OF = {n: tuple(s.impls) for n, s in SPECS.items()}
+CELL_IMPLS = tuple(dict.fromkeys(i for impls in IMPLS_OF.values() for i in impls))
 NONLINEARITIES = ("tanh", "relu")
 OPTIMIZERS = {"adam": "torch.optim.Adam", "rmsprop": "torch.optim.RMSprop", "sgd": "torch.optim.SGD"}
 MOMENTUM_OPTIMIZERS = ("sgd", "rmsprop")  # the ones that take optim.momentum

@@ -35,10 +35,7 @@ from pytorch_lightning.callbacks import Callback
 from torch import Tensor
 
 from rnnlab import figures
-from rnnlab.cells import reference
-from rnnlab.config import MODERN_CELLS
-
-GATE_METRICS = {"lstm": ("f", "gates/forget_mean"), "gru": ("z", "gates/update_mean")}
+from rnnlab.cells import reference, spec
 
 
 def readout_loss(task, out: Tensor, batch: dict[str, Tensor], last_k: int) -> Tensor:
@@ -79,13 +76,13 @@ def first_last_ratio(profile: Tensor) -> float:
 
 def twin_of(model):
     """The recurrent stack as reference cells with the same weights (itself if already one)."""
-    rnn = model.rnn
-    if isinstance(rnn, tuple(reference.REFERENCE.values())):
+    rnn, s = model.rnn, spec(model.cell_name)
+    cls = s.cls("reference")
+    if isinstance(rnn, cls):
         return rnn
-    kwargs = dict(input_size=rnn.input_size, hidden_size=rnn.hidden_size, num_layers=rnn.num_layers)
-    if model.cell_name == "rnn":
-        kwargs["nonlinearity"] = rnn.nonlinearity
-    twin = reference.REFERENCE[model.cell_name](**kwargs).to(next(rnn.parameters()).device)
+    kwargs = dict(input_size=rnn.input_size, hidden_size=rnn.hidden_size, num_layers=rnn.num_layers,
+                  batch_first=True, **{k: getattr(rnn, k) for k in s.options})
+    twin = cls(**kwargs).to(next(rnn.parameters()).device)
     twin.load_state_dict(rnn.state_dict())
     return twin.eval()
 
@@ -95,6 +92,7 @@ def modern_probe(model, batch: dict[str, Tensor], last_k: int = 10) -> dict[str,
     the last layer's states, and each cell's own knobs (the minGRU's mean update gate, the
     minLSTM's normalised forget gate, the LRU's eigenvalue moduli). No saturation: their
     states are not squashed."""
+    gate = spec(model.cell_name).gate
     twin = copy.deepcopy(model.rnn).eval()
     twin.impl, twin.record = "reference", True
     with torch.enable_grad():
@@ -105,12 +103,14 @@ def modern_probe(model, batch: dict[str, Tensor], last_k: int = 10) -> dict[str,
         (grad,) = torch.autograd.grad(loss, probe, allow_unused=True)
     grad_h = probe.new_zeros(probe.size(1)).real if grad is None else grad.detach().abs().norm(dim=(0, 2))
     with torch.no_grad():
-        return {"grad_h": grad_h, **twin.diagnostics(e)}
+        gates = {gate[1]: float(twin.gates(e)[gate[0]].mean())} if gate else {}
+        return {"grad_h": grad_h, **gates, **twin.diagnostics(e)}
 
 
 def cell_probe(model, batch: dict[str, Tensor], last_k: int = 10) -> dict[str, Any]:
     """Replay the probe batch through the reference twin: true ‖∂L/∂h_t‖, saturation, gates."""
-    if model.cell_name in MODERN_CELLS:
+    s = spec(model.cell_name)
+    if s.one_class:
         return modern_probe(model, batch, last_k)
     twin = twin_of(model)
     twin.record = True
@@ -122,8 +122,8 @@ def cell_probe(model, batch: dict[str, Tensor], last_k: int = 10) -> dict[str, A
             grad_h = reference.hidden_grad_norms(twin, loss)
         hs = torch.stack([hl.detach() for hl in twin.recorded["h"]])
         out: dict[str, Any] = {"grad_h": grad_h, "hidden/saturation": float((hs.abs() > 0.99).float().mean())}
-        if model.cell_name in GATE_METRICS:
-            gate, key = GATE_METRICS[model.cell_name]
+        if s.gate:
+            gate, key = s.gate
             out[key] = reference.mean_gate(twin, gate)
         return out
     finally:

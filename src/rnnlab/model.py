@@ -15,7 +15,8 @@ import torch
 from pytorch_lightning.utilities import grad_norm
 from torch import Tensor, nn
 
-from rnnlab import cells, optim
+from rnnlab import optim
+from rnnlab.cells.factory import build as build_cell
 from rnnlab.clipping import GradientGuard
 from rnnlab.tasks.base import Task
 
@@ -36,7 +37,7 @@ class RecurrentModel(pl.LightningModule):
             self.encoder = nn.Linear(task.input_size, embed_dim)
         cell_kwargs = {k: v for k, v in cell.items() if k != "name"}
         self.cell_name = cell["name"]
-        self.rnn = cells.build(cell["name"], input_size=embed_dim, **cell_kwargs)
+        self.rnn = build_cell(cell["name"], input_size=embed_dim, **cell_kwargs)
         self.head = nn.Linear(cell["hidden_size"], task.output_size)
         self.metrics = nn.ModuleDict({s: task.metrics() for s in ("val", "test")})
         self.final_vectors: dict[str, Tensor] = {}  # non-scalar metrics, e.g. loss by position

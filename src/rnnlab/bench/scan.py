@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 
 from rnnlab.bench.timing import interleave, median
-from rnnlab.cells import build
+from rnnlab.cells.factory import build
 from rnnlab.config import MODERN_CELLS
 
 FUSED = ("lstm", "gru")

@@ -1,107 +1,97 @@
-"""Recurrent cells: where a new cell goes.
+"""Recurrent cells: where a new cell goes. One :class:`CellSpec` per cell, in :data:`SPECS`.
 
-``build(cfg, input_size)`` returns a batch-first recurrent stack with the interface of
-``nn.RNN``/``nn.LSTM``/``nn.GRU``: ``forward(x, state=None) -> (outputs, final_state)``.
-The classic cells: ``impl=fused`` uses PyTorch's fused kernels (oneDNN on CPU, cuDNN on GPU);
-``impl=reference`` uses the step-by-step textbook cells in :mod:`rnnlab.cells.reference`,
-which load the same ``state_dict``. The modern cells (minGRU, minLSTM, LRU, in
-:mod:`rnnlab.cells.modern`): ``impl=parallel`` (a scan over time) or ``impl=reference``.
+A new cell is three things: its module in this package (a batch-first stack with the interface of
+``nn.GRU``: ``forward(x, state=None) -> (outputs (B, T, H), final state)``), a row in
+:data:`SPECS` below, and ``conf/cell/<name>.yaml`` with exactly the keys its spec names. What
+reads the spec: the names a config may choose (``config.CELLS``, the allowed ``cell.impl``),
+the builder (:func:`rnnlab.cells.factory.build`), the parameter and FLOP counts
+(:mod:`rnnlab.cells.params`, so ``model.param_budget`` works), the diagnostics (which gate to
+log, which form replays a batch step by step) and the report's colours. The tests parametrise
+over :data:`SPECS` and check each yaml against its spec.
+
+This module imports no torch: ``config`` validates a command line before torch loads.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
-
-import torch
-from torch import nn
-
-from rnnlab.config import CELLS, IMPLS_OF, MODERN_CELLS
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import import_module
+from typing import Any
 
 
-class RecurrentStack(Protocol):
-    """What the fused and the reference stacks share, as far as these helpers need."""
+@dataclass(frozen=True)
+class CellSpec:
+    name: str
+    linear: bool  # h_t linear in h_{t-1} (the modern cells): a parallel scan trains it
+    impls: dict[str, str]  # impl -> "module:Class" that computes it; the first is the default
+    layer_params: Callable[[int, int, int], int]  # (input i, hidden h, bias vectors per block) -> one layer's count
+    step_flops: Callable[[int, int], int]  # (i, h) -> matmul FLOPs of one time step of one sequence
+    color: str  # the report's colour for this cell, the same in every figure
+    gate_blocks: int | None = None  # gate and candidate blocks of the input (and recurrent) matrix
+    gate: tuple[str, str] | None = None  # (gate, metric): its mean, logged at each validation
+    options: tuple[str, ...] = ()  # the cell's own config keys its class takes (beyond sizes, layers, dropout)
+    hooks: dict[str, Any] = field(default_factory=dict)  # initialisation keys -> default (None: left as built)
 
-    hidden_size: int
-    num_layers: int
+    @property
+    def default_impl(self) -> str:
+        return next(iter(self.impls))
 
+    @property
+    def one_class(self) -> bool:
+        """One class computes every form, chosen by its ``impl`` attribute (the scan cells);
+        else each form is its own class loading the same ``state_dict`` (fused and reference)."""
+        return len(set(self.impls.values())) == 1
 
-FUSED = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
-
-
-def build(
-    name: str,
-    input_size: int,
-    hidden_size: int,
-    num_layers: int = 1,
-    dropout: float = 0.0,
-    impl: str | None = None,
-    nonlinearity: str = "tanh",
-    forget_bias: float = 1.0,
-    spectral_radius: float | None = None,
-    **options: Any,
-) -> nn.Module:
-    """Build a batch-first recurrent stack for cell ``name`` (one of :data:`CELLS`);
-    ``options`` are a modern cell's own (the LRU's ``r_min``, ``r_max``, ``max_phase``)."""
-    if name not in CELLS:
-        raise ValueError(f"unknown cell {name!r}; valid: {', '.join(CELLS)}")
-    if name in MODERN_CELLS:
-        from rnnlab.cells.modern import MODERN
-
-        impl = impl or "parallel"
-        if impl not in IMPLS_OF[name]:
-            raise ValueError(f"unknown cell impl {impl!r} for {name}; valid: {', '.join(IMPLS_OF[name])}")
-        return MODERN[name](input_size, hidden_size, num_layers=num_layers, dropout=dropout, impl=impl, **options)
-    kwargs: dict[str, Any] = dict(
-        input_size=input_size,
-        hidden_size=hidden_size,
-        num_layers=num_layers,
-        dropout=dropout if num_layers > 1 else 0.0,
-        batch_first=True,
-    )
-    if name == "rnn":
-        kwargs["nonlinearity"] = nonlinearity
-    impl = impl or "fused"
-    if impl == "fused":
-        module = FUSED[name](**kwargs)
-    elif impl == "reference":
-        from rnnlab.cells import reference
-
-        module = reference.REFERENCE[name](**kwargs)
-    else:
-        raise ValueError(f"unknown cell impl {impl!r}; valid: {', '.join(IMPLS_OF[name])}")
-    if name == "lstm":
-        init_forget_bias(module, forget_bias)
-    if spectral_radius is not None:
-        set_spectral_radius(module, spectral_radius)
-    return module
+    def cls(self, impl: str) -> Any:
+        """The class that computes ``impl``, imported on first use."""
+        module, _, attr = self.impls[impl].partition(":")
+        return getattr(import_module(module), attr)
 
 
-@torch.no_grad()
-def set_spectral_radius(module: RecurrentStack, radius: float) -> None:
-    """Rescale every gate block of every ``weight_hh`` to spectral radius ``radius``.
-
-    The spectral radius of the recurrent matrix decides whether a linearised recurrence
-    shrinks (< 1: vanishing gradients) or grows (> 1: exploding gradients) signals over time,
-    which makes it the knob for provoking either on purpose.
-    """
-    h = module.hidden_size
-    for layer in range(module.num_layers):
-        w = getattr(module, f"weight_hh_l{layer}")
-        for block in w.split(h):  # one (h, h) block per gate; views into w
-            rho = torch.linalg.eigvals(block.double()).abs().max().item()
-            if rho > 0:
-                block.mul_(radius / rho)
+def _classic(gates: int) -> dict[str, Any]:
+    """A gated cell with an (h × i) input and an (h × h) recurrent matrix per gate block."""
+    return dict(gate_blocks=gates, layer_params=lambda i, h, nb: gates * h * (h + i + nb),
+                step_flops=lambda i, h: 2 * gates * h * (i + h))
 
 
-@torch.no_grad()
-def init_forget_bias(lstm: RecurrentStack, value: float) -> None:
-    """Set the effective forget-gate bias of every layer to ``value``.
+def _min(gates: int) -> dict[str, Any]:
+    """A min-cell: gates and candidate from x_t only, one nn.Linear (single bias) for all."""
+    return dict(gate_blocks=gates, layer_params=lambda i, h, nb: gates * h * (i + 1),
+                step_flops=lambda i, h: 2 * gates * h * i)
 
-    PyTorch orders LSTM gates (i, f, g, o) and adds two bias vectors, so the forget slice of
-    ``bias_ih`` gets ``value`` and that of ``bias_hh`` gets 0: their sum is what the gate sees.
-    A bias of 1 keeps the forget gate open early in training (Jozefowicz et al. 2015).
-    """
-    h = lstm.hidden_size
-    for layer in range(lstm.num_layers):
-        getattr(lstm, f"bias_ih_l{layer}")[h : 2 * h].fill_(value)
-        getattr(lstm, f"bias_hh_l{layer}")[h : 2 * h].zero_()
+
+_FUSED = {"fused": "torch.nn:{}", "reference": "rnnlab.cells.reference:Reference{}"}
+_SCAN = {"parallel": "rnnlab.cells.modern:{}", "reference": "rnnlab.cells.modern:{}"}
+
+
+def _impls(forms: dict[str, str], cls: str) -> dict[str, str]:
+    return {impl: path.format(cls) for impl, path in forms.items()}
+
+
+SPECS: dict[str, CellSpec] = {s.name: s for s in (
+    CellSpec("rnn", False, _impls(_FUSED, "RNN"), color="tab:red", options=("nonlinearity",),
+             hooks={"spectral_radius": None}, **_classic(1)),
+    CellSpec("lstm", False, _impls(_FUSED, "LSTM"), color="tab:blue", gate=("f", "gates/forget_mean"),
+             hooks={"forget_bias": 1.0, "spectral_radius": None}, **_classic(4)),
+    CellSpec("gru", False, _impls(_FUSED, "GRU"), color="tab:green", gate=("z", "gates/update_mean"),
+             hooks={"spectral_radius": None}, **_classic(3)),
+    # minGRU's z is the share of the *new* candidate (h_t = (1 − z) h_{t−1} + z h̃_t), the GRU's
+    # the share of the *old* state (PyTorch: h_t = (1 − z) n_t + z h_{t−1}): the same name, 1 − each other.
+    CellSpec("mingru", True, _impls(_SCAN, "MinGRU"), color="tab:purple", gate=("z", "gates/update_mean"),
+             **_min(2)),
+    CellSpec("minlstm", True, _impls(_SCAN, "MinLSTM"), color="tab:brown", gate=("f", "gates/forget_mean"),
+             **_min(3)),
+    # B, C complex (h × i, h × h), D (h × i), ν, θ, γ (h each), and the block's W (h × h) + b
+    CellSpec("lru", True, _impls(_SCAN, "LRU"), color="tab:pink",
+             options=("r_min", "r_max", "max_phase"),
+             layer_params=lambda i, h, nb: 3 * h * i + 3 * h * h + 4 * h,
+             step_flops=lambda i, h: 2 * (3 * h * i + 3 * h * h)),
+)}
+
+
+def spec(name: str) -> CellSpec:
+    """The spec of cell ``name``; ValueError naming the valid cells otherwise."""
+    if name not in SPECS:
+        raise ValueError(f"unknown cell {name!r}; valid: {', '.join(SPECS)}")
+    return SPECS[name]

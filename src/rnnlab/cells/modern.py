@@ -103,11 +103,11 @@ class _MinStack(nn.Module):
         return probe
 
     def diagnostics(self, x: Tensor) -> dict[str, float]:
-        """What to log at a validation about this cell's own knobs, on a probe batch."""
+        """What to log at a validation about this cell's own knobs beyond its spec's gate."""
         return {}
 
     def gates(self, x: Tensor) -> dict[str, Tensor]:
-        """The first layer's gates over a batch (diagnostics: the mean update gate)."""
+        """The first layer's gates over a batch (diagnostics log the spec's gate's mean)."""
         return self._gates(self.layers[0](x))
 
     def _gates(self, pre: Tensor) -> dict[str, Tensor]:
@@ -143,9 +143,6 @@ class MinGRU(_MinStack):
         log_z, log_keep = -F.softplus(-k), -F.softplus(k)  # log σ(k), log (1 − σ(k))
         return log_scan(log_keep, log_z + log_g(h), h0)
 
-    def diagnostics(self, x: Tensor) -> dict[str, float]:
-        return {"gates/update_mean": float(self.gates(x)["z"].mean())}
-
 
 class MinLSTM(_MinStack):
     n_gates = 3
@@ -160,9 +157,6 @@ class MinLSTM(_MinStack):
         diff = F.softplus(-kf) - F.softplus(-ki)  # log i − log f
         log_f, log_i = -F.softplus(diff), -F.softplus(-diff)  # log f', log i' (f' + i' = 1)
         return log_scan(log_f, log_i + log_g(h), h0)
-
-    def diagnostics(self, x: Tensor) -> dict[str, float]:
-        return {"gates/forget_mean": float(self.gates(x)["f"].mean())}
 
 
 class LRU(nn.Module):
@@ -270,5 +264,3 @@ def _linear_reference(lam: Tensor, b: Tensor, x0: Tensor | None, probe: Tensor |
         out.append(x)
     return torch.stack(out, dim=1)
 
-
-MODERN = {"mingru": MinGRU, "minlstm": MinLSTM, "lru": LRU}

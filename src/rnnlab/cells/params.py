@@ -16,9 +16,11 @@ The modern cells have no recurrent matrix (their gates read x_t only), per layer
     LRU      3·h·i + 3·h² + 4·h          ν, θ, γ (h each), B (complex h × i), C (complex h × h),
                                          D (h × i), and the block's projection W (h × h) + b
 
-The same gate blocks set the matmul FLOPs of a forward pass (:func:`forward_flops`), which the
-benchmark (``src/bench.py``) turns into a roofline; they live here so that the parameter and
-FLOP counts cannot disagree about what a cell is.
+The same blocks set the matmul FLOPs of a forward pass (:func:`forward_flops`), which the
+benchmark (``src/bench.py``) turns into a roofline. Both per-layer formulas sit side by side in
+each cell's spec (``rnnlab.cells.SPECS``: ``layer_params``, ``step_flops``), so that the
+parameter and FLOP counts cannot disagree about what a cell is; this module sums them over
+layers, encoder and head.
 
 CLI: ``python -m rnnlab.cells.params --input-size 300 --hidden-size 128 [--num-layers 1]``.
 """
@@ -27,37 +29,27 @@ from __future__ import annotations
 
 import argparse
 
-from rnnlab.config import CELLS
+from rnnlab.cells import SPECS, spec
 
-GATE_BLOCKS = {"rnn": 1, "gru": 3, "lstm": 4, "mingru": 2, "minlstm": 3}
-RECURRENT = ("rnn", "gru", "lstm")  # the cells with an h x h recurrent block per gate
 BIAS_VECTORS = {"single": 1, "pytorch": 2}
-
-
-def _layer_params(cell: str, i: int, h: int, nb: int) -> int:
-    if cell == "lru":
-        return 3 * h * i + 3 * h * h + 4 * h
-    if cell in RECURRENT:
-        return GATE_BLOCKS[cell] * h * (h + i + nb)
-    return GATE_BLOCKS[cell] * h * (i + 1)  # one bias: nn.Linear's
 
 
 def count_params(
     cell: str, input_size: int, hidden_size: int, num_layers: int = 1, bias: str = "pytorch"
 ) -> int:
-    """Number of parameters of a ``num_layers`` stack of ``cell`` ("rnn", "gru", "lstm").
+    """Number of parameters of a ``num_layers`` stack of ``cell`` (any of ``rnnlab.cells.SPECS``).
 
     ``bias="pytorch"`` counts two bias vectors per gate block, as ``nn.RNN``/``nn.GRU``/
-    ``nn.LSTM`` store them; ``bias="single"`` counts one, as the textbook equations have it.
+    ``nn.LSTM`` store them; ``bias="single"`` counts one, as the textbook equations have it (the
+    modern cells have one layout: nn.Linear's single bias).
     """
-    if cell not in CELLS:
-        raise ValueError(f"unknown cell {cell!r}; valid: {', '.join(CELLS)}")
+    layer_params = spec(cell).layer_params
     if bias not in BIAS_VECTORS:
         raise ValueError(f"unknown bias layout {bias!r}; valid: {', '.join(BIAS_VECTORS)}")
     if input_size < 1 or hidden_size < 1 or num_layers < 1:
         raise ValueError("input_size, hidden_size and num_layers must be >= 1")
     h, nb = hidden_size, BIAS_VECTORS[bias]
-    return sum(_layer_params(cell, input_size if layer == 0 else h, h, nb) for layer in range(num_layers))
+    return sum(layer_params(input_size if layer == 0 else h, h, nb) for layer in range(num_layers))
 
 
 def forward_flops(cell: str, batch: int, seq_len: int, hidden_size: int, embed_dim: int,
@@ -76,19 +68,10 @@ def forward_flops(cell: str, batch: int, seq_len: int, hidden_size: int, embed_d
     Element-wise work (gates, losses, the optimizer) is left out: it is memory-bound, so it
     does not belong on a roofline whose ceiling is a matmul.
     """
-    if cell not in CELLS:
-        raise ValueError(f"unknown cell {cell!r}; valid: {', '.join(CELLS)}")
+    step_flops = spec(cell).step_flops
     B, T, H, E = batch, seq_len, hidden_size, embed_dim
     encoder = 0 if input_kind == "tokens" else 2 * B * T * input_size * E
-
-    def per_step(i: int) -> int:
-        if cell == "lru":
-            return 2 * B * (3 * H * i + 3 * H * H)
-        if cell in RECURRENT:
-            return 2 * B * GATE_BLOCKS[cell] * H * (i + H)
-        return 2 * B * GATE_BLOCKS[cell] * H * i
-
-    recurrence = sum(T * per_step(E if k == 0 else H) for k in range(num_layers))
+    recurrence = sum(B * T * step_flops(E if k == 0 else H, H) for k in range(num_layers))
     head = 2 * B * (T if readout == "seq" else 1) * H * output_size
     return {"encoder": encoder, "recurrence": recurrence, "head": head,
             "forward": encoder + recurrence + head}
@@ -138,7 +121,7 @@ def table(input_size: int, hidden_size: int, num_layers: int = 1) -> str:
     """A plain-text table of :func:`count_params` for every cell in both bias layouts (the
     modern cells have one: their rows repeat)."""
     rows = [("cell", "single bias", "pytorch (2 biases)", "difference")]
-    for cell in CELLS:
+    for cell in SPECS:
         single = count_params(cell, input_size, hidden_size, num_layers, "single")
         pytorch = count_params(cell, input_size, hidden_size, num_layers, "pytorch")
         rows.append((cell, f"{single:,}", f"{pytorch:,}", f"{pytorch - single:,}"))

@@ -57,7 +57,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
-    "REFERENCE",
     "ReferenceGRU",
     "ReferenceLSTM",
     "ReferenceRNN",
@@ -374,13 +373,6 @@ class ReferenceGRU(_ReferenceStack):
         n = torch.tanh(x_n + r * h_n)
         h = (1 - z) * n + z * h_prev
         return h, None, (r, z, n)
-
-
-REFERENCE: dict[str, type[_ReferenceStack]] = {
-    "rnn": ReferenceRNN,
-    "lstm": ReferenceLSTM,
-    "gru": ReferenceGRU,
-}
 
 
 def _recorded(module: nn.Module) -> dict:

@@ -22,6 +22,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormat
 from matplotlib.transforms import blended_transform_factory
 
 from rnnlab import figures
+from rnnlab.cells import SPECS
 from rnnlab.report.frames import COMPLETED, at_longest, baseline_columns, longest
 from rnnlab.report.labels import base, cell_order, clip_order, length_label
 from rnnlab.report.taskinfo import TaskInfo, task_info
@@ -30,8 +31,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-CELL_COLORS = {"rnn": "tab:red", "lstm": "tab:blue", "gru": "tab:green",
-               "mingru": "tab:purple", "minlstm": "tab:brown", "lru": "tab:pink"}
+CELL_COLORS = {name: s.color for name, s in SPECS.items()}
 VARIANT_COLORS = {"rnn": "tab:orange", "lstm": "tab:cyan", "gru": "tab:olive"}  # e.g. lstm (forget_bias=0)
 DPI = 110  # the report's resolution, finer than figures.save's default: its figures are large grids
 LineStyle = str | tuple[int, tuple[int, ...]]
