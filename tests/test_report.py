@@ -622,3 +622,23 @@ def test_line_styles_tell_every_clip_and_size_arm_apart():
     assert len({str(s) for s in styles}) == len(arms)
     assert styles[0] == "-" and styles[2] == ":"
     assert [report_figures.clip_style(c, ["none", "1.0"]) for c in ("1.0", "none")] == ["-", ":"]
+
+
+def test_inside_the_cells_averages_each_cells_own_knobs_over_finished_seeds():
+    """The gate column is the cell's own (a dash where the cell has none), the LRU's |λ| only for
+    the LRU; horizons are whole steps, gates and moduli three decimals; a diverged seed is left out."""
+    rows = []
+    for seed in range(2):
+        rows.append(raw_run(f"l{seed}", "lstm", seed=seed, metrics={
+            "test/mse": 0.1, "grad_flow/horizon": 8.0 + seed, "gates/forget_mean": 0.6 + 0.1 * seed}))
+        rows.append(raw_run(f"u{seed}", "lru", seed=seed, metrics={
+            "test/mse": 0.1, "grad_flow/horizon": 9.0, "lru/abs_lambda_median": 0.95 + 0.01 * seed}))
+    rows.append(raw_run("l-div", "lstm", seed=2, status="FAILED", diverged=True,
+                        metrics={"grad_flow/horizon": 0.0, "gates/forget_mean": 0.0}))
+    table = report.inside_table(report.tidy(pd.DataFrame(rows)), "adding").splitlines()
+    cells = lambda row: [c.strip() for c in re.split(r"(?<!\\)\|", row)[1:-1]]  # noqa: E731  (\| is a pipe in a cell)
+    assert cells(table[0]) == ["cell", "clip", "seq_len", "n", "input-gradient horizon", "forget gate (mean)",
+                               r"\|λ\| median"]
+    body = [cells(r) for r in table[2:]]
+    assert body == [["lstm", "1.0", "10", "2", "8", "0.650", "—"], ["lru", "1.0", "10", "2", "9", "—", "0.955"]]
+    assert report.inside_table(report.tidy(pd.DataFrame(rows)), "copy") is None

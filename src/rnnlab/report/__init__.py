@@ -99,6 +99,7 @@ from rnnlab.report.tables import (
     critical_table,
     fmt,
     fmt_mean_ci,
+    inside_table,
     literature_table,
     md_table,
     metric_table,
@@ -117,8 +118,8 @@ __all__ = ["BUDGET", "CELL_ORDER", "COMPLETED", "DISCUSSION_END", "DISCUSSION_ST
            "as_figure_arms", "at_longest", "base", "baseline_columns", "baseline_name", "best_runs", "build",
            "cell_order", "check_out_dir", "check_store", "clip_label", "clip_order", "clip_table", "critical_table",
            "fetch_csv", "fetch_grad_flow", "fetch_histories", "find_experiment", "fmt", "fmt_mean_ci", "header",
-           "kept_discussion", "last_profiles", "length_label", "literature_table", "load_runs", "longest",
-           "md_table", "mean_std", "metric_table", "observations", "outcome", "paired_table", "parent_runs",
+           "inside_table", "kept_discussion", "last_profiles", "length_label", "literature_table", "load_runs",
+           "longest", "md_table", "mean_std", "metric_table", "observations", "outcome", "paired_table", "parent_runs",
            "parent_text", "plural", "preset_for", "regenerate_command", "remember_tasks", "render", "select_runs",
            "size_label", "size_order", "sizes_vary", "solved", "solved_cell", "sort_rows", "summarise", "task_info",
            "throughput", "throughput_table", "tidy", "values_text", "variant_labels"]

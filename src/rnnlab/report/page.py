@@ -21,6 +21,7 @@ from rnnlab.report.store import ReportError
 from rnnlab.report.tables import (
     clip_table,
     critical_table,
+    inside_table,
     literature_table,
     metric_table,
     paired_table,
@@ -201,6 +202,21 @@ def render(ctx: Context, info: Callable[[str], TaskInfo] = task_info) -> str:
             parts += ["", f"### {title}", "", caption, "", f"![{title}]({name})"]
         elif name not in TASK_FIGURES:  # a task's own figure is absent where no run is of that task
             parts += ["", f"### {title}", "", "_No data for this figure._"]
+    inside = {task: inside_table(ctx.runs, task) for task in sorted(ctx.runs["task"].unique())}
+    if any(inside.values()):
+        parts += ["", "## Inside the cells", "",
+                  "What the diagnostics read at each finished run's last validation, the mean over seeds: "
+                  "the input-gradient horizon (`grad_flow/horizon`: the farthest distance from the readout, "
+                  "in steps, at which ‖∂L/∂x_t‖ is still 1% of its maximum), the same for ‖∂L/∂h_t‖ inside the "
+                  "cell (`grad_flow/hidden_horizon`), the mean gates, and the LRU's eigenvalue moduli |λ| "
+                  "(a state channel keeps |λ|^t of its value after t steps: 0.99 keeps 37% after 100). The "
+                  "update gate z has opposite meanings: the GRU's z is the share of the old state kept "
+                  "(PyTorch's convention), the minGRU's the share of the new candidate written (Feng et al.'s); "
+                  "the minLSTM's forget gate is the normalised f' = f / (f + i). A run that stopped once solved "
+                  "read these at that step."]
+        for task, table in inside.items():
+            if table:
+                parts += ["", f"**{task}**", "", table]
     parts += ["", "## Training throughput", "",
               "tokens/s = the median of each finished run's `perf/tokens_per_s` history, averaged "
               "over runs (seeds, clip values); measured on whatever machine ran each job, with "

@@ -257,3 +257,33 @@ def throughput_table(tp: pd.DataFrame, task: str, runs: pd.DataFrame) -> str:
         rows.append(row)
     header = [length_label(task, runs), *(f"{c} tokens/s" for c in cells), *(["gru / lstm speed"] if gated else [])]
     return md_table(header, rows, range(len(header)))
+
+
+# What the diagnostics read inside each cell at its last validation: (metric, column header).
+INSIDE = [("grad_flow/horizon", "input-gradient horizon"), ("grad_flow/hidden_horizon", "hidden-gradient horizon"),
+          ("gates/forget_mean", "forget gate (mean)"), ("gates/update_mean", "update gate z (mean)"),
+          ("lru/abs_lambda_min", r"\|λ\| min"), ("lru/abs_lambda_median", r"\|λ\| median"),
+          ("lru/abs_lambda_max", r"\|λ\| max")]  # \| : a pipe inside a markdown table cell
+
+
+def inside_table(runs: pd.DataFrame, task: str) -> str | None:
+    """Per cell x clip x size x length: the mean over finished seeds of what the diagnostics read
+    at the run's last validation: how far back the gradient reaches (in steps from the readout),
+    the mean gate, and the LRU's eigenvalue moduli |λ| (its memory: |λ|^t after t steps). Only the
+    columns some run logged; "—" where a cell has no such knob."""
+    t = runs[(runs["task"] == task) & (runs["outcome"] == "finished")]
+    cols = [(m, h) for m, h in INSIDE if m in t and t[m].notna().any()]
+    if t.empty or not cols:
+        return None
+    sized = sizes_vary(t)
+    header = ["cell", "clip", *(["size"] if sized else []), length_label(task, runs), "n", *(h for _, h in cols)]
+    rows = []
+    groups = sorted(t.groupby(["cell", "clip", "size", "x"]),
+                    key=lambda kv: (cell_order(kv[0][0]), clip_order(kv[0][1]), size_order(kv[0][2]), kv[0][3]))
+    for (cell, clip, size, x), g in groups:
+        values = []
+        for m, _ in cols:
+            v = g[m].dropna()
+            values.append("—" if v.empty else (f"{v.mean():.0f}" if m.startswith("grad_flow/") else f"{v.mean():.3f}"))
+        rows.append([cell, clip, *([size] if sized else []), str(x), str(len(g)), *values])
+    return md_table(header, rows, range(3 if sized else 2, len(header)))
