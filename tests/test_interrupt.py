@@ -22,6 +22,20 @@ from conftest import LONG as RUN
 NO_PERIODIC = [*RUN, "checkpoint.min_interval_s=3600"]
 
 
+@pytest.mark.parametrize("checkpoint, step", [("/ckpt/last.ckpt", 60), (None, None)])
+def test_the_interruption_crosses_from_a_joblib_worker_to_the_launcher(checkpoint, step):
+    """A parallel sweep's worker raises it and joblib pickles it back to the launcher: a class that
+    does not unpickle breaks the whole pool (BrokenProcessPool, the other jobs lost)."""
+    import pickle
+
+    from rnnlab.run import Interrupted
+
+    sent = Interrupted("SIGINT", "abc123", checkpoint, step)
+    back = pickle.loads(pickle.dumps(sent))
+    assert type(back) is Interrupted and str(back) == str(sent) and back.exit_code == 130
+    assert (back.run_id, back.checkpoint, back.saved_step) == ("abc123", checkpoint, step)
+
+
 @pytest.mark.slow
 def test_an_interrupted_sweep_ends_its_parent_killed_and_its_rerun_continues_the_job(store):
     sweep = ("-m", *NO_PERIODIC, "seed=0,1", f"hydra.sweep.dir={store.dir / 'sweep'}")

@@ -109,7 +109,7 @@ class Interrupted(KeyboardInterrupt):
     the message says so and gives the command that starts it again."""
 
     def __init__(self, signame: str, run_id: str, checkpoint: str | None, saved_step: int | None):
-        self.signame, self.run_id, self.checkpoint = signame, run_id, checkpoint
+        self.signame, self.run_id, self.checkpoint, self.saved_step = signame, run_id, checkpoint, saved_step
         self.exit_code = 128 + getattr(signal, signame)
         head = f"{signame}: run {run_id} stopped and marked KILLED"
         if checkpoint is None:
@@ -119,6 +119,9 @@ class Interrupted(KeyboardInterrupt):
             at = f"step {saved_step}" if saved_step is not None else "its last checkpoint"
             text = f"{head}; saved at {at} ({checkpoint}). Continue it with:\n  {tracking.resume_command(run_id)}"
         super().__init__(text)
+
+    def __reduce__(self):  # picklable, so it crosses from joblib's workers to the launcher (else BrokenProcessPool)
+        return type(self), (self.signame, self.run_id, self.checkpoint, self.saved_step)
 
 
 @dataclass
