@@ -5,6 +5,7 @@ A thin Hydra entry point over :func:`rnnlab.run.train`; ``-m`` runs a sweep.
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -22,6 +23,11 @@ EXIT_BAD_INPUT, EXIT_TRACKING_LOST = 2, 3  # interrupted: 128 + the signal (130 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
+    if _in_multirun():
+        sweep.handle_stop_signals()
+        if sweep.stop_requested():  # Ctrl-C reached the sweep before this job began
+            sweep.record_outcome("not_started", detail=f"the sweep was asked to stop ({sweep.stop_requested()})")
+            return None
     try:
         validate(cfg)  # before the heavy imports: a typo fails in a second
         from rnnlab.run import train
@@ -29,6 +35,11 @@ def main(cfg: DictConfig) -> float | None:
         summary = train(cfg)
     except BaseException as e:
         sweep.record_outcome(_outcome(e), getattr(e, "run_id", None), f"{type(e).__name__}: {e}")
+        if isinstance(e, KeyboardInterrupt) and _in_multirun():
+            # stopped and saved: the whole sweep stops, and the launcher waits for its other jobs
+            # to save too (raised to joblib, this would make it SIGKILL them mid-step)
+            sweep.request_stop(getattr(e, "signame", "SIGINT"))
+            return None
         code = _exit_code(e)
         if code is None or _in_multirun():  # in a sweep, Hydra records the job and goes on
             raise
@@ -65,9 +76,24 @@ def _in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+def _exit_stopped_sweep(signame: str, at_once: bool) -> None:
+    from rnnlab import tracking
+
+    how = ("stopped at once: a run that was training continues from its last periodic checkpoint"
+           if at_once else "every run that was training saved its step")
+    print(f"sweep stopped by {signame} ({how}). Continue it with the same command; finished runs "
+          f"are skipped:\n  {tracking.command_line()}", file=sys.stderr)
+    sys.exit(128 + signal.Signals[signame])
+
+
 if __name__ == "__main__":
     try:
         main()
     except BaseException as stopped:  # a failed job, Ctrl-C, SIGTERM: the sweep's parent run still ends
         sweep.end_open_sweep(stopped)
+        signame = sweep.stopped_by()
+        if signame is not None and isinstance(stopped, (KeyboardInterrupt, sweep.Terminated)):
+            _exit_stopped_sweep(signame, at_once=not isinstance(stopped, sweep.Stopped))
         raise
+    if (signame := sweep.stopped_by()) is not None:
+        _exit_stopped_sweep(signame, at_once=False)

@@ -57,6 +57,36 @@ def test_an_interrupted_sweep_ends_its_parent_killed_and_its_rerun_continues_the
     assert steps == sorted(set(steps)) and max(steps) >= 115, "one continuous history"
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("group", [True, False], ids=["ctrl-c-to-the-group", "sigint-to-the-launcher-alone"])
+def test_a_stopped_parallel_sweep_saves_each_running_job_and_starts_no_other(store, group):
+    """Three jobs on two joblib workers, one SIGINT: from a terminal (the whole group) or from
+    ``kill`` or a scheduler (the launching process alone). Both running jobs stop at a step,
+    saved, and end KILLED; the third never starts; the command exits 130 with one line saying
+    how to continue, no traceback. Before, joblib met the launcher's KeyboardInterrupt by
+    SIGKILLing its workers mid-step: their runs stayed RUNNING, their last steps unsaved."""
+    sweep = ("-m", *NO_PERIODIC, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1,2",
+             f"hydra.sweep.dir={store.dir / 'sweep'}")
+    proc = store.signal_at("step     60 |", signal.SIGINT, *sweep, group=group)
+    assert proc.returncode == 130, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "Continue it with the same command" in proc.stderr, proc.stderr[-3000:]
+    (parent,) = [r for r in store.runs("adding") if r.data.tags.get("sweep") == "true"]
+    assert parent.info.status == "KILLED"
+    counts = {k.removeprefix("sweep/"): v for k, v in parent.data.metrics.items()}
+    assert (counts["interrupted"], counts["not_started"], counts["finished"]) == (2, 1, 0), counts
+    jobs = [r for r in store.runs("adding") if r.data.tags.get("sweep") != "true"]
+    assert len(jobs) == 2 and all(r.info.status == "KILLED" and r.data.tags["stopped_by"] == "SIGINT" for r in jobs)
+    for job in jobs:  # no periodic checkpoint: the stop saved these
+        assert os.path.exists(os.path.join(job.data.tags["checkpoint_dir"], "last.ckpt")), job.info.run_name
+
+    if group:
+        return  # the rerun is the same either way
+    store.train(*sweep)  # the same command: the two continue, the third starts
+    after = [r for r in store.runs("adding") if r.data.tags.get("sweep") != "true"]
+    assert sorted(r.data.tags.get("resume_count", "0") for r in after) == ["0", "1", "1"]
+    assert all(r.info.status == "FINISHED" for r in after)
+
+
 def same_numbers(store, got_id: str, want_id: str) -> None:
     for key in ["train/loss", "val/mse", "grad_norm/pre_clip", "test/mse"]:
         want, got = store.history(want_id, key), store.history(got_id, key)

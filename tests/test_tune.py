@@ -176,9 +176,11 @@ def check_tuned_report(store, parents) -> None:
 
 
 @pytest.mark.slow
-def test_a_killed_study_resumes_without_redoing_finished_trials(store):
-    """SIGKILL to the whole process group (the sweeper and its workers) after the first
-    trials are told; the same command finishes the studies, each with 3 trials done."""
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["killed", "ctrl-c"])
+def test_a_killed_study_resumes_without_redoing_finished_trials(store, sig):
+    """SIGKILL or Ctrl-C to the whole process group (the sweeper and its workers) after the
+    first trials are told; the same command finishes the studies, each with 3 trials done.
+    Ctrl-C first lets the trials under way save and end KILLED, and leaves them unjudged."""
     slow = ["trainer.max_steps=200", "tune.reseeds=[]"]
     cmd = [sys.executable, str(ROOT / "src" / "train.py"), "+tune=tiny", f"hydra.sweep.dir={store.dir / 'm1'}",
            *store.overrides(), *slow]
@@ -191,10 +193,18 @@ def test_a_killed_study_resumes_without_redoing_finished_trials(store):
         second = second or "trials cell=rnn #1" in line  # the first batch is told...
         if (second and line.startswith("step ")) or time.time() > deadline:  # ...the second trains
             break
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=60)
+    os.killpg(proc.pid, sig)
+    rest, _ = proc.communicate(timeout=120)
     told = {name: [n for n, state, _ in trials if state == "COMPLETE"] for name, trials in studies(store).items()}
     assert told == {"tiny: cell=rnn": [0], "tiny: cell=gru": [0]}, "".join(seen)[-3000:]
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130 and "Continue it with the same command" in rest, rest[-3000:]
+        stopped = [r for r in store.runs("tune_tiny") if r.data.tags.get("tune_trial") == "1"]
+        assert len(stopped) == 2 and all(r.info.status == "KILLED" for r in stopped)
+        assert all(os.path.exists(os.path.join(r.data.tags["checkpoint_dir"], "last.ckpt")) for r in stopped)
+        unjudged = {name: [n for n, state, _ in trials if state == "RUNNING"]
+                    for name, trials in studies(store).items()}
+        assert unjudged == {"tiny: cell=rnn": [1], "tiny: cell=gru": [1]}, "a stopped trial is not a failed one"
 
     tune(store, *slow)
     after = studies(store)

@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
@@ -109,12 +110,15 @@ class StopAtStep(Callback):
 
     Signals reach the main thread only, and under DDP every rank would have to agree on the
     step; elsewhere (a run in a worker thread, ``trainer=ddp_cpu``) the signals act as before.
+
+    In a sweep, ``stop_file`` is how the rest of the sweep asks: a signal that reached the
+    launching process or another job (see :mod:`rnnlab.sweep`) counts as this run's first.
     """
 
     SIGNALS = {"SIGINT": signal.SIGINT, "SIGTERM": signal.SIGTERM}
 
-    def __init__(self, last: FlushedCheckpoint, recorder: StopRecorder) -> None:
-        self.last, self.recorder = last, recorder
+    def __init__(self, last: FlushedCheckpoint, recorder: StopRecorder, stop_file: Path | None = None) -> None:
+        self.last, self.recorder, self.stop_file = last, recorder, stop_file
         self.requested: str | None = None  # "SIGINT" | "SIGTERM"
         self._previous: dict[int, object] = {}
 
@@ -128,6 +132,8 @@ class StopAtStep(Callback):
         self.requested = signal.Signals(signum).name
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.requested is None and self.stop_file is not None and self.stop_file.exists():
+            self.requested = self.stop_file.read_text().strip() or "SIGINT"
         if self.requested is None:
             return
         self.last.save_now(trainer)

@@ -154,7 +154,7 @@ def train(cfg: DictConfig) -> Summary | None:
         _fit_and_test(cfg, task, model, run, start, StopRecorder())
         return None
     stop = StopRecorder()
-    previous_sigterm = _raise_on_sigterm()
+    previous = _raise_on_sigterm()
     try:
         return _fit_and_test(cfg, task, model, run, start, stop)
     except BaseException as e:
@@ -163,7 +163,7 @@ def train(cfg: DictConfig) -> Summary | None:
             raise
         raise instead from e
     finally:
-        _restore_signals(previous_sigterm)
+        _restore_signals(previous)
 
 
 def _configure_process(cfg: DictConfig) -> None:
@@ -325,7 +325,7 @@ def _callbacks(cfg: DictConfig, task: Task, run: tracking.Run, ckpt_dir: str,
         callbacks.append(GradientFlow(every_n_val=d.every_n_val, probe_size=d.probe_size,
                                       last_k=d.last_k, threshold=d.threshold))
     callbacks.append(StepProgressBar() if interactive() else PlainProgress())
-    callbacks.append(StopAtStep(last, stop))  # after the others: the step's state is complete
+    callbacks.append(StopAtStep(last, stop, sweep.stop_file()))  # after the others: the step's state is complete
     return best, callbacks
 
 
@@ -426,19 +426,24 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()  # signals can only be set there
 
 
-def _raise_on_sigterm():
+def _raise_on_sigterm() -> tuple | None:
     """SIGTERM (a scheduler's pre-emption or time limit) ends the run KILLED instead of
-    leaving it RUNNING. Returns the handler it replaced."""
-    return signal.signal(signal.SIGTERM, _sigterm) if _main_thread() else None
-
-
-def _restore_signals(previous_sigterm) -> None:
+    leaving it RUNNING. Returns the SIGTERM and SIGINT handlers as they were."""
     if not _main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _sigterm), signal.getsignal(signal.SIGINT)
+
+
+def _restore_signals(previous: tuple | None) -> None:
+    if previous is None:
         return
-    signal.signal(signal.SIGTERM, previous_sigterm)
-    # Lightning ignores SIGINT once it has caught a Ctrl-C; give the user their Ctrl-C back.
+    sigterm, sigint = previous
+    signal.signal(signal.SIGTERM, sigterm)
+    # Lightning ignores SIGINT once it has caught a Ctrl-C; give back the handler the run began
+    # with (a sweep's, which stops the sweep; else Python's KeyboardInterrupt).
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        usable = callable(sigint) and sigint is not signal.SIG_IGN
+        signal.signal(signal.SIGINT, sigint if usable else signal.default_int_handler)
 
 
 class _BestFromStore(Callback):

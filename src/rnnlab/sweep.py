@@ -7,12 +7,20 @@ with ``table ... already exists``), and writes the parent's id to ``<sweep dir>/
 where every job, in whatever process or machine the launcher put it, finds it.
 
 Every job records how it ended (``outcome.json`` in its own output dir: finished, diverged,
-skipped, failed, interrupted), including a job that failed before its MLflow run existed. The
-parent is ended from those records, whichever way the launcher leaves: when the sweep
-completes, when Hydra stops on a failed job (it re-raises the first failure only after every
-job of the batch ran, and then skips ``on_multirun_end``), on Ctrl-C and on SIGTERM. It ends
+skipped, failed, interrupted, not_started), including a job that failed before its MLflow run
+existed. The parent is ended from those records, whichever way the launcher leaves: when the
+sweep completes, when Hydra stops on a failed job (it re-raises the first failure only after
+every job of the batch ran, and then skips ``on_multirun_end``), on Ctrl-C and on SIGTERM. It ends
 FINISHED when every job finished, diverged or was skipped, FAILED when one failed, KILLED when
 the sweep was interrupted, always with the ``sweep/*`` counts.
+
+Stopping: Ctrl-C or SIGTERM, to the whole process group (a terminal) or to the launching
+process alone (``kill``, a scheduler), asks the sweep to stop through ``<sweep dir>/stop``. Every
+running job, in whatever process, stops at its next step boundary with that step saved and its
+run KILLED; a job not yet started is not started; the parent ends KILLED and the command exits
+130 (143 for SIGTERM); the same command continues the sweep. A second signal stops at once. Left
+to joblib, the first Ctrl-C would reach the launcher as a ``KeyboardInterrupt`` and joblib would
+SIGKILL its workers mid-step, leaving their runs RUNNING and their last steps unsaved.
 
 Resumption: every run is tagged with ``config_hash``, a hash of its resolved config without
 the bookkeeping keys. A job of a sweep skips its configuration when the experiment already
@@ -24,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import signal
 import time
 from pathlib import Path
@@ -36,7 +45,8 @@ from omegaconf import DictConfig
 # this callback for every command, and a rejected command line must not pay seconds of imports.
 SWEEP_FILE = "sweep.json"
 OUTCOME_FILE = "outcome.json"
-OUTCOMES = ("finished", "diverged", "skipped", "failed", "interrupted")
+STOP_FILE = "stop"  # in the sweep dir: the sweep was asked to stop; its text is the signal's name
+OUTCOMES = ("finished", "diverged", "skipped", "failed", "interrupted", "not_started")
 
 
 def config_hash(cfg: DictConfig) -> str:
@@ -74,6 +84,77 @@ def record_outcome(outcome: str, run_id: str | None = None, detail: str = "") ->
     path.write_text(json.dumps({"outcome": outcome, "run_id": run_id, "detail": detail[:2000]}))
 
 
+def _stop_path(sweep_dir: str | Path) -> Path:
+    return Path(sweep_dir) / STOP_FILE
+
+
+def stop_file() -> Path | None:
+    """Where a job of a sweep learns that the sweep was asked to stop; None outside a sweep."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    return _stop_path(HydraConfig.get().sweep.dir)
+
+
+def stop_requested() -> str | None:
+    """The signal ("SIGINT" | "SIGTERM") that asked this process's sweep to stop, or None."""
+    path = stop_file()
+    if path is None or not path.exists():
+        return None
+    return path.read_text().strip() or "SIGINT"
+
+
+def request_stop(signame: str) -> None:
+    """Ask every job of this process's sweep to stop (idempotent: the first signal's name stays)."""
+    path = _stop_path(_stopping["sweep_dir"]) if _stopping.get("sweep_dir") else stop_file()
+    if path is not None and not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(signame)
+
+
+_stopping: dict[str, Any] = {}  # this process's handler: the sweep dir, the first signal, whether to speak
+
+
+def handle_stop_signals(sweep_dir: str | Path | None = None, launcher: bool = False) -> None:
+    """From now on in this process, a first Ctrl-C or SIGTERM asks the sweep to stop (see the
+    module's docstring) and a second raises as the signal would by default. The launching
+    process (``launcher``) says what is happening; a job's process, where a run's
+    :class:`~rnnlab.callbacks.StopAtStep` takes the signals over during training, is quiet."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if sweep_dir is not None or not _stopping:
+        _stopping.update(sweep_dir=sweep_dir, launcher=launcher, first=None)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _on_stop_signal)
+
+
+def _on_stop_signal(signum, frame) -> None:
+    name = signal.Signals(signum).name
+    if _stopping.get("first") is not None:  # the second: at once, as before
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise Terminated(128 + signum)
+    _stopping["first"] = name
+    request_stop(name)
+    if _stopping.get("launcher"):  # os.write: print() is not reentrant, and a signal can interrupt one
+        again = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+        os.write(2, f"\nsweep: {name}: each running job stops at its next step, saved; no new job starts. "
+                    f"{again} again stops at once, unsaved.\n".encode())
+
+
+def stopped_by() -> str | None:
+    """In the launching process: the signal that asked its sweep to stop (whichever process got
+    it), or None."""
+    if not _stopping.get("sweep_dir"):
+        return None
+    path = _stop_path(_stopping["sweep_dir"])
+    return (path.read_text().strip() or "SIGINT") if path.exists() else None
+
+
 def grid(config: DictConfig) -> dict[str, str]:
     """What the sweep varies: the preset's ``hydra.sweeper.params`` with the command line's
     overrides on top (a fixed value there takes a key out of the grid), e.g.
@@ -95,12 +176,13 @@ def sweep_name(config: DictConfig, experiment: str) -> str:
     return " ".join([base, *(f"{k}={v}" for k, v in grid(config).items())])[:250]
 
 
+class Stopped(KeyboardInterrupt):
+    """A sweeper that launches batches (rnnlab.tune) stops after one that was asked to stop:
+    every job of it has saved and ended."""
+
+
 class Terminated(SystemExit):
     """SIGTERM reached the launching process (a scheduler's time limit, ``kill``)."""
-
-
-def _terminate(signum, frame):
-    raise Terminated(128 + signum)
 
 
 _open: dict[str, Any] | None = None  # the parent run this process created and has not ended
@@ -130,6 +212,8 @@ def _end(info: dict[str, Any], how: str) -> None:
         status = "FAILED" if counts["failed"] or how == "failed" else "FINISHED"
     client = MlflowClient(info["tracking_uri"])
     parent = info["parent_run_id"]
+    if how == "interrupted":
+        counts["interrupted"] += _end_orphans(client, info, stopped_by() or "SIGINT")
     now = int(time.time() * 1000)
     client.log_batch(parent, metrics=[Metric(f"sweep/{k}", v, now, 0) for k, v in counts.items()])
     reported = how != "interrupted" and info.get("report", True) and counts["finished"] + counts["diverged"] > 0
@@ -139,6 +223,22 @@ def _end(info: dict[str, Any], how: str) -> None:
     print(f"sweep {status}: " + ", ".join(f"{v} {k}" for k, v in counts.items()) +
           f" (parent MLflow run {parent})", flush=True)
     print_links(client, info["ui"], info["experiment_id"], parent, info.get("name") or parent, report=reported)
+
+
+def _end_orphans(client, info: dict[str, Any], signame: str) -> int:
+    """A job killed before it could end its run (a second Ctrl-C: joblib SIGKILLs its workers)
+    leaves it RUNNING; it ends KILLED here, and the same command continues it from its last
+    periodic checkpoint."""
+    from rnnlab import runs
+
+    query = f"tags.{runs.SWEEP_ID} = '{info['parent_run_id']}' and attributes.status = 'RUNNING'"
+    orphans = [r.info.run_id for r in client.search_runs([info["experiment_id"]], query)
+               if r.info.run_id != info["parent_run_id"]]
+    for run_id in orphans:
+        client.set_tag(run_id, runs.STATUS_REASON, "interrupted")
+        client.set_tag(run_id, runs.STOPPED_BY, signame)
+        client.set_terminated(run_id, "KILLED")
+    return len(orphans)
 
 
 def print_links(client, ui: str, experiment_id: str, parent: str, name: str, report: bool = True) -> None:
@@ -180,6 +280,9 @@ def _attach_comparison(info: dict[str, Any]) -> bool:
 class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         global _open
+        stop = _stop_path(Path(config.hydra.sweep.dir).resolve())
+        stop.unlink(missing_ok=True)  # a rerun into the same dir: the last stop was served
+        handle_stop_signals(stop.parent, launcher=True)  # before the parent run: it must not stay RUNNING
         if config.get("tune"):  # a tuning sweep: a parent per arm's study (rnnlab.tune.study)
             return
         from mlflow import MlflowClient
@@ -209,9 +312,8 @@ class SweepCallback(Callback):
                 "sweep_dir": str(sweep_dir.resolve()), "report": bool(config.get("sweep", {}).get("report", True))}
         (sweep_dir / SWEEP_FILE).write_text(json.dumps(info))
         _open = info
-        signal.signal(signal.SIGTERM, _terminate)  # the default action would leave the parent RUNNING
         print(f"sweep {name}: parent MLflow run {run_id} in experiment '{experiment}'", flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if _open is not None:
-            _end(_open, "completed")
+            _end(_open, "interrupted" if stopped_by() else "completed")

@@ -47,7 +47,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rnnlab import runs, tracking
 from rnnlab.config import ConfigError
-from rnnlab.sweep import OUTCOME_FILE, experiment_name
+from rnnlab.sweep import OUTCOME_FILE, Stopped, experiment_name, stopped_by
 from rnnlab.tune import space as spaces
 
 SAMPLERS = ("random", "tpe")
@@ -286,10 +286,13 @@ class Tuner:
             results = self.launcher.launch(jobs, initial_job_idx=self.job_idx)
             self.job_idx += len(jobs)
             for (arm, trial), ret in zip(batch, results):
-                self._tell(arm, trial, ret)
+                stopped = _outcome(ret).get("outcome") in ("interrupted", "not_started")
+                if not stopped:  # a stopped trial stays RUNNING, to be asked again on resume
+                    self._tell(arm, trial, ret)
             for arm in {a.label: a for a, _ in batch}.values():
                 self._log_progress(arm)
             returns += list(results)
+            _stop_if_asked()
 
     def _sampler(self, n: int):
         """A sampler seeded by (seed, trial number): the same draws for trial n of every arm,
@@ -395,6 +398,7 @@ class Tuner:
                 outcome = _outcome(ret).get("outcome", "failed") if ret.status == JobStatus.COMPLETED else "failed"
                 arm.reseeds[outcome] = arm.reseeds.get(outcome, 0) + 1
             returns += list(results)
+            _stop_if_asked()
         return returns
 
     def _already_run(self, overrides: list[str]) -> bool:
@@ -466,6 +470,13 @@ def _counts(study) -> dict[str, int]:
     diverged = sum(1 for t in trials if t.state.name == "COMPLETE" and t.user_attrs.get("diverged"))
     return {"trials_done": sum(s in DONE_STATES for s in state), "completed": state.count("COMPLETE"),
             "diverged": diverged, "failed": state.count("FAIL"), "pruned": state.count("PRUNED")}
+
+
+def _stop_if_asked() -> None:
+    """After a batch that Ctrl-C or SIGTERM stopped (every job saved, see rnnlab.sweep): the
+    study stops KILLED; its interrupted trials stay RUNNING, to be asked again on resume."""
+    if stopped_by() is not None:
+        raise Stopped
 
 
 def _outcome(ret: JobReturn) -> dict[str, Any]:
