@@ -52,6 +52,22 @@ def test_expected_best_known_cases():
     assert expected_best(SCORES, "max", replacement=True)[0][-1] < max(SCORES)
 
 
+def test_one_cell_tuned_at_two_lengths_reports_its_unsolved_seeds_and_no_pairs():
+    """A probe that no run solved (the LRU on adding at T = 100 and 200) still shows 0/5 per
+    arm: on a task whose runs stop once solved, that is the finding. No pair: no empty table."""
+    from rnnlab.report.tuning import ArmResult, cells_table, solved_table
+
+    arms = [ArmResult(cell="lru", seq_len=T, study=f"s: T={T}", parent_id=str(T), main_metric="val/mse", mode="min",
+                      storage="", space={}, tuned_solved=dict.fromkeys(range(1, 6), False),
+                      default_solved=dict.fromkeys(range(1, 6), False), stops_once_solved=True) for T in (100, 200)]
+    table = solved_table(arms)
+    assert table is not None and "| lru | 100 | 0/5 | 0/5 |" in table and "below the lengths run" in table
+    assert cells_table(arms).startswith("One cell at each length")
+    for arm in arms:
+        arm.stops_once_solved = False  # char_lm: nothing meant to be solved, nothing solved
+    assert solved_table(arms) is None
+
+
 def test_the_search_space_grammar_becomes_optuna_distributions():
     d = spaces.distributions({"optim.lr": "tag(log, interval(3e-4, 3e-2))", "clip": "choice(null, 0.5, 1.0, 5.0)",
                               "cell.num_layers": "range(1, 4)", "cell.forget_bias": "choice(0, 1)",

@@ -63,6 +63,7 @@ class ArmResult:
     default: dict[int, float] = field(default_factory=dict)  # seed -> test metric of the default arm
     tuned_solved: dict[int, bool] = field(default_factory=dict)
     default_solved: dict[int, bool] = field(default_factory=dict)
+    stops_once_solved: bool = False  # its runs had solve.early_stop: solving is what they were for
     importance: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -110,12 +111,14 @@ def load(tracking_uri: str, experiment: str) -> list[ArmResult]:
             if r.data.tags.get(tags.TUNE_ROLE) == "reseed" and tags.is_result(r):
                 arm.tuned[int(r.data.tags["seed"])] = _test(r, arm)
                 arm.tuned_solved[int(r.data.tags["seed"])] = "steps_to_solve" in r.data.metrics
+                arm.stops_once_solved |= r.data.params.get("solve.early_stop") == "True"
         for r in everything:  # the default arm: the untuned configuration, a plain sweep's jobs
             d = r.data.tags
             if (tags.TUNE_ROLE not in d and d.get(tags.SWEEP) != "true" and d.get("cell") == arm.cell
                     and d.get("seq_len") == str(arm.seq_len) and tags.is_result(r)):
                 arm.default[int(d["seed"])] = _test(r, arm)
                 arm.default_solved[int(d["seed"])] = "steps_to_solve" in r.data.metrics
+                arm.stops_once_solved |= r.data.params.get("solve.early_stop") == "True"
         arms.append(arm)
     return sorted(arms, key=lambda a: (a.seq_len, _cell_rank(a.cell)))
 
@@ -214,6 +217,8 @@ def tuned_table(arms: list[ArmResult]) -> str:
 
 def cells_table(arms: list[ArmResult]) -> str:
     """Every pair of cells at each length: the verdict with default and with tuned settings."""
+    if all(len({a.cell for a in arms if a.seq_len == T}) < 2 for T in {a.seq_len for a in arms}):
+        return "One cell at each length: no pair of cells to compare (the arms' own verdicts are above)."
     rows = []
     for T in sorted({a.seq_len for a in arms}):
         at = [a for a in arms if a.seq_len == T]
@@ -249,8 +254,10 @@ def ranking(arms: list[ArmResult], which: str) -> str:
 def solved_table(arms: list[ArmResult]) -> str | None:
     """Seeds that solved (val/skill reached the threshold), default and tuned, and the
     critical length of each cell under both."""
-    if not any(any(a.tuned_solved.values()) or any(a.default_solved.values()) for a in arms):
-        return None  # a task no run solves (char_lm: skill 0.9 over the unigram baseline is out of reach)
+    if not any(a.stops_once_solved or any(a.tuned_solved.values()) or any(a.default_solved.values())
+               for a in arms):  # a task no run is meant to solve (char_lm: skill 0.9 over the unigram
+        return None             # baseline is out of reach); a probe's 0/5 is a finding
+
     rows = [[a.cell, str(a.seq_len), f"{sum(a.default_solved.values())}/{len(a.default_solved)}",
              f"{sum(a.tuned_solved.values())}/{len(a.tuned_solved)}"] for a in arms]
     table = md_table(["cell", "T", "solved, default", "solved, tuned"], rows)
@@ -381,7 +388,10 @@ def build(experiment: str, tracking_uri: str, out_dir: Path, code: str = "") -> 
         f"least {stats.MIN_SEEDS} seeds", "",
         "## Tuned arms", "", tuned_table(arms), "",
         "## The cells compared, default and tuned", "",
-        f"Ranking by mean, default: {ranking(arms, 'default')}. Tuned: {ranking(arms, 'tuned')}.", "",
+    ]
+    if len({a.cell for a in arms}) > 1:
+        lines += [f"Ranking by mean, default: {ranking(arms, 'default')}. Tuned: {ranking(arms, 'tuned')}.", ""]
+    lines += [
         cells_table(arms), "",
     ]
     solved = solved_table(arms)
