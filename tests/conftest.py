@@ -124,9 +124,11 @@ class Store:
                                 cwd=self.dir, start_new_session=True,
                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
-    def signal_at(self, marker: str, sig: int, *overrides: str, group: bool = False) -> subprocess.CompletedProcess:
+    def signal_at(self, marker: str, sig: int, *overrides: str, group: bool = False,
+                  times: int = 1) -> subprocess.CompletedProcess:
         """Start a run, send it ``sig`` once ``marker`` is on its stdout, return it finished.
-        ``group``: to its whole process group, as a terminal's Ctrl-C does."""
+        ``group``: to its whole process group, as a terminal's Ctrl-C does. ``times``: back to
+        back, as GNU make forwards a SIGTERM its child also got."""
         with tempfile.TemporaryFile("w+") as err:  # a file, not a pipe nobody reads while we wait
             proc = self.start(*overrides, stderr=err)
             out, deadline = [], time.time() + 240
@@ -135,7 +137,8 @@ class Store:
                 out.append(line)
                 if marker in line or time.time() > deadline:
                     break
-            (os.killpg if group else os.kill)(proc.pid, sig)
+            for _ in range(times):
+                (os.killpg if group else os.kill)(proc.pid, sig)
             rest, _ = proc.communicate(timeout=120)
             err.seek(0)
             return subprocess.CompletedProcess(proc.args, proc.returncode, "".join(out) + rest, err.read())

@@ -58,33 +58,64 @@ def test_an_interrupted_sweep_ends_its_parent_killed_and_its_rerun_continues_the
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("group", [True, False], ids=["ctrl-c-to-the-group", "sigint-to-the-launcher-alone"])
-def test_a_stopped_parallel_sweep_saves_each_running_job_and_starts_no_other(store, group):
-    """Three jobs on two joblib workers, one SIGINT: from a terminal (the whole group) or from
-    ``kill`` or a scheduler (the launching process alone). Both running jobs stop at a step,
-    saved, and end KILLED; the third never starts; the command exits 130 with one line saying
-    how to continue, no traceback. Before, joblib met the launcher's KeyboardInterrupt by
-    SIGKILLing its workers mid-step: their runs stayed RUNNING, their last steps unsaved."""
+@pytest.mark.parametrize("group, sig, times", [(True, signal.SIGINT, 1), (False, signal.SIGTERM, 2)],
+                         ids=["ctrl-c-to-the-group", "sigterm-to-make-sweep"])
+def test_a_stopped_parallel_sweep_saves_each_running_job_and_starts_no_other(store, group, sig, times):
+    """Three jobs on two joblib workers, one stop request: Ctrl-C from a terminal (to the whole
+    group), or a scheduler's SIGTERM to ``make sweep``, which reaches the launching process
+    twice within a millisecond (make forwards it) and its workers not at all. Both running jobs
+    stop at a step, saved, and end KILLED; the third never starts; the command exits 128 + the
+    signal with one line saying how to continue, no traceback. Before, joblib met the
+    launcher's KeyboardInterrupt by SIGKILLing its workers mid-step: their runs stayed RUNNING,
+    their last steps unsaved."""
     sweep = ("-m", *NO_PERIODIC, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1,2",
              f"hydra.sweep.dir={store.dir / 'sweep'}")
-    proc = store.signal_at("step     60 |", signal.SIGINT, *sweep, group=group)
-    assert proc.returncode == 130, proc.stderr[-3000:]
+    proc = store.signal_at("step     60 |", sig, *sweep, group=group, times=times)
+    assert proc.returncode == 128 + sig, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr and "Continue it with the same command" in proc.stderr, proc.stderr[-3000:]
     (parent,) = [r for r in store.runs("adding") if r.data.tags.get("sweep") == "true"]
     assert parent.info.status == "KILLED"
     counts = {k.removeprefix("sweep/"): v for k, v in parent.data.metrics.items()}
     assert (counts["interrupted"], counts["not_started"], counts["finished"]) == (2, 1, 0), counts
     jobs = [r for r in store.runs("adding") if r.data.tags.get("sweep") != "true"]
-    assert len(jobs) == 2 and all(r.info.status == "KILLED" and r.data.tags["stopped_by"] == "SIGINT" for r in jobs)
+    name = signal.Signals(sig).name
+    assert len(jobs) == 2 and all(r.info.status == "KILLED" and r.data.tags["stopped_by"] == name for r in jobs)
     for job in jobs:  # no periodic checkpoint: the stop saved these
         assert os.path.exists(os.path.join(job.data.tags["checkpoint_dir"], "last.ckpt")), job.info.run_name
-
     if group:
         return  # the rerun is the same either way
     store.train(*sweep)  # the same command: the two continue, the third starts
     after = [r for r in store.runs("adding") if r.data.tags.get("sweep") != "true"]
     assert sorted(r.data.tags.get("resume_count", "0") for r in after) == ["0", "1", "1"]
     assert all(r.info.status == "FINISHED" for r in after)
+
+
+def test_one_request_delivered_twice_is_not_a_second_request(monkeypatch):
+    """GNU make sends SIGTERM on to its children, who also got the group's: two within a
+    millisecond. Both the run's handler and the sweep's take that as one request (stop at the
+    next step, saved); a signal a quarter of a second later is a second (stop at once)."""
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    from rnnlab import signals, sweep
+    from rnnlab.callbacks import StopAtStep
+
+    clock = iter([100.0, 100.0002, 100.3] * 2)
+    monkeypatch.setattr(signals.time, "monotonic", lambda: next(clock))
+    run = StopAtStep(None, None)  # type: ignore[arg-type]
+    run._on_signal(signal.SIGTERM, None)
+    run._on_signal(signal.SIGTERM, None)  # make's copy
+    assert run.requested == "SIGTERM"
+    with pytest.raises(SIGTERMException):
+        run._on_signal(signal.SIGTERM, None)
+
+    asked = []
+    monkeypatch.setattr(sweep, "request_stop", asked.append)
+    monkeypatch.setattr(sweep, "_stopping", {"sweep_dir": None, "launcher": False, "signals": signals.Requests()})
+    sweep._on_stop_signal(signal.SIGTERM, None)
+    sweep._on_stop_signal(signal.SIGTERM, None)
+    assert asked == ["SIGTERM"]
+    with pytest.raises(sweep.Terminated):
+        sweep._on_stop_signal(signal.SIGTERM, None)
 
 
 def same_numbers(store, got_id: str, want_id: str) -> None:

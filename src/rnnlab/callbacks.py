@@ -15,6 +15,8 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.profilers import PassThroughProfiler
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from rnnlab.signals import Requests
+
 _NO_CONTEXT = contextlib.nullcontext()
 
 
@@ -120,6 +122,7 @@ class StopAtStep(Callback):
     def __init__(self, last: FlushedCheckpoint, recorder: StopRecorder, stop_file: Path | None = None) -> None:
         self.last, self.recorder, self.stop_file = last, recorder, stop_file
         self.requested: str | None = None  # "SIGINT" | "SIGTERM"
+        self._signals = Requests()
         self._previous: dict[int, object] = {}
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -127,9 +130,10 @@ class StopAtStep(Callback):
             self._previous = {sig: signal.signal(sig, self._on_signal) for sig in self.SIGNALS.values()}
 
     def _on_signal(self, signum, frame) -> None:
-        if self.requested is not None:  # the second signal: stop now, saved or not
-            self._raise(signal.Signals(signum).name)
-        self.requested = signal.Signals(signum).name
+        name = signal.Signals(signum).name
+        if self._signals.note(name):  # a second request: stop now, saved or not
+            self._raise(name)
+        self.requested = self.requested or name
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.requested is None and self.stop_file is not None and self.stop_file.exists():

@@ -41,6 +41,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from rnnlab.signals import Requests
+
 # mlflow and rnnlab.tracking (which pulls in Lightning) are imported where used: Hydra builds
 # this callback for every command, and a rejected command line must not pay seconds of imports.
 SWEEP_FILE = "sweep.json"
@@ -114,7 +116,7 @@ def request_stop(signame: str) -> None:
         path.write_text(signame)
 
 
-_stopping: dict[str, Any] = {}  # this process's handler: the sweep dir, the first signal, whether to speak
+_stopping: dict[str, Any] = {}  # this process's handler: the sweep dir, whether to speak, the signals seen
 
 
 def handle_stop_signals(sweep_dir: str | Path | None = None, launcher: bool = False) -> None:
@@ -127,18 +129,20 @@ def handle_stop_signals(sweep_dir: str | Path | None = None, launcher: bool = Fa
     if threading.current_thread() is not threading.main_thread():
         return
     if sweep_dir is not None or not _stopping:
-        _stopping.update(sweep_dir=sweep_dir, launcher=launcher, first=None)
+        _stopping.update(sweep_dir=sweep_dir, launcher=launcher, signals=Requests())
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _on_stop_signal)
 
 
 def _on_stop_signal(signum, frame) -> None:
     name = signal.Signals(signum).name
-    if _stopping.get("first") is not None:  # the second: at once, as before
+    first = _stopping["signals"].first
+    if _stopping["signals"].note(name):  # a second request: at once, as before
         if signum == signal.SIGINT:
             raise KeyboardInterrupt
         raise Terminated(128 + signum)
-    _stopping["first"] = name
+    if first is not None:  # the first again (see rnnlab.signals)
+        return
     request_stop(name)
     if _stopping.get("launcher"):  # os.write: print() is not reentrant, and a signal can interrupt one
         again = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
