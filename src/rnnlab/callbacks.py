@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import threading
@@ -16,6 +17,7 @@ from pytorch_lightning.profilers import PassThroughProfiler
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from rnnlab.signals import Requests
+from rnnlab.sweep import read_stop
 
 _NO_CONTEXT = contextlib.nullcontext()
 
@@ -118,11 +120,13 @@ class StopAtStep(Callback):
     """
 
     SIGNALS = {"SIGINT": signal.SIGINT, "SIGTERM": signal.SIGTERM}
+    STOP_FILE_EVERY_S = 1.0
 
     def __init__(self, last: FlushedCheckpoint, recorder: StopRecorder, stop_file: Path | None = None) -> None:
         self.last, self.recorder, self.stop_file = last, recorder, stop_file
         self.requested: str | None = None  # "SIGINT" | "SIGTERM"
         self._signals = Requests()
+        self._checked_at = -math.inf
         self._previous: dict[int, object] = {}
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -136,8 +140,11 @@ class StopAtStep(Callback):
         self.requested = self.requested or name
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self.requested is None and self.stop_file is not None and self.stop_file.exists():
-            self.requested = self.stop_file.read_text().strip() or "SIGINT"
+        if self.requested is None and self.stop_file is not None:
+            now = time.monotonic()  # a stat per step is slow on a network file system: one a second
+            if now - self._checked_at >= self.STOP_FILE_EVERY_S:
+                self._checked_at = now
+                self.requested = read_stop(self.stop_file)
         if self.requested is None:
             return
         self.last.save_now(trainer)

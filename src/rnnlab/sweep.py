@@ -65,13 +65,21 @@ def experiment_name(cfg: DictConfig, task_name: str) -> str:
 
 def sweep_context() -> dict[str, Any] | None:
     """The sweep this process's job belongs to (parent run id, ...), or None outside a sweep."""
+    sweep_dir = _job_sweep_dir()
+    if sweep_dir is None:
+        return None
+    path = sweep_dir / SWEEP_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _job_sweep_dir() -> Path | None:
+    """The sweep dir of the multirun this process runs a job of (or launches); None outside one."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return None
-    path = Path(HydraConfig.get().sweep.dir) / SWEEP_FILE
-    return json.loads(path.read_text()) if path.exists() else {}
+    return Path(HydraConfig.get().sweep.dir)
 
 
 def record_outcome(outcome: str, run_id: str | None = None, detail: str = "") -> None:
@@ -92,20 +100,20 @@ def _stop_path(sweep_dir: str | Path) -> Path:
 
 def stop_file() -> Path | None:
     """Where a job of a sweep learns that the sweep was asked to stop; None outside a sweep."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
-        return None
-    return _stop_path(HydraConfig.get().sweep.dir)
+    sweep_dir = _job_sweep_dir()
+    return None if sweep_dir is None else _stop_path(sweep_dir)
 
 
-def stop_requested() -> str | None:
-    """The signal ("SIGINT" | "SIGTERM") that asked this process's sweep to stop, or None."""
-    path = stop_file()
+def read_stop(path: Path | None) -> str | None:
+    """The signal ("SIGINT" | "SIGTERM") a stop file records, or None when there is none."""
     if path is None or not path.exists():
         return None
     return path.read_text().strip() or "SIGINT"
+
+
+def stop_requested() -> str | None:
+    """The signal that asked this process's sweep to stop, or None."""
+    return read_stop(stop_file())
 
 
 def request_stop(signame: str) -> None:
@@ -153,10 +161,7 @@ def _on_stop_signal(signum, frame) -> None:
 def stopped_by() -> str | None:
     """In the launching process: the signal that asked its sweep to stop (whichever process got
     it), or None."""
-    if not _stopping.get("sweep_dir"):
-        return None
-    path = _stop_path(_stopping["sweep_dir"])
-    return (path.read_text().strip() or "SIGINT") if path.exists() else None
+    return read_stop(_stop_path(_stopping["sweep_dir"])) if _stopping.get("sweep_dir") else None
 
 
 def grid(config: DictConfig) -> dict[str, str]:
