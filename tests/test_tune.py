@@ -10,10 +10,12 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
 import pytest
+from mlflow.exceptions import MlflowException
 
 from conftest import ROOT
 from rnnlab.config import ConfigError
@@ -191,28 +193,42 @@ def check_tuned_report(store, parents) -> None:
     assert (store.dir / "report" / "expected_best.png").exists() and (store.dir / "report" / "importance.png").exists()
 
 
+def training_runs(store, trial: str) -> list:
+    """The runs of a tuning trial that have logged a training step (a store being written to
+    by the jobs may be busy for a moment: then none yet)."""
+    try:
+        runs = store.runs("tune_tiny")
+    except MlflowException:  # sqlite's "database is locked" while a job commits
+        return []
+    return [r for r in runs if r.data.tags.get("tune_trial") == trial and "train/loss" in r.data.metrics]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["killed", "ctrl-c"])
 def test_a_killed_study_resumes_without_redoing_finished_trials(store, sig):
     """SIGKILL or Ctrl-C to the whole process group (the sweeper and its workers) after the
     first trials are told; the same command finishes the studies, each with 3 trials done.
     Ctrl-C first lets the trials under way save and end KILLED, and leaves them unjudged."""
-    slow = ["trainer.max_steps=200", "tune.reseeds=[]"]
+    slow = ["trainer.max_steps=500", "tune.reseeds=[]"]  # a trial trains for seconds: time to catch both
     cmd = [sys.executable, str(ROOT / "src" / "train.py"), "+tune=tiny", f"hydra.sweep.dir={store.dir / 'm1'}",
            *store.overrides(), *slow]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=store.env(),
                             cwd=store.dir, start_new_session=True)
     assert proc.stdout is not None
-    deadline, seen, second = time.time() + 240, [], False
-    for line in proc.stdout:
-        seen.append(line)
-        second = second or "trials cell=rnn #1" in line  # the first batch is told...
-        if (second and line.startswith("step ")) or time.time() > deadline:  # ...the second trains
-            break
+    seen: list[str] = []
+    reader = threading.Thread(target=lambda: seen.extend(iter(proc.stdout.readline, "")), daemon=True)
+    reader.start()
+    # The jobs start seconds apart, so the first progress line of the second batch may come
+    # from one trial while the other has no run yet: wait until both have logged a step.
+    deadline = time.time() + 240
+    while len(training_runs(store, trial="1")) < 2 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
     os.killpg(proc.pid, sig)
-    rest, _ = proc.communicate(timeout=120)
+    proc.wait(timeout=120)
+    reader.join(timeout=10)
+    rest = "".join(seen)
     told = {name: [n for n, state, _ in trials if state == "COMPLETE"] for name, trials in studies(store).items()}
-    assert told == {"tiny: cell=rnn": [0], "tiny: cell=gru": [0]}, "".join(seen)[-3000:]
+    assert told == {"tiny: cell=rnn": [0], "tiny: cell=gru": [0]}, rest[-3000:]
     if sig == signal.SIGINT:
         assert proc.returncode == 130 and "Continue it with the same command" in rest, rest[-3000:]
         stopped = [r for r in store.runs("tune_tiny") if r.data.tags.get("tune_trial") == "1"]
