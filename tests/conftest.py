@@ -125,17 +125,19 @@ class Store:
                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
     def signal_at(self, marker: str, sig: int, *overrides: str, group: bool = False,
-                  times: int = 1) -> subprocess.CompletedProcess:
-        """Start a run, send it ``sig`` once ``marker`` is on its stdout, return it finished.
-        ``group``: to its whole process group, as a terminal's Ctrl-C does. ``times``: back to
-        back, as GNU make forwards a SIGTERM its child also got."""
+                  times: int = 1, seen: int = 1) -> subprocess.CompletedProcess:
+        """Start a run, send it ``sig`` once ``marker`` is on its stdout ``seen`` times (one
+        line from each of a sweep's parallel jobs: they start seconds apart), return it
+        finished. ``group``: to its whole process group, as a terminal's Ctrl-C does.
+        ``times``: back to back, as GNU make forwards a SIGTERM its child also got."""
         with tempfile.TemporaryFile("w+") as err:  # a file, not a pipe nobody reads while we wait
             proc = self.start(*overrides, stderr=err)
-            out, deadline = [], time.time() + 240
+            out, deadline, found = [], time.time() + 240, 0
             assert proc.stdout is not None
             for line in proc.stdout:
                 out.append(line)
-                if marker in line or time.time() > deadline:
+                found += marker in line
+                if found >= seen or time.time() > deadline:
                     break
             for _ in range(times):
                 (os.killpg if group else os.kill)(proc.pid, sig)

@@ -68,9 +68,10 @@ def test_a_stopped_parallel_sweep_saves_each_running_job_and_starts_no_other(sto
     signal with one line saying how to continue, no traceback. Before, joblib met the
     launcher's KeyboardInterrupt by SIGKILLing its workers mid-step: their runs stayed RUNNING,
     their last steps unsaved."""
-    sweep = ("-m", *NO_PERIODIC, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1,2",
-             f"hydra.sweep.dir={store.dir / 'sweep'}")
-    proc = store.signal_at("step     60 |", sig, *sweep, group=group, times=times)
+    # 400 steps: once both jobs have validated at step 60, neither is near its end
+    sweep = ("-m", *NO_PERIODIC, "trainer.max_steps=400", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+             "seed=0,1,2", f"hydra.sweep.dir={store.dir / 'sweep'}")
+    proc = store.signal_at("step     60 |", sig, *sweep, group=group, times=times, seen=2)
     assert proc.returncode == 128 + sig, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr and "Continue it with the same command" in proc.stderr, proc.stderr[-3000:]
     (parent,) = [r for r in store.runs("adding") if r.data.tags.get("sweep") == "true"]
