@@ -34,6 +34,18 @@ def test_each_cell_yaml_has_exactly_the_keys_its_spec_names(cell):
     assert yaml.safe_load((ROOT / "conf" / "cell" / f"{cell}.yaml").read_text())["impl"] == s.default_impl
 
 
+@pytest.mark.parametrize("cell", CELLS)
+def test_each_cell_has_a_step_by_step_reference_form(cell):
+    """The diagnostics replay a batch through it (the true gradient through time) and the
+    equivalence tests hold the fast form to it; a scan cell's fast form is ``parallel``."""
+    from rnnlab.cells import SPECS
+
+    s = SPECS[cell]
+    assert "reference" in s.impls
+    if s.linear:
+        assert s.one_class and set(s.impls) == {"parallel", "reference"}
+
+
 @pytest.mark.parametrize("task", TASKS)
 @pytest.mark.parametrize("cell", CELLS)
 def test_every_cell_task_config_composes(cell, task):

@@ -24,7 +24,10 @@ from typing import Any
 class CellSpec:
     name: str
     linear: bool  # h_t linear in h_{t-1} (the modern cells): a parallel scan trains it
-    impls: dict[str, str]  # impl -> "module:Class" that computes it; the first is the default
+    # impl -> "module:Class" that computes it; the first is the default. Every cell has a
+    # "reference" (the step-by-step equations: the diagnostics replay batches through it);
+    # a linear cell's fast form is "parallel", both computed by one class.
+    impls: dict[str, str]
     layer_params: Callable[[int, int, int], int]  # (input i, hidden h, bias vectors per block) -> one layer's count
     step_flops: Callable[[int, int], int]  # (i, h) -> matmul FLOPs of one time step of one sequence
     color: str  # the report's colour for this cell, the same in every figure
