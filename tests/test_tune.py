@@ -166,6 +166,17 @@ def test_a_tiny_study_tunes_each_arm_then_reseeds_its_best(store):
                 f"hydra.sweep.dir={store.dir / 'defaults'}", tiny=False)
     check_tuned_report(store, parents)
 
+    # An untuned run of another configuration in the same experiment would mix into the
+    # default arm unseen: the report refuses, naming what differs
+    store.train("task=adding", "cell=rnn", "seq_len=10", "batch_size=16", "cell.hidden_size=8", "clip=0.5",
+                "trainer.max_steps=20", "trainer.val_check_interval=10", "task.val_size=64", "task.test_size=64",
+                "threads=1", "seed=3", "tracking.experiment=tune_tiny", tiny=False)
+    from rnnlab.report import tuning as tuned
+    from rnnlab.report.store import ReportError
+
+    with pytest.raises(ReportError, match=r"default arm of rnn T=10 mixes 2 configurations \(they differ in clip\)"):
+        tuned.load(store.uri, "tune_tiny")
+
 
 def check_tuned_report(store, parents) -> None:
     from rnnlab.report import tuning as tuned

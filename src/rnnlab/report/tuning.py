@@ -112,15 +112,33 @@ def load(tracking_uri: str, experiment: str) -> list[ArmResult]:
                 arm.tuned[int(r.data.tags["seed"])] = _test(r, arm)
                 arm.tuned_solved[int(r.data.tags["seed"])] = "steps_to_solve" in r.data.metrics
                 arm.stops_once_solved |= r.data.params.get("solve.early_stop") == "True"
-        for r in everything:  # the default arm: the untuned configuration, a plain sweep's jobs
-            d = r.data.tags
-            if (tags.TUNE_ROLE not in d and d.get(tags.SWEEP) != "true" and d.get("cell") == arm.cell
-                    and d.get("seq_len") == str(arm.seq_len) and tags.is_result(r)):
-                arm.default[int(d["seed"])] = _test(r, arm)
-                arm.default_solved[int(d["seed"])] = "steps_to_solve" in r.data.metrics
-                arm.stops_once_solved |= r.data.params.get("solve.early_stop") == "True"
+        for r in _default_arm(arm, everything):
+            seed = int(r.data.tags["seed"])
+            arm.default[seed] = _test(r, arm)
+            arm.default_solved[seed] = "steps_to_solve" in r.data.metrics
+            arm.stops_once_solved |= r.data.params.get("solve.early_stop") == "True"
         arms.append(arm)
     return sorted(arms, key=lambda a: (a.seq_len, _cell_rank(a.cell)))
+
+
+def _default_arm(arm: ArmResult, everything: list) -> list:
+    """The untuned configuration's runs (a plain sweep's jobs in the tuning's experiment, of
+    the arm's cell and length), the newest result per seed. They must be one configuration on
+    several seeds: runs that differ in anything else would mix into one arm unseen."""
+    runs = [r for r in everything if tags.TUNE_ROLE not in r.data.tags and r.data.tags.get(tags.SWEEP) != "true"
+            and r.data.tags.get("cell") == arm.cell and r.data.tags.get("seq_len") == str(arm.seq_len)
+            and tags.is_result(r)]
+    configs = {json.dumps({k: v for k, v in r.data.params.items() if k != "seed"}, sort_keys=True) for r in runs}
+    if len(configs) > 1:
+        params = [json.loads(c) for c in configs]
+        differ = sorted(k for k in set().union(*params) if len({p.get(k) for p in params}) > 1)
+        raise ReportError(f"the default arm of {arm.label} mixes {len(configs)} configurations (they differ in "
+                          f"{', '.join(differ)}): keep one untuned configuration per cell and length in the "
+                          "tuning's experiment")
+    newest = {}
+    for r in sorted(runs, key=lambda r: r.info.start_time):
+        newest[r.data.tags["seed"]] = r
+    return list(newest.values())
 
 
 def _test(run, arm: ArmResult) -> float:
