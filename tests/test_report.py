@@ -615,6 +615,25 @@ def test_a_task_nothing_solves_gets_a_sentence_not_a_table_of_zeros(hand_made):
     assert "**sentiment: solved seeds and critical length**" not in page
 
 
+def test_solved_is_judged_by_each_runs_own_threshold_and_the_page_states_it():
+    """A sweep run with solve.threshold=0.5 is solved at skill 0.6 (no steps_to_solve: the
+    test skill decides), and the page says 0.5, not the default; a run without the param
+    (logged before it existed) is judged at 0.9."""
+    rows = [raw_run(f"s{seed}", seed=seed, params={"solve.threshold": 0.5},
+                    metrics={**adding(0.1), "test/skill": skill}) for seed, skill in ((0, 0.6), (1, 0.4))]
+    rows.append(raw_run("old", seq_len=20, metrics={**adding(0.1), "test/skill": 0.6}))
+    runs, _ = report.select_runs(report.tidy(pd.DataFrame(rows)))
+    assert dict(zip(runs["run_id"], report.solved(runs))) == {"s0": True, "s1": False, "old": False}
+    ctx = report.Context("exp", "sqlite:///x.db", runs, report.summarise(runs, fake_info),
+                         report.throughput(runs, pd.DataFrame()), {})
+    page = report.render(ctx, fake_info)
+    assert "(a run is solved when its validation skill reached 0.5 or 0.9: `steps_to_solve`)" in page
+    one = runs[runs["seq_len"] == 10]
+    ctx = report.Context("exp", "sqlite:///x.db", one, report.summarise(one, fake_info),
+                         report.throughput(one, pd.DataFrame()), {})
+    assert "(a run is solved when its validation skill reached 0.5: `steps_to_solve`)" in report.render(ctx, fake_info)
+
+
 def test_line_styles_tell_every_clip_and_size_arm_apart():
     """Where sizes vary the arm is "clip, size": each gets its own style, and unclipped stays dotted."""
     arms = ["1.0, hidden 64", "1.0, 20,000 params", "none, hidden 64", "none, 20,000 params"]

@@ -315,8 +315,7 @@ def _callbacks(cfg: DictConfig, task: Task, run: tracking.Run, ckpt_dir: str,
     last = FlushedCheckpoint(run.flush, cfg.checkpoint.get("min_interval_s", 0.0), dirpath=ckpt_dir,
                              filename="last", save_top_k=1, enable_version_counter=False,
                              every_n_train_steps=cfg.checkpoint.every_n_epochs * steps_per_epoch)
-    s = cfg.get("solve", {})
-    solve = SolveWatch(s.get("threshold", 0.9), s.get("patience", 2), bool(s.get("early_stop", False)))
+    solve = SolveWatch(cfg.solve.threshold, cfg.solve.patience, bool(cfg.solve.early_stop))
     callbacks: list[Callback] = [best, last, ValidateAtLastStep(), TokensPerSecond(), stop, solve]
     if run.resumed:
         callbacks.append(_BestFromStore(best, run, task))

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from rnnlab import stats
-from rnnlab.report.frames import BUDGET, SOLVE_THRESHOLD, solved
+from rnnlab.report.frames import BUDGET, solve_threshold, solved
 from rnnlab.report.labels import cell_order, clip_order, length_label
 from rnnlab.report.observations import observations
 from rnnlab.report.store import ReportError
@@ -151,7 +151,7 @@ def render(ctx: Context, info: Callable[[str], TaskInfo] = task_info) -> str:
              "the task's trivial strategy scored on the run's own test set (`baseline/*`).",
              "",
              f"Critical length: the longest length that at least half the seeds solve within the budget "
-             f"(a run is solved when its validation skill reached {SOLVE_THRESHOLD}: `steps_to_solve`). "
+             f"(a run is solved when its validation skill reached {solve_threshold(ctx.runs)}: `steps_to_solve`). "
              f"Paired differences between cells use the seeds both finished; intervals are the "
              f"{stats.METHOD}, and a difference is established only when its interval excludes 0 "
              f"and rests on at least {stats.MIN_SEEDS} seeds (fewer make the bootstrap interval too narrow)."]
@@ -166,7 +166,7 @@ def render(ctx: Context, info: Callable[[str], TaskInfo] = task_info) -> str:
             parts += ["", f"**{task}: solved seeds and critical length** (in brackets: the median "
                       f"`steps_to_solve` of the seeds that solved)", "", critical]
         elif critical:  # a table of zeros would read as a result; the threshold is the finding
-            parts += ["", f"**{task}: critical length**: no run reached val/skill {SOLVE_THRESHOLD} at any "
+            parts += ["", f"**{task}: critical length**: no run reached val/skill {solve_threshold(at_all)} at any "
                       f"{length_label(task, ctx.runs)}, so none is defined (the table of solved seeds is left out)."]
         if paired:
             parts += ["", f"**{task}: paired differences between cells**", "", paired]

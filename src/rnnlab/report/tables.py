@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from rnnlab import literature, stats
-from rnnlab.report.frames import COMPLETED, SOLVE_THRESHOLD, baseline_columns, longest, solved
+from rnnlab.report.frames import COMPLETED, baseline_columns, longest, solved
 from rnnlab.report.labels import base, cell_order, clip_order, length_label, size_order, sizes_vary
 from rnnlab.report.taskinfo import TaskInfo, task_info
 
@@ -207,8 +207,8 @@ def literature_table(summary: pd.DataFrame, runs: pd.DataFrame, task: str,
             if base(r["cell"]) not in p.values:
                 continue
             theirs = p.values[base(r["cell"])]
-            there = literature.solved(theirs, p.baseline, SOLVE_THRESHOLD)
             g = t[(t["cell"] == r["cell"]) & (t["clip"] == r["clip"]) & (t["size"] == r["size"])]
+            there = literature.solved(theirs, p.baseline, float(g["solve_threshold"].max()))  # as ours are judged
             here = g[g["x"] == x_max]
             critical = stats.critical_length({int(x): list(gx["solved"]) for x, gx in g.groupby("x")})
             ours_solved = critical is not None and critical >= x_max
