@@ -141,7 +141,10 @@ def test_a_diverging_job_does_not_stop_a_multirun(store):
     assert {"report/REPORT.md", "report/metric_vs_length.png"} <= report, report
 
 
-def test_diagnostics_can_be_switched_off():
-    from conftest import compose
-
-    assert compose("diagnostics.enabled=false").diagnostics.enabled is False
+def test_diagnostics_can_be_switched_off(store):
+    """Off: no probe replays a batch, so no gradient-through-time, gate or saturation metric
+    is logged; the per-parameter gradient norms (Lightning's, every logging step) still are."""
+    store.train_in_process("task=adding", "cell=gru", "diagnostics.enabled=false")
+    keys = set(store.only_run("adding").data.metrics)
+    assert not {k for k in keys if k.startswith(("grad_flow/", "gates/", "hidden/"))}, sorted(keys)
+    assert "grad_norm/pre_clip" in keys and "grad_norm/weight_hh_l0" in keys
