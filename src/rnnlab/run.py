@@ -71,7 +71,7 @@ class Summary:
         return "skipped" if self.skipped else "diverged" if self.diverged else "finished"
 
     def lines(self) -> list[str]:
-        metric = self.main_metric.split("/", 1)[1]
+        metric = runs.metric_name(self.main_metric)
         if self.skipped:
             return [f"[{self.run_name}] skipped: already {self.status} as MLflow run {self.run_id} "
                     f"in experiment '{self.experiment}' (sweep.rerun=true runs it again)"]
@@ -96,7 +96,7 @@ def verdict(cfg: DictConfig, task: Task, test_value: float | None, baselines: di
         return f"{head}: DIVERGED at step {diverged_at} (non-finite loss or gradient)"
     if test_value is None:
         return f"{head}: no test result"
-    key = task.main_metric.split("/", 1)[1]
+    key = runs.metric_name(task.main_metric)
     text = f"{head}: test/{key} {fmt(test_value)}"
     if key in baselines:
         text += f" vs baseline {fmt(baselines[key])}"
@@ -344,7 +344,7 @@ def _fit_and_test(cfg: DictConfig, task: Task, model: RecurrentModel, run: track
         # the path itself: "best" makes Lightning warn that there are two ModelCheckpoints
         trainer.test(model, datamodule=task, ckpt_path=best.best_model_path or None,
                      verbose=False, weights_only=True)
-        test_value = _value(trainer.callback_metrics, "test/" + task.main_metric.split("/", 1)[1])
+        test_value = _value(trainer.callback_metrics, runs.on_split(task.main_metric, "test"))
     if not trainer.is_global_zero:
         return None
     return _finalize(cfg, task, model, run, best, trainer, test_value)

@@ -35,6 +35,18 @@ NOTE = "mlflow.note.content"  # the run's description in the MLflow UI
 MAIN_METRIC = "main_metric"  # the task's model-selection metric, e.g. val/mse...
 METRIC_MODE = "metric_mode"  # ...and min | max: a report reads them instead of importing the task
 
+
+
+def metric_name(metric: str) -> str:
+    """A metric's name without its split: ``val/bpc`` -> ``bpc`` (the key of ``baseline/bpc``)."""
+    return metric.split("/", 1)[1]
+
+
+def on_split(metric: str, split: str) -> str:
+    """The same metric on another split: ``on_split("val/bpc", "test")`` -> ``test/bpc``."""
+    return f"{split}/{metric_name(metric)}"
+
+
 # Tags that describe how an earlier attempt ended; a resumed run drops them.
 ENDING_TAGS = (ERROR, STOPPED_BY)
 

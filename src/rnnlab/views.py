@@ -31,6 +31,8 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from rnnlab.runs import metric_name, on_split
+
 TAG_PREFIX = "mlflow.sharedViewState."
 MAX_VIEWS = 40  # the UI lists at most this many saved views per experiment
 OURS = "rnnlab-"  # the keys of the views rnnlab writes: the oldest make room for new ones
@@ -50,7 +52,7 @@ class Comparison:
 
     @property
     def test_metric(self) -> str:
-        return "test/" + self.main_metric.split("/", 1)[1]
+        return on_split(self.main_metric, "test")
 
     @property
     def ranked_by(self) -> str:
@@ -63,7 +65,7 @@ def _column(kind: str, key: str) -> str:
 
 def state(c: Comparison) -> dict:
     """The UI state of the comparison (the JSON inside the view's ``state``)."""
-    key = c.main_metric.split("/", 1)[1]
+    key = metric_name(c.main_metric)
     columns = [_column("metrics", m) for m in ("test/skill", c.test_metric, f"baseline/{key}", "steps_to_solve")
                if m in c.metric_keys]
     columns += [_column("params", "seq_len"), _column("params", "clip"), _column("tags", "stop_reason")]
@@ -116,7 +118,7 @@ def _uid(name: str) -> str:
 
 
 def _lower_is_better(main_metric: str) -> bool:
-    return main_metric.split("/", 1)[1] not in ("acc", "f1", "accuracy", "recall")
+    return metric_name(main_metric) not in ("acc", "f1", "accuracy", "recall")
 
 
 def encode(name: str, view_state: dict, now_ms: int | None = None) -> str:

@@ -15,6 +15,7 @@ from rnnlab import runs as runs_tags
 from rnnlab import stats
 from rnnlab.report.labels import base, clip_label, size_label, sort_rows, variant_labels
 from rnnlab.report.taskinfo import TaskInfo, task_info
+from rnnlab.runs import metric_name
 
 # A run is one seed of one configuration; a group is the seeds of one configuration.
 GROUP = ["task", "cell", "seq_len", "distance", "clip", "size"]
@@ -124,7 +125,7 @@ def summarise(runs: pd.DataFrame, info: Callable[[str], TaskInfo] = task_info) -
                 mean_std(done[m]) if m in g else (math.nan, math.nan, 0))
             eci = stats.mean_ci(done[m]) if m in g else stats.Interval(math.nan, math.nan, math.nan, 0)
             row[f"{m} ci low"], row[f"{m} ci high"] = eci.low, eci.high
-        for short in [ti.short, *(m.split("/", 1)[1] for m in ti.extras)]:
+        for short in [ti.short, *(metric_name(m) for m in ti.extras)]:
             for b in baseline_columns(g, short):
                 row[b] = float(g[b].mean()) if g[b].notna().any() else math.nan
         row["n_diverged"] = int((g["outcome"] == "diverged").sum())

@@ -15,6 +15,7 @@ from rnnlab import literature, stats
 from rnnlab.report.frames import COMPLETED, baseline_columns, longest, solved
 from rnnlab.report.labels import base, cell_order, clip_order, length_label, size_order, sizes_vary
 from rnnlab.report.taskinfo import TaskInfo, task_info
+from rnnlab.runs import metric_name
 
 
 def fmt(v, digits: int = 4) -> str:
@@ -76,7 +77,7 @@ def metric_table(summary: pd.DataFrame, task: str, runs: pd.DataFrame,
     header += [b.replace("baseline/", "baseline ") if i else "baseline" for i, b in enumerate(base)]
     extra_base = {}
     for m in ti.extras:
-        short = m.split("/", 1)[1]
+        short = metric_name(m)
         header.append(f"{m} (mean [95% CI])")
         extra_base[m] = baseline_columns(s, short)[:1]
         header += [f"baseline {short}" for _ in extra_base[m]]

@@ -12,6 +12,7 @@ import pandas as pd
 
 from rnnlab import runs as runs_tags
 from rnnlab.report.labels import base
+from rnnlab.runs import metric_name, on_split
 
 EXTRA_METRICS = {"copy": ("acc",)}  # shown beside the headline metric (copy: loss is the headline)
 
@@ -28,7 +29,7 @@ class TaskInfo:
 
     @property
     def short(self) -> str:
-        return self.metric.split("/", 1)[1]
+        return metric_name(self.metric)
 
     @property
     def better(self) -> str:
@@ -49,7 +50,7 @@ def remember_tasks(raw: pd.DataFrame) -> None:
 
 
 def _info(name: str, main_metric: str, mode: str) -> TaskInfo:
-    metric = "test/" + main_metric.split("/", 1)[1]
+    metric = on_split(main_metric, "test")
     extras = tuple(f"test/{m}" for m in EXTRA_METRICS.get(name, ()) if f"test/{m}" != metric)
     return TaskInfo(name, metric, mode, extras)
 

@@ -34,6 +34,7 @@ from rnnlab import runs as tags
 from rnnlab.report.page import DISCUSSION_END, DISCUSSION_START, check_out_dir, kept_discussion
 from rnnlab.report.store import ReportError
 from rnnlab.report.tables import fmt, fmt_mean_ci, md_table
+from rnnlab.runs import on_split
 from rnnlab.tune.expected import expected_best
 
 TRIALS_SHOWN = (1, 2, 3, 5, 10, 20, 50)  # columns of the expected-best table (those <= N)
@@ -72,7 +73,7 @@ class ArmResult:
 
     @property
     def test_metric(self) -> str:
-        return "test/" + self.main_metric.split("/", 1)[1]
+        return on_split(self.main_metric, "test")
 
 
 def is_tuned(tracking_uri: str, experiment: str) -> bool:

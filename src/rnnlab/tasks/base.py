@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torchmetrics import MeanAbsoluteError, MeanMetric, MeanSquaredError, Metric, MetricCollection
 
 from rnnlab.config import ConfigError
+from rnnlab.runs import metric_name
 
 
 def shard() -> tuple[int, int]:
@@ -200,7 +201,7 @@ class Task(pl.LightningDataModule):
         trivial baseline, < 0 = worse. For a loss or error (``mode`` min) it is
         ``1 - value / baseline``; for an accuracy-like score (max) ``(value - base) / (1 - base)``.
         None when the task has no baseline for its main metric."""
-        base = baselines.get(self.main_metric.split("/", 1)[1])
+        base = baselines.get(metric_name(self.main_metric))
         if base is None:
             return None
         if self.mode == "min":

@@ -47,6 +47,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rnnlab import runs, tracking
 from rnnlab.config import ConfigError
+from rnnlab.runs import metric_name
 from rnnlab.sweep import OUTCOME_FILE, Stopped, experiment_name, stopped_by
 from rnnlab.tune import space as spaces
 
@@ -349,7 +350,7 @@ class Tuner:
         """A diverged trial's value: the worse of the trivial baseline and the arm's worst."""
         from optuna.trial import TrialState
 
-        key = arm.main_metric.split("/", 1)[1]
+        key = metric_name(arm.main_metric)
         candidates = [t.value for t in arm.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                       if t.value is not None and math.isfinite(t.value)]
         baseline = run.data.metrics.get(f"baseline/{key}")
