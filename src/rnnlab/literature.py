@@ -39,7 +39,7 @@ PUBLISHED: dict[str, list[Published]] = {
 }
 
 
-def solved(value: float, baseline: float | None, threshold: float) -> bool | None:
+def reaches_threshold(value: float, baseline: float | None, threshold: float) -> bool | None:
     """Whether a published loss solves the task by rnnlab's rule (skill = 1 - value / baseline
     >= threshold); None where the paper's setting has no trivial baseline to measure from."""
     if baseline is None or baseline <= 0:

@@ -42,7 +42,7 @@ from rnnlab.model import RecurrentModel
 from rnnlab.tasks.base import Task
 
 
-def fmt(value: float) -> str:
+def fmt_metric(value: float) -> str:
     """A metric for people: 4 decimals in the usual range, 3 significant digits outside it
     (a solved adding run's ``2.4e-05``, not ``0.0000``)."""
     return f"{value:.4f}" if value == 0 or 1e-2 <= abs(value) < 1e4 else f"{value:.3g}"
@@ -63,7 +63,7 @@ class Summary:
     diverged_at_step: int | None
     tracking_uri: str
     skipped: bool = False
-    verdict: str | None = None  # one line against the baseline, also the run's MLflow description
+    summary_line: str | None = None  # one line against the baseline, also the run's MLflow description
     url: str | None = None  # the run's page in the MLflow UI
 
     @property
@@ -80,26 +80,26 @@ class Summary:
                     f"run marked FAILED (diverged=true)")
         else:
             shown = [(self.main_metric, self.val), (f"test/{metric}", self.test)]
-            head = " | ".join(f"{k} = {fmt(v)}" for k, v in shown if v is not None)
+            head = " | ".join(f"{k} = {fmt_metric(v)}" for k, v in shown if v is not None)
         return [f"[{self.run_name}] {head}",
-                *([self.verdict] if self.verdict else []),
+                *([self.summary_line] if self.summary_line else []),
                 f"MLflow run {self.run_id} in experiment '{self.experiment}' ({self.status})"
                 + (f": {self.url}" if self.url else ""),
                 f"see it: {tracking.ui_command(self.tracking_uri)}"]
 
 
-def verdict(cfg: DictConfig, task: Task, test_value: float | None, baselines: dict[str, float],
+def summary_line(cfg: DictConfig, task: Task, test_value: float | None, baselines: dict[str, float],
             skill: float | None, diverged_at: int | None) -> str:
     """``GRU, adding, T=50, clip 1: test/mse 0.0140 vs baseline 0.1670 (skill 0.92)``."""
-    head = f"{cfg.cell.name.upper()}, {task.name}, T={cfg.seq_len}, clip {clip_label(cfg.clip)}"
+    head = f"{cfg.cell.name.upper()}, {task.name}, T={cfg.seq_len}, clip {runs.clip_label(cfg.clip)}"
     if diverged_at is not None:
         return f"{head}: DIVERGED at step {diverged_at} (non-finite loss or gradient)"
     if test_value is None:
         return f"{head}: no test result"
     key = runs.metric_name(task.main_metric)
-    text = f"{head}: test/{key} {fmt(test_value)}"
+    text = f"{head}: test/{key} {fmt_metric(test_value)}"
     if key in baselines:
-        text += f" vs baseline {fmt(baselines[key])}"
+        text += f" vs baseline {fmt_metric(baselines[key])}"
     return text + (f" (skill {skill:.2f})" if skill is not None else "")
 
 
@@ -215,15 +215,7 @@ def run_name(cfg: DictConfig, task_name: str) -> str:
     if cfg.tracking.get("run_name"):
         return str(cfg.tracking.run_name)
     impl = "" if cfg.cell.get("impl", "fused") == "fused" else f"-{cfg.cell.impl}"
-    return f"{cfg.cell.name}{impl}-{task_name}-T{cfg.seq_len}-clip{clip_label(cfg.clip)}-s{cfg.seed}"
-
-
-def clip_label(clip: float | None) -> str:
-    """``none``, ``1.0``, ``0.5``, ``1e-05``: as the run name and the verdict show it."""
-    if clip is None:
-        return "none"
-    text = f"{float(clip):g}"
-    return text + ".0" if "." not in text and "e" not in text else text
+    return f"{cfg.cell.name}{impl}-{task_name}-T{cfg.seq_len}-clip{runs.clip_label(cfg.clip)}-s{cfg.seed}"
 
 
 def _completed(cfg: DictConfig, digest: str) -> Summary | None:
@@ -352,14 +344,14 @@ def _fit_and_test(cfg: DictConfig, task: Task, model: RecurrentModel, run: track
 
 def _finalize(cfg: DictConfig, task: Task, model: RecurrentModel, run: tracking.Run, best: ModelCheckpoint,
               trainer: pl.Trainer, test_value: float | None) -> Summary:
-    """Rank 0, after testing: the last metrics and artifacts, the verdict, the status."""
+    """Rank 0, after testing: the last metrics and artifacts, the summary line, the status."""
     diverged = model.diverged_at is not None
     baselines = task.baselines()
     skill = None if diverged or test_value is None else task.skill(test_value, baselines)
     run.log_metrics({"grad_norm/max": model.guard.max_seen,
                      "grad_norm/nonfinite_steps": float(model.guard.nonfinite_steps),
                      **({"test/skill": skill} if skill is not None else {})}, step=trainer.global_step)
-    line = verdict(cfg, task, test_value, baselines, skill, model.diverged_at)
+    line = summary_line(cfg, task, test_value, baselines, skill, model.diverged_at)
     if not diverged:
         with tempfile.TemporaryDirectory() as tmp:
             for path in task.log_artifacts(model, "test", tmp):
@@ -379,7 +371,7 @@ def _finalize(cfg: DictConfig, task: Task, model: RecurrentModel, run: tracking.
         _value(trainer.callback_metrics, task.main_metric)
     return Summary(run_id=run.id, run_name=run.name, experiment=run.experiment_name, status=status,
                    main_metric=task.main_metric, val=val, test=test_value, diverged=diverged,
-                   diverged_at_step=model.diverged_at, tracking_uri=run.uri, verdict=line, url=run.url)
+                   diverged_at_step=model.diverged_at, tracking_uri=run.uri, summary_line=line, url=run.url)
 
 
 def _ended_abnormally(run: tracking.Run, e: BaseException, stop: StopRecorder) -> BaseException:

@@ -7,6 +7,7 @@ checkpoint; both are questions about the runs with one hash, answered here and o
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator
 
@@ -35,6 +36,20 @@ NOTE = "mlflow.note.content"  # the run's description in the MLflow UI
 MAIN_METRIC = "main_metric"  # the task's model-selection metric, e.g. val/mse...
 METRIC_MODE = "metric_mode"  # ...and min | max: a report reads them instead of importing the task
 
+
+def clip_label(value) -> str:
+    """The ``clip`` tag's value as run names, console lines and reports write it: ``none`` when
+    clipping was off, else ``1.0``, ``0.5``, ``1e-05`` (from a config's float or a tag's text)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "none"
+    text = str(value).strip()
+    if text.lower() in ("none", "null", "", "nan"):
+        return "none"
+    try:
+        s = f"{float(text):g}"
+    except ValueError:
+        return text
+    return s if any(c in s for c in ".en") else s + ".0"
 
 
 def metric_name(metric: str) -> str:

@@ -56,7 +56,6 @@ from rnnlab.report.labels import (
     as_figure_arms,
     base,
     cell_order,
-    clip_label,
     clip_order,
     length_label,
     size_label,
@@ -111,6 +110,7 @@ from rnnlab.report.tables import (
 )
 from rnnlab.report.taskinfo import EXTRA_METRICS, TaskInfo, remember_tasks, task_info
 from rnnlab.report.taskinfo import _task_info_from_code as _task_info_from_code
+from rnnlab.runs import clip_label
 
 __all__ = ["BUDGET", "CELL_ORDER", "COMPLETED", "DISCUSSION_END", "DISCUSSION_START", "EXTRA_METRICS", "FIGURES",
            "FORECAST_TASKS", "GROUP", "KEY", "LENGTH_LABELS", "NOT_VARIANTS", "ONLY_FOR", "POSITION_TASKS",

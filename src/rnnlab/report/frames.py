@@ -13,9 +13,9 @@ import pandas as pd
 
 from rnnlab import runs as runs_tags
 from rnnlab import stats
-from rnnlab.report.labels import base, clip_label, size_label, sort_rows, variant_labels
+from rnnlab.report.labels import base, size_label, sort_rows, variant_labels
 from rnnlab.report.taskinfo import TaskInfo, task_info
-from rnnlab.runs import metric_name
+from rnnlab.runs import clip_label, metric_name
 
 # A run is one seed of one configuration; a group is the seeds of one configuration.
 GROUP = ["task", "cell", "seq_len", "distance", "clip", "size"]

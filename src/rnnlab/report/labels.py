@@ -24,20 +24,6 @@ NOT_VARIANTS = {"task._target_", "task.seq_len", "task.batch_size", "task.seed",
 ONLY_FOR = {"task.tau": ("task.series", "mackey_glass"), "task.length": ("task.series", "mackey_glass")}
 
 
-def clip_label(value) -> str:
-    """``"none"`` when clipping was off, else the value as the run names write it (``"1.0"``)."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "none"
-    text = str(value).strip()
-    if text.lower() in ("none", "null", "", "nan"):
-        return "none"
-    try:
-        s = f"{float(text):g}"
-    except ValueError:
-        return text
-    return s if any(c in s for c in ".en") else s + ".0"
-
-
 def clip_order(label: str) -> tuple[int, float]:
     """Clipped values in increasing order, then no clipping."""
     try:

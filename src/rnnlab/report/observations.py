@@ -16,20 +16,20 @@ from rnnlab.report.tables import fmt, fmt_mean_ci
 from rnnlab.report.taskinfo import TaskInfo, task_info
 
 
-def against_baseline(mean: float, low: float, high: float, n: int, base: float, mode: str,
+def against_baseline(mean: float, low: float, high: float, n: int, baseline: float, mode: str,
                      name: str = "the baseline") -> str:
     """Where the baseline lies against the mean's interval, and what that establishes."""
-    if not math.isfinite(base):
+    if not math.isfinite(baseline):
         return f"no {name.removeprefix('the ')} logged"
     if n < 2 or not math.isfinite(low):
-        return f"one seed: {'below' if mean < base else 'above'} {name}, nothing established"
+        return f"one seed: {'below' if mean < baseline else 'above'} {name}, nothing established"
     if n < stats.MIN_SEEDS:
-        return (f"{n} seeds: {'below' if mean < base else 'above'} {name} on average, nothing "
+        return (f"{n} seeds: {'below' if mean < baseline else 'above'} {name} on average, nothing "
                 f"established (≥ {stats.MIN_SEEDS} seeds needed)")
-    if low <= base <= high:
+    if low <= baseline <= high:
         return f"{name} lies inside the interval: not distinguishable from it"
-    gain = (base - mean) if mode == "min" else (mean - base)
-    rel = f" by {abs(gain) / abs(base):.1%} of it" if base != 0 else ""
+    gain = (baseline - mean) if mode == "min" else (mean - baseline)
+    rel = f" by {abs(gain) / abs(baseline):.1%} of it" if baseline != 0 else ""
     return f"{'better' if gain > 0 else 'worse'} than {name}{rel} (established: the interval excludes it)"
 
 

@@ -73,8 +73,8 @@ def metric_table(summary: pd.DataFrame, task: str, runs: pd.DataFrame,
     by_distance, sized = xl == "task.distance", sizes_vary(s)
     header = ["cell", xl, *(["seq_len"] if by_distance else []), "clip", *(["size"] if sized else []),
               f"{ti.metric} (mean [95% CI])", "n"]
-    base = baseline_columns(s, ti.short)
-    header += [b.replace("baseline/", "baseline ") if i else "baseline" for i, b in enumerate(base)]
+    baselines = baseline_columns(s, ti.short)
+    header += [b.replace("baseline/", "baseline ") if i else "baseline" for i, b in enumerate(baselines)]
     extra_base = {}
     for m in ti.extras:
         short = metric_name(m)
@@ -87,7 +87,7 @@ def metric_table(summary: pd.DataFrame, task: str, runs: pd.DataFrame,
     for _, r in s.iterrows():
         row = [r["cell"], str(r["x"]), *([str(r["seq_len"])] if by_distance else []), r["clip"],
                *([r["size"]] if sized else []), fmt_mean_ci(r["mean"], r["ci low"], r["ci high"], r["n"]),
-               str(r["n"]), *(fmt(r[b]) for b in base)]
+               str(r["n"]), *(fmt(r[b]) for b in baselines)]
         for m in ti.extras:
             row.append(fmt_mean_ci(r[f"{m} mean"], r[f"{m} ci low"], r[f"{m} ci high"], r[f"{m} n"]))
             row += [fmt(r[b]) for b in extra_base[m]]
@@ -209,7 +209,8 @@ def literature_table(summary: pd.DataFrame, runs: pd.DataFrame, task: str,
                 continue
             theirs = p.values[base(r["cell"])]
             g = t[(t["cell"] == r["cell"]) & (t["clip"] == r["clip"]) & (t["size"] == r["size"])]
-            there = literature.solved(theirs, p.baseline, float(g["solve_threshold"].max()))  # as ours are judged
+            threshold = float(g["solve_threshold"].max())  # theirs judged as ours are
+            there = literature.reaches_threshold(theirs, p.baseline, threshold)
             here = g[g["x"] == x_max]
             critical = stats.critical_length({int(x): list(gx["solved"]) for x, gx in g.groupby("x")})
             ours_solved = critical is not None and critical >= x_max
