@@ -141,7 +141,7 @@ def test_code_hash_changes_with_any_config_or_source_file(tmp_path, monkeypatch)
 
 
 def test_config_hash_ignores_bookkeeping_only():
-    from rnnlab.sweep import config_hash
+    from rnnlab.runs import config_hash
 
     base = config_hash(compose())
     assert config_hash(compose("tracking.experiment=elsewhere", "threads=1", "sweep.rerun=true")) == base

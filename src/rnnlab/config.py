@@ -142,7 +142,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 
 
 # Where a run is logged and how it is driven, not what determines its numbers: left out of
-# the config hash (rnnlab.sweep.config_hash) and of the params a run logs.
+# the config hash (rnnlab.runs.config_hash) and of the params a run logs.
 BOOKKEEPING = ("tracking", "sweep", "threads", "hydra", "resume", "tune")
 # Keys that cannot change a number: logging cadence, console, checkpoint cadence.
 NOT_COMPARED = ("trainer.log_every_n_steps", "trainer.enable_model_summary", "trainer.num_sanity_val_steps",

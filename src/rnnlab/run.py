@@ -138,7 +138,7 @@ def train(cfg: DictConfig) -> Summary | None:
     """Train, test and track one configuration. None in a DDP worker process: rank 0 reports."""
     _configure_process(cfg)
     tracking.preflight(cfg.tracking)  # an unusable store fails now, not after an hour of training
-    digest, in_sweep = sweep.config_hash(cfg), sweep.sweep_context()
+    digest, in_sweep = runs.config_hash(cfg), sweep.sweep_context()
     if in_sweep is not None and not cfg.sweep.rerun:
         done = _completed(cfg, digest)
         if done is not None:
@@ -221,7 +221,7 @@ def run_name(cfg: DictConfig, task_name: str) -> str:
 def _completed(cfg: DictConfig, digest: str) -> Summary | None:
     """In a sweep: the Summary of an earlier run of this configuration that has a result."""
     task_cls: type[Task] = get_class(cfg.task._target_)
-    experiment = sweep.experiment_name(cfg, task_cls.name)
+    experiment = runs.experiment_name(cfg, task_cls.name)
     uri = tracking.tracking_uri(cfg.tracking)
     done = runs.completed(MlflowClient(uri), experiment, digest)
     if done is None:
@@ -247,7 +247,7 @@ def _choose_start(cfg: DictConfig, digest: str, task_name: str, in_sweep: bool) 
     client = MlflowClient(uri)
     if isinstance(wanted, str):
         return Start(*runs.named(client, wanted, digest, uri))
-    found = runs.resumable(client, sweep.experiment_name(cfg, task_name), digest)
+    found = runs.resumable(client, runs.experiment_name(cfg, task_name), digest)
     if found is None and wanted is True:
         print("resume=true: no unfinished run of this configuration has a checkpoint; starting a new run",
               flush=True)
@@ -268,13 +268,12 @@ def _open_run(cfg: DictConfig, task: Task, digest: str, in_sweep: dict | None, s
         tune_tags = {runs.TUNE_ROLE: job.get("role"), runs.TUNE_TRIAL: job.get("trial")}
     else:
         tune_tags = {}
-    tags = {"cell": cfg.cell.name, "task": task.name, "seq_len": cfg.seq_len, "clip": cfg.clip,
-            "seed": cfg.seed, runs.CONFIG_HASH: digest, runs.MAIN_METRIC: task.main_metric,
-            runs.METRIC_MODE: task.mode, "command": tracking.command_line(),
+    tags = {**runs.identity_tags(cfg, task.name), runs.CONFIG_HASH: digest, runs.MAIN_METRIC: task.main_metric,
+            runs.METRIC_MODE: task.mode, runs.COMMAND: tracking.command_line(),
             runs.CODE_HASH: tracking.code_hash(), **tracking.git_info(),
             **({runs.PARENT: parent, runs.SWEEP_ID: parent} if parent else {}), **tune_tags}
     worker = start.ddp_ckpt_dir is not None
-    return tracking.Run(cfg.tracking, sweep.experiment_name(cfg, task.name), run_name(cfg, task.name), tags,
+    return tracking.Run(cfg.tracking, runs.experiment_name(cfg, task.name), run_name(cfg, task.name), tags,
                         resume_id=None if worker else start.run_id, attach_id=start.run_id if worker else None)
 
 

@@ -1,19 +1,29 @@
 """Runs in the store: the tags rnnlab writes, and every lookup of a run by its configuration.
 
-A run's identity is its ``config_hash`` tag (see :func:`rnnlab.sweep.config_hash`). A sweep
-skips a configuration that already has a result, and a killed run continues from its
-checkpoint; both are questions about the runs with one hash, answered here and only here.
+A run's identity is its ``config_hash`` tag (:func:`config_hash`), in the experiment
+:func:`experiment_name` picks. A sweep skips a configuration that already has a result, a
+killed run continues from its checkpoint, a tuner asks whether a trial has run, and a report
+groups runs by the tags that say what they are (cell, task, length, clip, seed): all read
+the names defined here and only here.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 from collections.abc import Iterator
 
-from rnnlab.config import ConfigError
+from omegaconf import DictConfig
 
-# Tag keys: written by rnnlab.run and rnnlab.sweep, read by the report and by these lookups.
+from rnnlab.config import BOOKKEEPING, ConfigError, plain
+
+# Tag keys: written by rnnlab.run, rnnlab.sweep and the tuner, read by the report, the views
+# and these lookups. First what a run is (a tuning study's parent: cell, task, seq_len)...
+CELL, TASK, SEQ_LEN, CLIP, SEED = "cell", "task", "seq_len", "clip", "seed"
+COMMAND = "command"  # the command line that made it
+# ...then how it ran and ended.
 CONFIG_HASH = "config_hash"
 CODE_HASH = "code_hash"  # a digest of src/ and conf/: runs with one code hash ran the same code
 CHECKPOINT_DIR = "checkpoint_dir"
@@ -31,10 +41,27 @@ SWEEP_PARAMS = "sweep_params"
 TUNE_STUDY = "tune_study"  # on a tuning study's parent run: the Optuna study's name
 TUNE_ROLE = "tune_role"  # on its children: trial | reseed (the best configuration on a fresh seed)
 TUNE_TRIAL = "tune_trial"  # on its children: the trial number (a reseed: the best trial's)
+TUNE_SPACE = "tune_space"  # on a study's parent: the search space it was given (JSON)
 PARENT = "mlflow.parentRunId"
 NOTE = "mlflow.note.content"  # the run's description in the MLflow UI
 MAIN_METRIC = "main_metric"  # the task's model-selection metric, e.g. val/mse...
 METRIC_MODE = "metric_mode"  # ...and min | max: a report reads them instead of importing the task
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """Identity of a configuration: what determines the numbers, not where they are logged."""
+    kept = {k: v for k, v in plain(cfg).items() if k not in BOOKKEEPING}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def experiment_name(cfg: DictConfig, task_name: str) -> str:
+    return cfg.tracking.get("experiment") or task_name
+
+
+def identity_tags(cfg: DictConfig, task_name: str) -> dict[str, str]:
+    """What a run is, as the tags a report groups by and a researcher filters on."""
+    return {CELL: cfg.cell.name, TASK: task_name, SEQ_LEN: str(cfg.seq_len), CLIP: str(cfg.clip),
+            SEED: str(cfg.seed)}
 
 
 def clip_label(value) -> str:

@@ -30,7 +30,6 @@ rerunning the same seed would only diverge again); ``sweep.rerun=true`` runs eve
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -49,18 +48,6 @@ SWEEP_FILE = "sweep.json"
 OUTCOME_FILE = "outcome.json"
 STOP_FILE = "stop"  # in the sweep dir: the sweep was asked to stop; its text is the signal's name
 OUTCOMES = ("finished", "diverged", "skipped", "failed", "interrupted", "not_started")
-
-
-def config_hash(cfg: DictConfig) -> str:
-    """Identity of a configuration: what determines the numbers, not where they are logged."""
-    from rnnlab.config import BOOKKEEPING, plain
-
-    kept = {k: v for k, v in plain(cfg).items() if k not in BOOKKEEPING}
-    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def experiment_name(cfg: DictConfig, task_name: str) -> str:
-    return cfg.tracking.get("experiment") or task_name
 
 
 def sweep_context() -> dict[str, Any] | None:
@@ -302,11 +289,11 @@ class SweepCallback(Callback):
         client = MlflowClient(uri)
         client.search_experiments(max_results=1)  # creates the schema, once, here
         task = config.hydra.runtime.choices.get("task", "sweep")
-        experiment = experiment_name(config, task)
+        experiment = runs.experiment_name(config, task)
         exp_id = tracking.get_or_create_experiment(client, experiment, tracking.artifact_root(config.tracking))
         name = sweep_name(config, experiment)
         parent = client.create_run(exp_id, run_name=name, tags={
-            runs.SWEEP: "true", "command": tracking.command_line(), **tracking.git_info(),
+            runs.SWEEP: "true", runs.COMMAND: tracking.command_line(), **tracking.git_info(),
             runs.SWEEP_PARAMS: json.dumps(grid(config)),
         })
         run_id = parent.info.run_id

@@ -31,7 +31,7 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from rnnlab.runs import metric_name, on_split
+from rnnlab.runs import CELL, CLIP, MAIN_METRIC, SEQ_LEN, STOP_REASON, metric_name, on_split
 
 TAG_PREFIX = "mlflow.sharedViewState."
 MAX_VIEWS = 40  # the UI lists at most this many saved views per experiment
@@ -68,14 +68,14 @@ def state(c: Comparison) -> dict:
     key = metric_name(c.main_metric)
     columns = [_column("metrics", m) for m in ("test/skill", c.test_metric, f"baseline/{key}", "steps_to_solve")
                if m in c.metric_keys]
-    columns += [_column("params", "seq_len"), _column("params", "clip"), _column("tags", "stop_reason")]
-    group_keys = [{"mode": "tag", "groupByData": "cell"}]
+    columns += [_column("params", SEQ_LEN), _column("params", CLIP), _column("tags", STOP_REASON)]
+    group_keys = [{"mode": "tag", "groupByData": CELL}]
     if c.by_length:
-        group_keys.append({"mode": "tag", "groupByData": "seq_len"})
+        group_keys.append({"mode": "tag", "groupByData": SEQ_LEN})
     section = _uid("comparison")
     charts = [
         {"uuid": _uid("vs-length"), "type": "SCATTER", "runsCountToCompare": 100, "metricSectionId": section,
-         "deleted": False, "isGenerated": False, "xaxis": {"key": "seq_len", "type": "PARAM"},
+         "deleted": False, "isGenerated": False, "xaxis": {"key": SEQ_LEN, "type": "PARAM"},
          "yaxis": {"key": c.ranked_by, "type": "METRIC"}},
         _line(c.main_metric, section),
         _line("grad_norm/pre_clip", section),
@@ -163,8 +163,8 @@ def of_runs(key: str, name: str, search_filter: str, runs: Iterable) -> Comparis
     """The comparison of ``runs`` (MLflow runs that ``search_filter`` selects)."""
     runs = list(runs)
     metric_keys = sorted({k for r in runs for k in r.data.metrics})
-    mains = [r.data.tags.get("main_metric") for r in runs if r.data.tags.get("main_metric")]
-    lengths = {r.data.tags.get("seq_len") for r in runs}
+    mains = [r.data.tags.get(MAIN_METRIC) for r in runs if r.data.tags.get(MAIN_METRIC)]
+    lengths = {r.data.tags.get(SEQ_LEN) for r in runs}
     return Comparison(key=key, name=name, search_filter=search_filter, main_metric=mains[0] if mains else "val/loss",
                       metric_keys=metric_keys, by_length=len(lengths) > 1)
 

@@ -103,18 +103,18 @@ def load(tracking_uri: str, experiment: str) -> list[ArmResult]:
     arms = []
     for p in parents:
         t = p.data.tags
-        arm = ArmResult(cell=t["cell"], seq_len=int(t["seq_len"]), study=t[tags.TUNE_STUDY],
+        arm = ArmResult(cell=t[tags.CELL], seq_len=int(t[tags.SEQ_LEN]), study=t[tags.TUNE_STUDY],
                         parent_id=p.info.run_id, main_metric=t[tags.MAIN_METRIC], mode=t[tags.METRIC_MODE],
-                        storage=p.data.params["tune.storage"], space=json.loads(t.get("tune_space", "{}")))
+                        storage=p.data.params["tune.storage"], space=json.loads(t.get(tags.TUNE_SPACE, "{}")))
         _read_study(arm, optuna.load_study(study_name=arm.study, storage=arm.storage))
         kids = [r for r in everything if r.data.tags.get(tags.PARENT) == arm.parent_id]
         for r in kids:
             if r.data.tags.get(tags.TUNE_ROLE) == "reseed" and tags.is_result(r):
-                arm.tuned[int(r.data.tags["seed"])] = _test(r, arm)
-                arm.tuned_solved[int(r.data.tags["seed"])] = "steps_to_solve" in r.data.metrics
+                arm.tuned[int(r.data.tags[tags.SEED])] = _test(r, arm)
+                arm.tuned_solved[int(r.data.tags[tags.SEED])] = "steps_to_solve" in r.data.metrics
                 arm.stops_once_solved |= r.data.params.get("solve.early_stop") == "True"
         for r in _default_arm(arm, everything):
-            seed = int(r.data.tags["seed"])
+            seed = int(r.data.tags[tags.SEED])
             arm.default[seed] = _test(r, arm)
             arm.default_solved[seed] = "steps_to_solve" in r.data.metrics
             arm.stops_once_solved |= r.data.params.get("solve.early_stop") == "True"
@@ -127,9 +127,9 @@ def _default_arm(arm: ArmResult, everything: list) -> list:
     the arm's cell and length), the newest result per seed. They must be one configuration on
     several seeds: runs that differ in anything else would mix into one arm unseen."""
     runs = [r for r in everything if tags.TUNE_ROLE not in r.data.tags and r.data.tags.get(tags.SWEEP) != "true"
-            and r.data.tags.get("cell") == arm.cell and r.data.tags.get("seq_len") == str(arm.seq_len)
+            and r.data.tags.get(tags.CELL) == arm.cell and r.data.tags.get(tags.SEQ_LEN) == str(arm.seq_len)
             and tags.is_result(r)]
-    configs = {json.dumps({k: v for k, v in r.data.params.items() if k != "seed"}, sort_keys=True) for r in runs}
+    configs = {json.dumps({k: v for k, v in r.data.params.items() if k != tags.SEED}, sort_keys=True) for r in runs}
     if len(configs) > 1:
         params = [json.loads(c) for c in configs]
         differ = sorted(k for k in set().union(*params) if len({p.get(k) for p in params}) > 1)
@@ -138,7 +138,7 @@ def _default_arm(arm: ArmResult, everything: list) -> list:
                           "tuning's experiment")
     newest = {}
     for r in sorted(runs, key=lambda r: r.info.start_time):
-        newest[r.data.tags["seed"]] = r
+        newest[r.data.tags[tags.SEED]] = r
     return list(newest.values())
 
 

@@ -48,7 +48,7 @@ from omegaconf import DictConfig, OmegaConf
 from rnnlab import runs, tracking
 from rnnlab.config import ConfigError
 from rnnlab.runs import metric_name
-from rnnlab.sweep import OUTCOME_FILE, Stopped, experiment_name, stopped_by
+from rnnlab.sweep import OUTCOME_FILE, Stopped, stopped_by
 from rnnlab.tune import space as spaces
 
 SAMPLERS = ("random", "tpe")
@@ -121,7 +121,7 @@ class Tuner:
 
         self.client = MlflowClient(uri)
         self.client.search_experiments(max_results=1)  # creates the schema, once, here
-        self.experiment = experiment_name(self.config, _task(self.arms[0].cfg).name)
+        self.experiment = runs.experiment_name(self.config, _task(self.arms[0].cfg).name)
         self.experiment_id = tracking.get_or_create_experiment(self.client, self.experiment,
                                                                tracking.artifact_root(self.config.tracking))
         self.storage = self._storage(uri)
@@ -247,12 +247,11 @@ class Tuner:
             return run_id
         title = f"tune-{self.name} {arm.title}: {spaces.describe(arm.space)} x {self.n_trials}"
         run = self.client.create_run(self.experiment_id, run_name=title[:250], tags={
-            runs.SWEEP: "true", runs.TUNE_STUDY: name, "command": tracking.command_line(), **tracking.git_info(),
+            runs.SWEEP: "true", runs.TUNE_STUDY: name, runs.COMMAND: tracking.command_line(), **tracking.git_info(),
             runs.SWEEP_PARAMS: json.dumps(dict(o.split("=", 1) for o in arm.overrides)),
             runs.MAIN_METRIC: arm.main_metric, runs.METRIC_MODE: arm.mode,
-            "tune_space": json.dumps({k: str(v) for k, v in self._written_space(arm).items()}),
-            "cell": arm.cfg.cell.name, "task": _task(arm.cfg).name,
-            "seq_len": str(arm.cfg.seq_len)})
+            runs.TUNE_SPACE: json.dumps({k: str(v) for k, v in self._written_space(arm).items()}),
+            runs.CELL: arm.cfg.cell.name, runs.TASK: _task(arm.cfg).name, runs.SEQ_LEN: str(arm.cfg.seq_len)})
         run_id = run.info.run_id
         from mlflow.entities import Param
 
@@ -405,11 +404,9 @@ class Tuner:
     def _already_run(self, overrides: list[str]) -> bool:
         """A re-seed run of this exact configuration has a result (a rerun of the command):
         not launched again, as a sweep's job would skip it, without a worker's start-up."""
-        from rnnlab.sweep import config_hash
-
         cfg = self.loader.load_sweep_config(self.config, overrides)
         job = OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"])  # as the job sees it
-        return runs.completed(self.client, self.experiment, config_hash(job)) is not None
+        return runs.completed(self.client, self.experiment, runs.config_hash(job)) is not None
 
     def _record_best(self, arm: Arm, best) -> None:
         """The best value and parameters on the parent: params when first known, tags after
