@@ -234,3 +234,23 @@ class Server:
             os.killpg(self.proc.pid, sig)
             self.proc.wait(timeout=30)
         self.proc = None
+
+
+@pytest.fixture
+def drawn(monkeypatch) -> dict[str, tuple[list[tuple], list[str]]]:
+    """What each figure the report saves shows, by file name: its visible panels as (title,
+    x label, y label, y scale, lines drawn), and its legend's entries."""
+    from rnnlab import figures
+
+    seen: dict[str, tuple[list[tuple], list[str]]] = {}
+    save = figures.save
+
+    def spy(fig, path, dpi=120):
+        panels = [(ax.get_title(), ax.get_xlabel(), ax.get_ylabel(), ax.get_yscale(), len(ax.get_lines()))
+                  for ax in fig.axes if ax.get_visible() and ax.axison]
+        legends = [*fig.legends, *(ax.get_legend() for ax in fig.axes if ax.get_legend())]
+        seen[Path(path).name] = (panels, [t.get_text() for lg in legends for t in lg.get_texts()])
+        return save(fig, path, dpi)
+
+    monkeypatch.setattr(figures, "save", spy)
+    return seen

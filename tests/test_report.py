@@ -200,7 +200,7 @@ def test_the_discussion_survives_regeneration(hand_made, tmp_path):
     assert "LSTM wins, said a human." in report.render(ctx, fake_info)
 
 
-def test_figures_draw_from_hand_made_runs(hand_made, tmp_path):
+def test_figures_draw_from_hand_made_runs(hand_made, tmp_path, drawn):
     runs, _ = report.select_runs(report.tidy(hand_made))
     summary = report.summarise(runs, fake_info)
     hist = pd.DataFrame([(rid, key, step, v * (1 + step)) for rid in runs["run_id"]
@@ -208,10 +208,30 @@ def test_figures_draw_from_hand_made_runs(hand_made, tmp_path):
                         columns=["run_id", "key", "step", "value"])
     gf = pd.DataFrame([(rid, 5, d, 0.5 ** d) for rid in runs["run_id"] for d in range(10)],
                       columns=["run_id", "step", "distance_from_readout", "grad_input_norm"])
-    paths = [report_figures.plot_metric_vs_length(summary, runs, tmp_path / "a.png", fake_info),
-             report_figures.plot_training_curves(runs, hist, tmp_path / "b.png"),
-             report_figures.plot_grad_flow(runs, report.last_profiles(gf), tmp_path / "c.png")]
-    assert all(p is not None and p.stat().st_size > 10_000 for p in paths)
+    report_figures.plot_metric_vs_length(summary, runs, tmp_path / "a.png", fake_info)
+    report_figures.plot_training_curves(runs, hist, tmp_path / "b.png")
+    report_figures.plot_grad_flow(runs, report.last_profiles(gf), tmp_path / "c.png")
+    assert {p.name for p in tmp_path.glob("*.png")} == {"a.png", "b.png", "c.png"}
+
+    panels, legend = drawn["a.png"]  # a panel per task, against the length that task varies
+    assert [(t, x, y) for t, x, y, *_ in panels] == [
+        ("adding: test/mse (lower is better)", "seq_len", "test/mse"),
+        ("copy: test/loss (lower is better)", "seq_len", "test/loss"),
+        ("sentiment: test/acc (higher is better)", "task.distance", "test/acc")]
+    assert legend == ["rnn", "lstm", "clip 1.0", "no clipping", "trivial baseline"]
+
+    panels, legend = drawn["b.png"]  # per task at its longest length: the loss, the gradient norm on a log axis
+    curves = {t: (yscale, lines) for t, _, _, yscale, lines in panels}
+    assert curves["sentiment (task.distance = 16): train/loss"] == ("linear", 3)  # 2 seeds and their mean
+    assert curves["sentiment (task.distance = 16): grad norm before clipping"] == ("log", 3)
+    assert curves["adding (seq_len = 20): train/loss"] == ("linear", 2)  # one run each: no mean drawn
+    assert legend == ["rnn", "lstm", "clip 1.0", "single run", "mean of finished seeds"]
+
+    panels, legend = drawn["c.png"]  # a panel per task and cell; a cell without a profile says so
+    titles = [t for t, *_ in panels]
+    assert titles[:4] == ["adding: rnn (step 5)", "adding: lstm (step 5)", "adding: gru (step 5)", "copy: rnn (step 5)"]
+    assert "copy: lstm: no profile" in titles and all(yscale == "log" for _, _, _, yscale, _ in panels)
+    assert all(x == "distance from the readout (steps)" for _, x, *_ in panels)
 
 
 def test_an_unknown_experiment_is_a_clear_error(store, capsys):
@@ -551,7 +571,7 @@ def test_runs_of_different_code_are_flagged_in_the_header(hand_made):
     assert "`h1`" in line and "`h2`" in line and "did not all run the same code" in line
 
 
-def test_task_figures_loss_by_position_and_best_forecasts(tmp_path):
+def test_task_figures_loss_by_position_and_best_forecasts(tmp_path, drawn):
     """char_lm's loss at each window position, averaged over seeds per cell and window; the
     forecast of the best run of each cell (lowest test MSE at any length and seed)."""
     rows = [raw_run(f"c{cell}{T}{s}", cell, task="char_lm", seq_len=T, seed=s, metrics={"test/bpc": 2.5})
@@ -566,10 +586,17 @@ def test_task_figures_loss_by_position_and_best_forecasts(tmp_path):
     preds = pd.DataFrame([(rid, i, np.sin(i / 5), np.sin(i / 5) + 0.1, np.sin((i + 1) / 5), np.sin((i + 1) / 5))
                           for rid in best["run_id"] for i in range(100)],
                          columns=["run_id", "index", "actual_t+1", "predicted_t+1", "actual_t+2", "predicted_t+2"])
-    paths = [report_figures.plot_loss_by_position(runs, curves, tmp_path / "pos.png"),
-             report_figures.plot_forecasts(best, preds, tmp_path / "fc.png")]
-    assert all(p is not None and p.stat().st_size > 10_000 for p in paths)
+    report_figures.plot_loss_by_position(runs, curves, tmp_path / "pos.png")
+    report_figures.plot_forecasts(best, preds, tmp_path / "fc.png")
     assert report_figures.plot_forecasts(best, preds.iloc[:0], tmp_path / "none.png") is None
+    assert {p.name for p in tmp_path.glob("*.png")} == {"pos.png", "fc.png"}
+    panels, legend = drawn["pos.png"]  # a panel per window, a line per cell (mean of its seeds)
+    assert [(t, lines) for t, _, _, _, lines in panels] == [("char_lm: seq_len = 10", 2), ("char_lm: seq_len = 20", 2)]
+    assert panels[0][2] == "test bits per character" and legend == ["rnn", "lstm", "clip 1.0"]
+    panels, legend = drawn["fc.png"]  # each cell's best run: rnn seed 1, gru seed 0
+    assert [t.splitlines()[1] for t, *_ in panels] == ["rnn, lookback seq_len=25, seed 1: test/mse 0.2",
+                                                       "gru, lookback seq_len=25, seed 0: test/mse 0.1"]
+    assert legend == ["actual", "rnn: predicted", "gru: predicted"]
 
 
 def test_the_header_states_what_each_sweep_cost():

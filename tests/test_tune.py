@@ -114,7 +114,7 @@ def studies(store) -> dict[str, list[tuple[int, str, str]]]:
 
 
 @pytest.mark.slow
-def test_a_tiny_study_tunes_each_arm_then_reseeds_its_best(store):
+def test_a_tiny_study_tunes_each_arm_then_reseeds_its_best(store, drawn):
     proc = tune(store)
     runs = store.runs("tune_tiny")
     parents = {r.data.tags["tune_study"]: r for r in runs if r.data.tags.get("sweep") == "true"}
@@ -164,7 +164,7 @@ def test_a_tiny_study_tunes_each_arm_then_reseeds_its_best(store):
                 "cell.hidden_size=8", "trainer.max_steps=20", "trainer.val_check_interval=10", "task.val_size=64",
                 "task.test_size=64", "threads=1", "seed=1,2", "tracking.experiment=tune_tiny",
                 f"hydra.sweep.dir={store.dir / 'defaults'}", tiny=False)
-    check_tuned_report(store, parents)
+    check_tuned_report(store, parents, drawn)
 
     # An untuned run of another configuration in the same experiment would mix into the
     # default arm unseen: the report refuses, naming what differs
@@ -178,7 +178,7 @@ def test_a_tiny_study_tunes_each_arm_then_reseeds_its_best(store):
         tuned.load(store.uri, "tune_tiny")
 
 
-def check_tuned_report(store, parents) -> None:
+def check_tuned_report(store, parents, drawn) -> None:
     from rnnlab.report import tuning as tuned
 
     arms = tuned.load(store.uri, "tune_tiny")
@@ -201,7 +201,13 @@ def check_tuned_report(store, parents) -> None:
     rnn = next(line for line in text.splitlines() if line.startswith("| rnn | 10 |"))
     assert "(trial " in rnn and "2 shared seeds: too few to establish" in rnn  # tuned - default, 2 seeds
     assert "| 10 | rnn − gru |" in text
-    assert (store.dir / "report" / "expected_best.png").exists() and (store.dir / "report" / "importance.png").exists()
+    panels, legend = drawn["expected_best.png"]  # one panel (one length), a curve per cell
+    assert [(t, x, lines) for t, x, _, _, lines in panels] == [
+        ("T = 10: expected best of n trials (band: ± 1 sd)", "trials (random search)", 2)]
+    assert legend == ["rnn", "gru"]
+    panels, _ = drawn["importance.png"]  # each arm's trials against its most important hyperparameter
+    assert [t.split(":")[0] for t, *_ in panels] == ["rnn T=10", "gru T=10"]
+    assert all(x in ("optim.lr", "clip") and t.startswith(f"{t.split(':')[0]}: {x} (") for t, x, *_ in panels)
 
 
 def training_runs(store, trial: str) -> list:
