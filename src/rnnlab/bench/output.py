@@ -28,7 +28,7 @@ def to_markdown(res: dict[str, Any]) -> str:
          f"Lightning {m['lightning']}, MLflow {m['mlflow']}, Python {m['python']}; "
          f"load average at start {m['loadavg_start']}. "
          f"Duration {res['duration']['actual_s']:.0f} s (estimated {res['duration']['estimated_s']:.0f} s; "
-         + ", ".join(f"{k} {v:.0f} s" for k, v in res["duration"].get("sections_s", {}).items()) + ").",
+         "by section, taken / estimated: " + _sections_time(res["duration"]) + ").",
          f"Shapes: batch {st['batch_size']}, hidden {st['hidden_size']}, embed {st['embed_dim']}; "
          f"{st['warmup']} warm-up + at least {st['steps']} timed steps, {st['repeats']} interleaved "
          f"repeats per side (medians).", ""]
@@ -242,3 +242,10 @@ def write(res: dict[str, Any], out: Path, tracking_uri: str | None) -> None:
     if tracking_uri:
         res["mlflow_run_id"] = log_to_mlflow(res, tracking_uri, [md, js])
         js.write_text(json.dumps(res, indent=2) + "\n")
+
+
+def _sections_time(duration: dict) -> str:
+    """``scan 299/189 s``: what each section took against its estimate (older results: taken)."""
+    est = duration.get("sections_estimated_s", {})
+    return ", ".join(f"{k} {v:.0f}" + (f"/{est[k]:.0f}" if k in est else "") + " s"
+                     for k, v in duration.get("sections_s", {}).items())

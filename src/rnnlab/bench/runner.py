@@ -96,7 +96,8 @@ def run(s: Settings, out: Path, tracking_uri: str | None, keep: bool = False,
                 f"torch {info['torch']}, {s.threads} threads, load average {info['loadavg_start']}")
             costs, imports = warm_up(s, store)
             s = replace(s, rate_gflops=costs.gflops)
-            est = estimate_seconds(s, costs) + (time.perf_counter() - t_all)
+            estimates = estimate_seconds(s, costs)
+            est = sum(estimates.values()) + (time.perf_counter() - t_all)
             log(f"estimated duration: ~{est:.0f} s (training at ~{costs.gflops:.1f} GFLOP/s, "
                 f"~{costs.per_run_s:.1f} s fixed cost per harness run)")
             sections, took = run_sections(Bench(s, store, log, imports), SECTIONS)
@@ -104,7 +105,8 @@ def run(s: Settings, out: Path, tracking_uri: str | None, keep: bool = False,
             settings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(s).items()}
             res: dict[str, Any] = {
                 "machine": info, "settings": settings,
-                "duration": {"estimated_s": est, "actual_s": time.perf_counter() - t_all, "sections_s": took},
+                "duration": {"estimated_s": est, "actual_s": time.perf_counter() - t_all, "sections_s": took,
+                             "sections_estimated_s": estimates, "costs": asdict(costs)},
                 **sections,
                 "targets": {"harness_ratio_min": TARGET_HARNESS_RATIO,
                             "diagnostics_overhead_max": TARGET_DIAG_OVERHEAD,
