@@ -30,7 +30,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         "experiment, the most recent finished or diverged one per configuration and seed "
                         "(prefer it after a resumed sweep: the new parent holds only the runs it re-ran)")
     p.add_argument("--no-log", action="store_true", help="do not log the report to the sweep's parent run")
+    p.add_argument("--with", dest="also", action="append", default=[], metavar="EXPERIMENT[@URI]",
+                   help="a tuned report only: add the arms of another tuning experiment (in the store at URI, "
+                        "default --tracking-uri), e.g. the classic cells tuned by another preset; repeatable")
     return p.parse_args(argv)
+
+
+def also(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """The --with sources as (experiment, tracking URI)."""
+    pairs = [spec.split("@", 1) if "@" in spec else [spec, args.tracking_uri] for spec in args.also]
+    return [(experiment, uri) for experiment, uri in pairs]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,10 +51,18 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         report.check_store(args.tracking_uri)  # before any client: one would create a missing sqlite store
+        sources = also(args)
+        for experiment, uri in sources:
+            report.check_store(uri)
+            if not tuning.is_tuned(uri, experiment):
+                raise report.ReportError(f"--with {experiment}: no tuning study in experiment '{experiment}' of {uri}")
         if tuning.is_tuned(args.tracking_uri, args.experiment):  # a tuning experiment: the tuned report
-            path = tuning.build(args.experiment, args.tracking_uri, out)
-            print(f"wrote {path} (the tuned report of experiment '{args.experiment}')")
+            path = tuning.build(args.experiment, args.tracking_uri, out, also=sources)
+            joined = "".join(f" with '{e}'" for e, _ in sources)
+            print(f"wrote {path} (the tuned report of experiment '{args.experiment}'{joined})")
             return 0
+        if sources:
+            raise report.ReportError(f"--with joins tuning experiments; '{args.experiment}' holds no tuning study")
     except report.ReportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -114,7 +114,7 @@ def studies(store) -> dict[str, list[tuple[int, str, str]]]:
 
 
 @pytest.mark.slow
-def test_a_tiny_study_tunes_each_arm_then_reseeds_its_best(store, drawn):
+def test_a_tiny_study_tunes_each_arm_then_reseeds_its_best(store, drawn, capsys):
     proc = tune(store)
     runs = store.runs("tune_tiny")
     parents = {r.data.tags["tune_study"]: r for r in runs if r.data.tags.get("sweep") == "true"}
@@ -165,6 +165,7 @@ def test_a_tiny_study_tunes_each_arm_then_reseeds_its_best(store, drawn):
                 "task.test_size=64", "threads=1", "seed=1,2", "tracking.experiment=tune_tiny",
                 f"hydra.sweep.dir={store.dir / 'defaults'}", tiny=False)
     check_tuned_report(store, parents, drawn)
+    check_joined_report(store, capsys)
 
     # An untuned run of another configuration in the same experiment would mix into the
     # default arm unseen: the report refuses, naming what differs
@@ -176,6 +177,32 @@ def test_a_tiny_study_tunes_each_arm_then_reseeds_its_best(store, drawn):
 
     with pytest.raises(ReportError, match=r"default arm of rnn T=10 mixes 2 configurations \(they differ in clip\)"):
         tuned.load(store.uri, "tune_tiny")
+
+
+def check_joined_report(store, capsys) -> None:
+    """Cells tuned by another preset (here: the LSTM, in its own experiment) join the
+    comparison with --with; an arm in both, or an experiment with no study, is refused."""
+    import importlib
+
+    sys.path.insert(0, str(ROOT / "src"))
+    cli = importlib.import_module("report")  # src/report.py
+    tune(store, "hydra.sweeper.params.cell=lstm", "tune.name=tiny_lstm", "tune.reseeds=[1,2]",
+         "tracking.experiment=tune_tiny_lstm")
+    out = store.dir / "joined"
+    args = ["--experiment", "tune_tiny", "--tracking-uri", store.uri, "--out", str(out)]
+    assert cli.main([*args, "--with", f"tune_tiny_lstm@{store.uri}"]) == 0
+    text = (out / "REPORT.md").read_text()
+    assert "- **arms**: 3 (rnn T=10, lstm T=10, gru T=10)" in text
+    assert "- **sources**: `tune_tiny` (rnn, gru; code hash `" in text and "`tune_tiny_lstm` (lstm; code hash `" in text
+    assert f"--experiment tune_tiny --with tune_tiny_lstm@{store.uri}`" in text  # the regenerate command
+    assert "| 10 | rnn − lstm |" in text and "| 10 | lstm − gru |" in text
+    assert "for some cells only: `cell.forget_bias: choice(0, 1)` (lstm)" in text
+    capsys.readouterr()
+    assert cli.main([*args, "--with", "tune_tiny"]) == 2  # the same arms twice
+    assert "arm rnn T=10 is in both 'tune_tiny' and 'tune_tiny': leave one out" in capsys.readouterr().err
+    assert cli.main([*args, "--with", "tune_nowhere"]) == 2
+    refused = f"--with tune_nowhere: no tuning study in experiment 'tune_nowhere' of {store.uri}"
+    assert refused in capsys.readouterr().err
 
 
 def check_tuned_report(store, parents, drawn) -> None:

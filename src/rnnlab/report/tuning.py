@@ -66,6 +66,8 @@ class ArmResult:
     default_solved: dict[int, bool] = field(default_factory=dict)
     stops_once_solved: bool = False  # its runs had solve.early_stop: solving is what they were for
     importance: dict[str, float] = field(default_factory=dict)
+    source: str = ""  # the tuning experiment it came from
+    code_hashes: set[str] = field(default_factory=set)  # of its re-seed and default runs
 
     @property
     def label(self) -> str:
@@ -105,7 +107,8 @@ def load(tracking_uri: str, experiment: str) -> list[ArmResult]:
         t = p.data.tags
         arm = ArmResult(cell=t[tags.CELL], seq_len=int(t[tags.SEQ_LEN]), study=t[tags.TUNE_STUDY],
                         parent_id=p.info.run_id, main_metric=t[tags.MAIN_METRIC], mode=t[tags.METRIC_MODE],
-                        storage=p.data.params["tune.storage"], space=json.loads(t.get(tags.TUNE_SPACE, "{}")))
+                        storage=p.data.params["tune.storage"], space=json.loads(t.get(tags.TUNE_SPACE, "{}")),
+                        source=experiment)
         _read_study(arm, optuna.load_study(study_name=arm.study, storage=arm.storage))
         kids = [r for r in everything if r.data.tags.get(tags.PARENT) == arm.parent_id]
         for r in kids:
@@ -113,12 +116,31 @@ def load(tracking_uri: str, experiment: str) -> list[ArmResult]:
                 arm.tuned[int(r.data.tags[tags.SEED])] = _test(r, arm)
                 arm.tuned_solved[int(r.data.tags[tags.SEED])] = "steps_to_solve" in r.data.metrics
                 arm.stops_once_solved |= r.data.params.get("solve.early_stop") == "True"
+                arm.code_hashes.add(r.data.tags.get(tags.CODE_HASH, "unknown"))
         for r in _default_arm(arm, everything):
             seed = int(r.data.tags[tags.SEED])
             arm.default[seed] = _test(r, arm)
             arm.default_solved[seed] = "steps_to_solve" in r.data.metrics
             arm.stops_once_solved |= r.data.params.get("solve.early_stop") == "True"
+            arm.code_hashes.add(r.data.tags.get(tags.CODE_HASH, "unknown"))
         arms.append(arm)
+    return sorted(arms, key=lambda a: (a.seq_len, _cell_rank(a.cell)))
+
+
+def load_all(sources: list[tuple[str, str]]) -> list[ArmResult]:
+    """The arms of several tuning experiments (``(experiment, tracking_uri)``, possibly in
+    other stores), as one comparison: they must score the same metric, and no arm may come
+    twice (the same cell at the same length)."""
+    arms = [a for experiment, uri in sources for a in load(uri, experiment)]
+    metrics = sorted({a.main_metric for a in arms})
+    if len(metrics) > 1:
+        raise ReportError(f"the tuning experiments score different metrics ({', '.join(metrics)}): "
+                          "only arms of one task compare")
+    seen: dict[str, str] = {}
+    for a in arms:
+        if a.label in seen:
+            raise ReportError(f"arm {a.label} is in both '{seen[a.label]}' and '{a.source}': leave one out")
+        seen[a.label] = a.source
     return sorted(arms, key=lambda a: (a.seq_len, _cell_rank(a.cell)))
 
 
@@ -376,9 +398,13 @@ def _color(cell: str) -> str:
 
 # -- the page -------------------------------------------------------------------------------
 
-def build(experiment: str, tracking_uri: str, out_dir: Path, code: str = "") -> Path:
-    """Write ``out_dir/REPORT.md`` and its figures; keep the discussion already there."""
-    arms = load(tracking_uri, experiment)
+def build(experiment: str, tracking_uri: str, out_dir: Path, code: str = "",
+          also: list[tuple[str, str]] | None = None) -> Path:
+    """Write ``out_dir/REPORT.md`` and its figures; keep the discussion already there.
+    ``also``: other tuning experiments ``(experiment, tracking_uri)`` whose arms join the
+    comparison (cells tuned by another preset, in another store)."""
+    sources = [(experiment, tracking_uri), *(also or [])]
+    arms = load_all(sources)
     out_dir.mkdir(parents=True, exist_ok=True)
     check_out_dir(out_dir, experiment)
     report = out_dir / "REPORT.md"
@@ -386,17 +412,22 @@ def build(experiment: str, tracking_uri: str, out_dir: Path, code: str = "") -> 
     drawn = [p for p in (plot_expected(arms, out_dir / "expected_best.png"),
                          plot_importance(arms, out_dir / "importance.png")) if p]
     a0 = arms[0]
-    space = ", ".join(f"`{k}: {v}`" for k, v in a0.space.items())
-    extra = {k: v for a in arms for k, v in a.space.items() if k not in a0.space}
+    common = {k: v for k, v in a0.space.items() if all(a.space.get(k) == v for a in arms)}
+    space = ", ".join(f"`{k}: {v}`" for k, v in common.items())
+    extra = {(k, v): [a.cell for a in arms if a.space.get(k) == v] for a in arms for k, v in a.space.items()
+             if k not in common}
+    with_ = "".join(f" --with {e}@{u}" for e, u in sources[1:])
     lines = [
         f"# Report: experiment `{experiment}`", "",
         "Each arm tuned with the same budget, then compared on fresh seeds. "
         f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `src/report.py` from the MLflow store and the "
-        f"Optuna studies. Regenerate: `python src/report.py --experiment {experiment}`{code}.", "",
+        f"Optuna studies. Regenerate: `python src/report.py --experiment {experiment}{with_}`{code}.", "",
         f"- **arms**: {len(arms)} ({', '.join(a.label for a in arms)}), one Optuna study each "
-        f"(`{a0.study.split(':')[0]}: <arm>` in `{a0.storage}`)",
+        f"({', '.join(f'`{study}: <arm>` in `{storage}`' for study, storage in _studies(arms))})",
+        *_sources_lines(arms, sources),
         f"- **search space** (the same for every arm): {space}"
-        + (f"; for one cell alone: {', '.join(f'`{k}: {v}`' for k, v in extra.items())}" if extra else ""),
+        + (f"; for some cells only: {', '.join(f'`{k}: {v}` ({chr(44).join(c)})' for (k, v), c in extra.items())}"
+           if extra else ""),
         f"- **trials**: {', '.join(f'{a.label} {a.n_trials}' for a in arms)}; random search on the tuning "
         f"seed; a trial scores its best `{a0.main_metric}`; a diverged trial scores the worse of the trivial "
         f"baseline and the arm's worst",
@@ -435,6 +466,30 @@ def build(experiment: str, tracking_uri: str, out_dir: Path, code: str = "") -> 
     ]
     report.write_text("\n".join(lines))
     return report
+
+
+def _studies(arms: list[ArmResult]) -> list[tuple[str, str]]:
+    """(study name prefix, Optuna storage) of each source, in order."""
+    return list(dict.fromkeys((a.study.split(":")[0], a.storage) for a in arms))
+
+
+def _sources_lines(arms: list[ArmResult], sources: list[tuple[str, str]]) -> list[str]:
+    """Where the arms of a joined report come from, and whether they ran the same code."""
+    if len(sources) == 1:
+        return []
+    parts = []
+    for experiment, uri in sources:
+        mine = [a for a in arms if a.source == experiment]
+        hashes = sorted({h for a in mine for h in a.code_hashes})
+        parts.append(f"`{experiment}` ({', '.join(a.cell for a in mine)}; code hash "
+                     f"{', '.join(f'`{h}`' for h in hashes) or 'none yet'}; `{uri}`)")
+    lines = [f"- **sources**: {'; '.join(parts)}"]
+    versions = {h for a in arms for h in a.code_hashes}
+    if len(versions) > 1:
+        lines.append(f"- **code**: the arms ran {len(versions)} versions of the code. The comparison assumes the "
+                     "changes between them move none of these numbers; where that matters, rerun one seed of an "
+                     "arm at the other version and compare")
+    return lines
 
 
 def _seeds(arms: list[ArmResult], which: str) -> str:
