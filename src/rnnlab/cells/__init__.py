@@ -9,6 +9,17 @@ the builder (:func:`rnnlab.cells.factory.build`), the parameter and FLOP counts
 log, which form replays a batch step by step) and the report's colours. The tests parametrise
 over :data:`SPECS` and check each yaml against its spec.
 
+What the diagnostics need from the reference form (they replay a probe batch through it for
+the true ``‖∂L/∂h_t‖``), one of two shapes:
+
+- a classic cell (its fused and reference forms are two classes sharing one ``state_dict``):
+  ``record`` / ``recorded`` as documented in :mod:`rnnlab.cells.reference` (per-layer states,
+  zero probes on them, gate activations);
+- a scan cell (one class, ``impl`` = parallel | reference): ``record`` / ``recorded["h_probe"]``
+  (zeros added to the last layer's states), ``gates(x)`` (the first layer's gates, of which the
+  spec's ``gate`` is logged) and ``diagnostics(x)`` (its own knobs, e.g. the LRU's |λ|), as the
+  base class in :mod:`rnnlab.cells.modern` provides.
+
 This module imports no torch: ``config`` validates a command line before torch loads.
 """
 
