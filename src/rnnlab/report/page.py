@@ -144,7 +144,13 @@ def header(ctx: Context) -> str:
 def render(ctx: Context, info: Callable[[str], TaskInfo] = task_info) -> str:
     """REPORT.md: header, metric tables, figures, throughput, computed observations, and the
     discussion placeholder (or the discussion carried over from the previous version)."""
-    parts = [header(ctx), "", "## Final test metric", "",
+    return "\n".join([header(ctx), "", *_metrics(ctx, info), "", *_figures(ctx), *_inside(ctx), "",
+                      *_throughput(ctx), "", *_discussion(ctx, info)])
+
+
+def _metrics(ctx: Context, info: Callable[[str], TaskInfo]) -> list[str]:
+    """Per task: the final test metric, critical lengths, paired differences, clipping, literature."""
+    parts = ["## Final test metric", "",
              f"The mean over the seeds that finished with its interval ({stats.METHOD}); "
              "`n` = finished seeds. "
              "Diverged runs count only in `diverged` (diverged / finished+diverged). `baseline` is "
@@ -177,63 +183,83 @@ def render(ctx: Context, info: Callable[[str], TaskInfo] = task_info) -> str:
         published = literature_table(ctx.summary, ctx.runs, task, info)
         if published:
             parts += ["", f"**{task}: ours vs literature**", "", published]
-    fig_text = [
-        ("metric_vs_length.png", "Final test metric vs length",
-         "One line per cell, line style = clip, error bars = 95% bootstrap CI of the mean over seeds, "
-         "grey dashed = trivial baseline; log y where the values span decades."),
-        ("training_curves.png", "Training curves at the longest length",
-         "train/loss and the global gradient norm before clipping (log y) against the step."),
-        ("grad_flow.png", "Gradient through time at the longest length",
-         "‖∂L/∂x_t‖ normalised by its maximum, against the distance from the readout, at the last "
-         "probed step (`diagnostics/grad_flow.csv`); runs without the file (diverged) are absent, "
-         "and values below 1e-30 (float underflow) are drawn at 1e-30."),
-        ("loss_by_position.png", "Loss by position in the window",
-         "Test bits per character at each position of the BPTT window (`data/loss_by_pos.csv`), "
-         "the mean over finished seeds, a panel per window length: position p predicts its "
-         "character from the p before it, so the curve shows how much a longer context helps each cell."),
-        ("forecasts.png", "Actual vs predicted, the best run of each cell",
-         "The best finished run of each cell (lowest test metric at any lookback and seed) on the "
-         "first test windows (`data/forecast_test.csv`): the actual series and the prediction at "
-         "the last step of the horizon, the hardest one."),
-    ]
-    parts += ["", "## Figures"]
-    for name, title, caption in fig_text:
+    return parts
+
+
+FIGURE_TEXT = [  # (file, title, caption), in the order the page shows them
+    ("metric_vs_length.png", "Final test metric vs length",
+     "One line per cell, line style = clip, error bars = 95% bootstrap CI of the mean over seeds, "
+     "grey dashed = trivial baseline; log y where the values span decades."),
+    ("training_curves.png", "Training curves at the longest length",
+     "train/loss and the global gradient norm before clipping (log y) against the step."),
+    ("grad_flow.png", "Gradient through time at the longest length",
+     "‖∂L/∂x_t‖ normalised by its maximum, against the distance from the readout, at the last "
+     "probed step (`diagnostics/grad_flow.csv`); runs without the file (diverged) are absent, "
+     "and values below 1e-30 (float underflow) are drawn at 1e-30."),
+    ("loss_by_position.png", "Loss by position in the window",
+     "Test bits per character at each position of the BPTT window (`data/loss_by_pos.csv`), "
+     "the mean over finished seeds, a panel per window length: position p predicts its "
+     "character from the p before it, so the curve shows how much a longer context helps each cell."),
+    ("forecasts.png", "Actual vs predicted, the best run of each cell",
+     "The best finished run of each cell (lowest test metric at any lookback and seed) on the "
+     "first test windows (`data/forecast_test.csv`): the actual series and the prediction at "
+     "the last step of the horizon, the hardest one."),
+]
+
+
+def _figures(ctx: Context) -> list[str]:
+    parts = ["## Figures"]
+    for name, title, caption in FIGURE_TEXT:
         if ctx.figures.get(name):
             parts += ["", f"### {title}", "", caption, "", f"![{title}]({name})"]
         elif name not in TASK_FIGURES:  # a task's own figure is absent where no run is of that task
             parts += ["", f"### {title}", "", "_No data for this figure._"]
+    return parts
+
+
+def _inside(ctx: Context) -> list[str]:
+    """What the diagnostics read inside each cell (horizons, gates, |λ|); nothing when none did."""
     inside = {task: inside_table(ctx.runs, task) for task in sorted(ctx.runs["task"].unique())}
-    if any(inside.values()):
-        parts += ["", "## Inside the cells", "",
-                  "What the diagnostics read at each finished run's last validation, the mean over seeds: "
-                  "the input-gradient horizon (`grad_flow/horizon`: the farthest distance from the readout, "
-                  "in steps, at which ‖∂L/∂x_t‖ is still 1% of its maximum), the same for ‖∂L/∂h_t‖ inside the "
-                  "cell (`grad_flow/hidden_horizon`), the mean gates, and the LRU's eigenvalue moduli |λ| "
-                  "(a state channel keeps |λ|^t of its value after t steps: 0.99 keeps 37% after 100). The "
-                  "update gate z has opposite meanings: the GRU's z is the share of the old state kept "
-                  "(PyTorch's convention), the minGRU's the share of the new candidate written (Feng et al.'s); "
-                  "the minLSTM's forget gate is the normalised f' = f / (f + i). A run that stopped once solved "
-                  "read these at that step."]
-        for task, table in inside.items():
-            if table:
-                parts += ["", f"**{task}**", "", table]
-    parts += ["", "## Training throughput", "",
-              "tokens/s = the median of each finished run's `perf/tokens_per_s` history, averaged "
-              "over runs (seeds, clip values); measured on whatever machine ran each job, with "
-              "whatever else ran beside it."]
+    if not any(inside.values()):
+        return []
+    parts = ["", "## Inside the cells", "",
+             "What the diagnostics read at each finished run's last validation, the mean over seeds: "
+             "the input-gradient horizon (`grad_flow/horizon`: the farthest distance from the readout, "
+             "in steps, at which ‖∂L/∂x_t‖ is still 1% of its maximum), the same for ‖∂L/∂h_t‖ inside the "
+             "cell (`grad_flow/hidden_horizon`), the mean gates, and the LRU's eigenvalue moduli |λ| "
+             "(a state channel keeps |λ|^t of its value after t steps: 0.99 keeps 37% after 100). The "
+             "update gate z has opposite meanings: the GRU's z is the share of the old state kept "
+             "(PyTorch's convention), the minGRU's the share of the new candidate written (Feng et al.'s); "
+             "the minLSTM's forget gate is the normalised f' = f / (f + i). A run that stopped once solved "
+             "read these at that step."]
+    for task, table in inside.items():
+        if table:
+            parts += ["", f"**{task}**", "", table]
+    return parts
+
+
+def _throughput(ctx: Context) -> list[str]:
+    parts = ["## Training throughput", "",
+             "tokens/s = the median of each finished run's `perf/tokens_per_s` history, averaged "
+             "over runs (seeds, clip values); measured on whatever machine ran each job, with "
+             "whatever else ran beside it."]
     for task in sorted(ctx.runs["task"].unique()):
         if (ctx.throughput["task"] == task).any():
             parts += ["", f"**{task}**", "", throughput_table(ctx.throughput, task, ctx.runs)]
         else:
             parts += ["", f"**{task}**: no throughput history."]
-    parts += ["", "## Discussion", "",
-              "### Computed observations", "",
-              "Generated from the numbers above; not interpretation.", "",
-              *observations(ctx.summary, ctx.runs, info), "",
-              "### Discussion", "", DISCUSSION_START,
-              ctx.discussion.strip("\n") or "_To be written: what the numbers above show, and what they do not._",
-              DISCUSSION_END, ""]
-    return "\n".join(parts)
+    return parts
+
+
+def _discussion(ctx: Context, info: Callable[[str], TaskInfo]) -> list[str]:
+    """The computed observations, then the hand-written discussion kept across regenerations."""
+    return ["## Discussion", "",
+            "### Computed observations", "",
+            "Generated from the numbers above; not interpretation.", "",
+            *observations(ctx.summary, ctx.runs, info), "",
+            "### Discussion", "", DISCUSSION_START,
+            ctx.discussion.strip("\n") or "_To be written: what the numbers above show, and what they do not._",
+            DISCUSSION_END, ""]
 
 
 def check_out_dir(out_dir: Path, experiment: str) -> None:
