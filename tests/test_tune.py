@@ -70,6 +70,43 @@ def test_one_cell_tuned_at_two_lengths_reports_its_unsolved_seeds_and_no_pairs()
     assert solved_table(arms) is None
 
 
+def test_a_joined_report_refuses_arms_not_tuned_alike(monkeypatch):
+    """--with joins only tunings of one task, run with the same budget and search, each cell
+    from one of them; what differs is named. The seeds line names an arm with other seeds."""
+    from rnnlab.report import tuning
+    from rnnlab.report.store import ReportError
+
+    fixed = {"trainer.max_steps": "1000", "model.param_budget": "80000", "tune.sampler": "random", "tune.trials": "20"}
+
+    def arm(cell, **kw):
+        a = tuning.ArmResult(cell=cell, seq_len=100, study=f"s: cell={cell}", parent_id=cell, main_metric="val/bpc",
+                             mode="min", storage="", space={}, task="char_lm", fixed=dict(fixed),
+                             tuned=dict.fromkeys(range(1, 6), 2.6), default=dict.fromkeys(range(1, 6), 2.7))
+        for k, v in kw.items():
+            setattr(a, k, v) if k != "fixed" else a.fixed.update(v)
+        return a
+
+    stores = {"classic": [arm("gru")], "modern": [arm("lru", default={})]}
+    monkeypatch.setattr(tuning, "load", lambda uri, experiment: stores[experiment])
+    both = [("modern", "sqlite:///m.db"), ("classic", "sqlite:///c.db")]
+    arms = tuning.load_all(both)
+    assert [(a.label, a.source) for a in arms] == [("gru T=100", "classic"), ("lru T=100", "modern")]
+    assert tuning._seeds(arms, "default") == "1, 2, 3, 4, 5 (except lru T=100: none yet)"
+    stores["classic"] = [arm("gru", fixed={"trainer.max_steps": "5000"})]
+    with pytest.raises(ReportError, match="not run alike: trainer.max_steps is 1000, 5000"):
+        tuning.load_all(both)
+    stores["classic"] = [arm("gru", task="copy", main_metric="val/loss")]
+    with pytest.raises(ReportError, match=r"different tasks \(char_lm, copy\)"):
+        tuning.load_all(both)
+    stores["classic"] = [arm("lru", seq_len=200)]
+    with pytest.raises(ReportError, match="cell lru is in both 'modern' and 'classic'"):
+        tuning.load_all(both)
+    by_store = {"sqlite:///m.db": [arm("lru")], "sqlite:///m2.db": [arm("gru")]}  # one name in two stores
+    monkeypatch.setattr(tuning, "load", lambda uri, experiment: by_store[uri])
+    arms = tuning.load_all([("modern", "sqlite:///m.db"), ("modern", "sqlite:///m2.db")])
+    assert [a.source for a in arms] == ["modern@sqlite:///m2.db", "modern@sqlite:///m.db"]  # gru, lru
+
+
 def test_the_search_space_grammar_becomes_optuna_distributions():
     d = spaces.distributions({"optim.lr": "tag(log, interval(3e-4, 3e-2))", "clip": "choice(null, 0.5, 1.0, 5.0)",
                               "cell.num_layers": "range(1, 4)", "cell.forget_bias": "choice(0, 1)",
@@ -196,10 +233,12 @@ def check_joined_report(store, capsys) -> None:
     assert "- **sources**: `tune_tiny` (rnn, gru; code hash `" in text and "`tune_tiny_lstm` (lstm; code hash `" in text
     assert f"--experiment tune_tiny --with tune_tiny_lstm@{store.uri}`" in text  # the regenerate command
     assert "| 10 | rnn − lstm |" in text and "| 10 | lstm − gru |" in text
-    assert "for some cells only: `cell.forget_bias: choice(0, 1)` (lstm)" in text
+    assert "by cell: `cell.forget_bias: choice(0, 1)` (lstm)" in text
+    assert ("on seeds 1, 2 (tuned), and of the preset's default configuration on seeds 1, 2 "
+            "(except lstm T=10: none yet)") in text
     capsys.readouterr()
     assert cli.main([*args, "--with", "tune_tiny"]) == 2  # the same arms twice
-    assert "arm rnn T=10 is in both 'tune_tiny' and 'tune_tiny': leave one out" in capsys.readouterr().err
+    assert f"'tune_tiny' ({store.uri}) given twice: each tuning joins once" in capsys.readouterr().err
     assert cli.main([*args, "--with", "tune_nowhere"]) == 2
     refused = f"--with tune_nowhere: no tuning study in experiment 'tune_nowhere' of {store.uri}"
     assert refused in capsys.readouterr().err

@@ -67,7 +67,9 @@ class ArmResult:
     stops_once_solved: bool = False  # its runs had solve.early_stop: solving is what they were for
     importance: dict[str, float] = field(default_factory=dict)
     source: str = ""  # the tuning experiment it came from
-    code_hashes: set[str] = field(default_factory=set)  # of its re-seed and default runs
+    task: str = ""
+    code_hashes: set[str] = field(default_factory=set)  # of its trial, re-seed and default runs
+    fixed: dict[str, str] = field(default_factory=dict)  # what its trials held fixed: budget, sizes, sampler
 
     @property
     def label(self) -> str:
@@ -108,40 +110,72 @@ def load(tracking_uri: str, experiment: str) -> list[ArmResult]:
         arm = ArmResult(cell=t[tags.CELL], seq_len=int(t[tags.SEQ_LEN]), study=t[tags.TUNE_STUDY],
                         parent_id=p.info.run_id, main_metric=t[tags.MAIN_METRIC], mode=t[tags.METRIC_MODE],
                         storage=p.data.params["tune.storage"], space=json.loads(t.get(tags.TUNE_SPACE, "{}")),
-                        source=experiment)
+                        source=experiment, task=t.get(tags.TASK, ""))
         _read_study(arm, optuna.load_study(study_name=arm.study, storage=arm.storage))
         kids = [r for r in everything if r.data.tags.get(tags.PARENT) == arm.parent_id]
+        arm.fixed = _fixed(arm, p, kids)
         for r in kids:
+            if tags.CODE_HASH in r.data.tags:
+                arm.code_hashes.add(r.data.tags[tags.CODE_HASH])
             if r.data.tags.get(tags.TUNE_ROLE) == "reseed" and tags.is_result(r):
                 arm.tuned[int(r.data.tags[tags.SEED])] = _test(r, arm)
                 arm.tuned_solved[int(r.data.tags[tags.SEED])] = "steps_to_solve" in r.data.metrics
                 arm.stops_once_solved |= r.data.params.get("solve.early_stop") == "True"
-                arm.code_hashes.add(r.data.tags.get(tags.CODE_HASH, "unknown"))
         for r in _default_arm(arm, everything):
             seed = int(r.data.tags[tags.SEED])
             arm.default[seed] = _test(r, arm)
             arm.default_solved[seed] = "steps_to_solve" in r.data.metrics
             arm.stops_once_solved |= r.data.params.get("solve.early_stop") == "True"
-            arm.code_hashes.add(r.data.tags.get(tags.CODE_HASH, "unknown"))
+            if tags.CODE_HASH in r.data.tags:
+                arm.code_hashes.add(r.data.tags[tags.CODE_HASH])
         arms.append(arm)
     return sorted(arms, key=lambda a: (a.seq_len, _cell_rank(a.cell)))
 
 
+# What a tuning's trials hold fixed that a joined comparison must share (beyond the task):
+# the budget and the sizes they train at, and how the search was run.
+FIXED = ("trainer.max_steps", "batch_size", "model.param_budget", "cell.num_layers", "optim.name",
+         "solve.threshold", "tune.sampler", "tune.trials")
+
+
+def _fixed(arm: ArmResult, parent, kids: list) -> dict[str, str]:
+    trial = next((r for r in kids if r.data.tags.get(tags.TUNE_ROLE) == "trial"), None)
+    params = {**(trial.data.params if trial else {}), **parent.data.params}
+    return {k: params[k] for k in FIXED if k in params and k not in arm.space}
+
+
 def load_all(sources: list[tuple[str, str]]) -> list[ArmResult]:
     """The arms of several tuning experiments (``(experiment, tracking_uri)``, possibly in
-    other stores), as one comparison: they must score the same metric, and no arm may come
-    twice (the same cell at the same length)."""
-    arms = [a for experiment, uri in sources for a in load(uri, experiment)]
-    metrics = sorted({a.main_metric for a in arms})
-    if len(metrics) > 1:
-        raise ReportError(f"the tuning experiments score different metrics ({', '.join(metrics)}): "
-                          "only arms of one task compare")
-    seen: dict[str, str] = {}
+    other stores), as one comparison. They must be of one task, tuned and trained alike (the
+    settings in :data:`FIXED`), and each cell must come from one source (its lengths too)."""
+    twice = [f"'{e}' ({u})" for e, u in dict.fromkeys(sources) if sources.count((e, u)) > 1]
+    if twice:
+        raise ReportError(f"{', '.join(twice)} given twice: each tuning joins once")
+    arms = []
+    for experiment, uri in sources:
+        for a in load(uri, experiment):
+            a.source = _source(experiment, uri, sources)
+            arms.append(a)
+    for what, values in (("tasks", {a.task for a in arms}), ("metrics", {a.main_metric for a in arms})):
+        if len(values) > 1:
+            raise ReportError(f"the tuning experiments are of different {what} ({', '.join(sorted(values))}): "
+                              "only arms of one task compare")
+    differ = {k: {a.fixed.get(k) for a in arms} for k in FIXED}
+    differ = {k: v for k, v in differ.items() if len(v) > 1}
+    if differ:
+        raise ReportError("the tuning experiments were not run alike: " + "; ".join(
+            f"{k} is {', '.join(sorted(f'{v}' for v in vs))}" for k, vs in differ.items()))
+    source_of: dict[str, str] = {}
     for a in arms:
-        if a.label in seen:
-            raise ReportError(f"arm {a.label} is in both '{seen[a.label]}' and '{a.source}': leave one out")
-        seen[a.label] = a.source
+        if source_of.setdefault(a.cell, a.source) != a.source:
+            raise ReportError(f"cell {a.cell} is in both '{source_of[a.cell]}' and '{a.source}': leave one out "
+                              "(a cell's arms come from one tuning)")
     return sorted(arms, key=lambda a: (a.seq_len, _cell_rank(a.cell)))
+
+
+def _source(experiment: str, uri: str, sources: list[tuple[str, str]]) -> str:
+    """A source's name in the report: its experiment, with its store where names repeat."""
+    return experiment if len({e for e, _ in sources}) == len(sources) else f"{experiment}@{uri}"
 
 
 def _default_arm(arm: ArmResult, everything: list) -> list:
@@ -151,17 +185,18 @@ def _default_arm(arm: ArmResult, everything: list) -> list:
     runs = [r for r in everything if tags.TUNE_ROLE not in r.data.tags and r.data.tags.get(tags.SWEEP) != "true"
             and r.data.tags.get(tags.CELL) == arm.cell and r.data.tags.get(tags.SEQ_LEN) == str(arm.seq_len)
             and tags.is_result(r)]
-    configs = {json.dumps({k: v for k, v in r.data.params.items() if k != tags.SEED}, sort_keys=True) for r in runs}
+    newest = {}  # a rerun of a seed replaces the earlier run (after a code change that added a param, say)
+    for r in sorted(runs, key=lambda r: r.info.start_time):
+        newest[r.data.tags[tags.SEED]] = r
+    runs = list(newest.values())
+    configs = {json.dumps({k: v for k, v in r.data.params.items() if k != "seed"}, sort_keys=True) for r in runs}
     if len(configs) > 1:
         params = [json.loads(c) for c in configs]
         differ = sorted(k for k in set().union(*params) if len({p.get(k) for p in params}) > 1)
         raise ReportError(f"the default arm of {arm.label} mixes {len(configs)} configurations (they differ in "
                           f"{', '.join(differ)}): keep one untuned configuration per cell and length in the "
                           "tuning's experiment")
-    newest = {}
-    for r in sorted(runs, key=lambda r: r.info.start_time):
-        newest[r.data.tags[tags.SEED]] = r
-    return list(newest.values())
+    return runs
 
 
 def _test(run, arm: ArmResult) -> float:
@@ -225,7 +260,8 @@ def _show(value) -> str:
 # -- tables ---------------------------------------------------------------------------------
 
 def _fmt_ci(values: dict[int, float]) -> str:
-    finite = [v for v in values.values() if math.isfinite(v)]
+    # in seed order: the bootstrap's fixed stream then gives one interval whatever order the runs came in
+    finite = [values[s] for s in sorted(values) if math.isfinite(values[s])]
     ci = stats.mean_ci(finite)
     text = fmt_mean_ci(ci.mean, ci.low, ci.high, ci.n)
     lost = len(values) - len(finite)
@@ -414,8 +450,8 @@ def build(experiment: str, tracking_uri: str, out_dir: Path, code: str = "",
     a0 = arms[0]
     common = {k: v for k, v in a0.space.items() if all(a.space.get(k) == v for a in arms)}
     space = ", ".join(f"`{k}: {v}`" for k, v in common.items())
-    extra = {(k, v): [a.cell for a in arms if a.space.get(k) == v] for a in arms for k, v in a.space.items()
-             if k not in common}
+    extra = {(k, v): list(dict.fromkeys(a.cell for a in arms if a.space.get(k) == v))
+             for a in arms for k, v in a.space.items() if k not in common}
     with_ = "".join(f" --with {e}@{u}" for e, u in sources[1:])
     lines = [
         f"# Report: experiment `{experiment}`", "",
@@ -426,7 +462,7 @@ def build(experiment: str, tracking_uri: str, out_dir: Path, code: str = "",
         f"({', '.join(f'`{study}: <arm>` in `{storage}`' for study, storage in _studies(arms))})",
         *_sources_lines(arms, sources),
         f"- **search space** (the same for every arm): {space}"
-        + (f"; for some cells only: {', '.join(f'`{k}: {v}` ({chr(44).join(c)})' for (k, v), c in extra.items())}"
+        + (f"; by cell: {', '.join(f'`{k}: {v}` ({chr(44).join(c)})' for (k, v), c in extra.items())}"
            if extra else ""),
         f"- **trials**: {', '.join(f'{a.label} {a.n_trials}' for a in arms)}; random search on the tuning "
         f"seed; a trial scores its best `{a0.main_metric}`; a diverged trial scores the worse of the trivial "
@@ -479,10 +515,10 @@ def _sources_lines(arms: list[ArmResult], sources: list[tuple[str, str]]) -> lis
         return []
     parts = []
     for experiment, uri in sources:
-        mine = [a for a in arms if a.source == experiment]
+        mine = [a for a in arms if a.source == _source(experiment, uri, sources)]
         hashes = sorted({h for a in mine for h in a.code_hashes})
-        parts.append(f"`{experiment}` ({', '.join(a.cell for a in mine)}; code hash "
-                     f"{', '.join(f'`{h}`' for h in hashes) or 'none yet'}; `{uri}`)")
+        parts.append(f"`{experiment}` ({', '.join(dict.fromkeys(a.cell for a in mine))}; code hash "
+                     f"{', '.join(f'`{h}`' for h in hashes) or 'unknown'}; `{uri}`)")
     lines = [f"- **sources**: {'; '.join(parts)}"]
     versions = {h for a in arms for h in a.code_hashes}
     if len(versions) > 1:
@@ -493,5 +529,9 @@ def _sources_lines(arms: list[ArmResult], sources: list[tuple[str, str]]) -> lis
 
 
 def _seeds(arms: list[ArmResult], which: str) -> str:
-    seeds = sorted({s for a in arms for s in getattr(a, which)})
-    return ", ".join(map(str, seeds)) if seeds else "none yet"
+    """The seeds the arms' tuned (or default) runs share, and any arm that has others."""
+    of = {a.label: tuple(sorted(getattr(a, which))) for a in arms}
+    common = max(set(of.values()), key=lambda seeds: (list(of.values()).count(seeds), seeds))
+    text = ", ".join(map(str, common)) if common else "none yet"
+    others = [f"{label}: {', '.join(map(str, seeds)) or 'none yet'}" for label, seeds in of.items() if seeds != common]
+    return text + (f" (except {'; '.join(others)})" if others else "")
