@@ -89,8 +89,8 @@ class Summary:
 
 
 def summary_line(cfg: DictConfig, task: Task, test_value: float | None, baselines: dict[str, float],
-            skill: float | None, diverged_at: int | None) -> str:
-    """``GRU, adding, T=50, clip 1: test/mse 0.0140 vs baseline 0.1670 (skill 0.92)``."""
+                 skill: float | None, diverged_at: int | None) -> str:
+    """``GRU, adding, T=50, clip 1.0: test/mse 0.0140 vs baseline 0.1670 (skill 0.92)``."""
     head = f"{cfg.cell.name.upper()}, {task.name}, T={cfg.seq_len}, clip {runs.clip_label(cfg.clip)}"
     if diverged_at is not None:
         return f"{head}: DIVERGED at step {diverged_at} (non-finite loss or gradient)"
