@@ -65,6 +65,18 @@ def test_profile_matches_an_independent_manual_loop(cell, task_cls):
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-14)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (cuDNN's fused cells)")
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_profile_on_a_gpu_in_eval_mode_matches_the_cpu(cell):
+    """cuDNN refuses an RNN backward in eval mode, which is where validation takes the profile.
+    (CI has no GPU; the GPU bench's harness runs take this path too: experiments/bench/gpu-h200.)"""
+    task = Adding(seq_len=12, batch_size=5, seed=0, val_size=5, test_size=5)
+    model = make_model(task, cell).float()
+    want = diagnostics.input_grad_profile(model, task.val, last_k=10)
+    got = diagnostics.input_grad_profile(model.cuda(), {k: v.cuda() for k, v in task.val.items()}, last_k=10)
+    torch.testing.assert_close(got.cpu(), want, rtol=1e-4, atol=1e-7)
+
+
 def test_horizon_and_ratio_definitions():
     profile = torch.tensor([1e-5, 1e-3, 0.02, 0.5, 1.0])
     assert diagnostics.horizon(profile, 0.01) == 2  # position 3 of 5 is 2 steps from the readout

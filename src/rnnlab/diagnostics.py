@@ -48,8 +48,11 @@ def readout_loss(task, out: Tensor, batch: dict[str, Tensor], last_k: int) -> Te
 
 
 def input_grad_profile(model, batch: dict[str, Tensor], last_k: int = 10) -> Tensor:
-    """``‖∂L/∂x_t‖`` for t = 1..T (norm over batch and features), shape (T,)."""
-    with torch.enable_grad():
+    """``‖∂L/∂x_t‖`` for t = 1..T (norm over batch and features), shape (T,).
+
+    Runs at validation, with the model in eval mode, where cuDNN's fused RNNs refuse a backward
+    pass: on a GPU the fused LSTM/GRU take PyTorch's own CUDA kernels here, same maths."""
+    with torch.enable_grad(), torch.backends.cudnn.flags(enabled=False):
         e = model.embed(batch["x"]).detach().requires_grad_(True)
         h, _ = model.recur(e)
         loss = readout_loss(model.task, model.read(h, batch.get("mask")), batch, last_k)
