@@ -35,7 +35,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="MLflow store for the results run (default: $MLFLOW_TRACKING_URI, else the repo's mlflow.db)")
     p.add_argument("--no-log", action="store_true", help="do not log the results to MLflow")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder with the benchmark's runs")
+    p.add_argument("--sections", default="",
+                   help="comma-separated sections to run, by their keys in results.json (default: all), "
+                        "e.g. gpu or scan,memory")
     args = p.parse_args(argv)
+    args.sections = tuple(k.strip() for k in args.sections.split(",") if k.strip())
     if args.steps is not None and args.steps < 1:
         p.error("--steps must be >= 1")
     if args.threads is not None and args.threads < 1:
@@ -47,9 +51,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     from rnnlab import bench
 
+    try:
+        bench.select(args.sections)
+    except ValueError as e:
+        print(f"bench.py: error: --sections: {e}", file=sys.stderr)
+        return 2
     make = bench.Settings.tiny if args.quick else bench.Settings.full
     settings = make(steps=args.steps, threads=args.threads)
-    res = bench.run(settings, args.out, None if args.no_log else args.tracking_uri, keep=args.keep)
+    res = bench.run(settings, args.out, None if args.no_log else args.tracking_uri, keep=args.keep,
+                    only=args.sections)
     print()
     print((args.out / "results.md").read_text())
     print(f"wrote {args.out / 'results.md'} and {args.out / 'results.json'}"

@@ -163,8 +163,9 @@ def test_quick_benchmark_writes_every_section(tmp_path):
     for key in sections:
         found = list(_numbers(res[key]))
         assert found, f"section {key} holds no numbers"
-        free = key == "duration"  # a section that trains nothing (roofline, a missing GPU) is estimated at 0 s
-        bad = [(p, v) for p, v in found if not (math.isfinite(v) and (v > 0 or free and v == 0))]
+        # a section that trains nothing (roofline, a missing GPU) is estimated at 0 s
+        free = [p for p, _ in found if p.startswith(".sections_estimated_s.")]
+        bad = [(p, v) for p, v in found if not (math.isfinite(v) and (v > 0 or p in free and v == 0))]
         assert not bad, f"section {key}: not finite and positive: {bad}"
     assert set(res["duration"]["sections_estimated_s"]) == set(res["duration"]["sections_s"]) >= set(sections[:-1])
     assert "by section, taken / estimated: harness_vs_bare " in md
@@ -201,3 +202,56 @@ def test_quick_benchmark_writes_every_section(tmp_path):
     assert "harness_ratio/median" in run.data.metrics and "sweep/wall_s_2x1" in run.data.metrics
     assert run.data.metrics["sweep_efficiency/six_runs"] == pytest.approx(eff["six_runs"]["efficiency"])
     assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"results.md", "results.json"}
+
+
+# -- a subset of sections (--sections), and the committed results ---------------------------
+def test_a_section_brings_the_sections_it_reads_and_a_bad_key_names_the_valid_ones():
+    from rnnlab.bench import output
+
+    keys = [s.key for s in bench.SECTIONS]
+    assert [s.key for s in bench.select(())] == keys == list(output.MARKDOWN)  # every section renders, in order
+    assert set(output.METRICS) <= set(keys)
+    assert [s.key for s in bench.select(("roofline",))] == ["harness_vs_bare", "roofline"]
+    assert [s.key for s in bench.select(("gpu", "scan"))] == ["scan", "gpu"]  # the usual order
+    with pytest.raises(ValueError, match=r"unknown section 'nope'; valid: harness_vs_bare, attribution, "):
+        bench.select(("scan", "nope"))
+    proc = subprocess.run([sys.executable, str(ROOT / "src" / "bench.py"), "--sections", "scan,nope", "--no-log"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--sections: unknown section 'nope'; valid: " in proc.stderr
+    assert "gpu" in proc.stderr.splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_sections_run_alone_say_so_and_log_only_their_own_numbers(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    res = bench.run(bench.Settings.tiny(), tmp_path / "out", uri, log=lambda _: None, only=("roofline",))
+    assert set(res) & {s.key for s in bench.SECTIONS} == {"harness_vs_bare", "roofline"}
+    assert set(res["duration"]["sections_s"]) == set(res["duration"]["sections_estimated_s"]) == \
+        {"harness_vs_bare", "roofline"}
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert "Sections run: harness_vs_bare, roofline (`--sections`); not run: attribution, fused_vs_reference" in md
+    assert "## 1. Harness vs bare loop" in md and "## 2. Roofline" in md
+    assert "## 3. " not in md and "## 6. Memory" not in md and "## GPU" not in md
+    from mlflow import MlflowClient
+
+    run = MlflowClient(uri).get_run(res["mlflow_run_id"])
+    assert run.info.status == "FINISHED" and "roofline/sgemm_gflops" in run.data.metrics
+    assert not [k for k in run.data.metrics if k.startswith(("diagnostics/", "sweep", "memory/", "scan/"))]
+
+
+@pytest.mark.parametrize("folder", ["bench", "bench/gpu-h200"])
+def test_committed_results_are_what_their_json_renders(folder):
+    """results.md is written from results.json alone: the committed pair agrees, targets included."""
+    where = ROOT / "experiments" / folder
+    res = json.loads((where / "results.json").read_text())
+    assert bench.check_targets(res) == res["warnings"]
+    assert bench.to_markdown(res) == (where / "results.md").read_text()
+
+
+def test_the_gpu_results_name_the_card_and_hold_the_scans_at_feng_et_al_s_lengths():
+    res = json.loads((ROOT / "experiments" / "bench" / "gpu-h200" / "results.json").read_text())
+    assert res["machine"]["cuda"] == res["gpu"]["device"] == "NVIDIA H200"
+    assert {r["seq_len"] for r in res["gpu"]["scan"]} >= {512, 4096} and res["gpu"]["scan"][0]["batch"] == 64
+    for r in res["gpu"]["scan"]:
+        assert r["parallel_over_sequential"] == pytest.approx(r["parallel_tokens_per_s"] / r["sequential_tokens_per_s"])
+        assert r["parallel_peak_mib"] > 0 and r["sequential_peak_mib"] > 0

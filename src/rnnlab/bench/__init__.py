@@ -23,7 +23,7 @@ from rnnlab.bench.flops import model_step_flops, sgemm_gflops, task_shape, timed
 from rnnlab.bench.harness import Store, compose, harness_run
 from rnnlab.bench.output import check_targets, log_to_mlflow, to_markdown
 from rnnlab.bench.runner import machine, run
-from rnnlab.bench.sections import SECTIONS, Costs, Section, estimate_seconds
+from rnnlab.bench.sections import SECTIONS, Costs, Section, estimate_seconds, select
 from rnnlab.bench.settings import PRESET_SWEEP, TARGET_DIAG_OVERHEAD, TARGET_HARNESS_RATIO, TASKS, Settings
 from rnnlab.bench.timing import StepTimer, TimedTrainer, interleave
 from rnnlab.cells.params import forward_flops, train_step_flops
@@ -32,5 +32,5 @@ __all__ = [
     "PRESET_SWEEP", "SECTIONS", "TARGET_DIAG_OVERHEAD", "TARGET_HARNESS_RATIO", "TASKS", "Costs", "Section",
     "Settings", "StepTimer", "Store", "TimedTrainer", "bare", "bare_run", "check_targets", "compose",
     "estimate_seconds", "forward_flops", "harness_run", "interleave", "log_to_mlflow", "machine",
-    "model_step_flops", "run", "sgemm_gflops", "task_shape", "timed_steps", "to_markdown", "train_step_flops",
+    "model_step_flops", "run", "select", "sgemm_gflops", "task_shape", "timed_steps", "to_markdown", "train_step_flops",
 ]

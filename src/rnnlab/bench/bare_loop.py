@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from rnnlab.bench.flops import model_step_flops
 from rnnlab.bench.harness import base_overrides, compose, quiet
 from rnnlab.bench.settings import Settings
-from rnnlab.bench.timing import synchronize
+from rnnlab.bench.timing import default_flags, synchronize
 
 if TYPE_CHECKING:
     from rnnlab.tasks.base import Task
@@ -35,8 +35,7 @@ def _batches(task: Task) -> Iterator[dict[str, torch.Tensor]]:
 
 def bare_run(cfg: DictConfig, steps: int, warmup: int, device: str = "cpu") -> dict[str, float]:
     """Same model class and initial weights as the harness (same seed, same builders), same
-    batches; Adam, ``clip_grad_norm_``, no logging, no checks. Runs with PyTorch's default
-    flags, because a harness run on a GPU turns deterministic algorithms on process-wide."""
+    batches; Adam, ``clip_grad_norm_``, no logging, no checks; PyTorch's default flags."""
     from rnnlab.run import build_model, build_task
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -45,13 +44,9 @@ def bare_run(cfg: DictConfig, steps: int, warmup: int, device: str = "cpu") -> d
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     dev = torch.device(device)
-    flags = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
-             torch.backends.cudnn.benchmark)
-    torch.use_deterministic_algorithms(False)
-    torch.backends.cudnn.deterministic = torch.backends.cudnn.benchmark = False
     tokens, t0, cpu0 = 0, 0.0, 0.0
     marks: list[float] = []  # CPU: the clock at each timed step's start, and at the end
-    try:
+    with default_flags():
         batches = _batches(task)
         for i in range(warmup + steps):
             if i == warmup:
@@ -73,9 +68,6 @@ def bare_run(cfg: DictConfig, steps: int, warmup: int, device: str = "cpu") -> d
         dt, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         if marks:
             marks.append(time.perf_counter())
-    finally:
-        torch.use_deterministic_algorithms(flags[0])
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = flags[1], flags[2]
     # the median step on CPU (see rnnlab.bench.timing.StepTimer), the window on a GPU
     step_s = [b - a for a, b in zip(marks, marks[1:])]
     rate = tokens / steps / statistics.median(step_s) if step_s else tokens / dt

@@ -23,7 +23,7 @@ from rnnlab.bench.bare_loop import bare
 from rnnlab.bench.harness import Store, harness_run
 from rnnlab.bench.output import check_targets, write
 from rnnlab.bench.processes import measure_imports
-from rnnlab.bench.sections import SECTIONS, Bench, Costs, estimate_seconds, run_sections
+from rnnlab.bench.sections import Bench, Costs, estimate_seconds, run_sections, select
 from rnnlab.bench.settings import PRESET_SWEEP, TARGET_DIAG_OVERHEAD, TARGET_HARNESS_RATIO, Settings
 
 
@@ -81,9 +81,12 @@ def warm_up(s: Settings, store: Store) -> tuple[Costs, dict[str, float]]:
 
 
 def run(s: Settings, out: Path, tracking_uri: str | None, keep: bool = False,
-        log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run every section with settings ``s``; write ``out/results.{md,json}``; log to MLflow
-    at ``tracking_uri`` (None: do not log). Returns the results."""
+        log: Callable[[str], None] = print, only: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Run every section with settings ``s`` (or those named in ``only`` and those they need,
+    in their usual order: a GPU lent for minutes measures its own section and nothing else); write
+    ``out/results.{md,json}``; log to MLflow at ``tracking_uri`` (None: do not log). Returns
+    the results."""
+    sections = select(only)
     t_all = time.perf_counter()
     _configure_logging()
     torch.set_num_threads(s.threads)
@@ -96,18 +99,18 @@ def run(s: Settings, out: Path, tracking_uri: str | None, keep: bool = False,
                 f"torch {info['torch']}, {s.threads} threads, load average {info['loadavg_start']}")
             costs, imports = warm_up(s, store)
             s = replace(s, rate_gflops=costs.gflops)
-            estimates = estimate_seconds(s, costs)
+            estimates = estimate_seconds(s, costs, sections)
             est = sum(estimates.values()) + (time.perf_counter() - t_all)
             log(f"estimated duration: ~{est:.0f} s (training at ~{costs.gflops:.1f} GFLOP/s, "
                 f"~{costs.per_run_s:.1f} s fixed cost per harness run)")
-            sections, took = run_sections(Bench(s, store, log, imports), SECTIONS)
+            done, took = run_sections(Bench(s, store, log, imports), sections)
             info["loadavg_end"] = round(os.getloadavg()[0], 2)
             settings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(s).items()}
             res: dict[str, Any] = {
                 "machine": info, "settings": settings,
                 "duration": {"estimated_s": est, "actual_s": time.perf_counter() - t_all, "sections_s": took,
                              "sections_estimated_s": estimates, "costs": asdict(costs)},
-                **sections,
+                **done,
                 "targets": {"harness_ratio_min": TARGET_HARNESS_RATIO,
                             "diagnostics_overhead_max": TARGET_DIAG_OVERHEAD,
                             "sweep_preset": PRESET_SWEEP}}

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import torch
 
-from rnnlab.bench.timing import interleave, median
+from rnnlab.bench.timing import default_flags, interleave, median
 from rnnlab.cells.factory import build
 from rnnlab.config import MODERN_CELLS
 
@@ -33,12 +33,15 @@ def step_timer(cell: str, impl: str, batch: int, seq_len: int, hidden: int, step
         one()
         if device == "cuda":
             torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
         for _ in range(steps):
             one()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        return {"tokens_per_s": steps * batch * seq_len / (time.perf_counter() - t0)}
+        if device != "cuda":
+            return {"tokens_per_s": steps * batch * seq_len / (time.perf_counter() - t0)}
+        torch.cuda.synchronize()
+        return {"tokens_per_s": steps * batch * seq_len / (time.perf_counter() - t0),
+                "peak_mib": torch.cuda.max_memory_allocated() / 2**20}  # Feng et al. compare memory too
 
     return measure
 
@@ -50,9 +53,12 @@ def measure(seq_lens: tuple[int, ...], hiddens: tuple[int, ...], batch: int, ste
         for T in seq_lens:
             forms = [(c, "parallel") for c in MODERN_CELLS] + [(c, "reference") for c in MODERN_CELLS] + \
                     [(c, "fused") for c in FUSED]
-            results = interleave(repeats, *(step_timer(c, impl, batch, T, hidden, steps, device)
-                                            for c, impl in forms))
+            with default_flags():
+                results = interleave(repeats, *(step_timer(c, impl, batch, T, hidden, steps, device)
+                                                for c, impl in forms))
             speed = {f"{c}/{impl}": median(r) for (c, impl), r in zip(forms, results)}
+            peak = {f"{c}/{impl}": max(x["peak_mib"] for x in r) for (c, impl), r in zip(forms, results)
+                    if "peak_mib" in r[0]}
             for cell in MODERN_CELLS:
                 par, seq = speed[f"{cell}/parallel"], speed[f"{cell}/reference"]
                 row = {"cell": cell, "seq_len": T, "hidden": hidden, "batch": batch, "device": device,
@@ -60,6 +66,10 @@ def measure(seq_lens: tuple[int, ...], hiddens: tuple[int, ...], batch: int, ste
                        "parallel_over_sequential": par / seq, "parallel_over_fused_lstm": par / speed["lstm/fused"],
                        "parallel_over_fused_gru": par / speed["gru/fused"],
                        "fused_lstm_tokens_per_s": speed["lstm/fused"], "fused_gru_tokens_per_s": speed["gru/fused"]}
+                if peak:
+                    row.update({"parallel_peak_mib": peak[f"{cell}/parallel"],
+                                "sequential_peak_mib": peak[f"{cell}/reference"],
+                                "fused_gru_peak_mib": peak["gru/fused"], "fused_lstm_peak_mib": peak["lstm/fused"]})
                 rows.append(row)
                 log(f"  {cell:7} H={hidden:<4} T={T:<5} parallel {par:>10,.0f} tok/s  sequential {seq:>9,.0f}  "
                     f"parallel/sequential {par / seq:6.1f}  /fused lstm {row['parallel_over_fused_lstm']:.2f}  "

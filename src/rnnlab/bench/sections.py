@@ -26,6 +26,7 @@ from rnnlab.bench.processes import child_env, run_measured, train_cmd
 from rnnlab.bench.settings import PRESET_SWEEP, Settings
 from rnnlab.bench.timing import interleave, median
 from rnnlab.cells.params import train_step_flops
+from rnnlab.config import MODERN_CELLS
 
 Row = dict[str, Any]
 Results = dict[str, Any]
@@ -81,6 +82,7 @@ class Section:
     estimate: Callable[[Settings, Costs], float] = _free  # seconds
     applies: Callable[[], bool] = _always
     absent: Callable[[], Any] = _nothing  # the result when it does not apply
+    needs: tuple[str, ...] = ()  # sections whose results it reads
 
     def run(self, b: Bench, done: Results) -> Any:
         if not self.applies():
@@ -146,14 +148,33 @@ def estimate_harness(s: Settings, c: Costs) -> float:
 
 
 def measure_gpu(b: Bench, done: Results) -> Row:
-    peak = sgemm_gflops(4096 if not b.s.quick else 512, "cuda")
-    rows = [{"cell": p.cell, "task": p.task, "seq_len": p.seq_len,
+    """Section 1 on CUDA (a GPU step is milliseconds, so ``max_steps_factor`` times the timed
+    steps), then section 3b on CUDA at ``gpu_scan_*``: where Feng et al. measured their speed-ups."""
+    s = b.s
+    peak = sgemm_gflops(4096 if not s.quick else 512, "cuda")
+    rows = [{"cell": p.cell, "task": p.task, "seq_len": p.seq_len, "steps": p.steps,
              "harness_tokens_per_s": median(p.harness), "bare_tokens_per_s": median(p.bare),
              "ratio": p.ratio,
-             "bare_fraction_of_peak": p.bare[0]["flops_per_step"] / (b.s.batch_size * p.seq_len)
+             "bare_fraction_of_peak": p.bare[0]["flops_per_step"] / (s.batch_size * p.seq_len)
              * median(p.bare) / 1e9 / peak["gflops"]}
-            for p in harness_vs_bare(b, lambda cell, task, seq_len: b.s.steps, "cuda", width=11)]
-    return {"available": True, "device": torch.cuda.get_device_name(0), "sgemm": peak, "rows": rows}
+            for p in harness_vs_bare(b, lambda cell, task, seq_len: s.steps * s.max_steps_factor, "cuda",
+                                     width=11)]
+    b.log("  3b on the GPU")
+    scans = scan.measure(s.gpu_scan_seq_lens, s.gpu_scan_hiddens, s.gpu_scan_batch, s.scan_steps, s.repeats,
+                         b.log, device="cuda")
+    return {"available": True, "device": torch.cuda.get_device_name(0), "sgemm": peak, "rows": rows,
+            "scan": scans}
+
+
+def estimate_gpu(s: Settings, c: Costs) -> float:
+    """The harness runs' fixed cost (their steps take milliseconds) and the step-by-step scans,
+    which launch a few kernels per time step: about 20 µs each, forward and backward."""
+    if not torch.cuda.is_available():
+        return 0.0
+    runs = len(list(_configs(s))) * s.repeats * (c.per_run_s + 1.0)
+    scans = sum(len(MODERN_CELLS) * (s.scan_steps + 1) * s.repeats * T * 30 * 20e-6
+                for T in s.gpu_scan_seq_lens for _ in s.gpu_scan_hiddens)
+    return runs + scans
 
 
 def no_gpu() -> Row:
@@ -402,7 +423,7 @@ SECTIONS = (
     Section("harness_vs_bare", "1. harness vs bare loop", measure_harness, estimate_harness),
     Section("attribution", "1b. where the harness's time per step goes", measure_attribution,
             estimate_attribution),
-    Section("roofline", "2. roofline", measure_roofline),
+    Section("roofline", "2. roofline", measure_roofline, needs=("harness_vs_bare",)),
     Section("fused_vs_reference", "3. fused vs reference cells", measure_reference, estimate_reference),
     Section("scan", "3b. modern cells: parallel scan vs step by step, and the fused cells", measure_scan,
             estimate_scan),
@@ -411,8 +432,20 @@ SECTIONS = (
     Section("sweep_efficiency", "5b. sweep efficiency", measure_sweep_efficiency, estimate_sweep_efficiency),
     Section("run_breakdown", "5c. one run, phase by phase", measure_breakdown, estimate_breakdown),
     Section("memory", "6. memory", measure_memory, estimate_memory),
-    Section("gpu", "GPU", measure_gpu, applies=torch.cuda.is_available, absent=no_gpu),
+    Section("gpu", "GPU", measure_gpu, estimate_gpu, applies=torch.cuda.is_available, absent=no_gpu),
 )
+
+
+def select(keys: tuple[str, ...] = ()) -> tuple[Section, ...]:
+    """The sections named (all when none is), with those they need, in their usual order.
+    Raises ValueError naming an unknown key and the valid ones."""
+    by_key = {sec.key: sec for sec in SECTIONS}
+    bad = [k for k in keys if k not in by_key]
+    if bad:
+        raise ValueError(f"unknown section {', '.join(map(repr, bad))}; valid: {', '.join(by_key)}")
+    wanted = set(keys or by_key)
+    wanted |= {need for k in wanted for need in by_key[k].needs}
+    return tuple(sec for sec in SECTIONS if sec.key in wanted)
 
 
 def estimate_seconds(s: Settings, costs: Costs, sections: tuple[Section, ...] = SECTIONS) -> dict[str, float]:

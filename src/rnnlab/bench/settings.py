@@ -15,6 +15,7 @@ TARGET_HARNESS_RATIO = 0.95  # harness tokens/s >= 95% of the bare loop's
 TARGET_DIAG_OVERHEAD = 0.10  # diagnostics add <= 10% to the fit time
 TARGET_SWEEP_EFFICIENCY = 0.8  # bare training time / (sweep wall x jobs)
 TARGET_RUN_FIXED_S = 1.0  # seconds a sweep's run costs beyond its training steps (warm worker)
+BUSY_LOAD_PER_CORE = 0.375  # a load average above this per core at start: timings are contended (0.75 on 2)
 PRESET_SWEEP = "2x1"  # conf/experiment/long_range.yaml: n_jobs=${cores:}, threads=1
 
 
@@ -39,6 +40,10 @@ class Settings:
     scan_hiddens: tuple[int, ...] = (64, 128)
     scan_batch: int = 32
     scan_steps: int = 3
+    # ... and on a GPU, at Feng et al.'s batch and lengths (their Figure 1: 512 to 4096, batch 64)
+    gpu_scan_seq_lens: tuple[int, ...] = (512, 1024, 4096)
+    gpu_scan_hiddens: tuple[int, ...] = (128,)
+    gpu_scan_batch: int = 64
     fixed_steps: int = 100  # section 1b, the per-step cost of a toy model
     diag_cells: tuple[str, ...] = CLASSIC_CELLS
     diag_task: str = "char_lm"
@@ -88,6 +93,7 @@ class Settings:
             batch_size=8, hidden_size=16, embed_dim=8, steps=steps or 3, min_window_s=0.0,
             warmup=1, repeats=1,
             ref_steps=2, fixed_steps=5, scan_seq_lens=(16,), scan_hiddens=(8,), scan_batch=4, scan_steps=1,
+            gpu_scan_seq_lens=(16,), gpu_scan_hiddens=(8,), gpu_scan_batch=4,
             diag_cells=("lstm",), diag_seq_len=8, diag_steps=6, diag_val_interval=3,
             sweep_runs=("cell=lstm,gru",),
             sweep_overrides=("task=adding", "seq_len=8", "batch_size=8", "cell.hidden_size=8",

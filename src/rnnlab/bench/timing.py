@@ -10,10 +10,11 @@ keys, and hands its readings back through a file, since ``train`` returns only a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -25,6 +26,21 @@ if TYPE_CHECKING:
     from rnnlab.tasks.base import Task
 
 R = TypeVar("R")
+
+
+@contextlib.contextmanager
+def default_flags() -> Iterator[None]:
+    """PyTorch's default algorithm flags meanwhile: a harness run on a GPU turns deterministic
+    algorithms on process-wide, and a bare measurement after it should not pay for them."""
+    flags = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+             torch.backends.cudnn.benchmark)
+    torch.use_deterministic_algorithms(False)
+    torch.backends.cudnn.deterministic = torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(flags[0])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = flags[1], flags[2]
 
 
 def synchronize(dev: torch.device) -> None:
