@@ -136,7 +136,7 @@ class Store:
             assert proc.stdout is not None
             for line in proc.stdout:
                 out.append(line)
-                found += marker in line
+                found += line.count(marker)  # parallel jobs' prints may share a line
                 if found >= seen or time.time() > deadline:
                     break
             for _ in range(times):

@@ -292,7 +292,9 @@ def test_a_killed_study_resumes_without_redoing_finished_trials(store, sig):
     """SIGKILL or Ctrl-C to the whole process group (the sweeper and its workers) after the
     first trials are told; the same command finishes the studies, each with 3 trials done.
     Ctrl-C first lets the trials under way save and end KILLED, and leaves them unjudged."""
-    slow = ["trainer.max_steps=500", "tune.reseeds=[]"]  # a trial trains for seconds: time to catch both
+    # Two trials at once whatever the machine's cores; a trial trains for seconds, time to catch
+    # both; metrics written as they are logged, so the store shows a trial training at once.
+    slow = ["trainer.max_steps=500", "tune.reseeds=[]", "hydra.launcher.n_jobs=2", "tracking.async_logging=false"]
     cmd = [sys.executable, str(ROOT / "src" / "train.py"), "+tune=tiny", f"hydra.sweep.dir={store.dir / 'm1'}",
            *store.overrides(), *slow]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=store.env(),
@@ -306,6 +308,7 @@ def test_a_killed_study_resumes_without_redoing_finished_trials(store, sig):
     deadline = time.time() + 240
     while len(training_runs(store, trial="1")) < 2 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)
+    assert proc.poll() is None and len(training_runs(store, trial="1")) == 2, "".join(seen)[-3000:]
     os.killpg(proc.pid, sig)
     proc.wait(timeout=120)
     reader.join(timeout=10)
