@@ -239,7 +239,7 @@ def test_sections_run_alone_say_so_and_log_only_their_own_numbers(tmp_path):
     assert not [k for k in run.data.metrics if k.startswith(("diagnostics/", "sweep", "memory/", "scan/"))]
 
 
-@pytest.mark.parametrize("folder", ["bench", "bench/gpu-h200"])
+@pytest.mark.parametrize("folder", ["bench", "bench/gpu-h200", "bench/gpu-h200/deterministic-off"])
 def test_committed_results_are_what_their_json_renders(folder):
     """results.md is written from results.json alone: the committed pair agrees, targets included."""
     where = ROOT / "experiments" / folder

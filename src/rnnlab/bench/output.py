@@ -34,7 +34,8 @@ def to_markdown(res: dict[str, Any]) -> str:
          "by section, taken / estimated: " + _sections_time(res["duration"]) + ").",
          f"Shapes: batch {st['batch_size']}, hidden {st['hidden_size']}, embed {st['embed_dim']}; "
          f"{st['warmup']} warm-up + at least {st['steps']} timed steps, {st['repeats']} interleaved "
-         f"repeats per side (medians).", ""]
+         f"repeats per side (medians)."
+         + (f" Every harness run also had `{' '.join(st['extra'])}`." if st.get("extra") else ""), ""]
     skipped = [key for key in MARKDOWN if key not in res]
     if skipped:
         L += [f"Sections run: {', '.join(k for k in MARKDOWN if k in res)} (`--sections`); "
