@@ -3,6 +3,8 @@ every metric present, resumption, and a failing job that does not stop the other
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from conftest import ROOT, compose
@@ -153,6 +155,22 @@ def test_sweep_workers_check_memory_between_jobs_instead_of_collecting_garbage()
     """Without psutil, joblib's loky workers run a full gc.collect() after every job: about
     0.55 s in a warm worker (660,000 objects: torch, Lightning, MLflow), 4% of `make sweep`'s
     wall. With it they only read their memory size, and collect when it has grown by 300 MB."""
-    from joblib.externals.loky import process_executor
+    from joblib.externals.loky import get_reusable_executor
 
-    assert process_executor._USE_PSUTIL, "psutil is missing from the environment (pyproject.toml lists it)"
+    executor = get_reusable_executor(max_workers=1, reuse=False)  # one worker: every job runs in it
+    try:
+        # the worker measures its reference size (one collection) after its first job; a job
+        # outlasts loky's check interval (1 s), as a sweep's runs do
+        counts = [executor.submit(_full_collections, 1.2).result(timeout=120) for _ in range(3)]
+    finally:
+        executor.shutdown(wait=True)
+    assert counts[2] == counts[1], (f"the worker collected garbage between jobs ({counts}): is psutil missing "
+                                    "from the environment? (pyproject.toml lists it)")
+
+
+def _full_collections(seconds: float) -> int:
+    """Full (generation 2) garbage collections this process has run so far, after a job's time."""
+    import gc
+
+    time.sleep(seconds)
+    return gc.get_stats()[2]["collections"]
