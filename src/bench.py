@@ -24,8 +24,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--quick", action="store_true",
                    help="every section at toy sizes (a smoke test, < 1 minute); the numbers mean nothing")
-    p.add_argument("--out", type=Path, default=paths.repo_root() / "experiments" / "bench",
-                   help="folder for results.md and results.json")
+    p.add_argument("--out", type=Path, default=None,
+                   help="folder for results.md and results.json (default: experiments/bench; "
+                        "with --sections, required: a partial run must not replace the full results)")
     p.add_argument("--steps", type=int, default=None,
                    help="timed training steps per measurement (default: 30, quick: 3)")
     p.add_argument("--threads", type=int, default=None,
@@ -40,6 +41,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         "e.g. gpu or scan,memory")
     args = p.parse_args(argv)
     args.sections = tuple(k.strip() for k in args.sections.split(",") if k.strip())
+    if args.sections and args.out is None:
+        p.error(f"--sections {','.join(args.sections)} needs --out DIR: a partial run must not replace "
+                "the full results in experiments/bench")
+    if args.out is None:
+        args.out = paths.repo_root() / "experiments" / "bench"
     if args.steps is not None and args.steps < 1:
         p.error("--steps must be >= 1")
     if args.threads is not None and args.threads < 1:

@@ -172,7 +172,7 @@ def _of_runs(n: int) -> str:
 
 
 def markdown(b: Row, target_s: float) -> list[str]:
-    L = ["", f"## 5c. One run, phase by phase (target: <= {target_s:g} s per run beyond imports and training steps)",
+    L = [f"## 5c. One run, phase by phase (target: <= {target_s:g} s per run beyond imports and training steps)",
          "", f"`{b['cell']}` with {' '.join(b['overrides'])}, one thread, in a process that has run one such "
          f"job already (as a sweep worker's later jobs), {_of_runs(b['repeats'])}; each phase timed by "
          "wrapping the function that does it (`rnnlab.bench.breakdown`). Each `·` is a level: a phase is "

@@ -44,12 +44,12 @@ def to_markdown(res: dict[str, Any]) -> str:
         L += [f"**WARNING: {w}**" for w in res["warnings"]] + [""]
     blocks = [render(res[key]) for key, render in MARKDOWN.items() if key in res]
     for i, block in enumerate(blocks):
-        L += ([""] if i else []) + block[next(j for j, line in enumerate(block) if line):]  # one blank between
+        L += ([""] if i else []) + block
     return "\n".join(L) + "\n"
 
 
 def _harness_markdown(rows: list[dict[str, Any]]) -> list[str]:
-    L = ["", "## 1. Harness vs bare loop (tokens/s, CPU)", "",
+    L = ["## 1. Harness vs bare loop (tokens/s, CPU)", "",
          f"Target: harness/bare >= {TARGET_HARNESS_RATIO}.", "",
          "| cell | task | T | timed steps | harness tok/s | bare tok/s | harness/bare |",
          "|---|---|---|---|---|---|---|"]
@@ -61,7 +61,7 @@ def _harness_markdown(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def _attribution_markdown(rows: list[dict[str, Any]]) -> list[str]:
-    L = ["", "### 1b. Where the harness's time per step goes (ms per step, medians)", "",
+    L = ["### 1b. Where the harness's time per step goes (ms per step, medians)", "",
          "\"no logging steps\": `trainer.log_every_n_steps` beyond the run, so no metric is sent and "
          "no gradient norm is logged.", "",
          "| config | harness | harness, no logging steps | bare | harness - bare |", "|---|---|---|---|---|"]
@@ -73,7 +73,7 @@ def _attribution_markdown(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def _roofline_markdown(rf: dict[str, Any]) -> list[str]:
-    L = ["", f"## 2. Roofline (sgemm {rf['sgemm']['n']}² float32: {rf['sgemm']['gflops']:.1f} GFLOP/s)", "",
+    L = [f"## 2. Roofline (sgemm {rf['sgemm']['n']}² float32: {rf['sgemm']['gflops']:.1f} GFLOP/s)", "",
          "| cell | task | T | GFLOP/step | bare GFLOP/s | bare % of sgemm | harness % of sgemm |",
          "|---|---|---|---|---|---|---|"]
     for r in rf["rows"]:
@@ -84,7 +84,7 @@ def _roofline_markdown(rf: dict[str, Any]) -> list[str]:
 
 
 def _reference_markdown(rows: list[dict[str, Any]]) -> list[str]:
-    L = ["", "## 3. Fused vs reference cells (bare loop, adding)", "",
+    L = ["## 3. Fused vs reference cells (bare loop, adding)", "",
          "| cell | T | timed steps | fused tok/s | reference tok/s | fused/reference |",
          "|---|---|---|---|---|---|"]
     for r in rows:
@@ -95,7 +95,7 @@ def _reference_markdown(rows: list[dict[str, Any]]) -> list[str]:
 
 def _scan_markdown(rows: list[dict[str, Any]], title: str = "## 3b. Modern cells: parallel scan vs step by "
                    "step, and the fused cells (the recurrent stack alone, forward + backward)") -> list[str]:
-    L = ["", title, "",
+    L = [title, "",
          "| cell | H | T | parallel tok/s | sequential tok/s | parallel/sequential | parallel/fused LSTM | "
          "parallel/fused GRU |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -106,7 +106,7 @@ def _scan_markdown(rows: list[dict[str, Any]], title: str = "## 3b. Modern cells
 
 
 def _diagnostics_markdown(rows: list[dict[str, Any]]) -> list[str]:
-    L = ["", f"## 4. Diagnostics cost (whole trainer.fit; target <= +{100 * TARGET_DIAG_OVERHEAD:.0f}%)", "",
+    L = [f"## 4. Diagnostics cost (whole trainer.fit; target <= +{100 * TARGET_DIAG_OVERHEAD:.0f}%)", "",
          "| cell | task | T | steps | fit on (s) | fit off (s) | on/off | in diagnostics hooks |",
          "|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -117,7 +117,7 @@ def _diagnostics_markdown(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def _sweep_markdown(sw: dict[str, Any]) -> list[str]:
-    return ["", f"## 5. Sweep parallelism ({sw['runs']} runs: {' '.join(sw['overrides'])})", "",
+    return [f"## 5. Sweep parallelism ({sw['runs']} runs: {' '.join(sw['overrides'])})", "",
             "| layout | wall (s, median) | runs |", "|---|---|---|",
             f"| 1 job x 2 threads | {sw['wall_s_1x2']:.1f} | {', '.join(f'{w:.1f}' for w in sw['walls_1x2'])} |",
             f"| 2 jobs x 1 thread (preset) | {sw['wall_s_2x1']:.1f} | "
@@ -132,13 +132,13 @@ def _breakdown_markdown(bd: dict[str, Any]) -> list[str]:
 
 
 def _memory_markdown(mem: dict[str, Any]) -> list[str]:
-    return ["", "## 6. Memory", "",
+    return ["## 6. Memory", "",
             f"Peak RSS of `{mem['command']}`: **{mem['peak_rss_mib']:.0f} MiB** "
             f"(importing torch, Lightning, MLflow and rnnlab alone: {mem['imports_peak_rss_mib']:.0f} MiB)."]
 
 
 def _gpu_markdown(gpu: dict[str, Any]) -> list[str]:
-    L = ["", "## GPU (fused cells, cuDNN; the modern cells' scans)", ""]
+    L = ["## GPU (fused cells, cuDNN; the modern cells' scans)", ""]
     if not gpu.get("available"):
         return L + ["No CUDA device: skipped."]
     L += [f"{gpu['device']}; sgemm {gpu['sgemm']['n']}²: {gpu['sgemm']['gflops']:.0f} GFLOP/s.", "",
@@ -148,21 +148,22 @@ def _gpu_markdown(gpu: dict[str, Any]) -> list[str]:
         L.append(f"| {r['cell']} | {r['task']} | {r['seq_len']} | {r['harness_tokens_per_s']:,.0f} | "
                  f"{r['bare_tokens_per_s']:,.0f} | {r['ratio']:.3f} | {100 * r['bare_fraction_of_peak']:.2f}% |")
     if gpu.get("scan"):
-        L += _scan_markdown(gpu["scan"], f"### 3b on the GPU (batch {gpu['scan'][0]['batch']}; the recurrent "
-                            "stack alone, forward + backward)")
+        title = f"### 3b on the GPU (batch {gpu['scan'][0]['batch']}; the recurrent stack alone, forward + backward)"
+        L += [""] + _scan_markdown(gpu["scan"], title)
+    if any("parallel_peak_mib" in r for r in gpu.get("scan", [])):
         L += ["", "Peak GPU memory of a training step of the stack (MiB, `torch.cuda.max_memory_allocated`):", "",
-              "| cell | H | T | parallel | sequential | parallel/sequential | fused GRU | fused LSTM |",
+              "| cell | H | T | parallel | sequential | parallel/sequential | fused LSTM | fused GRU |",
               "|---|---|---|---|---|---|---|---|"]
         for r in gpu["scan"]:
             L.append(f"| {r['cell']} | {r['hidden']} | {r['seq_len']} | {r['parallel_peak_mib']:,.0f} | "
                      f"{r['sequential_peak_mib']:,.0f} | {r['parallel_peak_mib'] / r['sequential_peak_mib']:.2f} | "
-                     f"{r['fused_gru_peak_mib']:,.0f} | {r['fused_lstm_peak_mib']:,.0f} |")
+                     f"{r['fused_lstm_peak_mib']:,.0f} | {r['fused_gru_peak_mib']:,.0f} |")
     return L
 
 
 def _efficiency_markdown(eff: dict[str, Any]) -> list[str]:
     sc = eff["scaling"]
-    L = ["", f"## 5b. Sweep efficiency (target >= {TARGET_SWEEP_EFFICIENCY})", "",
+    L = [f"## 5b. Sweep efficiency (target >= {TARGET_SWEEP_EFFICIENCY})", "",
          "efficiency = sum over runs of (steps x bare ms/step, 1 process, 1 thread) / (sweep wall x jobs). "
          "The wall is the whole command's: imports, parent run, workers, the report at the end. "
          "\"in runs\": the MLflow runs' own durations beyond their steps at the bare rate (per-step overhead, "
@@ -250,6 +251,7 @@ def log_to_mlflow(res: dict[str, Any], uri: str, files: list[Path]) -> str:
     run = client.create_run(exp_id, run_name=f"bench-{'quick' if st['quick'] else 'full'}-"
                             f"{time.strftime('%Y%m%d-%H%M%S')}",
                             tags={"quick": str(st["quick"]).lower(), **tracking.git_info(),
+                                  "sections": ",".join(k for k in MARKDOWN if k in res),
                                   "warnings": " | ".join(res["warnings"])[:5000] or "none"})
     rid = run.info.run_id
     params = {**{f"machine.{k}": v for k, v in res["machine"].items()},

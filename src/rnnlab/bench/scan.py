@@ -20,16 +20,20 @@ FUSED = ("lstm", "gru")
 
 def step_timer(cell: str, impl: str, batch: int, seq_len: int, hidden: int, steps: int,
                device: str = "cpu") -> Callable[[], dict[str, float]]:
-    """A measurement: ``steps`` training steps of the stack (after one untimed), tokens/s."""
-    torch.manual_seed(0)
-    stack = build(cell, input_size=hidden, hidden_size=hidden, impl=impl).to(device)
-    x = torch.randn(batch, seq_len, hidden, device=device)
-
-    def one() -> None:
-        out, _ = stack(x)
-        out.square().mean().backward()
+    """A measurement: ``steps`` training steps of the stack (after one untimed), tokens/s; on a
+    GPU also the peak memory of the steps. The stack and its batch are built when it runs and
+    freed after, so that the forms measured beside it hold no memory meanwhile: the peak is
+    this form's alone (input, weights, gradients, and what its forward keeps for backward)."""
 
     def measure() -> dict[str, float]:
+        torch.manual_seed(0)
+        stack = build(cell, input_size=hidden, hidden_size=hidden, impl=impl).to(device)
+        x = torch.randn(batch, seq_len, hidden, device=device)
+
+        def one() -> None:
+            out, _ = stack(x)
+            out.square().mean().backward()
+
         one()
         if device == "cuda":
             torch.cuda.synchronize()

@@ -429,7 +429,8 @@ SECTIONS = (
             estimate_scan),
     Section("diagnostics", "4. diagnostics cost", measure_diagnostics, estimate_diagnostics),
     Section("sweep", "5. sweep parallelism", measure_sweep, estimate_sweep),
-    Section("sweep_efficiency", "5b. sweep efficiency", measure_sweep_efficiency, estimate_sweep_efficiency),
+    Section("sweep_efficiency", "5b. sweep efficiency", measure_sweep_efficiency, estimate_sweep_efficiency,
+            needs=("sweep",)),  # prices section 5's 2x1 sweep rather than running it again
     Section("run_breakdown", "5c. one run, phase by phase", measure_breakdown, estimate_breakdown),
     Section("memory", "6. memory", measure_memory, estimate_memory),
     Section("gpu", "GPU", measure_gpu, estimate_gpu, applies=torch.cuda.is_available, absent=no_gpu),
