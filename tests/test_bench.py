@@ -230,21 +230,19 @@ def test_a_section_brings_the_sections_it_reads_and_a_bad_key_names_the_valid_on
 @pytest.mark.slow
 def test_sections_run_alone_say_so_and_log_only_their_own_numbers(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    res = bench.run(bench.Settings.tiny(), tmp_path / "out", uri, log=lambda _: None, only=("roofline",))
-    assert set(res) & {s.key for s in bench.SECTIONS} == {"harness_vs_bare", "roofline"}
-    assert set(res["duration"]["sections_s"]) == set(res["duration"]["sections_estimated_s"]) == \
-        {"harness_vs_bare", "roofline"}
+    res = bench.run(bench.Settings.tiny(), tmp_path / "out", uri, log=lambda _: None, only=("scan",))
+    assert set(res) & {s.key for s in bench.SECTIONS} == {"scan"}
+    assert set(res["duration"]["sections_s"]) == set(res["duration"]["sections_estimated_s"]) == {"scan"}
     md = (tmp_path / "out" / "results.md").read_text()
-    assert "Sections run: harness_vs_bare, roofline (`--sections`); not run: attribution, fused_vs_reference" in md
-    assert md.count("\n\n\n") == 0  # one blank line between sections
-    assert "## 1. Harness vs bare loop" in md and "## 2. Roofline" in md
-    assert "## 3. " not in md and "## 6. Memory" not in md and "## GPU" not in md
+    assert "Sections run: scan (`--sections`); not run: harness_vs_bare, attribution, roofline" in md
+    assert "## 3b. Modern cells" in md and "| mingru | 8 | 16 |" in md
+    assert "## 1. " not in md and "## 6. Memory" not in md and "## GPU" not in md
+    assert md.count("\n\n\n") == 0  # one blank line between parts
     from mlflow import MlflowClient
 
     run = MlflowClient(uri).get_run(res["mlflow_run_id"])
-    assert run.info.status == "FINISHED" and "roofline/sgemm_gflops" in run.data.metrics
-    assert run.data.tags["sections"] == "harness_vs_bare,roofline"
-    assert not [k for k in run.data.metrics if k.startswith(("diagnostics/", "sweep", "memory/", "scan/"))]
+    assert run.info.status == "FINISHED" and run.data.tags["sections"] == "scan"
+    assert {k.split("/")[0] for k in run.data.metrics} == {"duration_s", "scan"}
 
 
 @pytest.mark.parametrize("folder", ["bench", "bench/gpu-h200", "bench/gpu-h200/deterministic-off"])
