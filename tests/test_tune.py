@@ -86,7 +86,7 @@ def test_a_joined_report_refuses_arms_not_tuned_alike(monkeypatch):
             setattr(a, k, v) if k != "fixed" else a.fixed.update(v)
         return a
 
-    stores = {"classic": [arm("gru")], "modern": [arm("lru", default={})]}
+    stores = {"classic": [arm("gru")], "modern": [arm("lru", default={}, fixed={"cell.num_layers": "2"})]}
     monkeypatch.setattr(tuning, "load", lambda uri, experiment: stores[experiment])
     both = [("modern", "sqlite:///m.db"), ("classic", "sqlite:///c.db")]
     arms = tuning.load_all(both)

@@ -132,10 +132,12 @@ def load(tracking_uri: str, experiment: str) -> list[ArmResult]:
     return sorted(arms, key=lambda a: (a.seq_len, _cell_rank(a.cell)))
 
 
-# What a tuning's trials hold fixed that a joined comparison must share (beyond the task):
-# the budget and the sizes they train at, and how the search was run.
-FIXED = ("trainer.max_steps", "batch_size", "model.param_budget", "cell.num_layers", "optim.name",
-         "solve.threshold", "tune.sampler", "tune.trials")
+# What a tuning's trials hold fixed that a comparison must share (beyond the task): the budget
+# they train at, and how the search was run. A cell's own architecture (its layers and width,
+# e.g. the LRU's two blocks beside one layer of minGRU) is not among them: the parameter budget
+# is what the cells share.
+FIXED = ("trainer.max_steps", "batch_size", "model.param_budget", "optim.name", "solve.threshold",
+         "tune.sampler", "tune.trials")
 
 
 def _fixed(arm: ArmResult, parent, kids: list) -> dict[str, str]:
