@@ -231,7 +231,7 @@ def check_joined_report(store, capsys) -> None:
     text = (out / "REPORT.md").read_text()
     assert "- **arms**: 3 (rnn T=10, lstm T=10, gru T=10)" in text
     assert "- **sources**: `tune_tiny` (rnn, gru; code hash `" in text and "`tune_tiny_lstm` (lstm; code hash `" in text
-    assert f"--experiment tune_tiny --with tune_tiny_lstm@{store.uri}`" in text  # the regenerate command
+    assert f"--experiment tune_tiny --tracking-uri {store.uri} --with tune_tiny_lstm@{store.uri}`" in text  # regenerate
     assert "| 10 | rnn − lstm |" in text and "| 10 | lstm − gru |" in text
     assert "by cell: `cell.forget_bias: choice(0, 1)` (lstm)" in text
     assert ("on seeds 1, 2 (tuned), and of the preset's default configuration on seeds 1, 2 "

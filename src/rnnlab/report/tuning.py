@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlab import figures, stats
+from rnnlab import figures, paths, stats
 from rnnlab import runs as tags
 from rnnlab.report.page import DISCUSSION_END, DISCUSSION_START, check_out_dir, kept_discussion
 from rnnlab.report.store import ReportError
@@ -454,7 +454,8 @@ def build(experiment: str, tracking_uri: str, out_dir: Path, code: str = "",
     space = ", ".join(f"`{k}: {v}`" for k, v in common.items())
     extra = {(k, v): list(dict.fromkeys(a.cell for a in arms if a.space.get(k) == v))
              for a in arms for k, v in a.space.items() if k not in common}
-    with_ = "".join(f" --with {e}@{u}" for e, u in sources[1:])
+    store = "" if tracking_uri == paths.default_tracking_uri() else f" --tracking-uri {tracking_uri}"
+    with_ = store + "".join(f" --with {e}@{u}" for e, u in sources[1:])
     lines = [
         f"# Report: experiment `{experiment}`", "",
         "Each arm tuned with the same budget, then compared on fresh seeds. "
