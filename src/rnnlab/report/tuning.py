@@ -447,16 +447,25 @@ def build(experiment: str, tracking_uri: str, out_dir: Path, code: str = "",
     check_out_dir(out_dir, experiment)
     report = out_dir / "REPORT.md"
     discussion = kept_discussion(report)
-    drawn = [p for p in (plot_expected(arms, out_dir / "expected_best.png"),
-                         plot_importance(arms, out_dir / "importance.png")) if p]
-    a0 = arms[0]
+    drawn = " ".join(p for p in (plot_expected(arms, out_dir / "expected_best.png"),
+                                 plot_importance(arms, out_dir / "importance.png")) if p)
+    lines = [*_header(arms, sources, code), *_comparison(arms), *_search(arms, drawn),
+             DISCUSSION_START, discussion or "\n_(discussion: written by hand, kept when the report is regenerated)_\n",
+             DISCUSSION_END, ""]
+    report.write_text("\n".join(lines))
+    return report
+
+
+def _header(arms: list[ArmResult], sources: list[tuple[str, str]], code: str) -> list[str]:
+    """Title, how to regenerate, and what was tuned how: arms, space, trials, what is compared."""
+    (experiment, tracking_uri), a0 = sources[0], arms[0]
     common = {k: v for k, v in a0.space.items() if all(a.space.get(k) == v for a in arms)}
     space = ", ".join(f"`{k}: {v}`" for k, v in common.items())
     extra = {(k, v): list(dict.fromkeys(a.cell for a in arms if a.space.get(k) == v))
              for a in arms for k, v in a.space.items() if k not in common}
     store = "" if tracking_uri == paths.default_tracking_uri() else f" --tracking-uri {tracking_uri}"
     with_ = store + "".join(f" --with {e}@{u}" for e, u in sources[1:])
-    lines = [
+    return [
         f"# Report: experiment `{experiment}`", "",
         "Each arm tuned with the same budget, then compared on fresh seeds. "
         f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `src/report.py` from the MLflow store and the "
@@ -474,37 +483,35 @@ def build(experiment: str, tracking_uri: str, out_dir: Path, code: str = "",
         f"{_seeds(arms, 'tuned')} (tuned), and of the preset's default configuration on seeds "
         f"{_seeds(arms, 'default')} (default)",
         f"- **statistics**: {stats.METHOD}; a difference is established when its interval excludes 0 on at "
-        f"least {stats.MIN_SEEDS} seeds", "",
-        "## Tuned arms", "", tuned_table(arms), "",
-        "## The cells compared, default and tuned", "",
-    ]
+        f"least {stats.MIN_SEEDS} seeds", ""]
+
+
+def _comparison(arms: list[ArmResult]) -> list[str]:
+    """Each arm tuned against its default, the cells against each other, and solved seeds."""
+    lines = ["## Tuned arms", "", tuned_table(arms), "", "## The cells compared, default and tuned", ""]
     if len({a.cell for a in arms}) > 1:
         lines += [f"Ranking by mean, default: {ranking(arms, 'default')}. Tuned: {ranking(arms, 'tuned')}.", ""]
-    lines += [
-        cells_table(arms), "",
-    ]
+    lines += [cells_table(arms), ""]
     solved = solved_table(arms)
-    if solved:
-        lines += ["## Solved seeds, default and tuned", "", solved, ""]
-    lines += [
+    return lines + (["## Solved seeds, default and tuned", "", solved, ""] if solved else [])
+
+
+def _search(arms: list[ArmResult], drawn: str) -> list[str]:
+    """What the search itself shows: the expected best against trials, and what mattered."""
+    return [
         "## Expected best validation score against the number of trials", "",
         "What a researcher would have found with only n of the N random-search trials: the mean over all "
         "subsets of n distinct trials of the best validation score among them (Tang et al. 2020's unbiased "
         "estimator of the curve of Dodge et al. 2019), ± its standard deviation over those subsets.", "",
         expected_table(arms), "",
-        *(["![expected best](expected_best.png)", ""] if "expected_best.png" in " ".join(drawn) else []),
+        *(["![expected best](expected_best.png)", ""] if "expected_best.png" in drawn else []),
         "## Hyperparameter importance", "",
         "PED-ANOVA (Watanabe et al. 2023, `optuna.importance.PedAnovaImportanceEvaluator`): how far each "
         "hyperparameter's distribution among the top 10% of an arm's trials departs from its distribution "
         "over all of them; normalised to sum to 1 per arm. With 12-20 trials the top 10% is two trials: read "
         "it with the scatter below.", "",
         importance_table(arms), "",
-        *(["![importance](importance.png)", ""] if "importance.png" in " ".join(drawn) else []),
-        DISCUSSION_START, discussion or "\n_(discussion: written by hand, kept when the report is regenerated)_\n",
-        DISCUSSION_END, "",
-    ]
-    report.write_text("\n".join(lines))
-    return report
+        *(["![importance](importance.png)", ""] if "importance.png" in drawn else [])]
 
 
 def _studies(arms: list[ArmResult]) -> list[tuple[str, str]]:
