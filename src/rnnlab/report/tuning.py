@@ -28,6 +28,7 @@ from itertools import combinations
 from pathlib import Path
 
 import numpy as np
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from rnnlab import figures, paths, stats
 from rnnlab import runs as tags
@@ -418,6 +419,11 @@ def plot_importance(arms: list[ArmResult], path: Path) -> str | None:
             ax.legend(fontsize=7)
         if numeric and "log" in a.space.get(key, ""):
             ax.set_xscale("log")
+            # labels at 1 and 3 of each decade, as numbers: matplotlib's own label every minor
+            # tick of a range under a decade, which overlap in a panel this narrow
+            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 3.0)))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
         if not numeric:
             ax.set_xticks(range(len(labels)), labels)
         ax.set(xlabel=key, ylabel=f"{a.main_metric} (best of the run)",
