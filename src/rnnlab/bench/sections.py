@@ -444,8 +444,10 @@ def select(keys: tuple[str, ...] = ()) -> tuple[Section, ...]:
     bad = [k for k in keys if k not in by_key]
     if bad:
         raise ValueError(f"unknown section {', '.join(map(repr, bad))}; valid: {', '.join(by_key)}")
-    wanted = set(keys or by_key)
-    wanted |= {need for k in wanted for need in by_key[k].needs}
+    wanted, more = set(), set(keys or by_key)
+    while more:  # and what those need, and so on
+        wanted |= more
+        more = {need for k in more for need in by_key[k].needs} - wanted
     return tuple(sec for sec in SECTIONS if sec.key in wanted)
 
 
