@@ -453,8 +453,8 @@ def build(experiment: str, tracking_uri: str, out_dir: Path, code: str = "",
     check_out_dir(out_dir, experiment)
     report = out_dir / "REPORT.md"
     discussion = kept_discussion(report)
-    drawn = " ".join(p for p in (plot_expected(arms, out_dir / "expected_best.png"),
-                                 plot_importance(arms, out_dir / "importance.png")) if p)
+    drawn = {Path(p).name for p in (plot_expected(arms, out_dir / "expected_best.png"),
+                                    plot_importance(arms, out_dir / "importance.png")) if p}
     lines = [*_header(arms, sources, code), *_comparison(arms), *_search(arms, drawn),
              DISCUSSION_START, discussion or "\n_(discussion: written by hand, kept when the report is regenerated)_\n",
              DISCUSSION_END, ""]
@@ -502,8 +502,9 @@ def _comparison(arms: list[ArmResult]) -> list[str]:
     return lines + (["## Solved seeds, default and tuned", "", solved, ""] if solved else [])
 
 
-def _search(arms: list[ArmResult], drawn: str) -> list[str]:
-    """What the search itself shows: the expected best against trials, and what mattered."""
+def _search(arms: list[ArmResult], drawn: set[str]) -> list[str]:
+    """What the search itself shows: the expected best against trials, and what mattered
+    (each figure linked if it was drawn: ``drawn`` holds their file names)."""
     return [
         "## Expected best validation score against the number of trials", "",
         "What a researcher would have found with only n of the N random-search trials: the mean over all "
