@@ -107,6 +107,31 @@ def test_a_joined_report_refuses_arms_not_tuned_alike(monkeypatch):
     assert [a.source for a in arms] == ["modern@sqlite:///m2.db", "modern@sqlite:///m.db"]  # gru, lru
 
 
+def test_a_report_of_a_running_study_counts_only_trials_done():
+    """A report written while a study runs (or after a killed one) counts finished and failed
+    trials; the one still running and the stale copy of a re-asked trial are not trials done."""
+    import optuna
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from rnnlab.report import tuning
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    dist = {"optim.lr": FloatDistribution(1e-4, 1e-1, log=True)}
+    study = optuna.create_study(direction="minimize")
+    for lr, value in ((1e-3, 2.9), (3e-3, 2.8)):
+        study.add_trial(create_trial(params={"optim.lr": lr}, distributions=dist, value=value))
+    study.add_trial(create_trial(params={"optim.lr": 1e-2}, distributions=dist, state=TrialState.FAIL))
+    study.add_trial(create_trial(params={"optim.lr": 2e-2}, distributions=dist, state=TrialState.FAIL,
+                                 user_attrs={"stale": True}))
+    study.ask(dist)  # running
+    arm = tuning.ArmResult(cell="gru", seq_len=100, study="s", parent_id="p", main_metric="val/bpc", mode="min",
+                           storage="", space={})
+    tuning._read_study(arm, study)
+    assert (arm.n_trials, arm.n_failed, arm.trial_values) == (3, 1, [2.9, 2.8])
+    assert arm.best_trial == 1 and arm.best_params == {"optim.lr": "0.003"}
+
+
 def test_the_search_space_grammar_becomes_optuna_distributions():
     d = spaces.distributions({"optim.lr": "tag(log, interval(3e-4, 3e-2))", "clip": "choice(null, 0.5, 1.0, 5.0)",
                               "cell.num_layers": "range(1, 4)", "cell.forget_bias": "choice(0, 1)",

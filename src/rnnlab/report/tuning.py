@@ -217,7 +217,9 @@ def _read_study(arm: ArmResult, study) -> None:
     """Trial values, best configuration and importance from the arm's Optuna study."""
     from optuna.trial import TrialState
 
-    done = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("stale")]
+    # a running trial is not done yet; a stale one was asked again
+    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    done = [t for t in study.get_trials(deepcopy=False, states=states) if not t.user_attrs.get("stale")]
     finished = [t for t in done if t.state == TrialState.COMPLETE and t.value is not None]
     arm.n_trials = len(done)
     arm.n_failed = sum(t.state == TrialState.FAIL for t in done)
