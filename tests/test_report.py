@@ -593,6 +593,7 @@ def test_task_figures_loss_by_position_and_best_forecasts(tmp_path, drawn):
     panels, legend = drawn["pos.png"]  # a panel per window, a line per cell (mean of its seeds)
     assert [(t, lines) for t, _, _, _, lines in panels] == [("char_lm: seq_len = 10", 2), ("char_lm: seq_len = 20", 2)]
     assert panels[0][2] == "test bits per character" and legend == ["rnn", "lstm", "clip 1.0"]
+    assert panels[0][1] == "position in the window = characters of context (log scale)"  # as char_lm writes it
     panels, legend = drawn["fc.png"]  # each cell's best run: rnn seed 1, gru seed 0
     assert [t.splitlines()[1] for t, *_ in panels] == ["rnn, lookback seq_len=25, seed 1: test/mse 0.2",
                                                        "gru, lookback seq_len=25, seed 0: test/mse 0.1"]
