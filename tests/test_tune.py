@@ -365,6 +365,53 @@ def test_a_killed_study_resumes_without_redoing_finished_trials(store, sig):
     assert len(parents) == 2 and all(p.info.status == "FINISHED" for p in parents)
 
 
+@pytest.mark.slow
+def test_a_trial_on_several_tuning_seeds_scores_the_mean_of_its_runs(store):
+    """tune.seed as a list: a trial is one run per seed with the same sampled values, and it
+    scores the mean of their best validation values (a task whose trials can all fail on one
+    seed is then not tuned on noise). The re-seeds stay fresh; the report says how it scored."""
+    import optuna
+
+    tune(store, "hydra.sweeper.params.cell=gru", "tune.seed=[0,3]", "tune.trials=2", "tune.reseeds=[1]",
+         "hydra.launcher.n_jobs=2")
+    runs = store.runs("tune_tiny")
+    by_trial: dict[int, dict[int, object]] = {}
+    for r in runs:
+        if r.data.tags.get("tune_role") == "trial":
+            by_trial.setdefault(int(r.data.tags["tune_trial"]), {})[int(r.data.tags["seed"])] = r
+    assert {k: sorted(v) for k, v in by_trial.items()} == {0: [0, 3], 1: [0, 3]}
+    assert list(studies(store)) == ["tiny: cell=gru"]
+    study = optuna.load_study(study_name="tiny: cell=gru", storage=f"sqlite:///{store.dir / 'optuna.db'}")
+    told = {t.number: t for t in study.trials}
+    for k, pair in by_trial.items():
+        assert pair[0].data.params["optim.lr"] == pair[3].data.params["optim.lr"]
+        assert {r.info.run_name for r in pair.values()} == {f"gru-T10-trial{k}-s0", f"gru-T10-trial{k}-s3"}
+        best = {s: min(v for _, v in store.history(r.info.run_id, "val/mse")) for s, r in pair.items()}
+        assert best[0] != best[3]  # two seeds, two values: the mean is not one of them
+        assert told[k].value == pytest.approx((best[0] + best[3]) / 2)
+        assert told[k].user_attrs["values"] == pytest.approx({"0": best[0], "3": best[3]})
+    parent = next(r for r in runs if r.data.tags.get("tune_study") == "tiny: cell=gru")
+    assert parent.data.params["tune.seed"] == "[0, 3]" and parent.info.status == "FINISHED"
+    assert [r.data.tags["seed"] for r in runs if r.data.tags.get("tune_role") == "reseed"] == ["1"]
+    from rnnlab.report import tuning as tuned
+
+    text = "\n".join(tuned._header(tuned.load(store.uri, "tune_tiny"), [("tune_tiny", store.uri)], ""))
+    assert "on the tuning seeds 0, 3; a trial scores the mean over them of each run's best `val/mse`" in text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("overrides, says", [
+    (("tune.seed=[0,1]", "tune.reseeds=[1,2]"), "tune.reseeds=[1, 2]: seeds other than the tuning seeds 0, 1"),
+    (("tune.seed=[0,0]",), "tune.seed=[0, 0]: a seed, or a list of distinct seeds"),
+])
+def test_tuning_seeds_must_be_distinct_and_apart_from_the_reseeds(store, overrides, says):
+    proc = tune(store, *overrides, check=False, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and says in errors[0] and "tune." in errors[0], proc.stderr[-2000:]
+    assert store.runs() == [] and not (store.dir / "optuna.db").exists()
+
+
 BAD_SPACES = {
     "low>high": ("optim.lr: interval(3e-2, 3e-4)", "tune.space.optim.lr='interval(3e-2, 3e-4)'", "LOW < HIGH"),
     "unknown-key": ("cell.forget_bias: choice(0, 1)", "tune.space.cell.forget_bias='forget_bias'",

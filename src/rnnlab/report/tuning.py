@@ -138,7 +138,7 @@ def load(tracking_uri: str, experiment: str) -> list[ArmResult]:
 # e.g. the LRU's two blocks beside one layer of minGRU) is not among them: the parameter budget
 # is what the cells share.
 FIXED = ("trainer.max_steps", "batch_size", "model.param_budget", "optim.name", "solve.threshold",
-         "tune.sampler", "tune.trials")
+         "tune.sampler", "tune.trials", "tune.seed")
 
 
 def _fixed(arm: ArmResult, parent, kids: list) -> dict[str, str]:
@@ -484,9 +484,8 @@ def _header(arms: list[ArmResult], sources: list[tuple[str, str]], code: str) ->
         f"- **search space** (the same for every arm): {space}"
         + (f"; by cell: {', '.join(f'`{k}: {v}` ({chr(44).join(c)})' for (k, v), c in extra.items())}"
            if extra else ""),
-        f"- **trials**: {', '.join(f'{a.label} {a.n_trials}' for a in arms)}; random search on the tuning "
-        f"seed; a trial scores its best `{a0.main_metric}`; a diverged trial scores the worse of the trivial "
-        f"baseline and the arm's worst",
+        f"- **trials**: {', '.join(f'{a.label} {a.n_trials}' for a in arms)}; {_scoring(a0)}; a diverged "
+        f"run scores the worse of the trivial baseline and the arm's worst",
         f"- **compared on**: `{a0.test_metric}` of the best configuration re-run on seeds "
         f"{_seeds(arms, 'tuned')} (tuned), and of the preset's default configuration on seeds "
         f"{_seeds(arms, 'default')} (default)",
@@ -545,6 +544,15 @@ def _sources_lines(arms: list[ArmResult], sources: list[tuple[str, str]]) -> lis
                      "changes between them move none of these numbers; where that matters, rerun one seed of an "
                      "arm at the other version and compare")
     return lines
+
+
+def _scoring(arm: ArmResult) -> str:
+    """How a trial was scored: on one tuning seed, or the mean over several (``tune.seed``)."""
+    seeds = str(arm.fixed.get("tune.seed", "0")).strip("[]").replace(" ", "").split(",")
+    if len(seeds) == 1:
+        return f"random search on the tuning seed {seeds[0]}; a trial scores its best `{arm.main_metric}`"
+    return (f"random search on the tuning seeds {', '.join(seeds)}; a trial scores the mean over them of each "
+            f"run's best `{arm.main_metric}`")
 
 
 def _seeds(arms: list[ArmResult], which: str) -> str:

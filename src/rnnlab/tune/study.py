@@ -10,9 +10,13 @@ submitit or Ray for scale-out), arms interleaved so that the batches stay full.
 
 What a trial scores is its best validation value of the task's main metric, read from the
 MLflow store (so a trial whose run was resumed, or skipped as already done, scores the same).
-A diverged trial is a finished trial with the worst value: the worse of the task's trivial
-baseline (``baseline/<metric>``, skill 0) and the worst finite value of the arm's trials so
-far. It never stops the study. A trial whose job failed is a failed trial (not re-asked).
+A diverged run scores the worst value: the worse of the task's trivial baseline
+(``baseline/<metric>``, skill 0) and the worst finite value of the arm's trials so far. It
+never stops the study. A trial whose job failed is a failed trial (not re-asked).
+
+``tune.seed`` is one tuning seed or a list of them. With several, a trial is one run per seed
+and scores the mean of their values: on a task with a sharp solved/unsolved transition (adding)
+one seed's trials can all fail, and the search then ranks noise (experiments/tune_adding).
 
 Then the best configuration of each arm is re-run on ``tune.reseeds`` (seeds other than the
 tuning seed): tuned on validation, compared on those runs' test metrics.
@@ -94,7 +98,9 @@ class Tuner:
         self.name = str(self.t.get("name") or "tune")
         self.n_trials = int(self.t.get("trials", 20))
         self.sampler_name = str(self.t.get("sampler", "random"))
-        self.seed = int(self.t.get("seed", 0))
+        seed = self.t.get("seed", 0)
+        self.seeds = [int(x) for x in seed] if OmegaConf.is_list(seed) or isinstance(seed, list) else [int(seed)]
+        self.seed = self.seeds[0] if self.seeds else 0  # what seeds the sampler
         self.reseed_seeds = [int(s) for s in (self.t.get("reseeds") or [])]
         n_jobs = OmegaConf.select(config, "hydra.launcher.n_jobs", default=1)
         self.batch_size = max(1, int(n_jobs if n_jobs and n_jobs > 0 else 1))
@@ -145,9 +151,11 @@ class Tuner:
             raise ConfigError("tune.sampler", self.sampler_name, f"one of {', '.join(SAMPLERS)}")
         if self.n_trials < 1:
             raise ConfigError("tune.trials", self.n_trials, "a positive number of trials per arm")
-        if self.seed in self.reseed_seeds:
-            raise ConfigError("tune.reseeds", list(self.reseed_seeds), f"seeds other than the tuning seed {self.seed} "
-                              "(the comparison is on fresh seeds)")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError("tune.seed", list(self.seeds), "a seed, or a list of distinct seeds")
+        if set(self.seeds) & set(self.reseed_seeds):
+            raise ConfigError("tune.reseeds", list(self.reseed_seeds), f"seeds other than the tuning seeds "
+                              f"{', '.join(map(str, self.seeds))} (the comparison is on fresh seeds)")
         if not self.t.get("space"):
             raise ConfigError("tune.space", None, "a search space, e.g. {optim.lr: 'tag(log, interval(3e-4, 3e-2))'}")
         for cell in self.t.get("cell_space") or {}:
@@ -167,6 +175,9 @@ class Tuner:
                     raise ConfigError(key, o.input_line, "the arms are a grid of choices (cell=rnn,gru); "
                                       "search spaces go in tune.space")
                 axes[key] = [f"{key}={v}" for v in o.sweep_string_iterator()]
+                fixed.pop(key, None)
+            elif key in self.params:  # an arm axis given one value (cell=gru): an axis of one arm
+                axes[key] = [f"{key}={o.get_value_element_as_str()}"]
                 fixed.pop(key, None)
             else:
                 fixed[key] = f"{key}={o.get_value_element_as_str()}"
@@ -212,7 +223,7 @@ class Tuner:
         study = optuna.create_study(study_name=self.study_name(arm), storage=self.storage,
                                     direction="minimize" if arm.mode == "min" else "maximize", load_if_exists=True)
         signature = {"space": {k: repr(v) for k, v in arm.space.items()}, "sampler": self.sampler_name,
-                     "seed": self.seed, "metric": arm.main_metric}
+                     "seed": self.seed if len(self.seeds) == 1 else self.seeds, "metric": arm.main_metric}
         before = study.user_attrs.get("signature")
         if before is None:
             study.set_user_attr("signature", signature)
@@ -258,7 +269,8 @@ class Tuner:
         self.client.set_tag(run_id, runs.SWEEP_ID, run_id)
         self.client.log_batch(run_id, params=[
             Param("tune.trials", str(self.n_trials)), Param("tune.sampler", self.sampler_name),
-            Param("tune.seed", str(self.seed)), Param("tune.reseeds", str(self.reseed_seeds)),
+            Param("tune.seed", str(self.seed if len(self.seeds) == 1 else self.seeds)),
+            Param("tune.reseeds", str(self.reseed_seeds)),
             Param("tune.storage", self.storage), Param("tune.study", name)])
         return run_id
 
@@ -270,25 +282,28 @@ class Tuner:
     # -- trials ----------------------------------------------------------------------------
     def _tune(self) -> list[JobReturn]:
         returns: list[JobReturn] = []
+        per_trial = len(self.seeds)  # a trial is one run per tuning seed
+        per_batch = max(1, self.batch_size // per_trial)  # whole trials; at least one, however many seeds
         while True:
             wanted = {arm.label: self.n_trials - _done(arm.study) for arm in self.arms}
             batch: list[tuple[Arm, Any]] = []
-            while len(batch) < self.batch_size and any(v > 0 for v in wanted.values()):
+            while len(batch) < per_batch and any(v > 0 for v in wanted.values()):
                 # the arm furthest behind first: a study stopped half-way has every arm half done
                 arm = max(self.arms, key=lambda a: (wanted[a.label], -self.arms.index(a)))
                 batch.append((arm, self._ask(arm)))
                 wanted[arm.label] -= 1
             if not batch:
                 return returns
-            jobs = [self._trial_overrides(arm, trial) for arm, trial in batch]
+            jobs = [self._trial_overrides(arm, trial, seed) for arm, trial in batch for seed in self.seeds]
             print(f"tune {self.name}: trials " + ", ".join(f"{arm.label} #{trial.number}" for arm, trial in batch),
                   flush=True)
             results = self.launcher.launch(jobs, initial_job_idx=self.job_idx)
             self.job_idx += len(jobs)
-            for (arm, trial), ret in zip(batch, results):
-                stopped = _outcome(ret).get("outcome") in ("interrupted", "not_started")
+            for i, (arm, trial) in enumerate(batch):
+                rets = list(results[i * per_trial:(i + 1) * per_trial])
+                stopped = any(_outcome(r).get("outcome") in ("interrupted", "not_started") for r in rets)
                 if not stopped:  # a stopped trial stays RUNNING, to be asked again on resume
-                    self._tell(arm, trial, ret)
+                    self._tell(arm, trial, rets)
             for arm in {a.label: a for a, _ in batch}.values():
                 self._log_progress(arm)
             returns += list(results)
@@ -308,36 +323,55 @@ class Tuner:
         arm.study.sampler = self._sampler(len(arm.study.get_trials(deepcopy=False)))
         return arm.study.ask(arm.space)
 
-    def _trial_overrides(self, arm: Arm, trial) -> list[str]:
+    def _trial_overrides(self, arm: Arm, trial, seed: int) -> list[str]:
+        name = f"{arm.run_name}-trial{trial.number}" + (f"-s{seed}" if len(self.seeds) > 1 else "")
         return [*arm.overrides, *self.fixed, *(spaces.override(k, v) for k, v in trial.params.items()),
-                f"seed={self.seed}", f"++tune.job.parent={arm.parent_id}", f"++tune.job.role={ROLE_TRIAL}",
-                f"++tune.job.trial={trial.number}", f"++tracking.run_name={arm.run_name}-trial{trial.number}"]
+                f"seed={seed}", f"++tune.job.parent={arm.parent_id}", f"++tune.job.role={ROLE_TRIAL}",
+                f"++tune.job.trial={trial.number}", f"++tracking.run_name={name}"]
 
-    def _tell(self, arm: Arm, trial, ret: JobReturn) -> None:
+    def _tell(self, arm: Arm, trial, rets: list[JobReturn]) -> None:
+        """The trial's value from its runs, one per tuning seed: the mean of each run's best
+        validation value (a diverged run's: the worst value)."""
         from optuna.trial import TrialState
 
-        outcome = _outcome(ret)
+        outcomes = [_outcome(r) for r in rets]
+        ids = [o["run_id"] for o in outcomes if o.get("run_id")]
         shown = " ".join(spaces.override(k, v) for k, v in trial.params.items())
         head = f"[tune {self.study_name(arm)}] trial {trial.number}: {shown}"
-        if ret.status != JobStatus.COMPLETED or outcome.get("outcome") not in ("finished", "diverged", "skipped"):
-            detail = outcome.get("detail") or (repr(ret._return_value) if ret.status == JobStatus.FAILED else "")
-            trial.set_user_attr("error", str(detail)[:1000])
-            if outcome.get("run_id"):
-                trial.set_user_attr("run_id", outcome["run_id"])
-            arm.study.tell(trial, state=TrialState.FAIL)
-            print(f"{head} -> FAILED ({str(detail)[:200]})", flush=True)
-            return
-        run = self.client.get_run(outcome["run_id"])
-        trial.set_user_attr("run_id", run.info.run_id)
-        diverged = run.data.tags.get(runs.DIVERGED) == "true"
-        value = None if diverged else self._best_validation(run.info.run_id, arm)
-        if value is None or not math.isfinite(value):
-            diverged, value = True, self._worst(arm, run)
-        trial.set_user_attr("diverged", diverged)
+        if ids:
+            trial.set_user_attr("run_id", ids[0] if len(self.seeds) == 1 else ids)
+        for ret, outcome in zip(rets, outcomes):
+            if ret.status != JobStatus.COMPLETED or outcome.get("outcome") not in ("finished", "diverged", "skipped"):
+                detail = outcome.get("detail") or (repr(ret._return_value) if ret.status == JobStatus.FAILED else "")
+                trial.set_user_attr("error", str(detail)[:1000])
+                arm.study.tell(trial, state=TrialState.FAIL)
+                print(f"{head} -> FAILED ({str(detail)[:200]})", flush=True)
+                return
+        values: dict[int, float] = {}
+        diverged_seeds = []
+        for seed, outcome in zip(self.seeds, outcomes):
+            run = self.client.get_run(outcome["run_id"])
+            diverged = run.data.tags.get(runs.DIVERGED) == "true"
+            value = None if diverged else self._best_validation(run.info.run_id, arm)
+            if value is None or not math.isfinite(value):
+                diverged, value = True, self._worst(arm, run)
+            values[seed] = value
+            if diverged:
+                diverged_seeds.append(seed)
+        value = sum(values.values()) / len(values)
+        trial.set_user_attr("diverged", bool(diverged_seeds))
+        if len(self.seeds) > 1:
+            trial.set_user_attr("values", {str(k): v for k, v in values.items()})
+            trial.set_user_attr("diverged_seeds", diverged_seeds)
         arm.study.tell(trial, value)
         best = arm.study.best_value
-        print(f"{head} -> {arm.main_metric} {value:.4g}{' (diverged: the worst value)' if diverged else ''} "
-              f"| best {best:.4g} | {_done(arm.study)}/{self.n_trials} done", flush=True)
+        each = f" (mean of seeds {', '.join(f'{k}: {v:.4g}' for k, v in values.items())})" if len(values) > 1 else ""
+        div = ""
+        if diverged_seeds:
+            div = (" (diverged: the worst value)" if len(values) == 1
+                   else f" (diverged on seed {', '.join(map(str, diverged_seeds))}: the worst value there)")
+        print(f"{head} -> {arm.main_metric} {value:.4g}{each}{div} | best {best:.4g} | "
+              f"{_done(arm.study)}/{self.n_trials} done", flush=True)
 
     def _best_validation(self, run_id: str, arm: Arm) -> float | None:
         values = [m.value for m in self.client.get_metric_history(run_id, arm.main_metric) if math.isfinite(m.value)]
