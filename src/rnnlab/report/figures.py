@@ -11,6 +11,7 @@ the runs hold nothing to draw (the page then says so instead of linking a stale 
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -111,6 +112,18 @@ def _grid(n: int, ncols: int, w: float, h: float, handles: Sequence[Line2D], **k
     return fig, axes
 
 
+def _title(ax, text: str) -> None:
+    """A panel title wrapped to its panel's width (at 10 pt, about 13 characters an inch), so
+    that neighbouring titles do not run into each other."""
+    ncols = ax.get_subplotspec().get_gridspec().ncols
+    fits = max(20, int(ax.figure.get_figwidth() / ncols * 0.85 * 13))  # less the axis labels' margin
+    lines = [text]
+    if len(text) > fits and ": " in text:  # what the panel is, then what it shows
+        head, tail = text.split(": ", 1)
+        lines = [head + ":", tail]
+    ax.set_title("\n".join(textwrap.fill(line, fits, break_long_words=False) for line in lines), fontsize=10)
+
+
 def _legend_cols(handles: Sequence[Line2D], width: float) -> int:
     """As many legend entries per row as fit the figure's width, so the legend wraps instead
     of running off the page."""
@@ -193,7 +206,7 @@ def plot_metric_vs_length(summary: pd.DataFrame, runs: pd.DataFrame, path: Path,
         vals = pd.concat([t["mean"], t["ci low"], t["ci high"], *(all_t[b] for b in bases[task])]).dropna()
         if len(vals) and (vals > 0).all() and vals.max() / vals.min() > 30:
             _log_y(ax)
-        ax.set_title(f"{task}: {ti.metric} ({ti.better} is better)", fontsize=10)
+        _title(ax, f"{task}: {ti.metric} ({ti.better} is better)")
         ax.set_xlabel(length_label(task, runs) + (" (log scale)" if log else ""))
         ax.set_ylabel(ti.metric)
         ax.grid(alpha=0.3)
@@ -267,7 +280,7 @@ def plot_training_curves(runs: pd.DataFrame, hist: pd.DataFrame, path: Path) -> 
             if logy:
                 _log_y(ax)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.set_title(f"{task} ({length_label(task, runs)} = {xmax[task]}): {label}", fontsize=10)
+            _title(ax, f"{task} ({length_label(task, runs)} = {xmax[task]}): {label}")
             ax.set(xlabel="training step", ylabel=key + (" (log)" if logy else ""))
             ax.grid(alpha=0.3)
     fig.suptitle("Training curves at the longest length of each task", fontsize=11)
@@ -297,6 +310,11 @@ def plot_grad_flow(runs: pd.DataFrame, profiles: pd.DataFrame, path: Path) -> Pa
         for col, c in enumerate(cells):
             ax = axes[row, col]
             g = t[t["cell"] == c]
+            if not len(g):  # a cell that logged no profile here: said in words, not an empty axis
+                ax.set_axis_off()
+                ax.text(0.5, 0.5, f"{task}: {c}\nno profile logged", ha="center", va="center",
+                        transform=ax.transAxes, fontsize=10, color="grey")
+                continue
             for k, gk in g.groupby("clip"):
                 style = dict(color=color(c), ls=clip_style(k, clips))
                 for _, r in gk.groupby("run_id"):
@@ -307,8 +325,7 @@ def plot_grad_flow(runs: pd.DataFrame, profiles: pd.DataFrame, path: Path) -> Pa
             if len(thr):
                 ax.axhline(float(thr.iloc[0]), color="grey", lw=0.8, ls="--", zorder=0)
             ax.set_yscale("log")
-            step = f" (step {int(g['step'].max())})" if len(g) else ": no profile"
-            ax.set_title(f"{task}: {c}{step}", fontsize=10)
+            _title(ax, f"{task}: {c} (step {int(g['step'].max())})")
             ax.set_xlabel("distance from the readout (steps)")
             if col == 0:
                 ax.set_ylabel(f"{length_label(task, runs)} = {int(t['x'].iloc[0])}\n‖∂L/∂x_t‖ / max (log)")
@@ -338,7 +355,7 @@ def plot_loss_by_position(runs: pd.DataFrame, curves: pd.DataFrame, path: Path) 
             ax.plot(m.index, m.to_numpy(), color=color(cell), ls=clip_style(clip, clips), lw=1.5, marker="o", ms=3)
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.set_title(f"{task}: {length_label(task, runs)} = {x}", fontsize=10)
+        _title(ax, f"{task}: {length_label(task, runs)} = {x}")
         ax.set_xlabel("position in the window = characters of context (log scale)")
         ax.set_ylabel("test bits per character")
         ax.grid(alpha=0.3)
