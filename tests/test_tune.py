@@ -70,6 +70,25 @@ def test_one_cell_tuned_at_two_lengths_reports_its_unsolved_seeds_and_no_pairs()
     assert solved_table(arms) is None
 
 
+def test_a_verdict_changes_only_between_two_verdicts():
+    """While the default arm is still running it has no verdict, so tuning cannot have changed
+    it: the table says so rather than '**yes**'."""
+    from rnnlab.report.tuning import ArmResult, cells_table
+
+    def arm(cell, tuned, default):
+        return ArmResult(cell=cell, seq_len=100, study=f"s: {cell}", parent_id=cell, main_metric="val/bpc",
+                         mode="min", storage="", space={}, tuned=dict(zip(range(1, 6), tuned)),
+                         default=dict(zip(range(1, 6), default)))
+
+    low, high = [2.70, 2.71, 2.72, 2.70, 2.71], [2.80, 2.82, 2.81, 2.80, 2.83]
+    row = next(line for line in cells_table([arm("gru", low, []), arm("lru", high, [])]).splitlines()
+               if line.startswith("| 100 |"))
+    assert "gru better (established)" in row and row.endswith("| — |")
+    row = next(line for line in cells_table([arm("gru", low, high), arm("lru", high, low)]).splitlines()
+               if line.startswith("| 100 |"))
+    assert "lru better (established)" in row and row.endswith("| **yes** |")
+
+
 def test_a_joined_report_refuses_arms_not_tuned_alike(monkeypatch):
     """--with joins only tunings of one task, run with the same budget and search, each cell
     from one of them; what differs is named. The seeds line names an arm with other seeds."""

@@ -308,7 +308,10 @@ def cells_table(arms: list[ArmResult]) -> str:
             d_default, d_tuned = _diff(a.default, b.default), _diff(a.tuned, b.tuned)
             v_default = stats.verdict(d_default, a.mode, (a.cell, b.cell))
             v_tuned = stats.verdict(d_tuned, a.mode, (a.cell, b.cell))
-            changed = "**yes**" if _winner(v_default) != _winner(v_tuned) else "no"
+            if min(d_default.n, d_tuned.n) < stats.MIN_SEEDS:  # a side with no verdict cannot change one
+                changed = "—"
+            else:
+                changed = "**yes**" if _winner(v_default) != _winner(v_tuned) else "no"
             rows.append([str(T), f"{a.cell} − {b.cell}", _fmt_diff(d_default), v_default, _fmt_diff(d_tuned),
                          v_tuned, changed])
     return md_table(["T", "difference", "default", "verdict, default", "tuned", "verdict, tuned",
