@@ -3,6 +3,8 @@
 A thin command line over :mod:`rnnlab.report`: reads the experiment's runs from MLflow and
 writes ``experiments/<experiment>/REPORT.md`` with its figures beside it, then logs those files
 to the sweep's parent run (artifact folder ``report/``) when the runs came from a sweep.
+``--export`` also writes the runs beside the page as the study's data (``data/``), and
+``--from experiments/<study>`` rewrites the page from that data alone, with no store.
 """
 
 from __future__ import annotations
@@ -20,7 +22,11 @@ from rnnlab import paths  # noqa: E402
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Write experiments/<experiment>/REPORT.md and its figures from the "
                                             "experiment's MLflow runs, and log them to the sweep's parent run.")
-    p.add_argument("--experiment", required=True, help="MLflow experiment name, e.g. long_range (required)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--experiment", help="MLflow experiment name, e.g. long_range")
+    src.add_argument("--from", dest="saved", type=Path, metavar="STUDY_DIR",
+                     help="a committed study's folder (e.g. experiments/long_range_study): the report from its "
+                          "data/ alone, written into that folder (or --out)")
     p.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI") or paths.default_tracking_uri(),
                    help="MLflow store (default: $MLFLOW_TRACKING_URI, else the repo's mlflow.db)")
     p.add_argument("--out", type=Path, default=None,
@@ -30,6 +36,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         "experiment, the most recent finished or diverged one per configuration and seed "
                         "(prefer it after a resumed sweep: the new parent holds only the runs it re-ran)")
     p.add_argument("--no-log", action="store_true", help="do not log the report to the sweep's parent run")
+    p.add_argument("--export", action="store_true",
+                   help="with --experiment: also write the runs as the study's data beside the report (<out>/data/: "
+                        "Parquet), so that --from regenerates it and `make open-study` opens it in mlflow ui")
     p.add_argument("--with", dest="also", action="append", default=[], metavar="EXPERIMENT[@URI]",
                    help="a tuned report only: add the arms of another tuning experiment (in the store at URI, "
                         "default --tracking-uri), e.g. the classic cells tuned by another preset; repeatable")
@@ -46,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     from rnnlab import report
 
+    if args.saved is not None:
+        return from_saved(args)
     out = args.out or paths.repo_root() / "experiments" / args.experiment
     from rnnlab.report import tuning
 
@@ -57,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             if not tuning.is_tuned(uri, experiment):
                 raise report.ReportError(f"--with {experiment}: no tuning study in experiment '{experiment}' of {uri}")
         if tuning.is_tuned(args.tracking_uri, args.experiment):  # a tuning experiment: the tuned report
-            path = tuning.build(args.experiment, args.tracking_uri, out, also=sources)
+            path = tuning.build(args.experiment, args.tracking_uri, out, also=sources, export=args.export)
             joined = "".join(f" with '{e}'" for e, _ in sources)
             print(f"wrote {path} (the tuned report of experiment '{args.experiment}'{joined})")
             return 0
@@ -68,11 +79,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         result = report.build(args.experiment, args.tracking_uri, out, sweep_id=args.sweep_id,
-                              log_to_parent=not args.no_log)
+                              log_to_parent=not args.no_log, export=args.export)
     except report.ReportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {result.report} ({result.n_runs} runs, {len(result.files) - 1} figures)")
+    data = [f for f in result.files if f.parent.name == report.DATA]
+    print(f"wrote {result.report} ({result.n_runs} runs, {figures(result)} figures)"
+          + (f" and the study's data, {sum(f.stat().st_size for f in data) / 1e6:.2f} MB in {data[0].parent}"
+             if data else ""))
     if result.logged_to:
         print(f"logged {len(result.files)} files to the sweep's parent run {result.logged_to} under report/")
         from mlflow import MlflowClient
@@ -85,6 +99,39 @@ def main(argv: list[str] | None = None) -> int:
         sweep.print_links(client, ui, parent.info.experiment_id, parent.info.run_id, parent.info.run_name)
     for note in result.notes:
         print(f"note: {note}")
+    return 0
+
+
+def figures(result) -> int:
+    return sum(f.suffix == ".png" for f in result.files)
+
+
+def from_saved(args: argparse.Namespace) -> int:
+    """The report of a committed study, from its data folder alone."""
+    from rnnlab import report
+
+    for flag, value in (("--sweep-id", args.sweep_id), ("--export", args.export), ("--with", args.also)):
+        if value:
+            print(f"error: {flag} goes with --experiment (a store), not --from", file=sys.stderr)
+            return 2
+    folder = args.saved
+    if not folder.is_dir():
+        runs = (paths.repo_root() / "experiments").glob(f"*/{report.DATA}/{report.RUNS}")
+        known = sorted(p.parent.parent.name for p in runs)
+        print(f"error: no study folder {folder}; studies with data: {', '.join(known) or 'none'}", file=sys.stderr)
+        return 2
+    from rnnlab.report import tuning
+
+    try:
+        if (folder / report.DATA / tuning.TRIALS).is_file():  # a tuning study: the tuned report
+            path = tuning.build_saved(folder, args.out)
+            print(f"wrote {path} (the tuned report) from {folder}/{report.DATA}")
+            return 0
+        result = report.build_from(report.Saved(folder), args.out or folder)
+    except report.ReportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {result.report} ({result.n_runs} runs, {figures(result)} figures) from {folder}/data")
     return 0
 
 

@@ -13,6 +13,7 @@ import threading
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats as sps
 
 from conftest import ROOT, Store
 from rnnlab import report
@@ -138,8 +139,8 @@ def test_tables_and_observations_state_the_numbers(hand_made):
     header, _, *rows = table_rows("# adding\n" + report.metric_table(summary, "adding", runs, fake_info), "adding")
     assert header == ["cell", "seq_len", "clip", "test/mse (mean [95% CI])", "n", "baseline", "diverged",
                       "failed", "running"]
-    # seeds 0.1 and 0.3: the bootstrap means can only be 0.1, 0.2 or 0.3, so the 95% CI is [0.1, 0.3]
-    assert rows[0] == ["rnn", "10", "1.0", "0.2 [0.1, 0.3]", "2", "0.1667", "1/3", "0", "0"]
+    # seeds 0.1 and 0.3: mean 0.2, standard error 0.1, t(0.975, 1 d.o.f.) = 12.706: 0.2 ± 1.2706
+    assert rows[0] == ["rnn", "10", "1.0", "0.2 [-1.07, 1.47]", "2", "0.1667", "1/3", "0", "0"]
     assert rows[1] == ["rnn", "10", "none", "0.4", "1", "0.1667", "0/1", "0", "0"]
     assert rows[3] == ["lstm", "20", "none", "—", "0", "—", "0/0", "1", "0"]
     assert rows[4] == ["gru", "20", "1.0", "—", "0", "—", "0/0", "0", "1"]
@@ -147,14 +148,17 @@ def test_tables_and_observations_state_the_numbers(hand_made):
     assert "test/loss (mean [95% CI])" in copy_header and "test/acc (mean [95% CI])" in copy_header
     sent = report.metric_table(summary, "sentiment", runs, fake_info).splitlines()
     assert sent[0].startswith("| cell | task.distance | seq_len | clip | test/acc")
-    assert sent[2].startswith("| rnn | 16 | 64 | 1.0 | 0.75 [0.7, 0.8] | 2 | 0.5 |")
+    assert sent[2].startswith("| rnn | 16 | 64 | 1.0 | 0.75 [0.115, 1.39] | 2 | 0.5 |")  # 0.75 ± 12.706 x 0.05
 
     obs = "\n".join(report.observations(summary, runs, fake_info))
     print(obs)
-    # one seed establishes nothing, and neither do two, though their interval excludes the baseline
+    # one seed establishes nothing; two seeds 0.7 and 0.8 against the baseline 0.5: t = 5 on 1 d.o.f.,
+    # p = 0.126 before the family's correction, so not established, and a follow-up is sized
     assert "lstm, clip 1.0: 0.05 (n=1; seeds: 0.05), one seed: below the baseline, nothing established" in obs
-    assert ("rnn, clip 1.0: 0.75 [0.7, 0.8] (n=2; seeds: 0.7, 0.8), 2 seeds: above the baseline on average, "
-            "nothing established (≥ 5 seeds needed)") in obs
+    assert ("rnn, clip 1.0: 0.75 [0.115, 1.39] (n=2; seeds: 0.7, 0.8), above the baseline on average, "
+            "not established (p = ") in obs
+    line = next(line for line in obs.splitlines() if "rnn, clip 1.0: 0.75" in line)
+    assert float(line.split("(p = ")[1].split(",")[0]) >= 0.126 and "80% power at 3 seeds" in line
     assert "diverged: 1 of 5 adding runs" in obs
     assert "failed (in no mean and no diverged fraction): 1 (lstm-adding-T20-clipNone-s0)" in obs
     assert "running (in no mean and no diverged fraction): 1 (gru-adding-T20-clip1.0-s0)" in obs
@@ -398,8 +402,7 @@ def test_report_of_a_tiny_sweep(sweep, tmp_path):
 
 def test_critical_length_and_paired_differences_from_hand_made_runs():
     """gru solves T=10 on every seed and T=20 on three of five; rnn solves nothing. At T=10 gru's
-    error is 0.1 below rnn's on every seed (established); at T=20 the sign varies (not); on 3
-    seeds nothing is established, whatever the interval."""
+    error is 0.1 below rnn's on every seed (established); at T=20 the sign varies (not)."""
     rows = []
     for seed in range(5):
         rows.append(raw_run(f"g10-{seed}", "gru", seq_len=10, seed=seed,
@@ -422,10 +425,10 @@ def test_critical_length_and_paired_differences_from_hand_made_runs():
     paired = report.paired_table(runs, "adding", fake_info).splitlines()[2:]
     t10, t20 = ([c.strip() for c in row.split("|")[1:-1]] for row in paired)
     assert t10[:3] == ["10", "1.0", "rnn - gru"] and t10[3].startswith("0.1 [0.1, 0.1]")
-    assert t10[4:] == ["5", "gru better (established)"]
-    assert t20[4:] == ["5", "not established"]
-    three = report.paired_table(runs[runs["seed"] < 3], "adding", fake_info).splitlines()[2]
-    assert three.endswith("| 3 | 3 shared seeds: too few to establish (≥ 5) |"), three
+    assert t10[4:] == ["5", "< 0.001", "gru better (established)", "—"]
+    # at T=20, rnn - gru = 0.1, -0.1, 0.01, 0.05, -0.05: t-test p = 0.957, second of two in Holm's order (x 1)
+    p = sps.ttest_1samp([0.1, -0.1, 0.01, 0.05, -0.05], 0.0).pvalue
+    assert t20[4:] == ["5", f"{p:.3f}", "not established", "> 1,000"], "effect 0.026 sd: no follow-up would do"
 
     # The observations name the lowest mean, and say it is not established at T=20.
     summary = report.summarise(runs, fake_info)
@@ -460,11 +463,12 @@ def test_what_clipping_changes_is_paired_by_seed_per_cell_and_length():
         rows.append(raw_run(f"r-n-{seed}", "rnn", seq_len=20, clip=None, seed=seed, metrics={"test/mse": 0.16}))
     table = report.clip_table(report.tidy(pd.DataFrame(rows)), "adding", fake_info).splitlines()
     assert [c.strip() for c in table[0].split("|")[1:-1]] == [
-        "cell", "seq_len", "clip", "test/mse difference [95% CI]", "seeds", "solved", "verdict"]
+        "cell", "seq_len", "clip", "test/mse difference [95% CI]", "seeds", "solved", "p (Holm)", "verdict",
+        "seeds for 80% power"]
     rnn, lstm = ([c.strip() for c in row.split("|")[1:-1]] for row in table[2:])
     assert lstm[:3] == ["lstm", "20", "none - 1.0"] and lstm[3].startswith("0.05 [0.05, 0.05]")
-    assert lstm[4:] == ["5", "2/5 vs 5/5", "clip 1.0 better (established)"]
-    assert rnn[0] == "rnn" and rnn[4:] == ["5", "0/5 vs 0/5", "not established"]
+    assert lstm[4:] == ["5", "2/5 vs 5/5", "< 0.001", "clip 1.0 better (established)", "—"]
+    assert rnn[0] == "rnn" and rnn[4:6] == ["5", "0/5 vs 0/5"] and rnn[7] == "not established"
     one_clip = report.tidy(pd.DataFrame([r for r in rows if r["tags.clip"] == "1.0"]))
     assert report.clip_table(one_clip, "adding", fake_info) is None
 
@@ -615,12 +619,13 @@ def test_task_figures_loss_by_position_and_best_forecasts(tmp_path, drawn):
 
 
 def test_the_header_states_what_each_sweep_cost():
-    from types import SimpleNamespace as NS
-
-    done = NS(info=NS(run_name="forecast", status="FINISHED", start_time=0, end_time=1_530_000))
-    assert report.parent_text(done) == "forecast, FINISHED, wall time 25.5 min"
-    running = NS(info=NS(run_name="forecast", status="RUNNING", start_time=0, end_time=None))
-    assert report.parent_text(running) == "forecast, still running"
+    t0 = pd.Timestamp("2026-12-01 10:00", tz="UTC")
+    raw = pd.DataFrame({"run_id": ["p1", "p2", "job"], "tags.sweep": ["true", "true", None],
+                        "tags.mlflow.runName": ["forecast", "forecast", "gru-forecast"],
+                        "status": ["FINISHED", "RUNNING", "FINISHED"], "start_time": [t0] * 3,
+                        "end_time": [t0 + pd.Timedelta(seconds=1530), pd.NaT, t0]})
+    assert report.parent_texts(raw, ["p1", "p2", "job", "gone"]) == {
+        "p1": "forecast, FINISHED, wall time 25.5 min", "p2": "forecast, still running"}
 
 
 def test_each_arm_is_judged_against_every_baseline_the_task_logs():
@@ -703,3 +708,23 @@ def test_inside_the_cells_averages_each_cells_own_knobs_over_finished_seeds():
     body = [cells(r) for r in table[2:]]
     assert body == [["lstm", "1.0", "10", "2", "8", "0.650", "—"], ["lru", "1.0", "10", "2", "9", "—", "0.955"]]
     assert report.inside_table(report.tidy(pd.DataFrame(rows)), "copy") is None
+
+
+def test_the_best_mean_is_not_called_established_against_a_cell_better_on_the_shared_seeds():
+    """gru has 7 seeds (mean 0.27), lstm 5 (mean 0.28) and lstm is lower on every seed both ran:
+    gru has the best mean, but the paired test, on the shared seeds, says lstm is better. The
+    sentence must follow the test, not the mean (it named gru the winner before)."""
+    lstm = [0.278, 0.280, 0.282, 0.279, 0.281]
+    gru = [v + d for v, d in zip(lstm, [0.010, 0.009, 0.011, 0.010, 0.012])] + [0.219, 0.219]
+    rows = [raw_run(f"l{s}", "lstm", seed=s, metrics={"test/mse": v}) for s, v in enumerate(lstm)]
+    rows += [raw_run(f"g{s}", "gru", seed=s, metrics={"test/mse": v}) for s, v in enumerate(gru)]
+    runs = report.tidy(pd.DataFrame(rows))
+    summary = report.summarise(runs, fake_info)
+    assert summary.set_index("cell")["mean"].to_dict() == pytest.approx({"gru": 0.27, "lstm": 0.28}, abs=1e-4)
+    paired = report.paired_table(runs, "adding", fake_info).splitlines()[2]
+    assert "lstm - gru" in paired and "lstm better (established)" in paired
+    obs = "\n".join(report.observations(summary, runs, fake_info))
+    best = next(line for line in obs.splitlines() if "lowest mean test/mse" in line)
+    assert best.startswith("  - lowest mean test/mse with clip 1.0: gru (0.27);"), best
+    assert "established against" not in best.replace("worse on the seeds both finished, established", "")
+    assert "but worse on the seeds both finished, established, than lstm (difference 0.0104" in best

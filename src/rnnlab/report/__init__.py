@@ -11,7 +11,7 @@ and return plain pandas objects, so everything but the loading is tested without
 3. :func:`select_runs`: one run per (task, cell, seq_len, distance, clip, seed): the most
    recent one that finished or diverged, so a rerun supersedes an old run;
 4. :func:`summarise`: per cell x length x clip x size (equal hidden size, or equal parameter
-   budget), the mean over seeds of every test metric with its 95% bootstrap interval, the
+   budget), the mean over seeds of every test metric with its 95% t-interval, the
    baseline and the diverged fraction; then solved seeds and critical lengths, paired
    differences between cells and the published numbers beside ours (:mod:`rnnlab.literature`);
 5. :func:`throughput`, :func:`last_profiles` and :func:`render` for the page; the figures are
@@ -81,16 +81,14 @@ from rnnlab.report.page import (
     regenerate_command,
     render,
 )
+from rnnlab.report.source import DATA, RUNS, Recorder, Saved, Store
 from rnnlab.report.store import (
     ReportError,
     check_store,
-    fetch_csv,
     fetch_grad_flow,
-    fetch_histories,
     find_experiment,
-    load_runs,
-    parent_runs,
     parent_text,
+    parent_texts,
 )
 from rnnlab.report.tables import _agreement as _agreement
 from rnnlab.report.tables import (
@@ -112,17 +110,18 @@ from rnnlab.report.taskinfo import EXTRA_METRICS, TaskInfo, remember_tasks, task
 from rnnlab.report.taskinfo import _task_info_from_code as _task_info_from_code
 from rnnlab.runs import clip_label
 
-__all__ = ["BUDGET", "CELL_ORDER", "COMPLETED", "DISCUSSION_END", "DISCUSSION_START", "EXTRA_METRICS", "FIGURES",
-           "FORECAST_TASKS", "GROUP", "KEY", "LENGTH_LABELS", "NOT_VARIANTS", "ONLY_FOR", "POSITION_TASKS",
-           "SOLVE_THRESHOLD", "TASK_FIGURES", "Context", "ReportError", "Result", "TaskInfo", "against_baseline",
-           "as_figure_arms", "at_longest", "base", "baseline_columns", "baseline_name", "best_runs", "build",
-           "cell_order", "check_out_dir", "check_store", "clip_label", "clip_order", "clip_table", "critical_table",
-           "fetch_csv", "fetch_grad_flow", "fetch_histories", "find_experiment", "fmt", "fmt_mean_ci", "header",
-           "inside_table", "kept_discussion", "last_profiles", "length_label", "literature_table", "load_runs",
-           "longest", "md_table", "mean_std", "metric_table", "observations", "outcome", "paired_table", "parent_runs",
-           "parent_text", "plural", "preset_for", "regenerate_command", "remember_tasks", "render", "select_runs",
-           "size_label", "size_order", "sizes_vary", "solved", "solved_cell", "sort_rows", "summarise", "task_info",
-           "throughput", "throughput_table", "tidy", "values_text", "variant_labels"]
+__all__ = ["BUDGET", "CELL_ORDER", "COMPLETED", "DATA", "DISCUSSION_END", "DISCUSSION_START", "EXTRA_METRICS",
+           "FIGURES", "FORECAST_TASKS", "GROUP", "KEY", "LENGTH_LABELS", "NOT_VARIANTS", "ONLY_FOR",
+           "POSITION_TASKS", "RUNS", "SOLVE_THRESHOLD", "TASK_FIGURES", "Context", "Recorder", "ReportError",
+           "Result", "Saved", "Store", "TaskInfo", "against_baseline", "as_figure_arms", "at_longest", "base",
+           "baseline_columns", "baseline_name", "best_runs", "build", "cell_order", "check_out_dir", "check_store",
+           "clip_label", "clip_order", "clip_table", "critical_table", "fetch_grad_flow", "find_experiment", "fmt",
+           "fmt_mean_ci", "header", "inside_table", "kept_discussion", "last_profiles", "length_label",
+           "literature_table", "longest", "md_table", "mean_std", "metric_table", "observations", "outcome",
+           "paired_table", "parent_text", "parent_texts", "plural", "preset_for", "regenerate_command",
+           "remember_tasks", "render", "select_runs", "size_label", "size_order", "sizes_vary", "solved",
+           "solved_cell", "sort_rows", "summarise", "task_info", "throughput", "throughput_table", "tidy",
+           "values_text", "variant_labels"]
 
 
 @dataclass
@@ -135,32 +134,58 @@ class Result:
 
 
 def build(experiment: str, tracking_uri: str, out_dir: Path, sweep_id: str | None = None,
-          log_to_parent: bool = True) -> Result:
-    """Load, aggregate, draw, write ``out_dir/REPORT.md`` and log it to the sweep's parent run."""
-    from mlflow import MlflowClient
+          log_to_parent: bool = True, export: bool = False) -> Result:
+    """The report of an experiment in an MLflow store; with ``export``, its runs are also
+    written beside it as the study's data (``out_dir/data/``: :mod:`rnnlab.report.source`),
+    from which :func:`build_from` writes the same page."""
+    store = Store(tracking_uri, experiment, sweep_id)
+    source = Recorder(store) if export else store
+    result = build_from(source, out_dir, log_to_parent=log_to_parent, saved=export)
+    if isinstance(source, Recorder):
+        runs = select_runs(tidy(source.runs()))[0]
+        done = runs[runs["outcome"].isin(COMPLETED)]
+        result.files += source.save(out_dir, extra_histories=_view_histories(source, done))
+    return result
 
+
+def _view_histories(source: Recorder, runs) -> object:
+    """The histories the study's comparison views chart (its main metric and the gradient norm
+    over steps), so the runs opened in ``mlflow ui`` draw them."""
+    import pandas as pd
+
+    raw = source.runs()
+    main_of = dict(zip(raw["run_id"], raw.get("tags.main_metric", pd.Series(index=raw.index, dtype=object))))
+    mains = runs["run_id"].map(main_of).fillna("val/loss")
+    frames = [source.store.histories(g["run_id"], [main, "grad_norm/pre_clip"]) for main, g in runs.groupby(mains)]
+    return pd.concat(frames, ignore_index=True) if frames else None
+
+
+def build_from(source: Store | Recorder | Saved, out_dir: Path, log_to_parent: bool = False,
+               saved: bool = False) -> Result:
+    """Load, aggregate, draw, write ``out_dir/REPORT.md``, and log it to the sweep's parent run
+    when the runs came from an MLflow store (``log_to_parent``)."""
     # Imported here, not at the top: only the end-to-end run needs matplotlib.
     from rnnlab.report import figures as draw
 
-    check_store(tracking_uri)
+    experiment, sweep_id = source.experiment, source.sweep_id
     check_out_dir(out_dir, experiment)
-    client = MlflowClient(tracking_uri)
-    raw = load_runs(tracking_uri, experiment, sweep_id)
+    raw = source.runs()
     remember_tasks(raw)
     runs, superseded = select_runs(tidy(raw))
     if runs.empty:
         what = f"sweep '{sweep_id}' of experiment '{experiment}'" if sweep_id else f"experiment '{experiment}'"
-        raise ReportError(f"{what} has no training runs (runs with a 'cell' tag) in {tracking_uri}")
+        where = source.tracking_uri if isinstance(source, Store | Recorder) else source.folder
+        raise ReportError(f"{what} has no training runs (runs with a 'cell' tag) in {where}")
     summary = summarise(runs)
-    hist = fetch_histories(client, runs.loc[runs["outcome"] == "finished", "run_id"], ["perf/tokens_per_s"])
+    hist = source.histories(runs.loc[runs["outcome"] == "finished", "run_id"], ["perf/tokens_per_s"])
     probed = runs.loc[at_longest(runs) & runs["outcome"].isin(COMPLETED), "run_id"]
-    curves = fetch_histories(client, probed, ["train/loss", "grad_norm/pre_clip"])
-    profiles = last_profiles(fetch_grad_flow(client, probed))
+    curves = source.histories(probed, ["train/loss", "grad_norm/pre_clip"])
+    profiles = last_profiles(fetch_grad_flow(source, probed))
     finished = runs.loc[runs["outcome"] == "finished"]
-    by_position = fetch_csv(client, finished.loc[finished["task"].map(base).isin(POSITION_TASKS), "run_id"],
-                            "data/loss_by_pos.csv")
+    by_position = source.csv(finished.loc[finished["task"].map(base).isin(POSITION_TASKS), "run_id"],
+                             "data/loss_by_pos.csv")
     best = best_runs(runs[runs["task"].map(base).isin(FORECAST_TASKS)])
-    forecasts = fetch_csv(client, best["run_id"], "data/forecast_test.csv")
+    forecasts = source.csv(best["run_id"], "data/forecast_test.csv")
 
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in FIGURES:  # a figure this version cannot draw must not survive from an old one
@@ -174,20 +199,21 @@ def build(experiment: str, tracking_uri: str, out_dir: Path, sweep_id: str | Non
         "forecasts.png": draw.plot_forecasts(best, forecasts, out_dir / "forecasts.png"),
     }
     sweeps = list(runs["sweep_id"].dropna().unique())
-    parents = parent_runs(client, [sweep_id] if sweep_id else sweeps)
+    parents = parent_texts(raw, [sweep_id] if sweep_id else sweeps)
     report = out_dir / "REPORT.md"
-    ctx = Context(experiment, tracking_uri, runs, summary, throughput(runs, hist), figures, superseded,
-                  sweep_id, {s: parent_text(r) for s, r in parents.items()},
-                  discussion=kept_discussion(report), out_dir=out_dir)
+    ctx = Context(experiment, getattr(source, "tracking_uri", ""), runs, summary, throughput(runs, hist), figures,
+                  superseded, sweep_id, parents, discussion=kept_discussion(report), out_dir=out_dir,
+                  saved=saved or isinstance(source, Saved))
     report.write_text(render(ctx))
     files = [report, *(p for p in figures.values() if p)]
 
     notes, logged_to = [], None
-    if log_to_parent and parents:
+    if log_to_parent and parents and isinstance(source, Store | Recorder):
         # Several sweeps fed the report: it goes to the most recent one's parent.
-        logged_to = max(parents, key=lambda s: parents[s].info.start_time)
+        start = dict(zip(raw["run_id"], raw["start_time"]))
+        logged_to = max(parents, key=lambda s: start[s])
         for f in files:
-            client.log_artifact(logged_to, str(f), "report")
+            source.client.log_artifact(logged_to, str(f), "report")
         if len(parents) > 1:
             notes.append(f"{len(parents)} sweeps contributed; logged to the most recent one's parent run")
     return Result(report, files, len(runs), logged_to, notes)

@@ -172,7 +172,7 @@ def _jitter(x: np.ndarray, i: int, k: int, log: bool, xs: list[int]) -> np.ndarr
 def plot_metric_vs_length(summary: pd.DataFrame, runs: pd.DataFrame, path: Path,
                           info: Callable[[str], TaskInfo] = task_info) -> Path | None:
     """The headline figure: test metric vs length, a line per cell, clip as line style, error
-    bars = the 95% bootstrap interval of the mean over seeds (never below 0 for a metric that
+    bars = the 95% t-interval of the mean over seeds (never below 0 for a metric that
     is not), the trivial baseline grey dashed; a log y axis where the values span decades."""
     s = summary[summary["n"] > 0]
     if s.empty:
@@ -210,7 +210,7 @@ def plot_metric_vs_length(summary: pd.DataFrame, runs: pd.DataFrame, path: Path,
         ax.set_xlabel(length_label(task, runs) + (" (log scale)" if log else ""))
         ax.set_ylabel(ti.metric)
         ax.grid(alpha=0.3)
-    fig.suptitle("Final test metric vs length (mean, 95% bootstrap CI over seeds)", fontsize=11)
+    fig.suptitle("Final test metric vs length (mean, 95% t-interval over seeds)", fontsize=11)
     return Path(figures.save(fig, path, dpi=DPI))
 
 

@@ -12,25 +12,26 @@ import pandas as pd
 from rnnlab import stats
 from rnnlab.report.frames import COMPLETED, baseline_columns, longest, solved
 from rnnlab.report.labels import clip_order, length_label, size_order, sizes_vary
-from rnnlab.report.tables import fmt, fmt_mean_ci
+from rnnlab.report.tables import cells_key, fmt, fmt_mean_ci, per_seed
 from rnnlab.report.taskinfo import TaskInfo, task_info
 
 
-def against_baseline(mean: float, low: float, high: float, n: int, baseline: float, mode: str,
+def against_baseline(d: stats.Interval, p_adjusted: float, baseline: float, mode: str,
                      name: str = "the baseline") -> str:
-    """Where the baseline lies against the mean's interval, and what that establishes."""
+    """Where the mean lies against the baseline, and what the (Holm-adjusted) one-sample
+    t-test of the seeds against it establishes. ``d`` is :func:`stats.mean_ci` of the values
+    with the baseline as its reference."""
     if not math.isfinite(baseline):
         return f"no {name.removeprefix('the ')} logged"
-    if n < 2 or not math.isfinite(low):
-        return f"one seed: {'below' if mean < baseline else 'above'} {name}, nothing established"
-    if n < stats.MIN_SEEDS:
-        return (f"{n} seeds: {'below' if mean < baseline else 'above'} {name} on average, nothing "
-                f"established (≥ {stats.MIN_SEEDS} seeds needed)")
-    if low <= baseline <= high:
-        return f"{name} lies inside the interval: not distinguishable from it"
-    gain = (baseline - mean) if mode == "min" else (mean - baseline)
+    side = "below" if d.mean < baseline else "above"
+    if d.n < stats.MIN_SEEDS:
+        return f"one seed: {side} {name}, nothing established"
+    if not p_adjusted < stats.ALPHA:
+        return (f"{side} {name} on average, not established (p = {stats.fmt_p(p_adjusted)}, Holm; "
+                f"80% power at {stats.power_text(d)} seeds)")
+    gain = (baseline - d.mean) if mode == "min" else (d.mean - baseline)
     rel = f" by {abs(gain) / abs(baseline):.1%} of it" if baseline != 0 else ""
-    return f"{'better' if gain > 0 else 'worse'} than {name}{rel} (established: the interval excludes it)"
+    return f"{'better' if gain > 0 else 'worse'} than {name}{rel} (established, p = {stats.fmt_p(p_adjusted)}, Holm)"
 
 
 def baseline_name(column: str, first: bool) -> str:
@@ -38,12 +39,18 @@ def baseline_name(column: str, first: bool) -> str:
     return "the baseline" if first else f"the {column.split('/', 1)[1].rsplit('_', 1)[0]} baseline"
 
 
-def observations(summary: pd.DataFrame, runs: pd.DataFrame,
-                 info: Callable[[str], TaskInfo] = task_info) -> list[str]:
+def observations(summary: pd.DataFrame, runs: pd.DataFrame, info: Callable[[str], TaskInfo] = task_info,
+                 family: stats.Family | None = None) -> list[str]:
     """Facts computed from the runs, each claiming only what its interval supports: per task at
     its longest length, each cell x clip against the baseline (with every seed's value), which
     cell is best per clip value and against which rivals that is established (paired over
-    seeds), the gradient horizon; then the task's divergence and failure counts."""
+    seeds), the gradient horizon; then the task's divergence and failure counts. Verdicts are
+    Holm-adjusted in the page's ``family`` (alone, the observations are their own family)."""
+    if family is None:
+        fam = stats.Family()
+        observations(summary, runs, info, fam)
+        fam.close()
+        return observations(summary, runs, info, fam)
     out: list[str] = []
     for task, x_max in longest(runs).items():
         ti, xl = info(task), length_label(task, runs)
@@ -53,7 +60,8 @@ def observations(summary: pd.DataFrame, runs: pd.DataFrame,
         base_txt = f"{base_txt} on the test set" if base_cols else "no baseline logged"
         at_x = runs[(runs["task"] == task) & (runs["x"] == x_max)]
         head = f"- **{task}** at the longest {xl} = {x_max} ({ti.metric}, {ti.better} is better; {base_txt}):"
-        lines = [*_against_baseline(s, at_x, ti, base_cols), *_best_cells(s, at_x, ti), *_horizons(s, runs, task),
+        lines = [*_against_baseline(s, at_x, ti, base_cols, family), *_best_cells(s, at_x, ti, family),
+                 *_horizons(s, runs, task),
                  *_outcomes(summary[summary["task"] == task], runs, task, xl)]
         out.append("\n".join([head, *(f"  - {line}" for line in lines)]))
     return out
@@ -63,7 +71,8 @@ def _arm(r, sized: bool) -> str:
     return f"{r['cell']}, clip {r['clip']}" + (f", {r['size']}" if sized else "")
 
 
-def _against_baseline(s: pd.DataFrame, runs: pd.DataFrame, ti: TaskInfo, base_cols: list[str]) -> list[str]:
+def _against_baseline(s: pd.DataFrame, runs: pd.DataFrame, ti: TaskInfo, base_cols: list[str],
+                      family: stats.Family) -> list[str]:
     """Each arm against every baseline the task logs (forecast: persistence and seasonal-naive),
     so a cell that beats one baseline but not a harder one is never called better without both."""
     lines = []
@@ -75,19 +84,27 @@ def _against_baseline(s: pd.DataFrame, runs: pd.DataFrame, ti: TaskInfo, base_co
             continue
         g = runs[(runs["cell"] == r["cell"]) & (runs["clip"] == r["clip"]) & (runs["size"] == r["size"])
                  & runs["outcome"].isin(COMPLETED)]
+        values = g.loc[g["outcome"] == "finished", ti.metric]
         div = f"; {r['n_diverged']} of {r['n_runs']} runs diverged" if r["n_diverged"] else ""
         seeds = ", ".join(fmt(v, 3) for v in r["per seed"])
-        verdict = "; ".join(
-            against_baseline(r["mean"], r["ci low"], r["ci high"], r["n"], r.get(c, math.nan), ti.mode,
-                             baseline_name(c, i == 0)) for i, c in enumerate(base_cols or [f"baseline/{ti.short}"]))
+        verdicts = []
+        for i, c in enumerate(base_cols or [f"baseline/{ti.short}"]):
+            baseline = float(r.get(c, math.nan))
+            d = stats.mean_ci(values, reference=baseline) if math.isfinite(baseline) else stats.mean_ci(values)
+            key = ("baseline", r["task"], int(r["x"]), r["cell"], r["clip"], r["size"], c)
+            family.record(key, d)
+            verdicts.append(against_baseline(d, family.adjusted(key), baseline, ti.mode, baseline_name(c, i == 0)))
         lines.append(f"{_arm(r, sized)}: {fmt_mean_ci(r['mean'], r['ci low'], r['ci high'], r['n'])} "
-                     f"(n={r['n']}; seeds: {seeds}), {verdict}; solved {int(solved(g).sum())} of {len(g)}{div}.")
+                     f"(n={r['n']}; seeds: {seeds}), {'; '.join(verdicts)}; solved {int(solved(g).sum())} of "
+                     f"{len(g)}{div}.")
     return lines
 
 
-def _best_cells(s: pd.DataFrame, runs: pd.DataFrame, ti: TaskInfo) -> list[str]:
+def _best_cells(s: pd.DataFrame, runs: pd.DataFrame, ti: TaskInfo, family: stats.Family) -> list[str]:
     """The best mean per clip value, and against which rivals the paired difference (same
-    seeds) establishes it; a mean that is lowest by chance is called so."""
+    seeds, the paired table's test) establishes it; a mean that is best by chance is called so.
+    The best mean is over each cell's own seeds, the difference over the seeds both finished,
+    so the two can disagree: a rival better on the shared seeds is named as such."""
     lines = []
     done = runs[(runs["outcome"] == "finished") & runs["seed"].notna()]
     sized = sizes_vary(s)
@@ -98,17 +115,28 @@ def _best_cells(s: pd.DataFrame, runs: pd.DataFrame, ti: TaskInfo) -> list[str]:
             continue
         best = rivals.loc[rivals["mean"].idxmin() if ti.mode == "min" else rivals["mean"].idxmax()]
         at = done[(done["clip"] == clip) & (done["size"] == size)]
-        per_seed = {c: dict(zip(g["seed"].astype(int), g[ti.metric])) for c, g in at.groupby("cell")}
+        seeds = per_seed(at, "cell", ti.metric)
         won: list[str] = []
+        lost: list[str] = []
         open_: list[str] = []
         for _, r in rivals.iterrows():
             if r["cell"] == best["cell"]:
                 continue
-            d = stats.paired_difference(per_seed.get(best["cell"], {}), per_seed.get(r["cell"], {}))
-            text = f"{r['cell']} (difference {fmt(d.mean, 3)} [{fmt(d.low, 3)}, {fmt(d.high, 3)}], {d.n} seeds)"
-            (won if d.established else open_).append(text)
+            d = stats.paired_difference(seeds.get(best["cell"], {}), seeds.get(r["cell"], {}))
+            key = cells_key(r["task"], r["x"], clip, size, best["cell"], r["cell"])
+            family.record(key, d)
+            p = family.adjusted(key)
+            text = (f"{r['cell']} (difference {fmt_mean_ci(d.mean, d.low, d.high, d.n)}, {d.n} seeds, "
+                    f"p = {stats.fmt_p(p)})")
+            if stats.verdict(d, p, ti.mode, (best["cell"], r["cell"])) == f"{best['cell']} better (established)":
+                won.append(text)
+            elif stats.verdict(d, p, ti.mode, (best["cell"], r["cell"])) == f"{r['cell']} better (established)":
+                lost.append(text)
+            else:
+                open_.append(text)
         verdicts = ([f"established against {', '.join(won)}"] if won else []) + (
-            [f"not established against {', '.join(open_)}"] if open_ else [])
+            [f"not established against {', '.join(open_)}"] if open_ else []) + (
+            [f"but worse on the seeds both finished, established, than {', '.join(lost)}"] if lost else [])
         lines.append(f"{'lowest' if ti.mode == 'min' else 'highest'} mean {ti.metric} with clip {clip}"
                      f"{f', {size}' if sized else ''}: "
                      f"{best['cell']} ({fmt(best['mean'])}); " + "; ".join(verdicts) + ".")

@@ -17,6 +17,7 @@ from rnnlab import stats
 from rnnlab.report.frames import BUDGET, solve_threshold, solved
 from rnnlab.report.labels import cell_order, clip_order, length_label
 from rnnlab.report.observations import observations
+from rnnlab.report.source import DATA
 from rnnlab.report.store import ReportError
 from rnnlab.report.tables import (
     clip_table,
@@ -56,11 +57,16 @@ class Context:
     generated: datetime = field(default_factory=lambda: datetime.now(UTC))
     discussion: str = ""
     out_dir: Path | None = None  # where the page is written: the regenerate command names it
+    saved: bool = False  # the runs are (or are being written) as data beside the page: ``data/``
 
 
-def regenerate_command(experiment: str, sweep_id: str | None, out_dir: Path | None = None) -> str:
-    """The command that rewrites this page: ``make report`` with the preset that names the
-    experiment (and the output folder when it is not the preset's own), else ``src/report.py``."""
+def regenerate_command(experiment: str, sweep_id: str | None, out_dir: Path | None = None,
+                       saved: bool = False) -> str:
+    """The command that rewrites this page: from the study's data beside it when it has some,
+    else ``make report`` with the preset that names the experiment (and the output folder when
+    it is not the preset's own), else ``src/report.py``."""
+    if saved and out_dir is not None:
+        return f"python src/report.py --from {_relative(out_dir)}"
     out = f" --out {_relative(out_dir)}" if out_dir is not None else ""
     if sweep_id:
         return f"python src/report.py --experiment {experiment} --sweep-id {sweep_id}{out}"
@@ -129,7 +135,10 @@ def header(ctx: Context) -> str:
             ["seeds", values_text(r["seed"], counts=False)],
             ["budget", budget], ["runs started", dates], ["git commit(s)", commit_txt],
             ["code hash", code_txt + " (a digest of every file under `src/` and `conf/`)"],
-            ["MLflow store", f"`{ctx.tracking_uri}`"]]
+            ["data", f"[`data/`]({DATA}/): every run's params, tags and final metrics, and the histories and "
+                     f"artifacts drawn here (Parquet); `make open-study EXP={_relative(ctx.out_dir).split('/')[-1]}` "
+                     "opens them in `mlflow ui`" if ctx.saved and ctx.out_dir is not None else
+                     "the MLflow store only (not exported beside this page)"]]
     selection = (f"the runs of sweep `{ctx.sweep_id}`" if ctx.sweep_id else
                  "all runs of the experiment, the most recent finished or diverged run of each "
                  "(task, cell, length, clip, seed)")
@@ -137,18 +146,54 @@ def header(ctx: Context) -> str:
         f"# Report: experiment `{ctx.experiment}`", "",
         f"Generated {ctx.generated:%Y-%m-%d %H:%M} UTC by `src/report.py` from {selection}. "
         "Regenerate (this rewrites everything outside the Discussion markers):", "",
-        "```bash", regenerate_command(ctx.experiment, ctx.sweep_id, ctx.out_dir), "```", "",
+        "```bash", regenerate_command(ctx.experiment, ctx.sweep_id, ctx.out_dir, ctx.saved), "```", "",
         *(f"- **{k}**: {v}" for k, v in rows)])
 
 
 def render(ctx: Context, info: Callable[[str], TaskInfo] = task_info) -> str:
     """REPORT.md: header, metric tables, figures, throughput, computed observations, and the
-    discussion placeholder (or the discussion carried over from the previous version)."""
-    return "\n".join([header(ctx), "", *_metrics(ctx, info), "", *_figures(ctx), *_inside(ctx), "",
-                      *_throughput(ctx), "", *_discussion(ctx, info)])
+    discussion placeholder (or the discussion carried over from the previous version).
+
+    Rendered twice: every verdict of the page is one family (:class:`stats.Family`), so the
+    first pass gathers the comparisons, and the second prints their Holm-adjusted p-values."""
+    family = stats.Family()
+    _page(ctx, info, family)
+    family.close()
+    return _page(ctx, info, family)
 
 
-def _metrics(ctx: Context, info: Callable[[str], TaskInfo]) -> list[str]:
+def _page(ctx: Context, info: Callable[[str], TaskInfo], family: stats.Family) -> str:
+    return "\n".join([header(ctx), "", *_metrics(ctx, info, family), "", *_figures(ctx), *_inside(ctx), "",
+                      *_throughput(ctx), "", *_discussion(ctx, info, family)])
+
+
+def docs_link(out_dir: Path | None, page: str) -> str:
+    """A link from the report's folder to a page of ``docs/`` (plain text outside the repo)."""
+    import os
+
+    from rnnlab import paths
+
+    target = paths.repo_root() / "docs" / page
+    if out_dir is not None:
+        try:
+            Path(out_dir).resolve().relative_to(paths.repo_root())
+        except ValueError:
+            return f"`docs/{page}` in rnnlab"
+        return f"[docs/{page}]({os.path.relpath(target, Path(out_dir).resolve())})"
+    return f"[docs/{page}](docs/{page})"
+
+
+def method(family: stats.Family, out_dir: Path | None = None) -> str:
+    """How the page's verdicts are made, with the size of its family."""
+    return (f"Intervals are the {stats.METHOD}. Every difference is tested by the {stats.TEST}: this page makes "
+            f"{family.size} comparison{'' if family.size == 1 else 's'}, and Holm's method "
+            f"keeps the chance that any of its *established* verdicts is a false positive at "
+            f"{stats.ALPHA:.0%} (the rule and its calibration: {docs_link(out_dir, 'statistics.md')}). A difference is "
+            f"established when its adjusted p is below {stats.ALPHA:g}; one that is not shows the seeds a follow-up "
+            f"testing it alone would need for {stats.POWER:.0%} power, the observed difference taken as true.")
+
+
+def _metrics(ctx: Context, info: Callable[[str], TaskInfo], family: stats.Family) -> list[str]:
     """Per task: the final test metric, critical lengths, paired differences, clipping, literature."""
     parts = ["## Final test metric", "",
              f"The mean over the seeds that finished with its interval ({stats.METHOD}); "
@@ -158,15 +203,13 @@ def _metrics(ctx: Context, info: Callable[[str], TaskInfo]) -> list[str]:
              "",
              f"Critical length: the longest length that at least half the seeds solve within the budget "
              f"(a run is solved when its validation skill reached {solve_threshold(ctx.runs)}: `steps_to_solve`). "
-             f"Paired differences between cells use the seeds both finished; intervals are the "
-             f"{stats.METHOD}, and a difference is established only when its interval excludes 0 "
-             f"and rests on at least {stats.MIN_SEEDS} seeds (fewer make the bootstrap interval too narrow)."]
+             "Paired differences use the seeds both finished.", "", method(family, ctx.out_dir)]
     for task in sorted(ctx.runs["task"].unique()):
         ti = info(task)
         note = "" if ti.known else " (task class not found: ranked by test/loss, lower is better)"
         parts += ["", f"### {task}: `{ti.metric}`, {ti.better} is better{note}", "",
                   metric_table(ctx.summary, task, ctx.runs, info)]
-        critical, paired = critical_table(ctx.runs, task), paired_table(ctx.runs, task, info)
+        critical, paired = critical_table(ctx.runs, task), paired_table(ctx.runs, task, info, family)
         at_all = ctx.runs[ctx.runs["task"] == task]
         if critical and solved(at_all).any():
             parts += ["", f"**{task}: solved seeds and critical length** (in brackets: the median "
@@ -176,7 +219,7 @@ def _metrics(ctx: Context, info: Callable[[str], TaskInfo]) -> list[str]:
                       f"{length_label(task, ctx.runs)}, so none is defined (the table of solved seeds is left out)."]
         if paired:
             parts += ["", f"**{task}: paired differences between cells**", "", paired]
-        clipping = clip_table(ctx.runs, task, info)
+        clipping = clip_table(ctx.runs, task, info, family)
         if clipping:
             parts += ["", f"**{task}: what clipping changes** (paired by seed; solved: seeds that solved "
                       f"with each clip value)", "", clipping]
@@ -188,7 +231,7 @@ def _metrics(ctx: Context, info: Callable[[str], TaskInfo]) -> list[str]:
 
 FIGURE_TEXT = [  # (file, title, caption), in the order the page shows them
     ("metric_vs_length.png", "Final test metric vs length",
-     "One line per cell, line style = clip, error bars = 95% bootstrap CI of the mean over seeds, "
+     "One line per cell, line style = clip, error bars = the 95% t-interval of the mean over seeds, "
      "grey dashed = trivial baseline; log y where the values span decades."),
     ("training_curves.png", "Training curves at the longest length",
      "train/loss and the global gradient norm before clipping (log y) against the step."),
@@ -251,12 +294,12 @@ def _throughput(ctx: Context) -> list[str]:
     return parts
 
 
-def _discussion(ctx: Context, info: Callable[[str], TaskInfo]) -> list[str]:
+def _discussion(ctx: Context, info: Callable[[str], TaskInfo], family: stats.Family) -> list[str]:
     """The computed observations, then the hand-written discussion kept across regenerations."""
     return ["## Discussion", "",
             "### Computed observations", "",
             "Generated from the numbers above; not interpretation.", "",
-            *observations(ctx.summary, ctx.runs, info), "",
+            *observations(ctx.summary, ctx.runs, info, family), "",
             "### Discussion", "", DISCUSSION_START,
             ctx.discussion.strip("\n") or "_To be written: what the numbers above show, and what they do not._",
             DISCUSSION_END, ""]
@@ -284,4 +327,4 @@ def kept_discussion(path: Path) -> str:
     if DISCUSSION_START not in text or DISCUSSION_END not in text:
         return ""
     body = text.split(DISCUSSION_START, 1)[1].split(DISCUSSION_END, 1)[0].strip("\n")
-    return "" if body.startswith("_To be written") else body
+    return "" if body.startswith(("_To be written", "_(discussion: written by hand")) else body  # placeholders

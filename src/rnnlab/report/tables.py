@@ -64,7 +64,7 @@ def _natural(s: str):
 
 def metric_table(summary: pd.DataFrame, task: str, runs: pd.DataFrame,
                  info: Callable[[str], TaskInfo] = task_info) -> str:
-    """The final test metric per cell x length x clip (mean and 95% bootstrap CI over finished
+    """The final test metric per cell x length x clip (mean and 95% t-interval over finished
     seeds, n), the baseline(s) beside it, and the diverged fraction (diverged / finished+diverged);
     extra metrics the same way."""
     s = summary[summary["task"] == task]
@@ -128,9 +128,34 @@ def critical_table(runs: pd.DataFrame, task: str) -> str | None:
     return md_table(header, rows, range(3 if sized else 2, len(header)))
 
 
-def paired_table(runs: pd.DataFrame, task: str, info: Callable[[str], TaskInfo] = task_info) -> str | None:
+def alone(render: Callable[[stats.Family], str | None]) -> str | None:
+    """A table rendered on its own: its comparisons are its whole family (a page passes its own)."""
+    family = stats.Family()
+    render(family)
+    family.close()
+    return render(family)
+
+
+def test_cells(d: stats.Interval, family: stats.Family, key: tuple, mode: str, names: tuple[str, str]) -> list[str]:
+    """The cells a row of a comparison table ends with: the difference [95% CI], the seeds, the
+    Holm-adjusted p, the verdict, and the seeds a follow-up would need (for what is not established)."""
+    family.record(key, d)
+    p = family.adjusted(key)
+    verdict = stats.verdict(d, p, mode, names)
+    need = stats.power_text(d) if verdict == "not established" else "—"
+    return [fmt_mean_ci(d.mean, d.low, d.high, d.n) if d.n else "—", str(d.n), stats.fmt_p(p), verdict, need]
+
+
+TEST_HEADER = ["seeds", "p (Holm)", "verdict", "seeds for 80% power"]
+
+
+def paired_table(runs: pd.DataFrame, task: str, info: Callable[[str], TaskInfo] = task_info,
+                 family: stats.Family | None = None) -> str | None:
     """Between every two cells at the same length and clip: the paired difference of the
-    headline metric over the seeds both finished, its interval and what it establishes."""
+    headline metric over the seeds both finished, its interval, its Holm-adjusted p in the
+    page's ``family`` and what it establishes."""
+    if family is None:
+        return alone(lambda f: paired_table(runs, task, info, f))
     ti = info(task)
     t = runs[(runs["task"] == task) & (runs["outcome"] == "finished") & runs["seed"].notna()]
     rows = []
@@ -138,25 +163,38 @@ def paired_table(runs: pd.DataFrame, task: str, info: Callable[[str], TaskInfo] 
     groups = sorted(t.groupby(["x", "clip", "size"]),
                     key=lambda kv: (kv[0][0], clip_order(kv[0][1]), size_order(kv[0][2])))
     for (x, clip, size), g in groups:
-        by_cell = {c: dict(zip(gc["seed"].astype(int), gc[ti.metric])) for c, gc in g.groupby("cell")}
+        by_cell = per_seed(g, "cell", ti.metric)
         cells = sorted(by_cell, key=cell_order)
         for i, a in enumerate(cells):
             for b in cells[i + 1:]:
                 diff = stats.paired_difference(by_cell[a], by_cell[b])
+                key = cells_key(task, x, clip, size, a, b)
                 rows.append([str(x), clip, *([size] if sized else []), f"{a} - {b}",
-                             f"{fmt(diff.mean)} [{fmt(diff.low)}, {fmt(diff.high)}]",
-                             str(diff.n), stats.verdict(diff, ti.mode, (a, b))])
+                             *test_cells(diff, family, key, ti.mode, (a, b))])
     if not rows:
         return None
     header = [length_label(task, runs), "clip", *(["size"] if sized else []), "cells",
-              f"{ti.metric} difference [95% CI]", "seeds", "verdict"]
-    return md_table(header, rows, (0, 5 if sized else 4))
+              f"{ti.metric} difference [95% CI]", *TEST_HEADER]
+    return md_table(header, rows, [0, *(i + sized for i in (3, 4, 5, 7))])
 
 
-def clip_table(runs: pd.DataFrame, task: str, info: Callable[[str], TaskInfo] = task_info) -> str | None:
+def per_seed(g: pd.DataFrame, by: str, metric: str) -> dict[str, dict[int, float]]:
+    """``{cell (or clip): {seed: metric}}`` of the runs ``g``."""
+    return {c: dict(zip(gc["seed"].astype(int), gc[metric])) for c, gc in g.groupby(by)}
+
+
+def cells_key(task: str, x, clip: str, size: str, a: str, b: str) -> tuple:
+    """The family key of the comparison of cells ``a`` and ``b`` (either order) in one arm."""
+    return stats.Family.key(("cells", task, int(x), clip, size), (a, b))
+
+
+def clip_table(runs: pd.DataFrame, task: str, info: Callable[[str], TaskInfo] = task_info,
+               family: stats.Family | None = None) -> str | None:
     """What clipping changes, the harness's second question: per cell and length, the paired
     difference between every two clip values over the seeds both finished (a seed fixes the
     init and the data for both), with the seeds each solved; None with one clip value."""
+    if family is None:
+        return alone(lambda f: clip_table(runs, task, info, f))
     ti = info(task)
     t = runs[(runs["task"] == task) & runs["outcome"].isin(COMPLETED) & runs["seed"].notna()]
     t = t.assign(solved=solved(t))
@@ -165,22 +203,22 @@ def clip_table(runs: pd.DataFrame, task: str, info: Callable[[str], TaskInfo] = 
     groups = sorted(t.groupby(["cell", "x", "size"]),
                     key=lambda kv: (cell_order(kv[0][0]), kv[0][1], size_order(kv[0][2])))
     for (cell, x, size), g in groups:
-        done = g[g["outcome"] == "finished"]
-        by_clip = {c: dict(zip(gc["seed"].astype(int), gc[ti.metric])) for c, gc in done.groupby("clip")}
+        by_clip = per_seed(g[g["outcome"] == "finished"], "clip", ti.metric)
         clips = sorted(g["clip"].unique(), key=clip_order, reverse=True)  # none first: "none - 1.0"
         for i, a in enumerate(clips):
             for b in clips[i + 1:]:
                 diff = stats.paired_difference(by_clip.get(a, {}), by_clip.get(b, {}))
                 solved_txt = " vs ".join(f"{int(gc['solved'].sum())}/{len(gc)}"
                                          for gc in (g[g["clip"] == a], g[g["clip"] == b]))
-                rows.append([cell, str(x), *([size] if sized else []), f"{a} - {b}",
-                             f"{fmt(diff.mean)} [{fmt(diff.low)}, {fmt(diff.high)}]", str(diff.n),
-                             solved_txt, stats.verdict(diff, ti.mode, (f"clip {a}", f"clip {b}"))])
+                key = stats.Family.key(("clip", task, int(x), cell, size), (a, b))
+                cells = test_cells(diff, family, key, ti.mode, (f"clip {a}", f"clip {b}"))
+                rows.append([cell, str(x), *([size] if sized else []), f"{a} - {b}", cells[0], cells[1],
+                             solved_txt, *cells[2:]])
     if not rows:
         return None
     header = ["cell", length_label(task, runs), *(["size"] if sized else []), "clip",
-              f"{ti.metric} difference [95% CI]", "seeds", "solved", "verdict"]
-    return md_table(header, rows, (1, 5 if sized else 4, 6 if sized else 5))
+              f"{ti.metric} difference [95% CI]", "seeds", "solved", *TEST_HEADER[1:]]
+    return md_table(header, rows, [1, *(i + sized for i in (3, 4, 5, 6, 8))])
 
 
 def literature_table(summary: pd.DataFrame, runs: pd.DataFrame, task: str,

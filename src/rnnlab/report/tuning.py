@@ -4,7 +4,7 @@ For a tuning experiment (``make tune EXP=<preset>``; see :mod:`rnnlab.tune.study
 MLflow runs and Optuna studies:
 
 * the tuned arms: each arm's best configuration and its test metric over the re-seed runs
-  (mean and 95% bootstrap interval), beside the arm's default configuration re-run on the
+  (mean and 95% t-interval), beside the arm's default configuration re-run on the
   same seeds (a plain sweep into the same experiment: runs with no ``tune_role``), and their
   paired difference;
 * the cells compared, default and tuned: every pair's paired difference and verdict under
@@ -15,7 +15,7 @@ MLflow runs and Optuna studies:
 * hyperparameter importance per arm (Optuna's PED-ANOVA, Watanabe et al. 2023), and each
   arm's trials against its most important hyperparameter (a log axis for a log-sampled one).
 
-Statistics are :mod:`rnnlab.stats`'s: nothing is established on fewer than 5 seeds.
+Statistics are :mod:`rnnlab.stats`'s: paired t-tests, every verdict of the page Holm-adjusted together.
 """
 
 from __future__ import annotations
@@ -28,16 +28,19 @@ from itertools import combinations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from rnnlab import figures, paths, stats
 from rnnlab import runs as tags
-from rnnlab.report.page import DISCUSSION_END, DISCUSSION_START, check_out_dir, kept_discussion
+from rnnlab.report.page import DISCUSSION_END, DISCUSSION_START, check_out_dir, kept_discussion, method
+from rnnlab.report.source import DATA, PRIVATE, RUNS, STUDY
 from rnnlab.report.store import ReportError
-from rnnlab.report.tables import fmt, fmt_mean_ci, md_table
+from rnnlab.report.tables import TEST_HEADER, alone, fmt, fmt_mean_ci, md_table, test_cells
 from rnnlab.runs import on_split
 from rnnlab.tune.expected import expected_best
 
+TRIALS = "trials.parquet"  # a tuning study's Optuna trials, beside its runs in data/
 TRIALS_SHOWN = (1, 2, 3, 5, 10, 20, 50)  # columns of the expected-best table (those <= N)
 
 
@@ -92,16 +95,96 @@ def is_tuned(tracking_uri: str, experiment: str) -> bool:
 
 
 def load(tracking_uri: str, experiment: str) -> list[ArmResult]:
-    """The arms of ``experiment`` with their trials, re-seed and default runs."""
+    """The arms of ``experiment`` in an MLflow store, with their trials, re-seed and default runs."""
     import optuna
     from mlflow import MlflowClient
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     client = MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         raise ReportError(f"no experiment '{experiment}' in {tracking_uri}")
     everything = client.search_runs([exp.experiment_id], max_results=50_000)
+    return _arms(experiment, everything, lambda arm: optuna.load_study(study_name=arm.study, storage=arm.storage))
+
+
+def load_saved(folder: Path) -> list[ArmResult]:
+    """The arms of a committed tuning study, from its data folder (see :func:`export`)."""
+    data = Path(folder) / DATA
+    if not (data / TRIALS).is_file():
+        raise ReportError(f"{folder}: no tuning data ({DATA}/{TRIALS})")
+    meta = json.loads((data / STUDY).read_text()) if (data / STUDY).is_file() else {}
+    everything = [_as_run(r) for r in pd.read_parquet(data / RUNS).to_dict("records")]
+    trials = pd.read_parquet(data / TRIALS)
+    return _arms(meta.get("experiment") or Path(folder).name, everything,
+                 lambda arm: _study(arm.study, trials[trials["study"] == arm.study]))
+
+
+def export_(tracking_uri: str, experiment: str, folder: Path) -> list[Path]:
+    """Write a tuning experiment's runs and its Optuna trials to ``folder/data/``, so that
+    :func:`load_saved` reads the same arms :func:`load` does."""
+    import mlflow
+    import optuna
+    from optuna.distributions import distribution_to_json
+
+    arms = load(tracking_uri, experiment)
+    mlflow.set_tracking_uri(tracking_uri)
+    runs = mlflow.search_runs(experiment_names=[experiment], max_results=50_000, output_format="pandas")
+    rows = []
+    for arm in arms:
+        for t in optuna.load_study(study_name=arm.study, storage=arm.storage).get_trials(deepcopy=False):
+            rows.append({"study": arm.study, "number": t.number, "state": t.state.name, "value": t.value,
+                         "params": json.dumps(t.params),  # in the study's order: the page lists them so
+                         "distributions": json.dumps({k: distribution_to_json(d) for k, d in t.distributions.items()},
+                                                     sort_keys=True),
+                         "user_attrs": json.dumps(t.user_attrs, sort_keys=True, default=str),
+                         "start": t.datetime_start, "complete": t.datetime_complete})
+    data = Path(folder) / DATA
+    data.mkdir(parents=True, exist_ok=True)
+    runs = runs.drop(columns=[c for c in PRIVATE if c in runs.columns])
+    runs.to_parquet(data / RUNS, index=False, compression="zstd")
+    pd.DataFrame(rows).to_parquet(data / TRIALS, index=False, compression="zstd")
+    (data / STUDY).write_text(json.dumps({"experiment": experiment, "sweep_id": None}, indent=1) + "\n")
+    return [data / RUNS, data / TRIALS, data / STUDY]
+
+
+def _as_run(row: dict):
+    """A row of ``search_runs``' frame as the few fields of an MLflow ``Run`` the report reads."""
+    from types import SimpleNamespace
+
+    def part(prefix: str, numeric: bool = False) -> dict:
+        items = ((k[len(prefix):], v) for k, v in row.items() if k.startswith(prefix))
+        return {k: float(v) for k, v in items if v is not None and v == v} if numeric else \
+            {k: str(v) for k, v in items if v is not None and v == v}
+
+    start = row.get("start_time")
+    start_ms = int(pd.Timestamp(start).value // 1_000_000) if start is not None and not pd.isna(start) else 0
+    return SimpleNamespace(info=SimpleNamespace(run_id=row["run_id"], status=row["status"], start_time=start_ms),
+                           data=SimpleNamespace(tags=part("tags."), params=part("params."),
+                                                metrics=part("metrics.", numeric=True)))
+
+
+def _study(name: str, trials: pd.DataFrame):
+    """An in-memory Optuna study holding the saved trials, numbered as they were."""
+    import optuna
+    from optuna.distributions import json_to_distribution
+    from optuna.trial import TrialState, create_trial
+
+    study = optuna.create_study(study_name=name)
+    for t in trials.sort_values("number").to_dict("records"):
+        state = TrialState[t["state"]]
+        done = state == TrialState.COMPLETE
+        study.add_trial(create_trial(
+            state=state, value=float(t["value"]) if done else None, params=json.loads(t["params"]),
+            distributions={k: json_to_distribution(v) for k, v in json.loads(t["distributions"]).items()},
+            user_attrs=json.loads(t["user_attrs"])))
+    return study
+
+
+def _arms(experiment: str, everything: list, open_study) -> list[ArmResult]:
+    """The arms among an experiment's runs: one per tuning study's parent run."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     parents = [r for r in everything if r.data.tags.get(tags.TUNE_STUDY)]
     if not parents:
         raise ReportError(f"experiment '{experiment}' holds no tuning study (make tune EXP=<preset>)")
@@ -112,7 +195,7 @@ def load(tracking_uri: str, experiment: str) -> list[ArmResult]:
                         parent_id=p.info.run_id, main_metric=t[tags.MAIN_METRIC], mode=t[tags.METRIC_MODE],
                         storage=p.data.params["tune.storage"], space=json.loads(t.get(tags.TUNE_SPACE, "{}")),
                         source=experiment, task=t.get(tags.TASK, ""))
-        _read_study(arm, optuna.load_study(study_name=arm.study, storage=arm.storage))
+        _read_study(arm, open_study(arm))
         kids = [r for r in everything if r.data.tags.get(tags.PARENT) == arm.parent_id]
         arm.fixed = _fixed(arm, p, kids)
         for r in kids:
@@ -265,7 +348,6 @@ def _show(value) -> str:
 # -- tables ---------------------------------------------------------------------------------
 
 def _fmt_ci(values: dict[int, float]) -> str:
-    # in seed order: the bootstrap's fixed stream then gives one interval whatever order the runs came in
     finite = [values[s] for s in sorted(values) if math.isfinite(values[s])]
     ci = stats.mean_ci(finite)
     text = fmt_mean_ci(ci.mean, ci.low, ci.high, ci.n)
@@ -282,23 +364,38 @@ def _fmt_diff(d: stats.Interval) -> str:
     return fmt_mean_ci(d.mean, d.low, d.high, d.n)
 
 
-def tuned_table(arms: list[ArmResult]) -> str:
+def tuned_table(arms: list[ArmResult], family: stats.Family | None = None) -> str:
+    """Each arm tuned against its default, paired by seed (alone, its rows are their own family)."""
+    if family is None:
+        return alone(lambda f: tuned_table(arms, f)) or ""
     metric = arms[0].test_metric
     rows = []
     for a in arms:
         best = ", ".join(f"{k} {v}" for k, v in a.best_params.items()) or "—"
         d = _diff(a.tuned, a.default)
         rows.append([a.cell, str(a.seq_len), f"{best} (trial {a.best_trial})", fmt(a.best_value),
-                     f"{a.n_trials} ({a.n_diverged} diverged, {a.n_failed} failed)",
-                     _fmt_ci(a.tuned), _fmt_ci(a.default), _fmt_diff(d),
-                     stats.verdict(d, a.mode, ("tuned", "default"))])
+                     f"{a.n_trials} ({a.n_diverged} diverged, {a.n_failed} failed)", _fmt_ci(a.tuned),
+                     _fmt_ci(a.default), *test_cells(d, family, ("tuned", a.source, a.cell, a.seq_len), a.mode,
+                                                     ("tuned", "default"))])
     return md_table(["cell", "T", "best configuration (trial)", "val, tuning seed", "trials",
-                     f"tuned: {metric}", f"default: {metric}", "tuned − default", "verdict"], rows,
-                    right=[3, 5, 6, 7])
+                     f"tuned: {metric}", f"default: {metric}", "tuned − default", *TEST_HEADER], rows,
+                    right=[3, 5, 6, 7, 8, 9, 11])
 
 
-def cells_table(arms: list[ArmResult]) -> str:
+def _verdict(d: stats.Interval, family: stats.Family, key: tuple, mode: str, names: tuple[str, str]) -> str:
+    """The verdict with its adjusted p, and for one not established the seeds a follow-up needs."""
+    family.record(key, d)
+    p = family.adjusted(key)
+    v = stats.verdict(d, p, mode, names)
+    if v == "not established":
+        return f"not established (p = {stats.fmt_p(p)}; 80% power: {stats.power_text(d)} seeds)"
+    return v if d.n < stats.MIN_SEEDS else f"{v}, p = {stats.fmt_p(p)}"
+
+
+def cells_table(arms: list[ArmResult], family: stats.Family | None = None) -> str:
     """Every pair of cells at each length: the verdict with default and with tuned settings."""
+    if family is None:
+        return alone(lambda f: cells_table(arms, f)) or ""
     if all(len({a.cell for a in arms if a.seq_len == T}) < 2 for T in {a.seq_len for a in arms}):
         return "One cell at each length: no pair of cells to compare (the arms' own verdicts are above)."
     rows = []
@@ -306,8 +403,9 @@ def cells_table(arms: list[ArmResult]) -> str:
         at = [a for a in arms if a.seq_len == T]
         for a, b in combinations(at, 2):
             d_default, d_tuned = _diff(a.default, b.default), _diff(a.tuned, b.tuned)
-            v_default = stats.verdict(d_default, a.mode, (a.cell, b.cell))
-            v_tuned = stats.verdict(d_tuned, a.mode, (a.cell, b.cell))
+            pair = (a.cell, b.cell)
+            v_default = _verdict(d_default, family, stats.Family.key(("default", T), pair), a.mode, pair)
+            v_tuned = _verdict(d_tuned, family, stats.Family.key(("tuned", T), pair), a.mode, pair)
             if min(d_default.n, d_tuned.n) < stats.MIN_SEEDS:  # a side with no verdict cannot change one
                 changed = "—"
             else:
@@ -319,7 +417,7 @@ def cells_table(arms: list[ArmResult]) -> str:
 
 
 def _winner(verdict: str) -> str:
-    return verdict.split()[0] if verdict.endswith("(established)") else "none"
+    return verdict.split()[0] if "(established)" in verdict else "none"
 
 
 def ranking(arms: list[ArmResult], which: str) -> str:
@@ -448,41 +546,76 @@ def _color(cell: str) -> str:
 # -- the page -------------------------------------------------------------------------------
 
 def build(experiment: str, tracking_uri: str, out_dir: Path, code: str = "",
-          also: list[tuple[str, str]] | None = None) -> Path:
+          also: list[tuple[str, str]] | None = None, export: bool = False) -> Path:
     """Write ``out_dir/REPORT.md`` and its figures; keep the discussion already there.
     ``also``: other tuning experiments ``(experiment, tracking_uri)`` whose arms join the
-    comparison (cells tuned by another preset, in another store)."""
+    comparison (cells tuned by another preset, in another store). ``export``: the runs and
+    trials are also written beside it (``out_dir/data/``), from which :func:`build_saved`
+    writes the same page."""
+    if export and also:
+        raise ReportError("--export writes one tuning experiment's data; a joined report (--with) is not exported")
     sources = [(experiment, tracking_uri), *(also or [])]
     arms = load_all(sources)
+    if export:
+        export_(tracking_uri, experiment, out_dir)
+        regenerate = f"python src/report.py --from {_relative(out_dir)}"
+    else:
+        store = "" if tracking_uri == paths.default_tracking_uri() else f" --tracking-uri {tracking_uri}"
+        regenerate = f"python src/report.py --experiment {experiment}{store}" + "".join(
+            f" --with {e}@{u}" for e, u in sources[1:])
+    return _write(arms, sources, out_dir, regenerate + code, saved=export)
+
+
+def build_saved(folder: Path, out_dir: Path | None = None) -> Path:
+    """The tuned report of a committed tuning study, from its data alone."""
+    arms = load_saved(folder)
+    out = out_dir or folder
+    return _write(arms, [(arms[0].source, "")], out, f"python src/report.py --from {_relative(folder)}", saved=True)
+
+
+def _relative(path: Path) -> str:
+    p = Path(path).resolve()
+    try:
+        return str(p.relative_to(paths.repo_root()))
+    except ValueError:
+        return str(path)
+
+
+def _write(arms: list[ArmResult], sources: list[tuple[str, str]], out_dir: Path, regenerate: str,
+           saved: bool) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
-    check_out_dir(out_dir, experiment)
+    check_out_dir(out_dir, sources[0][0])
     report = out_dir / "REPORT.md"
     discussion = kept_discussion(report)
     drawn = {Path(p).name for p in (plot_expected(arms, out_dir / "expected_best.png"),
                                     plot_importance(arms, out_dir / "importance.png")) if p}
-    lines = [*_header(arms, sources, code), *_comparison(arms), *_search(arms, drawn),
-             DISCUSSION_START, discussion or "\n_(discussion: written by hand, kept when the report is regenerated)_\n",
+    family = stats.Family()  # every verdict of the page, adjusted together: gathered, then printed
+    _comparison(arms, family)
+    family.close()
+    lines = [*_header(arms, sources, regenerate, family, out_dir, saved), *_comparison(arms, family),
+             *_search(arms, drawn), DISCUSSION_START,
+             discussion or "_(discussion: written by hand, kept when the report is regenerated)_",
              DISCUSSION_END, ""]
     report.write_text("\n".join(lines))
     return report
 
 
-def _header(arms: list[ArmResult], sources: list[tuple[str, str]], code: str) -> list[str]:
+def _header(arms: list[ArmResult], sources: list[tuple[str, str]], regenerate: str, family: stats.Family,
+            out_dir: Path | None = None, saved: bool = False) -> list[str]:
     """Title, how to regenerate, and what was tuned how: arms, space, trials, what is compared."""
-    (experiment, tracking_uri), a0 = sources[0], arms[0]
+    (experiment, _), a0 = sources[0], arms[0]
     common = {k: v for k, v in a0.space.items() if all(a.space.get(k) == v for a in arms)}
     space = ", ".join(f"`{k}: {v}`" for k, v in common.items())
     extra = {(k, v): list(dict.fromkeys(a.cell for a in arms if a.space.get(k) == v))
              for a in arms for k, v in a.space.items() if k not in common}
-    store = "" if tracking_uri == paths.default_tracking_uri() else f" --tracking-uri {tracking_uri}"
-    with_ = store + "".join(f" --with {e}@{u}" for e, u in sources[1:])
+    data = ([f"- **data**: [`data/`]({DATA}/): every run's params, tags and final metrics, and every trial of "
+             "the Optuna studies (Parquet)"] if saved else [])
     return [
         f"# Report: experiment `{experiment}`", "",
-        "Each arm tuned with the same budget, then compared on fresh seeds. "
-        f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `src/report.py` from the MLflow store and the "
-        f"Optuna studies. Regenerate: `python src/report.py --experiment {experiment}{with_}`{code}.", "",
+        f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `src/report.py`.", "",
+        f"Each arm tuned with the same budget, then compared on fresh seeds. Regenerate: `{regenerate}`.", "",
         f"- **arms**: {len(arms)} ({', '.join(a.label for a in arms)}), one Optuna study each "
-        f"({', '.join(f'`{study}: <arm>` in `{storage}`' for study, storage in _studies(arms))})",
+        f"({', '.join(f'`{study}: <arm>`' for study in _studies(arms))})",
         *_sources_lines(arms, sources),
         f"- **search space** (the same for every arm): {space}"
         + (f"; by cell: {', '.join(f'`{k}: {v}` ({chr(44).join(c)})' for (k, v), c in extra.items())}"
@@ -492,16 +625,15 @@ def _header(arms: list[ArmResult], sources: list[tuple[str, str]], code: str) ->
         f"- **compared on**: `{a0.test_metric}` of the best configuration re-run on seeds "
         f"{_seeds(arms, 'tuned')} (tuned), and of the preset's default configuration on seeds "
         f"{_seeds(arms, 'default')} (default)",
-        f"- **statistics**: {stats.METHOD}; a difference is established when its interval excludes 0 on at "
-        f"least {stats.MIN_SEEDS} seeds", ""]
+        f"- **statistics**: {method(family, out_dir)}", *data, ""]
 
 
-def _comparison(arms: list[ArmResult]) -> list[str]:
+def _comparison(arms: list[ArmResult], family: stats.Family) -> list[str]:
     """Each arm tuned against its default, the cells against each other, and solved seeds."""
-    lines = ["## Tuned arms", "", tuned_table(arms), "", "## The cells compared, default and tuned", ""]
+    lines = ["## Tuned arms", "", tuned_table(arms, family), "", "## The cells compared, default and tuned", ""]
     if len({a.cell for a in arms}) > 1:
         lines += [f"Ranking by mean, default: {ranking(arms, 'default')}. Tuned: {ranking(arms, 'tuned')}.", ""]
-    lines += [cells_table(arms), ""]
+    lines += [cells_table(arms, family), ""]
     solved = solved_table(arms)
     return lines + (["## Solved seeds, default and tuned", "", solved, ""] if solved else [])
 
@@ -525,9 +657,9 @@ def _search(arms: list[ArmResult], drawn: set[str]) -> list[str]:
         *(["![importance](importance.png)", ""] if "importance.png" in drawn else [])]
 
 
-def _studies(arms: list[ArmResult]) -> list[tuple[str, str]]:
-    """(study name prefix, Optuna storage) of each source, in order."""
-    return list(dict.fromkeys((a.study.split(":")[0], a.storage) for a in arms))
+def _studies(arms: list[ArmResult]) -> list[str]:
+    """The study name prefix of each source, in order."""
+    return list(dict.fromkeys(a.study.split(":")[0] for a in arms))
 
 
 def _sources_lines(arms: list[ArmResult], sources: list[tuple[str, str]]) -> list[str]:

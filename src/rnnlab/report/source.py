@@ -1,0 +1,181 @@
+"""Where a report's runs come from: an MLflow store, or a study's committed data.
+
+A report reads three things: the runs (``mlflow.search_runs``' frame: one row per run, with
+its ``params.*``, ``tags.*`` and ``metrics.*``), some metric histories and some CSV artifacts.
+:class:`Store` reads them from MLflow, :class:`Saved` from ``experiments/<study>/data/`` (Parquet),
+and :class:`Recorder` wraps a store to remember every history and artifact the report asked for,
+so that :func:`export` writes exactly what regenerating the report needs, and a report built
+from the data is the report built from the store.
+
+The data folder:
+
+* ``runs.parquet``: every run of the experiment, sweep parents included, as ``search_runs``
+  returns them, less the columns that name this machine (``artifact_uri``, checkpoint paths);
+* ``histories.parquet``: ``run_id, key, step, value`` of the histories the report and the
+  study's comparison views draw;
+* ``artifacts.parquet``: ``run_id, path, text``: the CSV artifacts the figures draw;
+* ``study.json``: the experiment's name and what wrote the folder.
+
+Tuning experiments add ``trials.parquet`` (see :mod:`rnnlab.report.tuning`).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+
+from rnnlab.report.store import ReportError, check_store, find_experiment
+
+DATA = "data"  # the folder beside REPORT.md
+RUNS, HISTORIES, ARTIFACTS, STUDY = "runs.parquet", "histories.parquet", "artifacts.parquet", "study.json"
+PRIVATE = ("artifact_uri", "experiment_id", "tags.checkpoint_dir")  # this machine's paths and ids
+HISTORY_COLUMNS = ["run_id", "key", "step", "value"]
+
+
+class Store:
+    """An experiment (optionally one sweep) in an MLflow store."""
+
+    def __init__(self, tracking_uri: str, experiment: str, sweep_id: str | None = None):
+        from mlflow import MlflowClient
+
+        check_store(tracking_uri)  # before any client: one would create a missing sqlite store
+        self.tracking_uri, self.experiment, self.sweep_id = tracking_uri, experiment, sweep_id
+        self.client = MlflowClient(tracking_uri)
+
+    def runs(self) -> pd.DataFrame:
+        import mlflow
+
+        exp = find_experiment(self.client, self.experiment)
+        mlflow.set_tracking_uri(self.tracking_uri)
+        flt = f"tags.sweep_id = '{self.sweep_id}'" if self.sweep_id else ""
+        return mlflow.search_runs(experiment_ids=[exp.experiment_id], filter_string=flt, output_format="pandas")
+
+    def histories(self, run_ids: Iterable[str], keys: Iterable[str]) -> pd.DataFrame:
+        """Metric histories (``get_metric_history``) as a long frame: run_id, key, step, value."""
+        rows = [(rid, k, m.step, m.value) for rid in run_ids for k in keys
+                for m in self.client.get_metric_history(rid, k)]
+        return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
+
+    def csv(self, run_ids: Iterable[str], artifact: str) -> pd.DataFrame:
+        """The CSV artifact ``artifact`` (e.g. ``data/loss_by_pos.csv``) of each run that has it, as
+        one frame with a ``run_id`` column; runs without it (a diverged run, another task) are skipped."""
+        texts = self.texts(run_ids, artifact)
+        frames = [pd.read_csv(io.StringIO(text)).assign(run_id=rid) for rid, text in texts.items()]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run_id"])
+
+    def texts(self, run_ids: Iterable[str], artifact: str) -> dict[str, str]:
+        folder = artifact.rsplit("/", 1)[0] if "/" in artifact else None
+        out = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            for rid in run_ids:
+                if not any(a.path == artifact for a in self.client.list_artifacts(rid, folder)):
+                    continue
+                path = self.client.download_artifacts(rid, artifact, tmp)
+                out[rid] = Path(path).read_text()
+                os.remove(path)
+        return out
+
+
+class Saved:
+    """A study's committed data: ``<folder>/data/*.parquet`` (see the module's docstring)."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.data = self.folder / DATA
+        if not (self.data / RUNS).is_file():
+            raise ReportError(f"{self.folder}: no study data ({DATA}/{RUNS}); export it from the study's store "
+                              f"with `python src/report.py --experiment <name> --tracking-uri <store> --export "
+                              f"--out {self.folder}`")
+        self.meta = json.loads((self.data / STUDY).read_text()) if (self.data / STUDY).is_file() else {}
+        self.experiment = self.meta.get("experiment") or self.folder.name
+        self.sweep_id = self.meta.get("sweep_id")
+        self._histories: pd.DataFrame | None = None
+        self._artifacts: pd.DataFrame | None = None
+
+    def runs(self) -> pd.DataFrame:
+        return pd.read_parquet(self.data / RUNS)
+
+    def histories(self, run_ids: Iterable[str], keys: Iterable[str]) -> pd.DataFrame:
+        if self._histories is None:
+            path = self.data / HISTORIES
+            self._histories = pd.read_parquet(path) if path.is_file() else pd.DataFrame(columns=HISTORY_COLUMNS)
+        h = self._histories
+        ids, ks = list(run_ids), list(keys)
+        order = {(r, k): i for i, (r, k) in enumerate((r, k) for r in ids for k in ks)}
+        got = h[h["run_id"].isin(ids) & h["key"].isin(ks)]
+        if got.empty:
+            return pd.DataFrame(columns=HISTORY_COLUMNS)
+        rank = [order[(r, k)] for r, k in zip(got["run_id"], got["key"])]  # the store's order: run, key, step
+        return got.assign(_rank=rank).sort_values(["_rank", "step"], kind="stable")[HISTORY_COLUMNS].reset_index(
+            drop=True)
+
+    def csv(self, run_ids: Iterable[str], artifact: str) -> pd.DataFrame:
+        texts = self.texts(run_ids, artifact)
+        frames = [pd.read_csv(io.StringIO(text)).assign(run_id=rid) for rid, text in texts.items()]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run_id"])
+
+    def texts(self, run_ids: Iterable[str], artifact: str) -> dict[str, str]:
+        if self._artifacts is None:
+            path = self.data / ARTIFACTS
+            self._artifacts = pd.read_parquet(path) if path.is_file() else pd.DataFrame(columns=["run_id", "path",
+                                                                                                   "text"])
+        a = self._artifacts[self._artifacts["path"] == artifact]
+        by_run = dict(zip(a["run_id"], a["text"]))
+        return {rid: by_run[rid] for rid in run_ids if rid in by_run}
+
+
+class Recorder:
+    """A :class:`Store` that remembers every history and artifact read through it."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.tracking_uri, self.experiment, self.sweep_id = store.tracking_uri, store.experiment, store.sweep_id
+        self.client = store.client
+        self.read_histories: list[pd.DataFrame] = []
+        self.read_texts: list[tuple[str, str, str]] = []
+        self._runs: pd.DataFrame | None = None
+
+    def runs(self) -> pd.DataFrame:
+        if self._runs is None:
+            self._runs = self.store.runs()
+        return self._runs.copy()
+
+    def histories(self, run_ids: Iterable[str], keys: Iterable[str]) -> pd.DataFrame:
+        h = self.store.histories(run_ids, keys)
+        self.read_histories.append(h)
+        return h
+
+    def csv(self, run_ids: Iterable[str], artifact: str) -> pd.DataFrame:
+        texts = self.texts(run_ids, artifact)
+        frames = [pd.read_csv(io.StringIO(text)).assign(run_id=rid) for rid, text in texts.items()]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run_id"])
+
+    def texts(self, run_ids: Iterable[str], artifact: str) -> dict[str, str]:
+        texts = self.store.texts(run_ids, artifact)
+        self.read_texts += [(rid, artifact, text) for rid, text in texts.items()]
+        return texts
+
+    def save(self, folder: Path, extra_histories: pd.DataFrame | None = None) -> list[Path]:
+        """Write what was read (plus ``extra_histories``, e.g. what the UI's views chart) to
+        ``folder/data/``; the runs less :data:`PRIVATE` columns."""
+        data = Path(folder) / DATA
+        data.mkdir(parents=True, exist_ok=True)
+        runs = self.runs()
+        runs = runs.drop(columns=[c for c in PRIVATE if c in runs.columns])
+        hist = pd.concat([*self.read_histories, *([extra_histories] if extra_histories is not None else [])],
+                         ignore_index=True)
+        hist = (hist.drop_duplicates(["run_id", "key", "step"], keep="first") if len(hist)
+                else pd.DataFrame(columns=HISTORY_COLUMNS))
+        arts = pd.DataFrame(self.read_texts, columns=["run_id", "path", "text"]).drop_duplicates(["run_id", "path"])
+        written = [data / RUNS, data / HISTORIES, data / ARTIFACTS, data / STUDY]
+        runs.to_parquet(written[0], index=False, compression="zstd")
+        hist.astype({"step": "int64", "value": "float64"}).to_parquet(written[1], index=False, compression="zstd")
+        arts.to_parquet(written[2], index=False, compression="zstd")
+        written[3].write_text(json.dumps({"experiment": self.experiment, "sweep_id": self.sweep_id}, indent=1) + "\n")
+        return written
