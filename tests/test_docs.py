@@ -7,11 +7,13 @@
   command copied from a page must work in any clone.
 - The key tables of the documentation (README.md and docs/*.md) give the defaults that Hydra
   composes from conf/, and docs/configuration.md lists every key there is.
+- The README stays a front page, and `make` alone prints the help it points to first.
 """
 
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -202,3 +204,29 @@ def test_the_configuration_page_lists_every_key(defaults):
     missing = [f"{key} ({', '.join(overrides) or 'defaults'})" for overrides, key in wanted
                if (overrides, key) not in defaults]
     assert not missing, "keys of conf/ that docs/configuration.md does not list: " + ", ".join(missing)
+
+
+# ---------------------------------------------------------------------------------------------
+# The front door
+
+README_MAX_LINES = 150
+
+
+def test_the_readme_is_a_front_page():
+    """What rnnlab is, the Quickstart, the comparison view and the findings; the reference
+    material lives in docs/."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= README_MAX_LINES, "README.md is a front page: move reference material to docs/"
+    assert "make help" in text.split("## Quickstart")[0], "make help is the README's first pointer"
+    for image in ("docs/images/comparison-table.png", "experiments/long_range_study/metric_vs_length.png"):
+        assert f"]({image})" in text, image
+
+
+def test_make_alone_prints_the_help():
+    if shutil.which("make") is None:
+        pytest.skip("no make")
+    out = subprocess.run(["make", "--no-print-directory"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                         check=True).stdout
+    help_ = subprocess.run(["make", "--no-print-directory", "help"], cwd=ROOT, capture_output=True, text=True,
+                           timeout=60, check=True).stdout
+    assert out == help_ and "make train" in out and "make sweep" in out, out
