@@ -23,6 +23,7 @@ from omegaconf import OmegaConf
 from conftest import ROOT, compose
 
 LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)\s]*)?\)")  # [text](target) and ![alt](target), anchor dropped
+ANCHORED = re.compile(r"\]\(([^)#\s]*\.md)#([^)\s]+)\)")  # [text](page.md#anchor)
 
 
 def tracked(*patterns: str) -> list[str]:
@@ -39,6 +40,26 @@ def test_relative_links_in_tracked_pages_resolve():
               if not target.startswith(("http://", "https://", "mailto:")) and not (ROOT / page).parent.joinpath(
                   target).exists()]
     assert not broken, f"links to nothing: {broken}"
+
+
+def anchors(page: Path) -> set[str]:
+    """The anchors a code host gives a page's headings: lower case, punctuation dropped, spaces
+    as hyphens (GitHub's rule, without its -1, -2 for repeated headings)."""
+    out = set()
+    for line in page.read_text(encoding="utf-8").splitlines():
+        if line.startswith("#"):
+            title = line.lstrip("#").strip().lower()
+            out.add(re.sub(r"[^\w\- ]", "", title).replace(" ", "-"))
+    return out
+
+
+def test_links_to_a_section_name_one_that_exists():
+    pages = tracked("*.md")
+    broken = [(page, f"{target}#{anchor}") for page in pages
+              for target, anchor in ANCHORED.findall((ROOT / page).read_text(encoding="utf-8"))
+              if (ROOT / page).parent.joinpath(target).is_file()
+              and anchor not in anchors((ROOT / page).parent.joinpath(target))]
+    assert not broken, f"links to sections that do not exist: {broken}"
 
 
 # ---------------------------------------------------------------------------------------------
