@@ -1,8 +1,9 @@
 """The committed pages hold together.
 
 - Every relative link and image in a tracked Markdown file (README, docs/, experiment reports,
-  the bench's results) points at a file that exists, so a report regenerated without a
-  figure, or a page moved, shows up here rather than as a broken page.
+  the bench's results) points at a file that exists, and a link to a section at a heading that
+  exists, so a report regenerated without a figure, or a page or section moved, shows up here
+  rather than as a broken page.
 - No tracked text file holds an absolute path of one machine (``/work/``, ``/tmp/``, ...): a
   command copied from a page must work in any clone.
 - The key tables of the documentation (README.md and docs/*.md) give the defaults that Hydra
