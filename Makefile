@@ -1,5 +1,5 @@
 # rnnlab: `make train` sets everything up on a fresh machine and runs the default experiment;
-# `make test` runs the test suite. Both create .venv on first use.
+# `make test` runs the test suite. Both create .venv on first use. `make` alone: `make help`.
 PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
@@ -21,20 +21,31 @@ RAY_VENV := .venv-ray
 
 .PHONY: install ray browser train test lint ui server sweep tune tune-report report bench clean help
 
+# `make` alone prints the help, wherever targets are added in this file
+.DEFAULT_GOAL := help
+
 help:
-	@echo "make train [ARGS='cell=gru seq_len=200']   set up (first time) and train one run"
-	@echo "make test [PYTEST_ARGS='-m \"not slow\"']    run the test suite (the fast tier: about a minute)"
-	@echo "make ray                                    .venv-ray: rnnlab with Hydra's Ray launcher (its test uses it)"
-	@echo "make browser                                Debian's chromium, for the MLflow UI test (apt-get, as root)"
-	@echo "make lint                                   ruff (lint, import order) and mypy"
-	@echo "make sweep [EXP=long_range] [ARGS=...]     run a sweep preset from conf/experiment/ in parallel"
-	@echo "make tune EXP=char_lm [ARGS=...]            tune every arm of a conf/tune/ preset (Optuna), then re-seed the best"
-	@echo "make tune-report EXP=char_lm                the tuned report: experiments/tune_EXP/REPORT.md"
-	@echo "make report [EXP=long_range] [OUT=dir]      write experiments/EXP/REPORT.md from the runs"
-	@echo "make bench [ARGS=--quick]                  harness vs bare PyTorch, roofline, ... -> experiments/bench/"
-	@echo "make ui                                     MLflow UI on http://$(HOST):$(PORT)"
-	@echo "make server                                 MLflow tracking server on http://$(HOST):$(PORT)"
-	@echo "make clean                                  remove run outputs (keeps mlflow.db and mlruns/)"
+	@echo "rnnlab: compare recurrent cells with Hydra, PyTorch Lightning and MLflow (README.md, docs/)"
+	@echo ""
+	@echo "Set up and run"
+	@echo "  make train [ARGS='cell=gru seq_len=200']   set up .venv (first time) and train one run (docs/configuration.md)"
+	@echo "  make sweep [EXP=long_range] [ARGS=...]     run a sweep preset from conf/experiment/ in parallel (docs/sweeps.md)"
+	@echo "  make report [EXP=long_range] [OUT=dir]     write experiments/EXP/REPORT.md from the runs"
+	@echo "  make tune EXP=char_lm [ARGS=...]           tune every arm of a conf/tune/ preset (Optuna), then re-seed the best (docs/tuning.md)"
+	@echo "  make tune-report EXP=char_lm               the tuned report: experiments/tune_EXP/REPORT.md"
+	@echo "  make bench [ARGS=--quick]                  harness vs bare PyTorch, roofline, ... -> experiments/bench/ (docs/benchmark.md)"
+	@echo ""
+	@echo "Look at runs"
+	@echo "  make ui [PORT=5000] [HOST=127.0.0.1]       MLflow UI over the runs' store on http://$(HOST):$(PORT) (docs/ui.md)"
+	@echo "  make server                                MLflow tracking server on http://$(HOST):$(PORT) (docs/scale-out.md)"
+	@echo ""
+	@echo "Develop"
+	@echo "  make test [PYTEST_ARGS='-m \"not slow\"']    run the test suite (the fast tier: about a minute) (CONTRIBUTING.md)"
+	@echo "  make lint                                  ruff (lint, import order) and mypy"
+	@echo "  make browser                               Debian's chromium, for the MLflow UI test (apt-get, as root)"
+	@echo "  make ray                                   .venv-ray: rnnlab with Hydra's Ray launcher (its test uses it)"
+	@echo "  make install                               only create .venv (train, test and the rest do it first)"
+	@echo "  make clean                                 remove run outputs (keeps mlflow.db and mlruns/)"
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)

@@ -6,6 +6,12 @@ unless the URL or the browser's localStorage says ``workflowType=machine_learnin
 follows the printed link has neither, so every page is opened in a fresh browser context and
 nothing is clicked. Screenshots go to ``$RNNLAB_SCREENSHOTS`` (else the test's tmp dir).
 
+The README's pictures of the comparison view are taken by this file too, so that they are
+regenerated rather than hand-made: ``test_readme_screenshots`` runs the README's Quickstart sweep
+and saves the view it prints first (table and charts) to docs/images/. It runs only when asked::
+
+    RNNLAB_DOCS_IMAGES=docs/images .venv/bin/python -m pytest tests/test_browser.py -q -k readme
+
 Needs ``apt-get install chromium`` and ``pip install playwright`` (never ``playwright install``:
 the browser is Debian's, at ``$RNNLAB_CHROMIUM``, default /usr/bin/chromium)."""
 
@@ -24,7 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from conftest import free_port
+from conftest import ROOT, free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -258,5 +264,49 @@ def test_printed_links_open_the_runs_in_model_training_mode(store, tmp_path):
                 expect(image).to_be_visible()
                 assert page.evaluate("img => img.naturalWidth", image.element_handle()) > 300
                 page.screenshot(path=str(shots / "8-sweep-comparison.png"))
+        finally:
+            browser.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# The README's screenshots (only with $RNNLAB_DOCS_IMAGES set: not part of the suite's checks)
+
+# The README's Quickstart sweep: `make sweep ARGS='task=adding seq_len=25,100 clip=1.0 seed=0'`
+README_SWEEP = ["+experiment=long_range", "task=adding", "seq_len=25,100", "clip=1.0", "seed=0"]
+
+
+def test_readme_screenshots(store, tmp_path):
+    """The comparison view of the README's Quickstart sweep, as its first printed link opens it,
+    saved to ``$RNNLAB_DOCS_IMAGES`` (relative to the repository): comparison-table.png and
+    comparison-charts.png. MLflow's assistant panel is closed and the shared-view banner hidden
+    first, so the picture shows the comparison; nothing else is clicked."""
+    docs = os.environ.get("RNNLAB_DOCS_IMAGES")
+    if not docs:
+        pytest.skip("writes the README's screenshots only when RNNLAB_DOCS_IMAGES names a folder")
+    folder = Path(docs) if Path(docs).is_absolute() else ROOT / docs
+    folder.mkdir(parents=True, exist_ok=True)
+    sync_playwright = require_browser()
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=THEN_MS)
+    proc = store.train(*README_SWEEP, f"hydra.sweep.dir={store.dir / 'sweep'}", tiny=False, timeout=1200)
+    view_url, charts_url = (re.search(rf"{what}: (\S+)", proc.stdout).group(1) for what in
+                            (r"compare the cells \(table, grouped by cell\)", r"compare the cells \(charts\)"))
+    with mlflow_ui(store.uri, tmp_path) as base, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            # (the table ends after its 6 rows: a shorter window leaves out the empty space below)
+            for url, name, height in [(view_url, "comparison-table.png", 730),
+                                      (charts_url, "comparison-charts.png", 1000)]:
+                with fresh_page(browser, here(url, base), tmp_path, name) as page:
+                    expect(page.get_by_text(re.compile(r"^\s*6 matching runs\s*$"))).to_be_visible(
+                        timeout=FIRST_PAINT_MS)
+                    for control in ("mlflow.assistant.chat_panel.close", "mlflow.experiment_page.shared_view.dismiss"):
+                        button = page.locator(f'[data-component-id="{control}"]')
+                        if button.count():
+                            button.first.click()
+                    page.set_viewport_size({"width": 1600, "height": height})
+                    time.sleep(3)  # the charts draw after their section
+                    page.screenshot(path=str(folder / name))
         finally:
             browser.close()
