@@ -19,7 +19,7 @@ OUT ?= experiments/$(EXP)
 # it lives in a venv of its own, beside .venv
 RAY_VENV := .venv-ray
 
-.PHONY: install ray browser train test lint ui server sweep tune tune-report report bench clean help
+.PHONY: install ray browser train test lint ui server sweep tune tune-report report export-study open-study calibrate bench clean help
 
 # `make` alone prints the help, wherever targets are added in this file
 .DEFAULT_GOAL := help
@@ -33,11 +33,14 @@ help:
 	@echo "  make report [EXP=long_range] [OUT=dir]     write experiments/EXP/REPORT.md from the runs"
 	@echo "  make tune EXP=char_lm [ARGS=...]           tune every arm of a conf/tune/ preset (Optuna), then re-seed the best (docs/tuning.md)"
 	@echo "  make tune-report EXP=char_lm               the tuned report: experiments/tune_EXP/REPORT.md"
+	@echo "  make export-study EXP=<experiment>         its report and its runs as data: experiments/EXP/{REPORT.md,data/}"
+	@echo "  make calibrate                             the statistical rule's error rates by simulation (docs/calibration.md)"
 	@echo "  make bench [ARGS=--quick]                  harness vs bare PyTorch, roofline, ... -> experiments/bench/ (docs/benchmark.md)"
 	@echo ""
 	@echo "Look at runs"
 	@echo "  make ui [PORT=5000] [HOST=127.0.0.1]       MLflow UI over the runs' store on http://$(HOST):$(PORT) (docs/ui.md)"
 	@echo "  make server                                MLflow tracking server on http://$(HOST):$(PORT) (docs/scale-out.md)"
+	@echo "  make open-study EXP=long_range_study       a committed study's runs in mlflow ui, no training (docs/ui.md)"
 	@echo ""
 	@echo "Develop"
 	@echo "  make test [PYTEST_ARGS='-m \"not slow\"']    run the test suite (the fast tier: about a minute) (CONTRIBUTING.md)"
@@ -95,6 +98,17 @@ sweep: install
 
 tune: install
 	$(BIN)/python src/train.py +tune=$(EXP) $(ARGS)
+
+# A committed study: its report from the store, and its runs beside it as data (data/*.parquet)
+export-study: install
+	$(BIN)/python src/report.py --experiment $(EXP) --export --out experiments/$(EXP)
+
+# A committed study's data loaded into .studies/EXP/mlflow.db (once per version), then mlflow ui on it
+open-study: install
+	$(BIN)/python src/open_study.py $(EXP) --ui --host $(HOST) --port $(PORT)
+
+calibrate: install
+	$(BIN)/python src/calibrate.py
 
 tune-report: install
 	$(BIN)/python src/report.py --experiment $$($(BIN)/python src/train.py +tune=$(EXP) --cfg job \

@@ -39,6 +39,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--export", action="store_true",
                    help="with --experiment: also write the runs as the study's data beside the report (<out>/data/: "
                         "Parquet), so that --from regenerates it and `make open-study` opens it in mlflow ui")
+    p.add_argument("--partial", action="store_true",
+                   help="with --experiment: the study is still running; write only its data, marked incomplete "
+                        "(<out>/data/), leaving the report: another machine can continue the study from it "
+                        "(src/open_study.py <out> --store <new store>, then rerun its sweeps)")
     p.add_argument("--with", dest="also", action="append", default=[], metavar="EXPERIMENT[@URI]",
                    help="a tuned report only: add the arms of another tuning experiment (in the store at URI, "
                         "default --tracking-uri), e.g. the classic cells tuned by another preset; repeatable")
@@ -79,7 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         result = report.build(args.experiment, args.tracking_uri, out, sweep_id=args.sweep_id,
-                              log_to_parent=not args.no_log, export=args.export)
+                              log_to_parent=not args.no_log, export=args.export, partial=args.partial)
+        if args.partial:
+            print(f"wrote {len(result.files)} files of the study's data, marked incomplete, to {out / report.DATA} "
+                  f"({result.n_runs} runs); the report was left as it is")
+            return 0
     except report.ReportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -266,6 +266,35 @@ def test_printed_links_open_the_runs_in_model_training_mode(store, tmp_path):
                 page.screenshot(path=str(shots / "8-sweep-comparison.png"))
         finally:
             browser.close()
+    check_a_committed_study_opens_with_its_view(store, tmp_path, shots, sync_playwright, expect)
+
+
+def check_a_committed_study_opens_with_its_view(store, tmp_path, shots, sync_playwright, expect):
+    """9. The same runs exported as a committed study (report.py --export) and loaded the way
+    `make open-study` loads one, into a store of their own: the printed link opens the sweep's
+    comparison view there, grouped by cell, with the report logged to the parent run."""
+    study, opened = tmp_path / "study", tmp_path / "opened"
+    export = subprocess.run([sys.executable, str(ROOT / "src" / "report.py"), "--experiment", "adding",
+                             "--tracking-uri", store.uri, "--out", str(study), "--export", "--no-log"],
+                            capture_output=True, text=True, timeout=300)
+    assert export.returncode == 0, export.stderr[-3000:]
+    proc = subprocess.run([sys.executable, str(ROOT / "src" / "open_study.py"), str(study), "--store",
+                           str(opened / "mlflow.db")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert re.search(r"^study: 3 runs in sqlite:///\S+ \(loaded in [\d.]+ s\)$", proc.stdout, re.M), proc.stdout
+    view_url = re.search(r"table:  (\S+)", proc.stdout).group(1)
+    with mlflow_ui(f"sqlite:///{opened / 'mlflow.db'}", opened) as base, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            with fresh_page(browser, here(view_url, base), shots, "opened-study") as page:
+                header = page.locator('[role="columnheader"][col-id="metrics.`test/skill`"]')
+                expect(header).to_have_text("test/skill", timeout=FIRST_PAINT_MS)
+                groups = page.get_by_text(re.compile(r"^Group: (rnn|gru)$"))
+                expect(groups).to_have_count(2)
+                expect(page.get_by_text(re.compile(r"^\s*2 matching runs\s*$"))).to_be_visible()
+                page.screenshot(path=str(shots / "9-opened-study.png"))
+        finally:
+            browser.close()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -368,9 +368,11 @@ def test_report_of_a_tiny_sweep(sweep, tmp_path):
             continue
         mean, _, interval = value.partition(" [")
         assert number(mean) == pytest.approx(np.mean(w["mse"]), rel=1e-3)
-        if len(w["mse"]) > 1:  # a percentile bootstrap CI of the mean lies within the seeds' range
+        if len(w["mse"]) > 1:  # the t-interval: mean ± t(0.975, n-1) s / sqrt(n)
             low, high = (number(v) for v in interval.rstrip("]").split(", "))
-            assert min(w["mse"]) * 0.995 <= low <= number(mean) <= high <= max(w["mse"]) * 1.005  # 3 digits shown
+            half = sps.t.ppf(0.975, len(w["mse"]) - 1) * np.std(w["mse"], ddof=1) / np.sqrt(len(w["mse"]))
+            mean_mse = np.mean(w["mse"])
+            assert (low, high) == pytest.approx((mean_mse - half, mean_mse + half), rel=5e-3, abs=5e-4)
     # the sweep's shape, so the checks above meant something
     relu, tanh = "rnn (nonlinearity=relu, spectral_radius=3)", "rnn (nonlinearity=tanh, spectral_radius=None)"
     assert [(len(want[(c, 20, "none")]["mse"]), want[(c, 20, "none")]["diverged"]) for c in (relu, tanh)] == [
@@ -398,6 +400,98 @@ def test_report_of_a_tiny_sweep(sweep, tmp_path):
     assert result.n_runs == 8 and len(rows) == 4 and {r[2] for r in rows} == {"1.0"}
     assert {r[4] for r in rows} == {"2"} and {r[-1] for r in rows} == {"0/2"}
     assert f"--sweep-id {parent.info.run_id}" in md and result.logged_to is None
+    check_the_report_from_its_data_is_the_report_from_the_store(sweep, tmp_path)
+
+
+def same_page(a: str, b: str) -> bool:
+    """Two versions of a report are the same page but for the line that says when it was made."""
+    def drop(text: str) -> list[str]:
+        return [line for line in text.splitlines() if not line.startswith("Generated ")]
+    return drop(a) == drop(b)
+
+
+def check_the_report_from_its_data_is_the_report_from_the_store(sweep, tmp_path):
+    """--export writes the runs beside the report; --from rebuilds the same page from them
+    alone (the store moved away), and `open_study` loads them into a new store with their
+    parent, params, metrics, histories and the sweep's comparison view."""
+    import importlib
+
+    cli = importlib.import_module("report")  # src/report.py
+    study = tmp_path / "study"
+    assert cli.main(["--experiment", "adding", "--tracking-uri", sweep.uri, "--out", str(study), "--export",
+                     "--no-log"]) == 0
+    from_store = (study / "REPORT.md").read_text()
+    assert sorted(p.name for p in (study / "data").iterdir()) == [
+        "artifacts.parquet", "histories.parquet", "runs.parquet", "study.json"]
+    assert "- **data**: [`data/`](data/)" in from_store and "--from" in from_store
+    assert sweep.uri not in from_store and str(sweep.dir) not in from_store, "no machine path on the page"
+    runs = pd.read_parquet(study / "data" / "runs.parquet")
+    assert len(runs) == 11 and not {"artifact_uri", "tags.checkpoint_dir"} & set(runs.columns)  # 10 jobs, 1 parent
+    assert (study / "data").stat().st_size and sum(f.stat().st_size for f in (study / "data").iterdir()) < 2e6
+
+    moved = sweep.dir.with_name(sweep.dir.name + "-away")
+    sweep.dir.rename(moved)  # no store now: the page must come from the data alone
+    try:
+        again = tmp_path / "again"
+        again.mkdir()
+        (again / "REPORT.md").write_text(from_store.replace("_To be written", "A human wrote this."))
+        assert cli.main(["--from", str(study), "--out", str(again)]) == 0
+        from_data = (again / "REPORT.md").read_text()
+        assert "A human wrote this." in from_data, "the discussion is kept"
+        assert same_page(from_store.replace("_To be written", "A human wrote this."), from_data)
+        assert not same_page(from_store, from_data.replace("## Figures", "## Figure"))
+        assert {p.name for p in again.glob("*.png")} == {p.name for p in study.glob("*.png")}
+    finally:
+        moved.rename(sweep.dir)
+
+    from rnnlab import studies, views
+
+    db = tmp_path / "opened" / "mlflow.db"
+    opened = studies.load(study, db)
+    assert opened.runs == 11 and not opened.reused and len(opened.views) == 1
+    from mlflow import MlflowClient
+
+    client = MlflowClient(opened.store)
+    loaded = client.search_runs([opened.experiment_id], max_results=100)
+    parent = next(r for r in loaded if r.data.tags.get("sweep") == "true")
+    original = {r.info.run_id: r for r in sweep.runs("adding")}
+    for r in loaded:
+        o = original[r.data.tags[studies.EXPORTED_ID]]
+        assert r.data.params == o.data.params and r.info.status == o.info.status
+        def finite(metrics: dict) -> dict:  # a diverged run's NaN is no value in a frame, or NaN again
+            return {k: v for k, v in metrics.items() if math.isfinite(v)}
+        assert finite(r.data.metrics) == pytest.approx(finite(o.data.metrics)), r.info.run_name
+        assert r.info.start_time == o.info.start_time and r.info.end_time == o.info.end_time
+        if "sweep_id" in o.data.tags:
+            assert r.data.tags["sweep_id"] == parent.info.run_id
+        if "mlflow.parentRunId" in o.data.tags:
+            assert r.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    job = next(r for r in loaded if r.data.tags.get("mlflow.parentRunId") and r.info.status == "FINISHED")
+    assert [m.value for m in client.get_metric_history(job.info.run_id, "val/mse")] == [
+        m.value for m in sweep.client.get_metric_history(job.data.tags[studies.EXPORTED_ID], "val/mse")]
+    key, name = opened.views[0]
+    assert key == f"{views.OURS}{parent.info.run_id}" and name.startswith("compare: ")
+    assert {a.path for a in client.list_artifacts(parent.info.run_id, "report")} >= {"report/REPORT.md"}
+    assert studies.load(study, db).reused, "the same data: the store is reused"
+
+
+@pytest.mark.parametrize("damage", ["no folder", "no data", "no run_id"])
+def test_a_study_that_cannot_be_opened_is_one_line_and_writes_nothing(tmp_path, damage, capsys):
+    import importlib
+
+    opener = importlib.import_module("open_study")  # src/open_study.py
+    folder = tmp_path / "study"
+    if damage != "no folder":
+        (folder / "data").mkdir(parents=True)
+    if damage == "no run_id":
+        pd.DataFrame({"status": ["FINISHED"], "start_time": [T0]}).to_parquet(folder / "data" / "runs.parquet")
+    store = tmp_path / "store" / "mlflow.db"
+    assert opener.main([str(folder), "--store", str(store)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
+    assert {"no folder": "no study", "no data": "has no data", "no run_id": "lacks what a run needs: run_id"}[
+        damage] in err
+    assert not store.exists() and not (store.parent.exists() and any(store.parent.iterdir()))
 
 
 def test_critical_length_and_paired_differences_from_hand_made_runs():

@@ -134,17 +134,23 @@ class Result:
 
 
 def build(experiment: str, tracking_uri: str, out_dir: Path, sweep_id: str | None = None,
-          log_to_parent: bool = True, export: bool = False) -> Result:
+          log_to_parent: bool = True, export: bool = False, partial: bool = False) -> Result:
     """The report of an experiment in an MLflow store; with ``export``, its runs are also
     written beside it as the study's data (``out_dir/data/``: :mod:`rnnlab.report.source`),
-    from which :func:`build_from` writes the same page."""
+    from which :func:`build_from` writes the same page. ``partial``: the study is still
+    running; only its data is written (marked incomplete), and the page beside it is left."""
+    import tempfile
+
     store = Store(tracking_uri, experiment, sweep_id)
-    source = Recorder(store) if export else store
-    result = build_from(source, out_dir, log_to_parent=log_to_parent, saved=export)
-    if isinstance(source, Recorder):
-        runs = select_runs(tidy(source.runs()))[0]
-        done = runs[runs["outcome"].isin(COMPLETED)]
-        result.files += source.save(out_dir, extra_histories=_view_histories(source, done))
+    source = Recorder(store) if export or partial else store
+    with tempfile.TemporaryDirectory() as scratch:
+        page_dir = Path(scratch) if partial else out_dir
+        result = build_from(source, page_dir, log_to_parent=log_to_parent and not partial, saved=export)
+        if isinstance(source, Recorder):
+            runs = select_runs(tidy(source.runs()))[0]
+            done = runs[runs["outcome"].isin(COMPLETED)]
+            data = source.save(out_dir, extra_histories=_view_histories(source, done), complete=not partial)
+            result.files = data if partial else result.files + data
     return result
 
 
@@ -203,7 +209,7 @@ def build_from(source: Store | Recorder | Saved, out_dir: Path, log_to_parent: b
     report = out_dir / "REPORT.md"
     ctx = Context(experiment, getattr(source, "tracking_uri", ""), runs, summary, throughput(runs, hist), figures,
                   superseded, sweep_id, parents, discussion=kept_discussion(report), out_dir=out_dir,
-                  saved=saved or isinstance(source, Saved))
+                  saved=saved or isinstance(source, Saved), home=source.folder if isinstance(source, Saved) else None)
     report.write_text(render(ctx))
     files = [report, *(p for p in figures.values() if p)]
 

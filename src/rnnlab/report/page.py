@@ -58,6 +58,11 @@ class Context:
     discussion: str = ""
     out_dir: Path | None = None  # where the page is written: the regenerate command names it
     saved: bool = False  # the runs are (or are being written) as data beside the page: ``data/``
+    home: Path | None = None  # the study's folder the page speaks of (default out_dir): a check writes elsewhere
+
+    @property
+    def folder(self) -> Path | None:
+        return self.home or self.out_dir
 
 
 def regenerate_command(experiment: str, sweep_id: str | None, out_dir: Path | None = None,
@@ -136,8 +141,8 @@ def header(ctx: Context) -> str:
             ["budget", budget], ["runs started", dates], ["git commit(s)", commit_txt],
             ["code hash", code_txt + " (a digest of every file under `src/` and `conf/`)"],
             ["data", f"[`data/`]({DATA}/): every run's params, tags and final metrics, and the histories and "
-                     f"artifacts drawn here (Parquet); `make open-study EXP={_relative(ctx.out_dir).split('/')[-1]}` "
-                     "opens them in `mlflow ui`" if ctx.saved and ctx.out_dir is not None else
+                     f"artifacts drawn here (Parquet); `make open-study EXP={_relative(ctx.folder).split('/')[-1]}` "
+                     "opens them in `mlflow ui`" if ctx.saved and ctx.folder is not None else
                      "the MLflow store only (not exported beside this page)"]]
     selection = (f"the runs of sweep `{ctx.sweep_id}`" if ctx.sweep_id else
                  "all runs of the experiment, the most recent finished or diverged run of each "
@@ -146,7 +151,7 @@ def header(ctx: Context) -> str:
         f"# Report: experiment `{ctx.experiment}`", "",
         f"Generated {ctx.generated:%Y-%m-%d %H:%M} UTC by `src/report.py` from {selection}. "
         "Regenerate (this rewrites everything outside the Discussion markers):", "",
-        "```bash", regenerate_command(ctx.experiment, ctx.sweep_id, ctx.out_dir, ctx.saved), "```", "",
+        "```bash", regenerate_command(ctx.experiment, ctx.sweep_id, ctx.folder, ctx.saved), "```", "",
         *(f"- **{k}**: {v}" for k, v in rows)])
 
 
@@ -203,7 +208,7 @@ def _metrics(ctx: Context, info: Callable[[str], TaskInfo], family: stats.Family
              "",
              f"Critical length: the longest length that at least half the seeds solve within the budget "
              f"(a run is solved when its validation skill reached {solve_threshold(ctx.runs)}: `steps_to_solve`). "
-             "Paired differences use the seeds both finished.", "", method(family, ctx.out_dir)]
+             "Paired differences use the seeds both finished.", "", method(family, ctx.folder)]
     for task in sorted(ctx.runs["task"].unique()):
         ti = info(task)
         note = "" if ti.known else " (task class not found: ranked by test/loss, lower is better)"
@@ -311,8 +316,8 @@ def check_out_dir(out_dir: Path, experiment: str) -> None:
     path = out_dir / "REPORT.md"
     if not path.exists():
         return
-    first = path.read_text().split("\n", 1)[0]
-    match = re.fullmatch(r"# Report: experiment `(.+)`", first.strip())
+    head = path.read_text().split("\n", 5)[:5]  # the title, perhaps under a one-paragraph notice
+    match = next((m for line in head if (m := re.fullmatch(r"# Report: experiment `(.+)`", line.strip()))), None)
     if match and match.group(1) != experiment:
         raise ReportError(f"{path} is the report of experiment '{match.group(1)}', not '{experiment}': "
                           f"its discussion would be kept under the tables of another experiment. Write "

@@ -14,7 +14,8 @@ The data folder:
 * ``histories.parquet``: ``run_id, key, step, value`` of the histories the report and the
   study's comparison views draw;
 * ``artifacts.parquet``: ``run_id, path, text``: the CSV artifacts the figures draw;
-* ``study.json``: the experiment's name and what wrote the folder.
+* ``study.json``: the experiment's name, the sweep if the report is of one, and whether the
+  study is complete (a snapshot of one still running is not, and no report rests on it).
 
 Tuning experiments add ``trials.parquet`` (see :mod:`rnnlab.report.tuning`).
 """
@@ -161,9 +162,11 @@ class Recorder:
         self.read_texts += [(rid, artifact, text) for rid, text in texts.items()]
         return texts
 
-    def save(self, folder: Path, extra_histories: pd.DataFrame | None = None) -> list[Path]:
+    def save(self, folder: Path, extra_histories: pd.DataFrame | None = None, complete: bool = True) -> list[Path]:
         """Write what was read (plus ``extra_histories``, e.g. what the UI's views chart) to
-        ``folder/data/``; the runs less :data:`PRIVATE` columns."""
+        ``folder/data/``; the runs less :data:`PRIVATE` columns. ``complete=False`` marks a
+        snapshot of a study still running (no report rests on it; it lets another machine
+        continue the study: ``open_study.py --store`` rebuilds a store its sweeps resume in)."""
         data = Path(folder) / DATA
         data.mkdir(parents=True, exist_ok=True)
         runs = self.runs()
@@ -177,5 +180,6 @@ class Recorder:
         runs.to_parquet(written[0], index=False, compression="zstd")
         hist.astype({"step": "int64", "value": "float64"}).to_parquet(written[1], index=False, compression="zstd")
         arts.to_parquet(written[2], index=False, compression="zstd")
-        written[3].write_text(json.dumps({"experiment": self.experiment, "sweep_id": self.sweep_id}, indent=1) + "\n")
+        meta = {"experiment": self.experiment, "sweep_id": self.sweep_id, "complete": complete}
+        written[3].write_text(json.dumps(meta, indent=1) + "\n")
         return written

@@ -570,7 +570,8 @@ def build_saved(folder: Path, out_dir: Path | None = None) -> Path:
     """The tuned report of a committed tuning study, from its data alone."""
     arms = load_saved(folder)
     out = out_dir or folder
-    return _write(arms, [(arms[0].source, "")], out, f"python src/report.py --from {_relative(folder)}", saved=True)
+    return _write(arms, [(arms[0].source, "")], out, f"python src/report.py --from {_relative(folder)}", saved=True,
+                  home=folder)
 
 
 def _relative(path: Path) -> str:
@@ -582,7 +583,7 @@ def _relative(path: Path) -> str:
 
 
 def _write(arms: list[ArmResult], sources: list[tuple[str, str]], out_dir: Path, regenerate: str,
-           saved: bool) -> Path:
+           saved: bool, home: Path | None = None) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     check_out_dir(out_dir, sources[0][0])
     report = out_dir / "REPORT.md"
@@ -592,7 +593,7 @@ def _write(arms: list[ArmResult], sources: list[tuple[str, str]], out_dir: Path,
     family = stats.Family()  # every verdict of the page, adjusted together: gathered, then printed
     _comparison(arms, family)
     family.close()
-    lines = [*_header(arms, sources, regenerate, family, out_dir, saved), *_comparison(arms, family),
+    lines = [*_header(arms, sources, regenerate, family, home or out_dir, saved), *_comparison(arms, family),
              *_search(arms, drawn), DISCUSSION_START,
              discussion or "_(discussion: written by hand, kept when the report is regenerated)_",
              DISCUSSION_END, ""]

@@ -1,0 +1,55 @@
+"""Every committed study can be re-checked: a re-issued report regenerates from the runs
+committed beside it (``experiments/<study>/data/``) to the same page, and a report not yet
+re-issued says so in its first line. A study added with data is checked here with no list to
+edit."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import shutil
+
+import pytest
+
+from conftest import ROOT
+
+OLD_RULE = "> **Old rule: not yet re-issued.**"
+REPORTS = sorted(p.parent for p in (ROOT / "experiments").glob("*/REPORT.md"))
+
+
+def complete(study) -> bool:
+    """The study's runs are all in its data (a snapshot of a study still running is not)."""
+    meta = study / "data" / "study.json"
+    return (study / "data" / "runs.parquet").is_file() and json.loads(meta.read_text()).get("complete", True)
+
+
+WITH_DATA = [s for s in REPORTS if complete(s)]
+
+
+def page_lines(text: str) -> list[str]:
+    """A report's lines but the one that says when it was generated."""
+    return [line for line in text.splitlines() if not line.startswith("Generated ")]
+
+
+def test_every_report_is_reissued_with_its_data_or_says_it_is_not():
+    assert REPORTS, "no committed reports found"
+    for study in REPORTS:
+        text = (study / "REPORT.md").read_text()
+        has_data = study in WITH_DATA
+        assert has_data != text.startswith(OLD_RULE), (
+            f"{study.name}: " + ('data, but the old-rule notice' if has_data else 'no data, no old-rule notice'))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("study", WITH_DATA, ids=[s.name for s in WITH_DATA])
+def test_a_committed_report_regenerates_from_its_data(study, tmp_path):
+    cli = importlib.import_module("report")  # src/report.py
+    out = tmp_path / study.name
+    out.mkdir()
+    shutil.copy(study / "REPORT.md", out / "REPORT.md")  # its discussion is kept, as in place
+    assert cli.main(["--from", str(study), "--out", str(out)]) == 0
+    committed, regenerated = (p.read_text() for p in (study / "REPORT.md", out / "REPORT.md"))
+    diff = [(a, b) for a, b in zip(page_lines(committed), page_lines(regenerated)) if a != b]
+    assert page_lines(committed) == page_lines(regenerated), (
+        f"{study.name}: the page from its data differs from the committed one, first at {diff[:1]}; "
+        f"rewrite it with: python src/report.py --from experiments/{study.name}")
