@@ -71,6 +71,11 @@ def main(argv: list[str] | None = None) -> int:
             report.check_store(uri)
             if not tuning.is_tuned(uri, experiment):
                 raise report.ReportError(f"--with {experiment}: no tuning study in experiment '{experiment}' of {uri}")
+        if tuning.is_tuned(args.tracking_uri, args.experiment) and args.partial:
+            files = tuning.export_(args.tracking_uri, args.experiment, out, complete=False)
+            print(f"wrote {len(files)} files of the tuning study's data, marked incomplete, to {files[0].parent}; "
+                  "the report was left as it is")
+            return 0
         if tuning.is_tuned(args.tracking_uri, args.experiment):  # a tuning experiment: the tuned report
             path = tuning.build(args.experiment, args.tracking_uri, out, also=sources, export=args.export)
             joined = "".join(f" with '{e}'" for e, _ in sources)

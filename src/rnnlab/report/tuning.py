@@ -119,9 +119,10 @@ def load_saved(folder: Path) -> list[ArmResult]:
                  lambda arm: _study(arm.study, trials[trials["study"] == arm.study]))
 
 
-def export_(tracking_uri: str, experiment: str, folder: Path) -> list[Path]:
+def export_(tracking_uri: str, experiment: str, folder: Path, complete: bool = True) -> list[Path]:
     """Write a tuning experiment's runs and its Optuna trials to ``folder/data/``, so that
-    :func:`load_saved` reads the same arms :func:`load` does."""
+    :func:`load_saved` reads the same arms :func:`load` does (``complete=False``: a snapshot
+    of a study still running)."""
     import mlflow
     import optuna
     from optuna.distributions import distribution_to_json
@@ -143,7 +144,8 @@ def export_(tracking_uri: str, experiment: str, folder: Path) -> list[Path]:
     runs = runs.drop(columns=[c for c in PRIVATE if c in runs.columns])
     runs.to_parquet(data / RUNS, index=False, compression="zstd")
     pd.DataFrame(rows).to_parquet(data / TRIALS, index=False, compression="zstd")
-    (data / STUDY).write_text(json.dumps({"experiment": experiment, "sweep_id": None}, indent=1) + "\n")
+    meta = {"experiment": experiment, "sweep_id": None, "complete": complete}
+    (data / STUDY).write_text(json.dumps(meta, indent=1) + "\n")
     return [data / RUNS, data / TRIALS, data / STUDY]
 
 
