@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     ui = f"http://{args.host}:{args.port}"
     how = "reused (the data has not changed)" if opened.reused else f"loaded in {time.time() - t0:.1f} s"
     print(f"{folder.name}: {opened.runs} runs in {opened.store} ({how})")
+    if not opened.complete:
+        print("  (a snapshot of the study while it ran: its report is not yet re-issued from these runs)")
     for key, name in opened.views:
         print(f"  {name}:\n    table:  {views.url(ui, opened.experiment_id, key)}\n"
               f"    charts: {views.url(ui, opened.experiment_id, key, charts=True)}")

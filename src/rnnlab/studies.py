@@ -6,7 +6,8 @@ into MLflow runs, so a reader sees the study in the UI in seconds without traini
 each run with its params, tags, final metrics and the histories the comparison view charts,
 its status and times, each sweep's jobs under their parent run, and the saved comparison view
 of each sweep (:mod:`rnnlab.views`); the study's REPORT.md and figures are logged to the newest
-parent under ``report/``. The run ids are new (MLflow makes them); each run keeps its original
+parent under ``report/`` (not for a snapshot of a study still running: no report rests on it
+yet). The run ids are new (MLflow makes them); each run keeps its original
 id in the tag ``exported_run_id``, and the ids that tags point at (parent, sweep) are mapped.
 A final metric logged as NaN (a diverged run's gradient norms) is absent: in the data's frame
 NaN also means "not logged", and the two cannot be told apart.
@@ -50,6 +51,7 @@ class Opened:
     views: list[tuple[str, str]]  # (view key, its name) per sweep or tuning study
     reused: bool
     report_parent: str | None  # the run the report was logged to
+    complete: bool = True  # False: a snapshot of a study still running
 
 
 def studies_with_data() -> list[str]:
@@ -102,7 +104,9 @@ def load(folder: Path, db: Path | None = None) -> Opened:
         client = MlflowClient(f"sqlite:///{db}")
         exp = client.get_experiment_by_name(experiment)
         if exp is not None and exp.tags.get(DIGEST_TAG) == want:
-            return _opened(client, exp.experiment_id, f"sqlite:///{db}", reused=True)
+            opened = _opened(client, exp.experiment_id, f"sqlite:///{db}", reused=True)
+            opened.complete = meta.get("complete", True)
+            return opened
         others = [e.name for e in client.search_experiments() if DIGEST_TAG not in e.tags and e.name != "Default"]
         if others:  # a store of someone's runs, not one this module made: never replaced
             raise StudyError(f"{db} is an MLflow store with other runs (experiments {', '.join(sorted(others))}); "
@@ -122,7 +126,7 @@ def load(folder: Path, db: Path | None = None) -> Opened:
         exp_id = client.create_experiment(experiment, artifact_location=artifacts.as_uri(),
                                           tags={DIGEST_TAG: want, "mlflow.experimentKind": "custom_model_development"})
         ids = _create_runs(client, exp_id, runs, _histories(folder))
-        parent = _log_report(client, folder, runs, ids)
+        parent = _log_report(client, folder, runs, ids) if meta.get("complete", True) else None
         _write_views(client, exp_id, runs, ids)
         (tmp / "mlflow.db").replace(db)  # the store appears only once complete
     except BaseException:
@@ -132,6 +136,7 @@ def load(folder: Path, db: Path | None = None) -> Opened:
         shutil.rmtree(tmp, ignore_errors=True)
     opened = _opened(MlflowClient(f"sqlite:///{db}"), exp_id, f"sqlite:///{db}", reused=False)
     opened.report_parent = ids.get(parent) if parent else None
+    opened.complete = meta.get("complete", True)
     return opened
 
 

@@ -13,7 +13,8 @@ The data folder:
   returns them, less the columns that name this machine (``artifact_uri``, checkpoint paths);
 * ``histories.parquet``: ``run_id, key, step, value`` of the histories the report and the
   study's comparison views draw;
-* ``artifacts.parquet``: ``run_id, path, text``: the CSV artifacts the figures draw;
+* ``artifacts.parquet``: ``run_id, path, text``: the CSV artifacts the figures draw (of the
+  gradient profile, only its last probe, the one drawn);
 * ``study.json``: the experiment's name, the sweep if the report is of one, and whether the
   study is complete (a snapshot of one still running is not, and no report rests on it).
 
@@ -131,6 +132,15 @@ class Saved:
         return {rid: by_run[rid] for rid in run_ids if rid in by_run}
 
 
+def _trimmed(path: str, text: str) -> str:
+    """What of an artifact the report reads: of the gradient-through-time profile (every probe,
+    about 230 KB a run at T = 400), its last probe, which is all the report draws."""
+    if path != "diagnostics/grad_flow.csv":
+        return text
+    gf = pd.read_csv(io.StringIO(text))
+    return gf[gf["step"] == gf["step"].max()].to_csv(index=False) if len(gf) else text
+
+
 class Recorder:
     """A :class:`Store` that remembers every history and artifact read through it."""
 
@@ -175,7 +185,8 @@ class Recorder:
                          ignore_index=True)
         hist = (hist.drop_duplicates(["run_id", "key", "step"], keep="first") if len(hist)
                 else pd.DataFrame(columns=HISTORY_COLUMNS))
-        arts = pd.DataFrame(self.read_texts, columns=["run_id", "path", "text"]).drop_duplicates(["run_id", "path"])
+        arts = pd.DataFrame([(rid, path, _trimmed(path, text)) for rid, path, text in self.read_texts],
+                            columns=["run_id", "path", "text"]).drop_duplicates(["run_id", "path"])
         written = [data / RUNS, data / HISTORIES, data / ARTIFACTS, data / STUDY]
         runs.to_parquet(written[0], index=False, compression="zstd")
         hist.astype({"step": "int64", "value": "float64"}).to_parquet(written[1], index=False, compression="zstd")
