@@ -30,10 +30,10 @@ help:
 	@echo "Set up and run"
 	@echo "  make train [ARGS='cell=gru seq_len=200']   set up .venv (first time) and train one run (docs/configuration.md)"
 	@echo "  make sweep [EXP=long_range] [ARGS=...]     run a sweep preset from conf/experiment/ in parallel (docs/sweeps.md)"
-	@echo "  make report [EXP=long_range] [OUT=dir]     write experiments/EXP/REPORT.md from the runs"
+	@echo "  make report [EXP=long_range] [OUT=dir]     write experiments/EXP/REPORT.md from the runs (docs/sweeps.md)"
 	@echo "  make tune EXP=char_lm [ARGS=...]           tune every arm of a conf/tune/ preset (Optuna), then re-seed the best (docs/tuning.md)"
-	@echo "  make tune-report EXP=char_lm               the tuned report: experiments/tune_EXP/REPORT.md"
-	@echo "  make export-study EXP=<experiment>         its report and its runs as data: experiments/EXP/{REPORT.md,data/}"
+	@echo "  make tune-report EXP=char_lm               the tuned report: experiments/tune_EXP/REPORT.md (docs/tuning.md)"
+	@echo "  make export-study EXP=<preset>|TUNE=<name> a study's report and its runs as data: experiments/<study>/ (docs/statistics.md)"
 	@echo "  make calibrate                             the statistical rule's error rates by simulation (docs/calibration.md)"
 	@echo "  make bench [ARGS=--quick]                  harness vs bare PyTorch, roofline, ... -> experiments/bench/ (docs/benchmark.md)"
 	@echo ""
@@ -44,11 +44,11 @@ help:
 	@echo ""
 	@echo "Develop"
 	@echo "  make test [PYTEST_ARGS='-m \"not slow\"']    run the test suite (the fast tier: about a minute) (CONTRIBUTING.md)"
-	@echo "  make lint                                  ruff (lint, import order) and mypy"
-	@echo "  make browser                               Debian's chromium, for the MLflow UI test (apt-get, as root)"
-	@echo "  make ray                                   .venv-ray: rnnlab with Hydra's Ray launcher (its test uses it)"
-	@echo "  make install                               only create .venv (train, test and the rest do it first)"
-	@echo "  make clean                                 remove run outputs (keeps mlflow.db and mlruns/)"
+	@echo "  make lint                                  ruff (lint, import order) and mypy (CONTRIBUTING.md)"
+	@echo "  make browser                               Debian's chromium, for the MLflow UI test (apt-get, as root) (CONTRIBUTING.md)"
+	@echo "  make ray                                   .venv-ray: rnnlab with Hydra's Ray launcher (docs/scale-out.md)"
+	@echo "  make install                               only create .venv (train, test and the rest do it first) (README.md)"
+	@echo "  make clean                                 remove run outputs (keeps mlflow.db and mlruns/) (docs/configuration.md)"
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -99,9 +99,14 @@ sweep: install
 tune: install
 	$(BIN)/python src/train.py +tune=$(EXP) $(ARGS)
 
-# A committed study: its report from the store, and its runs beside it as data (data/*.parquet)
+# A committed study: its report from the store, and its runs beside it as data (data/*.parquet).
+# EXP names a sweep preset (conf/experiment/), TUNE a tuning preset (conf/tune/): the experiment
+# is the one the preset writes to, the folder experiments/EXP or experiments/tune_TUNE
+STUDY_PRESET = $(if $(TUNE),+tune=$(TUNE),+experiment=$(EXP))
+STUDY_DIR = experiments/$(if $(TUNE),tune_$(TUNE),$(EXP))
 export-study: install
-	$(BIN)/python src/report.py --experiment $(EXP) --export --out experiments/$(EXP)
+	$(BIN)/python src/report.py --export --out $(STUDY_DIR) --experiment $$($(BIN)/python src/train.py \
+		$(STUDY_PRESET) --cfg job --package tracking 2>/dev/null | sed -n 's/^experiment: //p')
 
 # A committed study's data loaded into .studies/EXP/mlflow.db (once per version), then mlflow ui on it
 open-study: install

@@ -15,6 +15,26 @@ TINY_ADDING = ["task=adding", "trainer.max_steps=6", "trainer.val_check_interval
                "task.val_size=32", "task.test_size=32"]
 
 
+PRESETS = [f"+{p.parent.name}={p.stem}" for p in sorted((ROOT / "conf").glob("*/*.yaml"))
+           if p.parent.name in ("experiment", "tune")]
+
+
+@pytest.mark.parametrize("launcher", ["submitit_local", "submitit_slurm", "cores"])
+def test_every_preset_runs_under_any_launcher(launcher):
+    """A preset names the launcher it runs with by default (one job per core), and a launcher
+    given on the command line replaces it whole: no key of one launcher is left on another (a
+    preset's hydra.launcher.n_jobs made SLURM's config refuse every preset)."""
+    from hydra import compose, initialize_config_dir
+
+    import rnnlab.paths  # noqa: F401  (the ${cores:} resolver)
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        for preset in PRESETS:
+            cfg = compose("config", overrides=[preset, f"hydra/launcher={launcher}"], return_hydra_config=True)
+            assert ("n_jobs" in cfg.hydra.launcher) == (launcher == "cores"), preset
+    assert len(PRESETS) > 10
+
+
 @pytest.mark.slow
 def test_submitit_local_multirun(store):
     store.train("-m", "hydra/launcher=submitit_local", "cell=rnn,gru", *TINY_ADDING, "tracking.experiment=sub",

@@ -40,6 +40,31 @@ def test_every_report_is_reissued_with_its_data_or_says_it_is_not():
             f"{study.name}: " + ('data, but the old-rule notice' if has_data else 'no data, no old-rule notice'))
 
 
+def test_committed_data_names_no_machine_path():
+    """A study's data is read on other machines: no string in it names this one's folders
+    (the export drops artifact URIs and checkpoint folders, and shortens the interpreter)."""
+    import pandas as pd
+
+    for table in sorted((ROOT / "experiments").glob("*/data/*.parquet")):
+        frame = pd.read_parquet(table)
+        for column in frame.select_dtypes(include="object").columns:
+            text = frame[column].dropna().astype(str)
+            hits = text[text.str.contains(r"/(?:work|tmp|root|home)/", regex=True)]
+            assert hits.empty, f"{table.relative_to(ROOT)}, {column}: {hits.iloc[0][:120]}"
+
+
+def test_the_export_shortens_an_absolute_interpreter():
+    import pandas as pd
+
+    from rnnlab.report.source import public
+
+    runs = pd.DataFrame({"artifact_uri": ["file:///x"], "tags.command": [
+        "/home/me/rnnlab/.venv/bin/python src/train.py cell=gru"]})
+    assert public(runs).to_dict("list") == {"tags.command": [".venv/bin/python src/train.py cell=gru"]}
+    runs["tags.command"] = ["/usr/bin/python3.11 src/train.py"]
+    assert public(runs)["tags.command"].tolist() == ["python3.11 src/train.py"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("study", WITH_DATA, ids=[s.name for s in WITH_DATA])
 def test_a_committed_report_regenerates_from_its_data(study, tmp_path):

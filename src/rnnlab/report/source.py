@@ -132,6 +132,16 @@ class Saved:
         return {rid: by_run[rid] for rid in run_ids if rid in by_run}
 
 
+def public(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs less what names the machine that ran them: :data:`PRIVATE` columns, and an
+    absolute interpreter path at the head of the command line (``.venv/bin/python`` stays)."""
+    runs = runs.drop(columns=[c for c in PRIVATE if c in runs.columns])
+    if "tags.command" in runs:
+        runs = runs.assign(**{"tags.command": runs["tags.command"].str.replace(
+            r"^/\S*?/((?:\.venv[^/\s]*/bin/)?python[\d.]*)(?=\s)", r"\1", regex=True)})
+    return runs
+
+
 def _trimmed(path: str, text: str) -> str:
     """What of an artifact the report reads: of the gradient-through-time profile (every probe,
     about 230 KB a run at T = 400), its last probe, which is all the report draws."""
@@ -179,8 +189,7 @@ class Recorder:
         continue the study: ``open_study.py --store`` rebuilds a store its sweeps resume in)."""
         data = Path(folder) / DATA
         data.mkdir(parents=True, exist_ok=True)
-        runs = self.runs()
-        runs = runs.drop(columns=[c for c in PRIVATE if c in runs.columns])
+        runs = public(self.runs())
         hist = pd.concat([*self.read_histories, *([extra_histories] if extra_histories is not None else [])],
                          ignore_index=True)
         hist = (hist.drop_duplicates(["run_id", "key", "step"], keep="first") if len(hist)

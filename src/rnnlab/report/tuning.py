@@ -34,7 +34,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from rnnlab import figures, paths, stats
 from rnnlab import runs as tags
 from rnnlab.report.page import DISCUSSION_END, DISCUSSION_START, check_out_dir, kept_discussion, method
-from rnnlab.report.source import DATA, PRIVATE, RUNS, STUDY
+from rnnlab.report.source import DATA, RUNS, STUDY, public
 from rnnlab.report.store import ReportError
 from rnnlab.report.tables import TEST_HEADER, alone, fmt, fmt_mean_ci, md_table, test_cells
 from rnnlab.runs import on_split
@@ -141,7 +141,7 @@ def export_(tracking_uri: str, experiment: str, folder: Path, complete: bool = T
                          "start": t.datetime_start, "complete": t.datetime_complete})
     data = Path(folder) / DATA
     data.mkdir(parents=True, exist_ok=True)
-    runs = runs.drop(columns=[c for c in PRIVATE if c in runs.columns])
+    runs = public(runs)
     runs.to_parquet(data / RUNS, index=False, compression="zstd")
     pd.DataFrame(rows).to_parquet(data / TRIALS, index=False, compression="zstd")
     meta = {"experiment": experiment, "sweep_id": None, "complete": complete}
