@@ -40,6 +40,12 @@ PRIVATE = ("artifact_uri", "experiment_id", "tags.checkpoint_dir")  # this machi
 HISTORY_COLUMNS = ["run_id", "key", "step", "value"]
 
 
+def _frame(texts: dict[str, str]) -> pd.DataFrame:
+    """CSV texts by run id as one frame with a ``run_id`` column."""
+    frames = [pd.read_csv(io.StringIO(text)).assign(run_id=rid) for rid, text in texts.items()]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run_id"])
+
+
 class Store:
     """An experiment (optionally one sweep) in an MLflow store."""
 
@@ -67,9 +73,7 @@ class Store:
     def csv(self, run_ids: Iterable[str], artifact: str) -> pd.DataFrame:
         """The CSV artifact ``artifact`` (e.g. ``data/loss_by_pos.csv``) of each run that has it, as
         one frame with a ``run_id`` column; runs without it (a diverged run, another task) are skipped."""
-        texts = self.texts(run_ids, artifact)
-        frames = [pd.read_csv(io.StringIO(text)).assign(run_id=rid) for rid, text in texts.items()]
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run_id"])
+        return _frame(self.texts(run_ids, artifact))
 
     def texts(self, run_ids: Iterable[str], artifact: str) -> dict[str, str]:
         folder = artifact.rsplit("/", 1)[0] if "/" in artifact else None
@@ -118,9 +122,7 @@ class Saved:
             drop=True)
 
     def csv(self, run_ids: Iterable[str], artifact: str) -> pd.DataFrame:
-        texts = self.texts(run_ids, artifact)
-        frames = [pd.read_csv(io.StringIO(text)).assign(run_id=rid) for rid, text in texts.items()]
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run_id"])
+        return _frame(self.texts(run_ids, artifact))
 
     def texts(self, run_ids: Iterable[str], artifact: str) -> dict[str, str]:
         if self._artifacts is None:
@@ -173,9 +175,7 @@ class Recorder:
         return h
 
     def csv(self, run_ids: Iterable[str], artifact: str) -> pd.DataFrame:
-        texts = self.texts(run_ids, artifact)
-        frames = [pd.read_csv(io.StringIO(text)).assign(run_id=rid) for rid, text in texts.items()]
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run_id"])
+        return _frame(self.texts(run_ids, artifact))
 
     def texts(self, run_ids: Iterable[str], artifact: str) -> dict[str, str]:
         texts = self.store.texts(run_ids, artifact)
