@@ -59,7 +59,7 @@ def test_the_export_shortens_an_absolute_interpreter():
     from rnnlab.report.source import public
 
     runs = pd.DataFrame({"artifact_uri": ["file:///x"], "tags.command": [
-        "/home/me/rnnlab/.venv/bin/python src/train.py cell=gru"]})
+        "/srv/me/rnnlab/.venv/bin/python src/train.py cell=gru"]})
     assert public(runs).to_dict("list") == {"tags.command": [".venv/bin/python src/train.py cell=gru"]}
     runs["tags.command"] = ["/usr/bin/python3.11 src/train.py"]
     assert public(runs)["tags.command"].tolist() == ["python3.11 src/train.py"]

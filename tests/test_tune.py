@@ -418,9 +418,11 @@ def test_a_trial_on_several_tuning_seeds_scores_the_mean_of_its_runs(store):
     parent = next(r for r in runs if r.data.tags.get("tune_study") == "tiny: cell=gru")
     assert parent.data.params["tune.seed"] == "[0, 3]" and parent.info.status == "FINISHED"
     assert [r.data.tags["seed"] for r in runs if r.data.tags.get("tune_role") == "reseed"] == ["1"]
+    from rnnlab import stats
     from rnnlab.report import tuning as tuned
 
-    text = "\n".join(tuned._header(tuned.load(store.uri, "tune_tiny"), [("tune_tiny", store.uri)], ""))
+    text = "\n".join(tuned._header(tuned.load(store.uri, "tune_tiny"), [("tune_tiny", store.uri)], "",
+                                   stats.Family()))
     assert "on the tuning seeds 0, 3; a trial scores the mean over them of each run's best `val/mse`" in text
 
 
