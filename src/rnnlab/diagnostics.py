@@ -6,7 +6,7 @@ At every ``every_n_val``-th validation, on a fixed probe batch from the validati
   encoded input (embedding or linear projection) and L is the loss read at the end of the
   sequence. ``x_t`` enters the recurrence exactly once, so its gradient is the total one even
   through fused cuDNN/oneDNN kernels. For per-step tasks (char-LM, copy) L is the loss of the
-  last ``last_k`` steps (default 10: the copy task's recall window). Logged as
+  last ``last_k`` steps that have a target (default 10: the copy task's recall window). Logged as
   ``grad_flow/horizon`` (the largest distance from the readout, in steps, at which the
   normalised gradient is still >= ``threshold`` of its maximum) and
   ``grad_flow/first_last_ratio`` (log10 of ‖∂L/∂x_1‖ / ‖∂L/∂x_T‖), and as a CSV + heatmap
@@ -40,11 +40,16 @@ from rnnlab.cells import spec
 
 def readout_loss(task, out: Tensor, batch: dict[str, Tensor], last_k: int) -> Tensor:
     """The loss read at the end of the sequence: the whole loss for one-readout tasks, the
-    loss of the last ``last_k`` steps for per-step tasks."""
+    loss of the last ``last_k`` steps that have a target for per-step tasks (every step for
+    char-LM and copy: the last ``last_k``; a recall task's sparse queries: its last queries)."""
     if task.readout != "seq":
         return task.loss(out, batch)
-    k = min(last_k, out.shape[1])
-    return task.loss(out[:, -k:], {**batch, "y": batch["y"][:, -k:]})
+    targeted = task.target_positions(batch)
+    if bool(targeted.all()):
+        k = min(last_k, out.shape[1])
+        return task.loss(out[:, -k:], {**batch, "y": batch["y"][:, -k:]})
+    steps = targeted.nonzero().squeeze(1)[-last_k:]
+    return task.loss(out[:, steps], {**batch, "y": batch["y"][:, steps]})
 
 
 def input_grad_profile(model, batch: dict[str, Tensor], last_k: int = 10) -> Tensor:
