@@ -112,3 +112,15 @@ def test_an_unknown_cell_names_every_registered_one():
     with pytest.raises(ValueError) as e:
         build("mamba", 4, 4)
     assert f"valid: {', '.join(SPECS)}" in str(e.value)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cell", CELLS)
+def test_the_cell_trains_through_hydra_and_mlflow_and_logs_what_its_spec_promises(store, cell):
+    """The smoke test every config gets: a tiny run as a user starts it, FINISHED, with the
+    diagnostics its spec names logged at validation."""
+    store.train("task=adding", f"cell={cell}")
+    run = store.only_run("adding")
+    assert run.info.status == "FINISHED" and run.data.tags["cell"] == cell
+    assert set(SPECS[cell].metrics) <= set(run.data.metrics), sorted(run.data.metrics)
+    assert "grad_flow/hidden_horizon" in run.data.metrics

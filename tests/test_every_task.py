@@ -118,3 +118,20 @@ def test_the_diagnostic_loss_reads_the_last_steps_that_have_targets():
     dense = {**batch, "y": batch["x"]}  # every step a target: the last last_k steps, as before
     want = F.cross_entropy(out[:, -10:].flatten(0, 1), batch["x"][:, -10:].flatten())
     torch.testing.assert_close(diagnostics.readout_loss(task, out, dense, last_k=10), want)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", TASKS)
+def test_the_task_trains_through_hydra_and_mlflow_with_its_baseline_and_skill(store, task):
+    """The smoke test every config gets: a tiny run as a user starts it, FINISHED, with the
+    test metric the task is ranked by and the trivial baseline beside it."""
+    from rnnlab.runs import metric_name
+
+    cls = registry.task_class(task)
+    store.train(f"task={task}", "cell=gru")
+    run = store.only_run(task)
+    metrics = run.data.metrics
+    assert run.info.status == "FINISHED" and run.data.tags["task"] == task
+    assert on_split(cls.main_metric, "test") in metrics
+    if f"baseline/{metric_name(cls.main_metric)}" in metrics:  # a baseline for the headline: a skill
+        assert "test/skill" in metrics
