@@ -5,7 +5,6 @@ A thin Hydra entry point over :func:`rnnlab.run.train`; ``-m`` runs a sweep.
 
 from __future__ import annotations
 
-import signal
 import sys
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 import rnnlab.paths  # noqa: E402,F401  (registers the ${root:} and ${cores:} resolvers)
-from rnnlab import sweep  # noqa: E402
+from rnnlab import interrupts, multirun, sweep  # noqa: E402
 from rnnlab.config import ConfigError, validate  # noqa: E402
 
 EXIT_BAD_INPUT, EXIT_TRACKING_LOST = 2, 3  # interrupted: 128 + the signal (130 Ctrl-C, 143 SIGTERM)
@@ -23,10 +22,11 @@ EXIT_BAD_INPUT, EXIT_TRACKING_LOST = 2, 3  # interrupted: 128 + the signal (130 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    if _in_multirun():
-        sweep.handle_stop_signals()
-        if sweep.stop_requested():  # Ctrl-C reached the sweep before this job began
-            sweep.record_outcome("not_started", detail=f"the sweep was asked to stop ({sweep.stop_requested()})")
+    if multirun.in_multirun():
+        interrupts.handle_stop_signals()
+        if interrupts.stop_requested():  # Ctrl-C reached the sweep before this job began
+            multirun.record_outcome("not_started",
+                                    detail=f"the sweep was asked to stop ({interrupts.stop_requested()})")
             return None
     try:
         validate(cfg)  # before the heavy imports: a typo fails in a second
@@ -34,20 +34,20 @@ def main(cfg: DictConfig) -> float | None:
 
         summary = train(cfg)
     except BaseException as e:
-        sweep.record_outcome(_outcome(e), getattr(e, "run_id", None), f"{type(e).__name__}: {e}")
-        if isinstance(e, KeyboardInterrupt) and _in_multirun():
+        multirun.record_outcome(_outcome(e), getattr(e, "run_id", None), f"{type(e).__name__}: {e}")
+        if isinstance(e, KeyboardInterrupt) and multirun.in_multirun():
             # stopped and saved: the whole sweep stops, and the launcher waits for its other jobs
             # to save too (raised to joblib, this would make it SIGKILL them mid-step)
-            sweep.request_stop(getattr(e, "signame", "SIGINT"))
+            interrupts.request_stop(getattr(e, "signame", "SIGINT"))
             return None
         code = _exit_code(e)
-        if code is None or _in_multirun():  # in a sweep, Hydra records the job and goes on
+        if code is None or multirun.in_multirun():  # in a sweep, Hydra records the job and goes on
             raise
         print(f"error: {e}" if code in (EXIT_BAD_INPUT, EXIT_TRACKING_LOST) else str(e), file=sys.stderr)
         sys.exit(code)
     if summary is None:  # a DDP worker process: rank 0 reports
         return None
-    sweep.record_outcome(summary.outcome, summary.run_id)
+    multirun.record_outcome(summary.outcome, summary.run_id)
     print("\n".join(summary.lines()), flush=True)
     return summary.val
 
@@ -56,8 +56,7 @@ def _exit_code(e: BaseException) -> int | None:
     """The exit code for an error we explain in one line; None: let it raise."""
     if isinstance(e, ConfigError):
         return EXIT_BAD_INPUT
-    run = sys.modules.get("rnnlab.run")  # not imported: cannot have been raised
-    if run is not None and isinstance(e, run.Interrupted):
+    if isinstance(e, interrupts.Interrupted):
         return e.exit_code
     tracking = sys.modules.get("rnnlab.tracking")
     if tracking is not None and isinstance(e, tracking.TrackingLost):
@@ -69,13 +68,6 @@ def _outcome(e: BaseException) -> str:
     return "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
 
 
-def _in_multirun() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
 def _exit_stopped_sweep(signame: str, at_once: bool) -> None:
     from rnnlab import tracking
 
@@ -83,7 +75,7 @@ def _exit_stopped_sweep(signame: str, at_once: bool) -> None:
            if at_once else "every run that was training saved its step")
     print(f"sweep stopped by {signame} ({how}). Continue it with the same command; finished runs "
           f"are skipped:\n  {tracking.command_line()}", file=sys.stderr)
-    sys.exit(128 + signal.Signals[signame])
+    sys.exit(interrupts.exit_code(signame))
 
 
 if __name__ == "__main__":
@@ -91,9 +83,9 @@ if __name__ == "__main__":
         main()
     except BaseException as stopped:  # a failed job, Ctrl-C, SIGTERM: the sweep's parent run still ends
         sweep.end_open_sweep(stopped)
-        signame = sweep.stopped_by()
-        if signame is not None and isinstance(stopped, (KeyboardInterrupt, sweep.Terminated)):
-            _exit_stopped_sweep(signame, at_once=not isinstance(stopped, sweep.Stopped))
+        signame = interrupts.stopped_by()
+        if signame is not None and isinstance(stopped, (KeyboardInterrupt, interrupts.Terminated)):
+            _exit_stopped_sweep(signame, at_once=not isinstance(stopped, interrupts.Stopped))
         raise
-    if (signame := sweep.stopped_by()) is not None:
+    if (signame := interrupts.stopped_by()) is not None:
         _exit_stopped_sweep(signame, at_once=False)

@@ -11,6 +11,7 @@ from torch import nn
 
 from conftest import EXPLODING
 from rnnlab import diagnostics
+from rnnlab.cells import SPECS
 from rnnlab.model import RecurrentModel
 from rnnlab.tasks.adding import Adding
 from rnnlab.tasks.copy import Copy
@@ -53,7 +54,7 @@ def manual_profile(model, batch, last_k):
     return torch.stack([g.norm() for g in grads])
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("cell", list(CELL_CLASSES))  # the cells torch has a one-step nn.*Cell of
 @pytest.mark.parametrize("task_cls", [Adding, Copy])
 def test_profile_matches_an_independent_manual_loop(cell, task_cls):
     task = task_cls(seq_len=12, batch_size=5, seed=0, val_size=5, test_size=5)
@@ -102,7 +103,7 @@ def test_small_spectral_radius_gives_a_short_horizon_and_lstm_reaches_further():
     assert lstm_ratio > short_ratio
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("cell", [name for name, s in SPECS.items() if s.saturates])
 def test_cell_probe_reads_gates_and_saturation(cell):
     task = Adding(seq_len=30, batch_size=8, seed=0, val_size=8, test_size=8)
     model = make_model(task, cell).float()
@@ -113,7 +114,7 @@ def test_cell_probe_reads_gates_and_saturation(cell):
         assert 0.5 < out["gates/forget_mean"] < 1  # forget bias 1 keeps the gate open at init
     if cell == "gru":
         assert 0 < out["gates/update_mean"] < 1
-    assert model.rnn.__class__ in (nn.RNN, nn.LSTM, nn.GRU), "the model's own stack is untouched"
+    assert model.rnn.__class__ is SPECS[cell].cls(SPECS[cell].default_impl), "the model's own stack is untouched"
 
 
 @pytest.mark.slow

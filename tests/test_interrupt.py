@@ -28,7 +28,7 @@ def test_the_interruption_crosses_from_a_joblib_worker_to_the_launcher(checkpoin
     does not unpickle breaks the whole pool (BrokenProcessPool, the other jobs lost)."""
     import pickle
 
-    from rnnlab.run import Interrupted
+    from rnnlab.interrupts import Interrupted
 
     sent = Interrupted("SIGINT", "abc123", checkpoint, step)
     back = pickle.loads(pickle.dumps(sent))
@@ -91,32 +91,46 @@ def test_a_stopped_parallel_sweep_saves_each_running_job_and_starts_no_other(sto
     assert all(r.info.status == "FINISHED" for r in after)
 
 
-def test_one_request_delivered_twice_is_not_a_second_request(monkeypatch):
+@pytest.fixture
+def own_handlers():
+    """Whatever a test installs for SIGINT and SIGTERM is put back after it."""
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for sig, handler in before.items():
+        signal.signal(sig, handler)
+
+
+def test_one_request_delivered_twice_is_not_a_second_request(monkeypatch, tmp_path, own_handlers):
     """GNU make sends SIGTERM on to its children, who also got the group's: two within a
-    millisecond. Both the run's handler and the sweep's take that as one request (stop at the
-    next step, saved); a signal a quarter of a second later is a second (stop at once)."""
+    millisecond. Real signals, to this process: both a training run's handler and a sweep's
+    take that as one request (stop at the next step, saved); a signal a quarter of a second
+    later is a second (stop at once)."""
+    from types import SimpleNamespace
+
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-    from rnnlab import signals, sweep
+    from rnnlab import interrupts
     from rnnlab.callbacks import StopAtStep
 
     clock = iter([100.0, 100.0002, 100.3] * 2)
-    monkeypatch.setattr(signals.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(interrupts.time, "monotonic", lambda: next(clock))
+
     run = StopAtStep(None, None)  # type: ignore[arg-type]
-    run._on_signal(signal.SIGTERM, None)
-    run._on_signal(signal.SIGTERM, None)  # make's copy
+    run.on_train_start(SimpleNamespace(world_size=1), None)  # type: ignore[arg-type]  # installs its handlers
+    signal.raise_signal(signal.SIGTERM)
+    signal.raise_signal(signal.SIGTERM)  # make's copy
     assert run.requested == "SIGTERM"
     with pytest.raises(SIGTERMException):
-        run._on_signal(signal.SIGTERM, None)
+        signal.raise_signal(signal.SIGTERM)
 
-    asked = []
-    monkeypatch.setattr(sweep, "request_stop", asked.append)
-    monkeypatch.setattr(sweep, "_stopping", {"sweep_dir": None, "launcher": False, "signals": signals.Requests()})
-    sweep._on_stop_signal(signal.SIGTERM, None)
-    sweep._on_stop_signal(signal.SIGTERM, None)
-    assert asked == ["SIGTERM"]
-    with pytest.raises(sweep.Terminated):
-        sweep._on_stop_signal(signal.SIGTERM, None)
+    interrupts.handle_stop_signals(tmp_path, launcher=False)  # a sweep's process, its dir tmp_path
+    signal.raise_signal(signal.SIGTERM)
+    signal.raise_signal(signal.SIGTERM)
+    assert interrupts.stopped_by() == "SIGTERM" and (tmp_path / interrupts.STOP_FILE).read_text() == "SIGTERM"
+    with pytest.raises(interrupts.Terminated) as stopped:
+        signal.raise_signal(signal.SIGTERM)
+    assert stopped.value.code == interrupts.exit_code("SIGTERM") == 143
+    monkeypatch.setattr(interrupts, "_stopping", {})  # this process is no sweep's after the test
 
 
 def same_numbers(store, got_id: str, want_id: str) -> None:
@@ -156,7 +170,7 @@ def test_an_early_interrupt_saves_its_step_and_the_printed_command_resumes_it(st
 
 
 def test_the_message_offers_a_resume_only_when_a_checkpoint_exists():
-    from rnnlab.run import Interrupted
+    from rnnlab.interrupts import Interrupted
 
     saved = str(Interrupted("SIGTERM", "abc", "/ckpt/last.ckpt", 217))
     assert "saved at step 217" in saved and "resume=abc" in saved
@@ -201,3 +215,16 @@ def test_an_interrupted_save_leaves_the_previous_checkpoint_whole(tmp_path, monk
         last.save_now(trainer)
     assert path.read_bytes() == before
     assert torch.load(path, weights_only=True)["global_step"] == 2
+
+
+def test_training_imports_neither_the_sweep_nor_a_cycle():
+    """A run depends on the interrupts module and a job's view of its multirun, not on the
+    sweep's machinery; Lightning's logger on a run does not import the tracking module that
+    creates it (tracking -> run_logger, one way)."""
+    import sys
+
+    code = ("import sys; import rnnlab.run_logger; assert 'rnnlab.tracking' not in sys.modules, 'cycle'; "
+            "import rnnlab.run, rnnlab.callbacks; print(sorted(m for m in sys.modules if m == 'rnnlab.sweep'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"

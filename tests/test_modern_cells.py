@@ -145,12 +145,6 @@ def test_a_key_the_cell_does_not_have_is_rejected_by_name(name, key):
     assert f"cell {name} has no {key}" in str(e.value) and "\n" not in str(e.value)
 
 
-def test_an_unknown_cell_names_the_valid_ones():
-    with pytest.raises(ValueError) as e:
-        build("mamba", 4, 4)
-    assert "valid: rnn, lstm, gru, mingru, minlstm, lru" in str(e.value)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", MODERN_CELLS)
 def test_each_modern_cell_learns_the_adding_problem_at_length_20(store, name):

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from rnnlab.cells import SPECS
 from rnnlab.cells.factory import build
 from rnnlab.cells.reference import (
     ReferenceGRU,
@@ -16,15 +17,19 @@ from rnnlab.cells.reference import (
     hidden_grad_norms,
     mean_gate,
 )
+from rnnlab.config import NONLINEARITIES
 
 F64 = torch.float64
 TOL = 1e-10
 
-# (kind, nonlinearity): the four cells checked against their fused twins.
-CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("lstm", None), ("gru", None)]
-FUSED = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
-REFERENCE = {"rnn": ReferenceRNN, "lstm": ReferenceLSTM, "gru": ReferenceGRU}
-CELL_IDS = ["rnn-tanh", "rnn-relu", "lstm", "gru"]
+# (kind, nonlinearity): every cell PyTorch fuses, against its reference twin, once per
+# nonlinearity where the cell has that option.
+FUSED_CELLS = [name for name, s in SPECS.items() if s.torch_fused]
+CELLS = [(name, nl) for name in FUSED_CELLS
+         for nl in (NONLINEARITIES if "nonlinearity" in SPECS[name].options else (None,))]
+FUSED = {name: SPECS[name].cls("fused") for name in FUSED_CELLS}
+REFERENCE = {name: SPECS[name].cls("reference") for name in FUSED_CELLS}
+CELL_IDS = [name if nl is None else f"{name}-{nl}" for name, nl in CELLS]
 
 
 def make_pair(kind, nonlinearity, input_size, hidden_size, num_layers, dropout=0.0, seed=0):
@@ -161,7 +166,7 @@ def test_dropout_between_layers_like_pytorch(kind, nonlinearity):
     torch.testing.assert_close(ref(x)[0], out_eval, atol=0, rtol=0)  # eval is deterministic
 
 
-@pytest.mark.parametrize("name", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("name", FUSED_CELLS)
 def test_build_reference_impl(name):
     torch.manual_seed(0)
     module = build(name, 3, 4, num_layers=2, impl="reference", **({"forget_bias": 2.5} if name == "lstm" else {}))
@@ -252,7 +257,7 @@ def loss_fn(out, final, w):
     return (out[:, 1] * w).sum() + (out[:, -1] ** 2).sum() + sum((f**3).sum() for f in finals)
 
 
-@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("kind", list(CELL_TYPES))  # the cells torch has a one-step nn.*Cell of
 def test_hidden_grad_norms_are_the_true_gradient(kind):
     torch.manual_seed(3)
     L, B, T, I, H = 2, 3, 6, 2, 4

@@ -3,8 +3,6 @@ every metric present, resumption, and a failing job that does not stop the other
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from conftest import ROOT, compose
@@ -120,25 +118,39 @@ def test_presets_compose_with_the_grid_they_promise():
 
 
 def test_code_hash_changes_with_any_config_or_source_file(tmp_path, monkeypatch):
-    """Runs with one code hash ran the same code: a study states one. A one-character edit of
-    a yaml under conf/ (RNNLAB_ROOT points at a copy) gives another hash; the same files, the same."""
+    """Runs with one code hash ran the same code: a study states one. In a copy of conf/ and
+    src/ (RNNLAB_ROOT and the module's own path point there): the same files give the same hash;
+    a one-character edit of a yaml, or of a .py, gives another; a file that is not code
+    (bytecode, a note) changes nothing."""
     import shutil
 
     from rnnlab import tracking
 
     shutil.copytree(ROOT / "conf", tmp_path / "conf")
+    shutil.copytree(ROOT / "src", tmp_path / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     monkeypatch.setenv("RNNLAB_ROOT", str(tmp_path))
-    hashes = []
-    for edit in (None, None, "seed: 0", "seed: 1"):
-        if edit is not None:
-            cfg = tmp_path / "conf" / "config.yaml"
-            text = cfg.read_text()
-            cfg.write_text(text.replace("seed: 0", edit) if edit == "seed: 1" else text)
+    monkeypatch.setattr(tracking, "__file__", str(tmp_path / "src" / "rnnlab" / "tracking.py"))
+
+    def hash_after(edit) -> str:
+        edit()
         tracking.code_hash.cache_clear()
-        hashes.append(tracking.code_hash())
-    tracking.code_hash.cache_clear()
-    assert hashes[0] == hashes[1] == hashes[2] != hashes[3]
-    assert len(hashes[0]) == 16 and int(hashes[0], 16) >= 0
+        return tracking.code_hash()
+
+    def replace(path, old, new):
+        return lambda: path.write_text(path.read_text().replace(old, new, 1))
+
+    try:
+        first = hash_after(lambda: None)
+        assert hash_after(lambda: None) == first
+        (tmp_path / "src" / "rnnlab" / "__pycache__").mkdir(exist_ok=True)
+        assert hash_after(lambda: (tmp_path / "src" / "rnnlab" / "__pycache__" / "x.pyc").write_bytes(b"0")) == first
+        assert hash_after(lambda: (tmp_path / "src" / "NOTES.txt").write_text("not code")) == first
+        yaml_edited = hash_after(replace(tmp_path / "conf" / "config.yaml", "seed: 0", "seed: 1"))
+        assert yaml_edited != first
+        py = tmp_path / "src" / "rnnlab" / "stats.py"
+        assert hash_after(replace(py, '"""', '""" ')) not in (first, yaml_edited)
+    finally:
+        tracking.code_hash.cache_clear()
 
 
 def test_config_hash_ignores_bookkeeping_only():
@@ -153,23 +165,29 @@ def test_config_hash_ignores_bookkeeping_only():
 def test_sweep_workers_check_memory_between_jobs_instead_of_collecting_garbage():
     """Without psutil, joblib's loky workers run a full gc.collect() after every job: about
     0.55 s in a warm worker (660,000 objects: torch, Lightning, MLflow), 4% of `make sweep`'s
-    wall. With it they only read their memory size, and collect when it has grown by 300 MB."""
+    wall. With it they only read their memory size, and collect when it has grown by 300 MB.
+    The worker checks after every job here (its check interval set to nothing), so no job has
+    to outlast loky's 1 s interval."""
     from joblib.externals.loky import get_reusable_executor
 
-    executor = get_reusable_executor(max_workers=1, reuse=False)  # one worker: every job runs in it
+    executor = get_reusable_executor(max_workers=1, reuse=False, initializer=_check_after_every_job)
     try:
-        # the worker measures its reference size (one collection) after its first job; a job
-        # outlasts loky's check interval (1 s), as a sweep's runs do
-        counts = [executor.submit(_full_collections, 1.2).result(timeout=120) for _ in range(3)]
+        # the worker measures its reference size (one collection) after its first job
+        counts = [executor.submit(_full_collections).result(timeout=120) for _ in range(3)]
     finally:
         executor.shutdown(wait=True)
     assert counts[2] == counts[1], (f"the worker collected garbage between jobs ({counts}): is psutil missing "
                                     "from the environment? (pyproject.toml lists it)")
 
 
-def _full_collections(seconds: float) -> int:
-    """Full (generation 2) garbage collections this process has run so far, after a job's time."""
+def _check_after_every_job() -> None:
+    from joblib.externals.loky import process_executor
+
+    process_executor._MEMORY_LEAK_CHECK_DELAY = -1.0
+
+
+def _full_collections() -> int:
+    """Full (generation 2) garbage collections this process has run so far."""
     import gc
 
-    time.sleep(seconds)
     return gc.get_stats()[2]["collections"]

@@ -5,7 +5,6 @@ tests/test_browser.py opens it in a real browser."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import mlflow
 import pytest
@@ -17,19 +16,12 @@ from rnnlab import views
 PINNED_MLFLOW = "3.17.2"
 
 
-def ui_bundle() -> str:
-    js = Path(mlflow.__file__).parent / "server" / "js" / "build" / "static" / "js"
-    return "".join(p.read_text(errors="ignore") for p in js.glob("*.js"))
-
-
-def test_the_installed_mlflow_ui_reads_the_view_format_rnnlab_writes():
-    assert mlflow.__version__ == PINNED_MLFLOW, "re-read the saved-view format from a view the new UI saves"
-    bundle = ui_bundle()
-    for used in ["mlflow.sharedViewState.", "viewStateShareKey", "deflate;", "compareRunCharts",
-                 "compareRunSections", "selectedColumns", "columnOrder", "groupByKeys", "aggregateFunction",
-                 "isAccordionReordered", "useGroupedValuesInCharts", "runsHiddenMode", '"SHOW_ALL"', "SCATTER",
-                 "metricSectionId", "compareRunsMode"]:
-        assert used in bundle, f"the MLflow UI no longer knows {used!r}"
+def test_the_view_format_is_the_one_read_from_the_installed_mlflow():
+    """A guard, not the check: the format is MLflow's UI's own, so whether the UI reads it is
+    tested by opening the view (tests/test_browser.py: the table's columns, the charts). That
+    test runs where a browser is; this one says, everywhere, when the UI changed under it."""
+    assert mlflow.__version__ == PINNED_MLFLOW, (
+        "re-read the saved-view format from a view the new UI saves, then run tests/test_browser.py")
 
 
 def comparison(**kw) -> views.Comparison:

@@ -16,8 +16,7 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.profilers import PassThroughProfiler
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from rnnlab.signals import Requests
-from rnnlab.sweep import read_stop
+from rnnlab.interrupts import Requests, read_stop
 
 _NO_CONTEXT = contextlib.nullcontext()
 
@@ -116,7 +115,7 @@ class StopAtStep(Callback):
     step; elsewhere (a run in a worker thread, ``trainer=ddp_cpu``) the signals act as before.
 
     In a sweep, ``stop_file`` is how the rest of the sweep asks: a signal that reached the
-    launching process or another job (see :mod:`rnnlab.sweep`) counts as this run's first.
+    launching process or another job (see :mod:`rnnlab.interrupts`) counts as this run's first.
     """
 
     SIGNALS = {"SIGINT": signal.SIGINT, "SIGTERM": signal.SIGTERM}

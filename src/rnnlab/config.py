@@ -20,8 +20,8 @@ from rnnlab.cells import SPECS
 # below both read these. Adding an optimizer is one line here; a cell is declared by its spec in
 # rnnlab/cells/ (the names below derive from the specs) and its yaml in conf/cell/.
 CELLS = tuple(SPECS)
-CLASSIC_CELLS = tuple(n for n, s in SPECS.items() if not s.linear)  # nonlinear in h_{t-1}: fused, or step by step
 MODERN_CELLS = tuple(n for n, s in SPECS.items() if s.linear)  # linear in h_{t-1}: a parallel scan, or step by step
+FUSED_CELLS = tuple(n for n, s in SPECS.items() if s.torch_fused)  # one form is PyTorch's fused kernel
 IMPLS_OF = {n: tuple(s.impls) for n, s in SPECS.items()}
 CELL_IMPLS = tuple(dict.fromkeys(i for impls in IMPLS_OF.values() for i in impls))
 NONLINEARITIES = ("tanh", "relu")

@@ -6,7 +6,7 @@ At every ``every_n_val``-th validation, on a fixed probe batch from the validati
   encoded input (embedding or linear projection) and L is the loss read at the end of the
   sequence. ``x_t`` enters the recurrence exactly once, so its gradient is the total one even
   through fused cuDNN/oneDNN kernels. For per-step tasks (char-LM, copy) L is the loss of the
-  last ``last_k`` steps (default 10: the copy task's recall window). Logged as
+  last ``last_k`` steps that have a target (default 10: the copy task's recall window). Logged as
   ``grad_flow/horizon`` (the largest distance from the readout, in steps, at which the
   normalised gradient is still >= ``threshold`` of its maximum) and
   ``grad_flow/first_last_ratio`` (log10 of ‖∂L/∂x_1‖ / ‖∂L/∂x_T‖), and as a CSV + heatmap
@@ -35,16 +35,21 @@ from pytorch_lightning.callbacks import Callback
 from torch import Tensor
 
 from rnnlab import figures
-from rnnlab.cells import reference, spec
+from rnnlab.cells import spec
 
 
 def readout_loss(task, out: Tensor, batch: dict[str, Tensor], last_k: int) -> Tensor:
     """The loss read at the end of the sequence: the whole loss for one-readout tasks, the
-    loss of the last ``last_k`` steps for per-step tasks."""
+    loss of the last ``last_k`` steps that have a target for per-step tasks (every step for
+    char-LM and copy: the last ``last_k``; a recall task's sparse queries: its last queries)."""
     if task.readout != "seq":
         return task.loss(out, batch)
-    k = min(last_k, out.shape[1])
-    return task.loss(out[:, -k:], {**batch, "y": batch["y"][:, -k:]})
+    targeted = task.target_positions(batch)
+    if bool(targeted.all()):
+        k = min(last_k, out.shape[1])
+        return task.loss(out[:, -k:], {**batch, "y": batch["y"][:, -k:]})
+    steps = targeted.nonzero().squeeze(1)[-last_k:]
+    return task.loss(out[:, steps], {**batch, "y": batch["y"][:, steps]})
 
 
 def input_grad_profile(model, batch: dict[str, Tensor], last_k: int = 10) -> Tensor:
@@ -77,12 +82,18 @@ def first_last_ratio(profile: Tensor) -> float:
     return math.log10(max(float(profile[0]), tiny) / max(float(profile[-1]), tiny))
 
 
-def twin_of(model):
-    """The recurrent stack as reference cells with the same weights (itself if already one)."""
+def reference_twin(model):
+    """The recurrent stack in its step-by-step reference form, with the same weights, for the
+    probe to record through: a copy switched to ``impl="reference"`` when the model's own class
+    computes that form (the one-class cells), else the reference class loaded with its
+    ``state_dict`` (a fused stack's twin). The model's own stack is never changed."""
     rnn, s = model.rnn, spec(model.cell_name)
     cls = s.cls("reference")
     if isinstance(rnn, cls):
-        return rnn
+        twin = copy.deepcopy(rnn)
+        if hasattr(twin, "impl"):
+            twin.impl = "reference"
+        return twin.eval()
     kwargs = dict(input_size=rnn.input_size, hidden_size=rnn.hidden_size, num_layers=rnn.num_layers,
                   batch_first=True, **{k: getattr(rnn, k) for k in s.options})
     twin = cls(**kwargs).to(next(rnn.parameters()).device)
@@ -90,47 +101,51 @@ def twin_of(model):
     return twin.eval()
 
 
-def modern_probe(model, batch: dict[str, Tensor], last_k: int = 10) -> dict[str, Any]:
-    """The modern cells' twin is their own step-by-step form: true ‖∂L/∂h_t‖ through a probe on
-    the last layer's states, and each cell's own knobs (the minGRU's mean update gate, the
-    minLSTM's normalised forget gate, the LRU's eigenvalue moduli). No saturation: their
-    states are not squashed."""
-    gate = spec(model.cell_name).gate
-    twin = copy.deepcopy(model.rnn).eval()
-    twin.impl, twin.record = "reference", True
+def hidden_grad(recorded: dict[str, Any], loss: Tensor) -> Tensor:
+    """True ‖∂L/∂h_t‖ of the last layer, shape (T,), from the zero probe the reference form
+    added to its states (a tensor, or a list over layers; complex for the LRU: its modulus)."""
+    probe = recorded["h_probe"]
+    probe = probe[-1] if isinstance(probe, list) else probe
+    (grad,) = torch.autograd.grad(loss, probe, allow_unused=True)
+    if grad is None:  # the loss does not depend on these states at all
+        return probe.new_zeros(probe.size(1)).real
+    return grad.detach().abs().norm(dim=(0, 2))
+
+
+def gate_mean(twin, recorded: dict[str, Any], e: Tensor, name: str) -> float:
+    """The mean of gate ``name``: over every layer's recorded gates where the reference form
+    records them (the classic cells), else over the first layer's ``gates(e)`` (the scan cells)."""
+    if "gates" in recorded:
+        return float(recorded["gates"][name].mean())
+    return float(twin.gates(e)[name].mean())
+
+
+def cell_probe(model, batch: dict[str, Tensor], last_k: int = 10) -> dict[str, Any]:
+    """Replay the probe batch through the reference twin: the true ‖∂L/∂h_t‖ (``grad_h``) and
+    the metrics the cell's spec promises (:attr:`rnnlab.cells.CellSpec.metrics`): saturation
+    where its states are squashed, its gate's mean, and its own knobs (the LRU's |λ|)."""
+    s = spec(model.cell_name)
+    twin = reference_twin(model)
+    twin.record = True
     with torch.enable_grad():
         e = model.embed(batch["x"]).detach()
         h, _ = twin(e)
         loss = readout_loss(model.task, model.read(h, batch.get("mask")), batch, last_k)
-        probe = twin.recorded["h_probe"]
-        (grad,) = torch.autograd.grad(loss, probe, allow_unused=True)
-    grad_h = probe.new_zeros(probe.size(1)).real if grad is None else grad.detach().abs().norm(dim=(0, 2))
+        grad_h = hidden_grad(twin.recorded, loss)
+    out: dict[str, Any] = {"grad_h": grad_h}
     with torch.no_grad():
-        gates = {gate[1]: float(twin.gates(e)[gate[0]].mean())} if gate else {}
-        return {"grad_h": grad_h, **gates, **twin.diagnostics(e)}
-
-
-def cell_probe(model, batch: dict[str, Tensor], last_k: int = 10) -> dict[str, Any]:
-    """Replay the probe batch through the reference twin: true ‖∂L/∂h_t‖, saturation, gates."""
-    s = spec(model.cell_name)
-    if s.one_class:
-        return modern_probe(model, batch, last_k)
-    twin = twin_of(model)
-    twin.record = True
-    try:
-        with torch.enable_grad():
-            e = model.embed(batch["x"]).detach()
-            h, _ = twin(e)
-            loss = readout_loss(model.task, model.read(h, batch.get("mask")), batch, last_k)
-            grad_h = reference.hidden_grad_norms(twin, loss)
-        hs = torch.stack([hl.detach() for hl in twin.recorded["h"]])
-        out: dict[str, Any] = {"grad_h": grad_h, "hidden/saturation": float((hs.abs() > 0.99).float().mean())}
+        if s.saturates:
+            hs = torch.stack([hl.detach() for hl in twin.recorded["h"]])
+            out["hidden/saturation"] = float((hs.abs() > 0.99).float().mean())
         if s.gate:
-            gate, key = s.gate
-            out[key] = reference.mean_gate(twin, gate)
-        return out
-    finally:
-        twin.record, twin.recorded = False, None
+            out[s.gate[1]] = gate_mean(twin, twin.recorded, e, s.gate[0])
+        if s.probe_metrics:
+            own = twin.diagnostics(e)
+            if set(own) != set(s.probe_metrics):
+                raise RuntimeError(f"cell {s.name}'s diagnostics() returned {sorted(own)}; its spec's "
+                                   f"probe_metrics name {sorted(s.probe_metrics)}")
+            out.update(own)
+    return out
 
 
 class GradientFlow(Callback):

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 import tempfile
-import threading
 from dataclasses import dataclass
 
 import pytorch_lightning as pl
@@ -23,9 +21,8 @@ from hydra.utils import get_class, instantiate
 from mlflow import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
-from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from rnnlab import config, runs, sweep, tracking
+from rnnlab import config, interrupts, multirun, runs, tracking
 from rnnlab.callbacks import (
     FlushedCheckpoint,
     NoProfiler,
@@ -103,27 +100,6 @@ def summary_line(cfg: DictConfig, task: Task, test_value: float | None, baseline
     return text + (f" (skill {skill:.2f})" if skill is not None else "")
 
 
-class Interrupted(KeyboardInterrupt):
-    """Ctrl-C or SIGTERM stopped a run, which is now KILLED. With a checkpoint on disk,
-    ``resume=<run id>`` continues it; without one (stopped before its first step ended),
-    the message says so and gives the command that starts it again."""
-
-    def __init__(self, signame: str, run_id: str, checkpoint: str | None, saved_step: int | None):
-        self.signame, self.run_id, self.checkpoint, self.saved_step = signame, run_id, checkpoint, saved_step
-        self.exit_code = 128 + getattr(signal, signame)
-        head = f"{signame}: run {run_id} stopped and marked KILLED"
-        if checkpoint is None:
-            text = (f"{head}; nothing was saved: it stopped before its first training step ended, so there is "
-                    f"no checkpoint to resume from. Start it again with:\n  {tracking.command_line()}")
-        else:
-            at = f"step {saved_step}" if saved_step is not None else "its last checkpoint"
-            text = f"{head}; saved at {at} ({checkpoint}). Continue it with:\n  {tracking.resume_command(run_id)}"
-        super().__init__(text)
-
-    def __reduce__(self):  # picklable, so it crosses from joblib's workers to the launcher (else BrokenProcessPool)
-        return type(self), (self.signame, self.run_id, self.checkpoint, self.saved_step)
-
-
 @dataclass
 class Start:
     """Where a run starts: a new MLflow run, or ``run_id`` continued from ``checkpoint``; in a
@@ -138,7 +114,7 @@ def train(cfg: DictConfig) -> Summary | None:
     """Train, test and track one configuration. None in a DDP worker process: rank 0 reports."""
     _configure_process(cfg)
     tracking.preflight(cfg.tracking)  # an unusable store fails now, not after an hour of training
-    digest, in_sweep = runs.config_hash(cfg), sweep.sweep_context()
+    digest, in_sweep = runs.config_hash(cfg), multirun.sweep_context()
     if in_sweep is not None and not cfg.sweep.rerun:
         done = _completed(cfg, digest)
         if done is not None:
@@ -154,7 +130,7 @@ def train(cfg: DictConfig) -> Summary | None:
         _fit_and_test(cfg, task, model, run, start, StopRecorder())
         return None
     stop = StopRecorder()
-    previous = _raise_on_sigterm()
+    previous = interrupts.raise_on_sigterm()
     try:
         return _fit_and_test(cfg, task, model, run, start, stop)
     except BaseException as e:
@@ -163,7 +139,7 @@ def train(cfg: DictConfig) -> Summary | None:
             raise
         raise instead from e
     finally:
-        _restore_signals(previous)
+        interrupts.restore_signals(previous)
 
 
 def _configure_process(cfg: DictConfig) -> None:
@@ -315,7 +291,7 @@ def _callbacks(cfg: DictConfig, task: Task, run: tracking.Run, ckpt_dir: str,
         callbacks.append(GradientFlow(every_n_val=d.every_n_val, probe_size=d.probe_size,
                                       last_k=d.last_k, threshold=d.threshold))
     callbacks.append(StepProgressBar() if interactive() else PlainProgress())
-    callbacks.append(StopAtStep(last, stop, sweep.stop_file()))  # after the others: the step's state is complete
+    callbacks.append(StopAtStep(last, stop, interrupts.stop_file()))  # after the others: the step's state is complete
     return best, callbacks
 
 
@@ -377,7 +353,7 @@ def _ended_abnormally(run: tracking.Run, e: BaseException, stop: StopRecorder) -
     """Give the run its final status after ``e`` stopped it; return what to raise instead."""
     if not run.reachable():  # nothing can be written there; the checkpoints stay
         return run.lost(e)
-    signame = _signal_of(e, stop.exception)
+    signame = interrupts.signal_of(e, stop.exception)
     try:
         if signame is not None:
             run.set_tags({runs.STATUS_REASON: "interrupted", runs.STOPPED_BY: signame})
@@ -392,48 +368,7 @@ def _ended_abnormally(run: tracking.Run, e: BaseException, stop: StopRecorder) -
     if signame is None:
         return e
     last = os.path.join(run.checkpoint_dir, "last.ckpt") if run.checkpoint_dir else None
-    return Interrupted(signame, run.id, last if last and os.path.exists(last) else None, stop.saved_step)
-
-
-def _signal_of(e: BaseException, in_lightning: BaseException | None) -> str | None:
-    """SIGINT or SIGTERM if one stopped the run. Lightning turns Ctrl-C inside ``fit`` or
-    ``test`` into ``sys.exit(1)``; the KeyboardInterrupt it caught is ``in_lightning``."""
-    if isinstance(e, SIGTERMException):
-        return "SIGTERM"
-    if isinstance(e, KeyboardInterrupt) or (isinstance(e, SystemExit) and isinstance(in_lightning, KeyboardInterrupt)):
-        return "SIGINT"
-    return None
-
-
-def _sigterm(signum, frame):
-    # Inside fit or test, Lightning's own handler runs first and this one after it: there the
-    # loop stops at the next batch by itself, so raise only where no Trainer is running.
-    if signal.getsignal(signal.SIGTERM) is _sigterm:
-        raise SIGTERMException
-
-
-def _main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()  # signals can only be set there
-
-
-def _raise_on_sigterm() -> tuple | None:
-    """SIGTERM (a scheduler's pre-emption or time limit) ends the run KILLED instead of
-    leaving it RUNNING. Returns the SIGTERM and SIGINT handlers as they were."""
-    if not _main_thread():
-        return None
-    return signal.signal(signal.SIGTERM, _sigterm), signal.getsignal(signal.SIGINT)
-
-
-def _restore_signals(previous: tuple | None) -> None:
-    if previous is None:
-        return
-    sigterm, sigint = previous
-    signal.signal(signal.SIGTERM, sigterm)
-    # Lightning ignores SIGINT once it has caught a Ctrl-C; give back the handler the run began
-    # with (a sweep's, which stops the sweep; else Python's KeyboardInterrupt).
-    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-        usable = callable(sigint) and sigint is not signal.SIG_IGN
-        signal.signal(signal.SIGINT, sigint if usable else signal.default_int_handler)
+    return interrupts.Interrupted(signame, run.id, last if last and os.path.exists(last) else None, stop.saved_step)
 
 
 class _BestFromStore(Callback):

@@ -9,7 +9,7 @@ import time
 from mlflow.entities import Metric
 from pytorch_lightning.loggers import MLFlowLogger
 
-from rnnlab.tracking import TrackingLost
+from rnnlab.tracking_lost import TrackingLost
 
 
 class RunLogger(MLFlowLogger):

@@ -14,8 +14,9 @@ every job of the batch ran, and then skips ``on_multirun_end``), on Ctrl-C and o
 FINISHED when every job finished, diverged or was skipped, FAILED when one failed, KILLED when
 the sweep was interrupted, always with the ``sweep/*`` counts.
 
-Stopping: Ctrl-C or SIGTERM, to the whole process group (a terminal) or to the launching
-process alone (``kill``, a scheduler), asks the sweep to stop through ``<sweep dir>/stop``. Every
+Stopping (the mechanism is in :mod:`rnnlab.interrupts`): Ctrl-C or SIGTERM, to the whole process
+group (a terminal) or to the launching process alone (``kill``, a scheduler), asks the sweep to
+stop through ``<sweep dir>/stop``. Every
 running job, in whatever process, stops at its next step boundary with that step saved and its
 run KILLED; a job not yet started is not started; the parent ends KILLED and the command exits
 130 (143 for SIGTERM); the same command continues the sweep. A second signal stops at once. Left
@@ -31,8 +32,6 @@ rerunning the same seed would only diverge again); ``sweep.rerun=true`` runs eve
 from __future__ import annotations
 
 import json
-import os
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -40,115 +39,11 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from rnnlab.signals import Requests
+from rnnlab.interrupts import Terminated, handle_stop_signals, stop_path, stopped_by
+from rnnlab.multirun import OUTCOME_FILE, OUTCOMES, SWEEP_FILE
 
 # mlflow and rnnlab.tracking (which pulls in Lightning) are imported where used: Hydra builds
 # this callback for every command, and a rejected command line must not pay seconds of imports.
-SWEEP_FILE = "sweep.json"
-OUTCOME_FILE = "outcome.json"
-STOP_FILE = "stop"  # in the sweep dir: the sweep was asked to stop; its text is the signal's name
-OUTCOMES = ("finished", "diverged", "skipped", "failed", "interrupted", "not_started")
-
-
-def sweep_context() -> dict[str, Any] | None:
-    """The sweep this process's job belongs to (parent run id, ...), or None outside a sweep."""
-    sweep_dir = _job_sweep_dir()
-    if sweep_dir is None:
-        return None
-    path = sweep_dir / SWEEP_FILE
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
-def _job_sweep_dir() -> Path | None:
-    """The sweep dir of the multirun this process runs a job of (or launches); None outside one."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
-        return None
-    return Path(HydraConfig.get().sweep.dir)
-
-
-def record_outcome(outcome: str, run_id: str | None = None, detail: str = "") -> None:
-    """In a sweep's job: write how this job ended where the launching process will read it."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if sweep_context() is None:
-        return
-    assert outcome in OUTCOMES, outcome
-    path = Path(HydraConfig.get().runtime.output_dir) / OUTCOME_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"outcome": outcome, "run_id": run_id, "detail": detail[:2000]}))
-
-
-def _stop_path(sweep_dir: str | Path) -> Path:
-    return Path(sweep_dir) / STOP_FILE
-
-
-def stop_file() -> Path | None:
-    """Where a job of a sweep learns that the sweep was asked to stop; None outside a sweep."""
-    sweep_dir = _job_sweep_dir()
-    return None if sweep_dir is None else _stop_path(sweep_dir)
-
-
-def read_stop(path: Path | None) -> str | None:
-    """The signal ("SIGINT" | "SIGTERM") a stop file records, or None when there is none."""
-    if path is None or not path.exists():
-        return None
-    return path.read_text().strip() or "SIGINT"
-
-
-def stop_requested() -> str | None:
-    """The signal that asked this process's sweep to stop, or None."""
-    return read_stop(stop_file())
-
-
-def request_stop(signame: str) -> None:
-    """Ask every job of this process's sweep to stop (idempotent: the first signal's name stays)."""
-    path = _stop_path(_stopping["sweep_dir"]) if _stopping.get("sweep_dir") else stop_file()
-    if path is not None and not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(signame)
-
-
-_stopping: dict[str, Any] = {}  # this process's handler: the sweep dir, whether to speak, the signals seen
-
-
-def handle_stop_signals(sweep_dir: str | Path | None = None, launcher: bool = False) -> None:
-    """From now on in this process, a first Ctrl-C or SIGTERM asks the sweep to stop (see the
-    module's docstring) and a second raises as the signal would by default. The launching
-    process (``launcher``) says what is happening; a job's process, where a run's
-    :class:`~rnnlab.callbacks.StopAtStep` takes the signals over during training, is quiet."""
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return
-    if sweep_dir is not None or not _stopping:
-        _stopping.update(sweep_dir=sweep_dir, launcher=launcher, signals=Requests())
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _on_stop_signal)
-
-
-def _on_stop_signal(signum, frame) -> None:
-    name = signal.Signals(signum).name
-    first = _stopping["signals"].first
-    if _stopping["signals"].note(name):  # a second request: at once, as before
-        if signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        raise Terminated(128 + signum)
-    if first is not None:  # the first again (see rnnlab.signals)
-        return
-    request_stop(name)
-    if _stopping.get("launcher"):  # os.write: print() is not reentrant, and a signal can interrupt one
-        again = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
-        os.write(2, f"\nsweep: {name}: each running job stops at its next step, saved; no new job starts. "
-                    f"{again} again stops at once, unsaved.\n".encode())
-
-
-def stopped_by() -> str | None:
-    """In the launching process: the signal that asked its sweep to stop (whichever process got
-    it), or None."""
-    return read_stop(_stop_path(_stopping["sweep_dir"])) if _stopping.get("sweep_dir") else None
 
 
 def grid(config: DictConfig) -> dict[str, str]:
@@ -170,15 +65,6 @@ def sweep_name(config: DictConfig, experiment: str) -> str:
     """``long_range cell=rnn,lstm,gru seq_len=25,50``: the preset (or experiment) and the grid."""
     base = config.get("sweep", {}).get("name") or f"sweep-{experiment}"
     return " ".join([base, *(f"{k}={v}" for k, v in grid(config).items())])[:250]
-
-
-class Stopped(KeyboardInterrupt):
-    """A sweeper that launches batches (rnnlab.tune) stops after one that was asked to stop:
-    every job of it has saved and ended."""
-
-
-class Terminated(SystemExit):
-    """SIGTERM reached the launching process (a scheduler's time limit, ``kill``)."""
 
 
 _open: dict[str, Any] | None = None  # the parent run this process created and has not ended
@@ -276,7 +162,7 @@ def _attach_comparison(info: dict[str, Any]) -> bool:
 class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         global _open
-        stop = _stop_path(Path(config.hydra.sweep.dir).resolve())
+        stop = stop_path(Path(config.hydra.sweep.dir).resolve())
         stop.unlink(missing_ok=True)  # a rerun into the same dir: the last stop was served
         handle_stop_signals(stop.parent, launcher=True)  # before the parent run: it must not stay RUNNING
         if config.get("tune"):  # a tuning sweep: a parent per arm's study (rnnlab.tune.study)

@@ -24,6 +24,7 @@ from mlflow.entities import Param, RunTag
 from omegaconf import DictConfig, OmegaConf
 
 from rnnlab import paths, runs
+from rnnlab.tracking_lost import TrackingLost
 
 # Every function here takes the ``tracking`` node of the config (conf/tracking/), not the
 # whole experiment: what is tracked is the caller's business.
@@ -194,12 +195,6 @@ def code_hash() -> str:
                 digest.update(f"{root.name}/{f.relative_to(root).as_posix()}\0".encode())
                 digest.update(f.read_bytes())
     return digest.hexdigest()[:16]
-
-
-class TrackingLost(RuntimeError):
-    """The tracking store stopped taking writes in the middle of a run (a server went away, a
-    disk filled up). Training stops; the local checkpoints stay where they are, and
-    :meth:`Run.lost` says how to continue into the same MLflow run once the store is back."""
 
 
 class Run:

@@ -28,12 +28,12 @@ def model_step_flops(cfg: DictConfig, task: Task) -> int:
                             task.input_kind, task.readout, cfg.cell.num_layers)
 
 
-def task_shape(task: str, vocab: int = 65) -> dict[str, Any]:
-    """Input/output sizes and readout of a task, for FLOP estimates before it is built
-    (char-LM's vocabulary is about 65 characters on the default corpus)."""
-    if task == "char_lm":
-        return {"input_size": vocab, "output_size": vocab, "input_kind": "tokens", "readout": "seq"}
-    return {"input_size": 2, "output_size": 1, "input_kind": "real", "readout": "last"}
+def task_shape(task: str) -> dict[str, Any]:
+    """Input/output sizes, input kind and readout of a task, for FLOP estimates before it is
+    built: what its class declares (:meth:`rnnlab.tasks.base.Task.flop_shape`)."""
+    from rnnlab.tasks.registry import task_class
+
+    return task_class(task).flop_shape()
 
 
 def step_flops(s: Settings, cell: str, task: str, seq_len: int) -> int:

@@ -17,8 +17,9 @@ and return plain pandas objects, so everything but the loading is tested without
 5. :func:`throughput`, :func:`last_profiles` and :func:`render` for the page; the figures are
    drawn by :mod:`rnnlab.report.figures` from the same frames.
 
-The headline metric of a task is the test version of its class's ``main_metric`` (imported
-from ``rnnlab.tasks.<name>``, not copied here), so a new task needs no change in this package.
+The headline metric of a task is the test version of its class's ``main_metric``; its extra
+metrics, length label, figure data and published numbers are its class's too (found through
+:mod:`rnnlab.tasks.registry`, not copied here), so a new task needs no change in this package.
 The page states numbers only: its "Discussion" section is left to people, with computed
 observations as a starting point, and text written between the discussion markers survives a
 regeneration.
@@ -50,9 +51,7 @@ from rnnlab.report.frames import (
 )
 from rnnlab.report.labels import (
     CELL_ORDER,
-    LENGTH_LABELS,
     NOT_VARIANTS,
-    ONLY_FOR,
     as_figure_arms,
     base,
     cell_order,
@@ -70,13 +69,14 @@ from rnnlab.report.page import (
     DISCUSSION_END,
     DISCUSSION_START,
     FIGURES,
-    FORECAST_TASKS,
-    POSITION_TASKS,
+    FORECAST_DATA,
+    POSITION_DATA,
     TASK_FIGURES,
     Context,
     check_out_dir,
     header,
     kept_discussion,
+    logs_data,
     preset_for,
     regenerate_command,
     render,
@@ -106,17 +106,17 @@ from rnnlab.report.tables import (
     throughput_table,
     values_text,
 )
-from rnnlab.report.taskinfo import EXTRA_METRICS, TaskInfo, remember_tasks, task_info
+from rnnlab.report.taskinfo import TaskInfo, remember_tasks, task_info
 from rnnlab.report.taskinfo import _task_info_from_code as _task_info_from_code
 from rnnlab.runs import clip_label
 
-__all__ = ["BUDGET", "CELL_ORDER", "COMPLETED", "DATA", "DISCUSSION_END", "DISCUSSION_START", "EXTRA_METRICS",
-           "FIGURES", "FORECAST_TASKS", "GROUP", "KEY", "LENGTH_LABELS", "NOT_VARIANTS", "ONLY_FOR",
-           "POSITION_TASKS", "RUNS", "SOLVE_THRESHOLD", "TASK_FIGURES", "Context", "Recorder", "ReportError",
+__all__ = ["BUDGET", "CELL_ORDER", "COMPLETED", "DATA", "DISCUSSION_END", "DISCUSSION_START",
+           "FIGURES", "FORECAST_DATA", "GROUP", "KEY", "NOT_VARIANTS",
+           "POSITION_DATA", "RUNS", "SOLVE_THRESHOLD", "TASK_FIGURES", "Context", "Recorder", "ReportError",
            "Result", "Saved", "Store", "TaskInfo", "against_baseline", "as_figure_arms", "at_longest", "base",
            "baseline_columns", "baseline_name", "best_runs", "build", "cell_order", "check_out_dir", "check_store",
            "clip_label", "clip_order", "clip_table", "critical_table", "fetch_grad_flow", "find_experiment", "fmt",
-           "fmt_mean_ci", "header", "inside_table", "kept_discussion", "last_profiles", "length_label",
+           "fmt_mean_ci", "header", "inside_table", "kept_discussion", "last_profiles", "length_label", "logs_data",
            "literature_table", "longest", "md_table", "mean_std", "metric_table", "observations", "outcome",
            "paired_table", "parent_text", "parent_texts", "plural", "preset_for", "regenerate_command",
            "remember_tasks", "render", "select_runs", "size_label", "size_order", "sizes_vary", "solved",
@@ -188,10 +188,9 @@ def build_from(source: Store | Recorder | Saved, out_dir: Path, log_to_parent: b
     curves = source.histories(probed, ["train/loss", "grad_norm/pre_clip"])
     profiles = last_profiles(fetch_grad_flow(source, probed))
     finished = runs.loc[runs["outcome"] == "finished"]
-    by_position = source.csv(finished.loc[finished["task"].map(base).isin(POSITION_TASKS), "run_id"],
-                             "data/loss_by_pos.csv")
-    best = best_runs(runs[runs["task"].map(base).isin(FORECAST_TASKS)])
-    forecasts = source.csv(best["run_id"], "data/forecast_test.csv")
+    by_position = source.csv(finished.loc[logs_data(finished["task"], POSITION_DATA), "run_id"], POSITION_DATA)
+    best = best_runs(runs[logs_data(runs["task"], FORECAST_DATA)])
+    forecasts = source.csv(best["run_id"], FORECAST_DATA)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in FIGURES:  # a figure this version cannot draw must not survive from an old one

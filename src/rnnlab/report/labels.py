@@ -10,9 +10,9 @@ import math
 import pandas as pd
 
 from rnnlab.config import CELLS
+from rnnlab.tasks.registry import find
 
 CELL_ORDER = CELLS
-LENGTH_LABELS = {"forecast": "lookback seq_len"}
 # A task or cell parameter that a report's runs vary splits the task into separate problems (a
 # forecast series) or the cell into separate arms (the LSTM's forget-gate bias): the label then
 # names it, ``forecast (series=seattle_temps)``, ``lstm (forget_bias=0)``. Not these: they are
@@ -20,8 +20,13 @@ LENGTH_LABELS = {"forecast": "lookback seq_len"}
 NOT_VARIANTS = {"task._target_", "task.seq_len", "task.batch_size", "task.seed", "task.distance",
                 "cell.name", "cell.hidden_size"}
 # Parameters that mean something for one value of another only (forecast: tau and length are
-# Mackey-Glass's): elsewhere they are left out of the label.
-ONLY_FOR = {"task.tau": ("task.series", "mackey_glass"), "task.length": ("task.series", "mackey_glass")}
+# Mackey-Glass's) are left out of the label elsewhere: each task says which (``Task.only_for``).
+
+
+def only_for(group: str, name: str) -> dict[str, tuple[str, str]]:
+    """Task ``name``'s parameters that apply for one value of another only; none for a cell."""
+    cls = find(base(name)) if group == "task" else None
+    return dict(cls.only_for) if cls is not None else {}
 
 
 def clip_order(label: str) -> tuple[int, float]:
@@ -47,7 +52,7 @@ def variant_labels(raw: pd.DataFrame, names: pd.Series, group: str) -> pd.Series
         rows = names == name
         shown = {c: raw.loc[rows, c].map(_param_text) for c in cols}
         for c, v in shown.items():
-            other = ONLY_FOR.get(c[len("params."):])
+            other = only_for(group, name).get(c[len("params."):])
             if other is not None and f"params.{other[0]}" in raw:
                 shown[c] = v.where(raw.loc[rows, f"params.{other[0]}"].astype(str) == other[1])
         varying = sorted(c for c, v in shown.items() if v.dropna().nunique() > 1)
@@ -116,4 +121,5 @@ def length_label(task: str, runs: pd.DataFrame) -> str:
     """What ``x`` is for this task: ``task.distance`` when its runs vary it, else seq_len."""
     if runs[runs["task"] == task]["distance"].notna().any():
         return "task.distance"
-    return LENGTH_LABELS.get(base(task), "seq_len")
+    cls = find(base(task))
+    return cls.length_label if cls is not None else "seq_len"

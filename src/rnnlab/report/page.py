@@ -15,7 +15,7 @@ import pandas as pd
 
 from rnnlab import stats
 from rnnlab.report.frames import BUDGET, solve_threshold, solved
-from rnnlab.report.labels import cell_order, clip_order, length_label
+from rnnlab.report.labels import base, cell_order, clip_order, length_label
 from rnnlab.report.observations import observations
 from rnnlab.report.source import DATA
 from rnnlab.report.store import ReportError
@@ -31,12 +31,24 @@ from rnnlab.report.tables import (
     values_text,
 )
 from rnnlab.report.taskinfo import TaskInfo, task_info
+from rnnlab.tasks.registry import find
 
 FIGURES = ("metric_vs_length.png", "training_curves.png", "grad_flow.png", "loss_by_position.png",
            "forecasts.png")
-TASK_FIGURES = ("loss_by_position.png", "forecasts.png")  # drawn only for the tasks below
-POSITION_TASKS = ("char_lm",)  # tasks that log data/loss_by_pos.csv: the loss at each window position
-FORECAST_TASKS = ("forecast",)  # tasks that log data/forecast_test.csv: actual and predicted values
+TASK_FIGURES = ("loss_by_position.png", "forecasts.png")  # drawn only for the tasks that log their data
+# The data CSVs the task figures draw, logged by the tasks whose class says so (Task.report_data)
+POSITION_DATA = "data/loss_by_pos.csv"  # the loss at each window position: loss_by_position.png
+FORECAST_DATA = "data/forecast_test.csv"  # actual and predicted values: forecasts.png
+
+
+def logs_data(tasks: pd.Series, data: str) -> pd.Series:
+    """Which of ``tasks`` (labels, variants allowed) log the data CSV ``data``."""
+    def logs(task: str) -> bool:
+        cls = find(base(task))
+        return cls is not None and cls.report_data == data
+    return tasks.map(logs).astype(bool)
+
+
 DISCUSSION_START = "<!-- discussion: start (text between these markers is kept when the report is regenerated) -->"
 DISCUSSION_END = "<!-- discussion: end -->"
 

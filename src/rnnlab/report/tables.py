@@ -228,7 +228,7 @@ def literature_table(summary: pd.DataFrame, runs: pd.DataFrame, task: str,
     its interval, our solved seeds and critical length, and whether the two agree, or why they
     cannot be compared directly (a longer T there, a different corpus)."""
     ti = info(task)
-    entries = [p for p in literature.PUBLISHED.get(base(task), []) if p.metric == ti.metric]
+    entries = [p for p in literature.published(base(task)) if p.metric == ti.metric]
     t = runs[(runs["task"] == task) & runs["outcome"].isin(COMPLETED)]
     if not entries or t.empty:
         return None

@@ -4,7 +4,6 @@ task class, so the report ranks runs exactly as model selection did.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from functools import cache
 
@@ -13,8 +12,7 @@ import pandas as pd
 from rnnlab import runs as runs_tags
 from rnnlab.report.labels import base
 from rnnlab.runs import metric_name, on_split
-
-EXTRA_METRICS = {"copy": ("acc",)}  # shown beside the headline metric (copy: loss is the headline)
+from rnnlab.tasks.registry import find
 
 
 @dataclass(frozen=True)
@@ -51,14 +49,15 @@ def remember_tasks(raw: pd.DataFrame) -> None:
 
 def _info(name: str, main_metric: str, mode: str) -> TaskInfo:
     metric = on_split(main_metric, "test")
-    extras = tuple(f"test/{m}" for m in EXTRA_METRICS.get(name, ()) if f"test/{m}" != metric)
+    cls = find(name)
+    extras = tuple(f"test/{m}" for m in (cls.report_extras if cls else ()) if f"test/{m}" != metric)
     return TaskInfo(name, metric, mode, extras)
 
 
 def task_info(name: str) -> TaskInfo:
     """The headline metric and mode the runs were selected on, so the report ranks them exactly
-    as model selection did: from the runs' tags, else from the task class in
-    ``rnnlab.tasks.<name>``; an unknown task falls back to test/loss. ``name`` may be a label
+    as model selection did: from the runs' tags, else from the task class
+    (:mod:`rnnlab.tasks.registry`); an unknown task falls back to test/loss. ``name`` may be a label
     with a variant, ``forecast (series=seattle_temps)``."""
     name = base(name)
     if name in _TOLD:
@@ -68,13 +67,7 @@ def task_info(name: str) -> TaskInfo:
 
 @cache
 def _task_info_from_code(name: str) -> TaskInfo:
-    from rnnlab.tasks.base import Task
-
-    try:
-        module = importlib.import_module(f"rnnlab.tasks.{name}")
-    except ImportError:
+    cls = find(name)
+    if cls is None:
         return TaskInfo(name, "test/loss", "min", known=False)
-    for obj in vars(module).values():
-        if isinstance(obj, type) and issubclass(obj, Task) and getattr(obj, "name", None) == name:
-            return _info(name, obj.main_metric, obj.mode)
-    return TaskInfo(name, "test/loss", "min", known=False)
+    return _info(name, cls.main_metric, cls.mode)

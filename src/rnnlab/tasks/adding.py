@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Generator, Tensor
 
+from rnnlab.literature import BAI_2018, Published
 from rnnlab.tasks.base import RegressionTask
 from rnnlab.tasks.synthetic import GeneratedTask
 
@@ -28,6 +29,10 @@ class Adding(RegressionTask, GeneratedTask):
     readout = "last"
     input_size = 2
     output_size = 1
+    published = (Published(
+        BAI_2018, "Table 1", "T = 600, about 70K parameters per model, hyperparameters tuned per cell",
+        "test/mse", 600, {"rnn": 0.177, "lstm": 0.164, "gru": 5.3e-5},
+        1 / 6, "predicting 1: the variance of a sum of two U(0,1) numbers, 1/6"),)
 
     def __init__(self, seq_len: int, batch_size: int, seed: int, **kwargs):
         self.check("seq_len", seq_len, seq_len >= 2, "must be >= 2 for the adding problem "

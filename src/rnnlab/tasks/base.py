@@ -158,6 +158,9 @@ def tensor_loader(fields: dict[str, Tensor], batch_size: int, shuffle: bool, see
     return ResumableLoader(data, sampler=sampler, batch_size=None, num_workers=0)
 
 
+IGNORE_INDEX = -100  # a per-step integer target with this value is not scored (F.cross_entropy's default)
+
+
 class Task(pl.LightningDataModule):
     """Base class of every task. Subclasses set the class attributes and implement the hooks."""
 
@@ -170,6 +173,29 @@ class Task(pl.LightningDataModule):
 
     input_size: int
     output_size: int
+
+    # -- what the report and the bench read, known before a task is built ------------------
+    # (found by name through rnnlab.tasks.registry, so adding a task edits no list elsewhere)
+    report_extras: ClassVar[tuple[str, ...]] = ()  # test metrics shown beside the headline, e.g. ("acc",)
+    length_label: ClassVar[str] = "seq_len"  # what the report calls the swept length
+    # A parameter that means something for one value of another only: the report's labels leave
+    # it out elsewhere, e.g. {"task.tau": ("task.series", "mackey_glass")}.
+    only_for: ClassVar[dict[str, tuple[str, str]]] = {}
+    # The data CSV its runs log for the report's task figure, e.g. "data/loss_by_pos.csv".
+    report_data: ClassVar[str | None] = None
+    published: ClassVar[tuple[Any, ...]] = ()  # rnnlab.literature.Published entries beside its results
+
+    @classmethod
+    def flop_shape(cls) -> dict[str, Any]:
+        """Input/output sizes, input kind and readout, for FLOP estimates before the task is
+        built (the benchmark's sizing). A task whose sizes come from its data overrides it with
+        nominal ones."""
+        missing = [k for k in ("input_size", "output_size") if not hasattr(cls, k)]
+        if missing:
+            raise NotImplementedError(f"task {cls.name} sets {' and '.join(missing)} from its data: its "
+                                      f"flop_shape() must give nominal ones")
+        return {"input_size": cls.input_size, "output_size": cls.output_size,
+                "input_kind": cls.input_kind, "readout": cls.readout}
 
     def __init__(self, seq_len: int, batch_size: int, seed: int):
         super().__init__()
@@ -214,6 +240,16 @@ class Task(pl.LightningDataModule):
         if all(v.device == device for v in batch.values()):
             return batch
         return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+    def target_positions(self, batch: dict[str, Tensor]) -> Tensor:
+        """(T,) bool: the steps at which some sequence of ``batch`` has a scored target (per-step
+        tasks). A step whose integer targets are all ``IGNORE_INDEX`` (cross-entropy's default
+        ignore index) has none; the diagnostics read their end-of-sequence loss at the last
+        steps that do, so a task with sparse targets is probed where it is scored."""
+        y = batch["y"]
+        if y.is_floating_point():
+            return torch.ones(y.shape[1], dtype=torch.bool, device=y.device)
+        return (y != IGNORE_INDEX).reshape(y.shape[0], y.shape[1], -1).any(2).any(0)
 
     def tokens(self, batch: dict[str, Tensor]) -> int:
         """Sequence steps in a batch, for throughput."""

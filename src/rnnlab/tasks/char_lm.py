@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import math
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,7 @@ from torch import Tensor
 from torchmetrics import MeanMetric, MetricCollection
 
 from rnnlab import figures
+from rnnlab.literature import BAI_2018, Published
 from rnnlab.tasks.base import MeanPerPosition, ResumableLoader, Task, package_data, tensor_loader
 
 UNK = "\x00"  # stands for every character the training split never saw
@@ -60,6 +62,15 @@ class CharLM(Task):
     main_metric = "val/bpc"
     mode = "min"
     readout = "seq"
+    report_data = "data/loss_by_pos.csv"  # the loss at each window position
+    published = (Published(
+        BAI_2018, "Table 1", "character-level Penn Treebank (not Shakespeare), about 3M parameters",
+        "test/bpc", None, {"rnn": 1.48, "lstm": 1.36, "gru": 1.37}, None),)
+
+    @classmethod
+    def flop_shape(cls) -> dict[str, Any]:
+        """The vocabulary comes from the corpus: about 65 characters on the default one."""
+        return {"input_size": 65, "output_size": 65, "input_kind": "tokens", "readout": "seq"}
 
     def __init__(self, seq_len: int, batch_size: int, seed: int, corpus: str = "default",
                  plays: list[str] | tuple[str, ...] = (), stateful: bool = False):

@@ -17,6 +17,7 @@ from torch import Generator, Tensor
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from rnnlab.literature import BAI_2018, Published
 from rnnlab.tasks.synthetic import GeneratedTask
 
 N_RECALL, N_SYMBOLS, BLANK, DELIMITER = 10, 8, 0, 9
@@ -34,6 +35,11 @@ class Copy(GeneratedTask):
     readout = "seq"
     input_size = 10  # blank, 8 symbols, delimiter
     output_size = 10
+    report_extras = ("acc",)  # the headline is the loss; the accuracy on the recalled symbols beside it
+    published = (Published(
+        BAI_2018, "Table 1", "copy memory, delay T = 1000, about 16K parameters per model",
+        "test/loss", 1000, {"rnn": 0.0202, "lstm": 0.0204, "gru": 0.0197},
+        10 * 2.0794415416798357 / 1020, "the memoryless strategy, 10 ln 8 / (T + 20)"),)
 
     def generate(self, n: int, g: Generator) -> dict[str, Tensor]:
         T = self.seq_len

@@ -147,6 +147,9 @@ class Forecast(RegressionTask):
     mode = "min"
     readout = "last"
     input_size = 1
+    length_label = "lookback seq_len"
+    only_for = {"task.tau": ("task.series", "mackey_glass"), "task.length": ("task.series", "mackey_glass")}
+    report_data = "data/forecast_test.csv"  # actual and predicted values of the best run
 
     def __init__(self, seq_len: int, batch_size: int, seed: int, series: str = "seattle_temps",
                  column: str | None = None, horizon: int = 1, season: int | None = None,

@@ -4,6 +4,8 @@ seeds are compared on the same held-out sequences."""
 
 from __future__ import annotations
 
+from functools import cached_property
+
 from torch import Generator, Tensor
 
 from rnnlab.config import positive_int, require
@@ -19,9 +21,18 @@ class GeneratedTask(Task):
         for key, v in [("task.batches_per_epoch", batches_per_epoch), ("task.val_size", val_size),
                        ("task.test_size", test_size)]:
             require(key, v, positive_int, "must be an integer > 0")
-        self.batches_per_epoch = batches_per_epoch
-        self.val = self.generate(val_size, Generator().manual_seed(VAL_STREAM))
-        self.test = self.generate(test_size, Generator().manual_seed(TEST_STREAM))
+        self.batches_per_epoch, self.val_size, self.test_size = batches_per_epoch, val_size, test_size
+
+    # Generated on first use, not in __init__: a subclass sets its own fields after calling
+    # super().__init__, and generate reads them. Each set has its own seeded generator, so when
+    # it is drawn changes nothing in it.
+    @cached_property
+    def val(self) -> dict[str, Tensor]:
+        return self.generate(self.val_size, Generator().manual_seed(VAL_STREAM))
+
+    @cached_property
+    def test(self) -> dict[str, Tensor]:
+        return self.generate(self.test_size, Generator().manual_seed(TEST_STREAM))
 
     def generate(self, n: int, g: Generator) -> dict[str, Tensor]:
         raise NotImplementedError

@@ -51,8 +51,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from rnnlab import runs, tracking
 from rnnlab.config import ConfigError
+from rnnlab.interrupts import Stopped, stopped_by
+from rnnlab.multirun import OUTCOME_FILE
 from rnnlab.runs import metric_name
-from rnnlab.sweep import OUTCOME_FILE, Stopped, stopped_by
 from rnnlab.tune import space as spaces
 
 SAMPLERS = ("random", "tpe")
@@ -512,7 +513,7 @@ def _stop_if_asked() -> None:
 
 
 def _outcome(ret: JobReturn) -> dict[str, Any]:
-    """How a job ended (``outcome.json`` in its output dir: see rnnlab.sweep.record_outcome)."""
+    """How a job ended (``outcome.json`` in its output dir: see rnnlab.multirun.record_outcome)."""
     if ret.hydra_cfg is None:
         return {}
     path = Path(ret.hydra_cfg.hydra.runtime.output_dir) / OUTCOME_FILE

@@ -1,0 +1,137 @@
+"""What every registered task must satisfy, parametrised over the tasks found under
+``conf/task/`` (:mod:`rnnlab.tasks.registry`): a task added as CONTRIBUTING.md says is checked
+here without being named anywhere. And the registry's own rules, on tasks made up for the test."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import compose
+from rnnlab import diagnostics, literature
+from rnnlab.report.labels import length_label, only_for
+from rnnlab.report.taskinfo import _task_info_from_code
+from rnnlab.runs import on_split
+from rnnlab.tasks import registry
+from rnnlab.tasks.base import IGNORE_INDEX
+from rnnlab.tasks.synthetic import GeneratedTask
+
+TASKS = registry.names()
+
+
+def test_every_task_config_is_registered():
+    from conftest import ROOT
+
+    assert TASKS == tuple(sorted(p.stem for p in (ROOT / "conf" / "task").glob("*.yaml"))) and TASKS
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_a_task_is_found_by_its_name_and_declares_what_the_report_reads(task):
+    import pandas as pd
+
+    cls = registry.task_class(task)
+    assert cls.name == task
+    assert cls.mode in ("min", "max") and cls.main_metric.startswith("val/")
+    info = _task_info_from_code(task)
+    assert info.known and info.metric == on_split(cls.main_metric, "test")
+    assert info.extras == tuple(f"test/{m}" for m in cls.report_extras if f"test/{m}" != info.metric)
+    runs = pd.DataFrame({"task": [task], "distance": [None]})
+    assert length_label(task, runs) == cls.length_label
+    assert only_for("task", task) == cls.only_for
+    for p in literature.published(task):  # published numbers are compared on a test metric
+        assert p.metric.startswith("test/") and p.values
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_the_flop_shape_is_the_built_task_s_or_a_clear_refusal(task):
+    """The bench sizes its runs from a task's class before building it: the kind and readout
+    are the built task's; sizes are either the built ones or nominal ones the class declares
+    (char-LM's vocabulary), or the class says it cannot give them."""
+    from rnnlab.run import build_task
+
+    cls = registry.task_class(task)
+    built = build_task(compose(f"task={task}", "seq_len=20"))
+    try:
+        shape = cls.flop_shape()
+    except NotImplementedError as e:
+        assert task in str(e) and "flop_shape" in str(e)
+        return
+    assert (shape["input_kind"], shape["readout"]) == (built.input_kind, built.readout)
+    assert all(isinstance(shape[k], int) and shape[k] > 0 for k in ("input_size", "output_size"))
+
+
+def test_a_yaml_whose_class_has_another_name_is_a_clear_error(tmp_path, monkeypatch):
+    (tmp_path / "conf" / "task").mkdir(parents=True)
+    (tmp_path / "conf" / "task" / "summing.yaml").write_text("_target_: rnnlab.tasks.adding.Adding\n")
+    monkeypatch.setenv("RNNLAB_ROOT", str(tmp_path))
+    registry.task_class.cache_clear()
+    try:
+        assert registry.names() == ("summing",)
+        with pytest.raises(registry.TaskRegistryError, match="summing.yaml builds rnnlab.tasks.adding.Adding, "
+                                                             "whose name is 'adding'"):
+            registry.task_class("summing")
+        with pytest.raises(registry.TaskRegistryError, match="unknown task 'adding'; registered .*: summing"):
+            registry.task_class("adding")
+        assert registry.find("adding") is None
+    finally:
+        registry.task_class.cache_clear()
+
+
+class _Recall(GeneratedTask):
+    """A made-up recall task: its fields are set after ``super().__init__``, and only a few
+    steps have targets (the rest are IGNORE_INDEX)."""
+
+    name = "recall"
+    input_kind, readout, main_metric, mode = "tokens", "seq", "val/loss", "min"
+    input_size = output_size = 5
+
+    def __init__(self, seq_len, batch_size, seed, queries=3, **kwargs):
+        super().__init__(seq_len, batch_size, seed, **kwargs)
+        self.queries = queries  # read by generate: after the base class's __init__
+
+    def generate(self, n, g):
+        x = torch.randint(0, 5, (n, self.seq_len), generator=g)
+        y = torch.full_like(x, IGNORE_INDEX)
+        y[:, : self.queries] = x[:, : self.queries]  # the targets sit early, far from the end
+        return {"x": x, "y": y}
+
+    def loss(self, out, batch):
+        return F.cross_entropy(out.flatten(0, 1), batch["y"].flatten())
+
+
+def test_a_generated_task_may_set_its_fields_after_the_base_init():
+    task = _Recall(seq_len=30, batch_size=4, seed=0, queries=4, val_size=6, test_size=2)
+    assert task.val["x"].shape == (6, 30) and (task.val["y"] != IGNORE_INDEX).sum(1).eq(4).all()
+    again = _Recall(seq_len=30, batch_size=4, seed=1, queries=4, val_size=6, test_size=2)
+    assert torch.equal(task.val["x"], again.val["x"]), "held-out sets do not depend on the seed"
+
+
+def test_the_diagnostic_loss_reads_the_last_steps_that_have_targets():
+    task = _Recall(seq_len=30, batch_size=4, seed=0, val_size=6, test_size=2)
+    batch = task.val
+    out = torch.randn(6, 30, 5)
+    loss = diagnostics.readout_loss(task, out, batch, last_k=10)
+    assert torch.isfinite(loss), "the last 10 steps have no target: their loss alone is NaN"
+    want = F.cross_entropy(out[:, :3].flatten(0, 1), batch["y"][:, :3].flatten())
+    torch.testing.assert_close(loss, want)
+    dense = {**batch, "y": batch["x"]}  # every step a target: the last last_k steps, as before
+    want = F.cross_entropy(out[:, -10:].flatten(0, 1), batch["x"][:, -10:].flatten())
+    torch.testing.assert_close(diagnostics.readout_loss(task, out, dense, last_k=10), want)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", TASKS)
+def test_the_task_trains_through_hydra_and_mlflow_with_its_baseline_and_skill(store, task):
+    """The smoke test every config gets: a tiny run as a user starts it, FINISHED, with the
+    test metric the task is ranked by and the trivial baseline beside it."""
+    from rnnlab.runs import metric_name
+
+    cls = registry.task_class(task)
+    store.train(f"task={task}", "cell=gru")
+    run = store.only_run(task)
+    metrics = run.data.metrics
+    assert run.info.status == "FINISHED" and run.data.tags["task"] == task
+    assert on_split(cls.main_metric, "test") in metrics
+    if f"baseline/{metric_name(cls.main_metric)}" in metrics:  # a baseline for the headline: a skill
+        assert "test/skill" in metrics
