@@ -558,7 +558,7 @@ def test_what_clipping_changes_is_paired_by_seed_per_cell_and_length():
     table = report.clip_table(report.tidy(pd.DataFrame(rows)), "adding", fake_info).splitlines()
     assert [c.strip() for c in table[0].split("|")[1:-1]] == [
         "cell", "seq_len", "clip", "test/mse difference [95% CI]", "seeds", "solved", "p (Holm)", "verdict",
-        "seeds for 80% power"]
+        "seeds for 80% power, alone"]
     rnn, lstm = ([c.strip() for c in row.split("|")[1:-1]] for row in table[2:])
     assert lstm[:3] == ["lstm", "20", "none - 1.0"] and lstm[3].startswith("0.05 [0.05, 0.05]")
     assert lstm[4:] == ["5", "2/5 vs 5/5", "< 0.001", "clip 1.0 better (established)", "—"]

@@ -146,7 +146,7 @@ def test_cells(d: stats.Interval, family: stats.Family, key: tuple, mode: str, n
     return [fmt_mean_ci(d.mean, d.low, d.high, d.n) if d.n else "—", str(d.n), stats.fmt_p(p), verdict, need]
 
 
-TEST_HEADER = ["seeds", "p (Holm)", "verdict", "seeds for 80% power"]
+TEST_HEADER = ["seeds", "p (Holm)", "verdict", "seeds for 80% power, alone"]
 
 
 def paired_table(runs: pd.DataFrame, task: str, info: Callable[[str], TaskInfo] = task_info,
