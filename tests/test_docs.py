@@ -24,7 +24,8 @@ from omegaconf import OmegaConf
 from conftest import ROOT, compose
 
 LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)\s]*)?\)")  # [text](target) and ![alt](target), anchor dropped
-ANCHORED = re.compile(r"\]\(([^)#\s]*\.md)#([^)\s]+)\)")  # [text](page.md#anchor)
+ANCHORED = re.compile(r"\]\(([^)#\s]*\.md)?#([^)\s]+)\)")  # [text](page.md#anchor), [text](#anchor)
+IMG = re.compile(r"<img\b[^>]*\bsrc=[\"']([^\"']+)[\"']")  # <img src="..."> (an image given a width)
 
 
 def tracked(*patterns: str) -> list[str]:
@@ -32,12 +33,22 @@ def tracked(*patterns: str) -> list[str]:
                           check=True).stdout.split()
 
 
+def targets(text: str) -> list[str]:
+    return LINK.findall(text) + IMG.findall(text)
+
+
+def test_the_link_patterns_find_what_a_page_can_hold():
+    text = '[a](docs/x.md) ![b](img/y.png) <img src="img/z.png" width="400"> [c](#same-page) [d](p.md#sec)'
+    assert targets(text) == ["docs/x.md", "img/y.png", "p.md", "img/z.png"]
+    assert ANCHORED.findall(text) == [("", "same-page"), ("p.md", "sec")]
+
+
 def test_relative_links_in_tracked_pages_resolve():
     pages = tracked("*.md")
     assert "README.md" in pages and any(p.endswith("REPORT.md") for p in pages)
     assert any(p.startswith("docs/") for p in pages)
     broken = [(page, target) for page in pages
-              for target in LINK.findall((ROOT / page).read_text(encoding="utf-8"))
+              for target in targets((ROOT / page).read_text(encoding="utf-8"))
               if not target.startswith(("http://", "https://", "mailto:")) and not (ROOT / page).parent.joinpath(
                   target).exists()]
     assert not broken, f"links to nothing: {broken}"
@@ -58,8 +69,8 @@ def test_links_to_a_section_name_one_that_exists():
     pages = tracked("*.md")
     broken = [(page, f"{target}#{anchor}") for page in pages
               for target, anchor in ANCHORED.findall((ROOT / page).read_text(encoding="utf-8"))
-              if (ROOT / page).parent.joinpath(target).is_file()
-              and anchor not in anchors((ROOT / page).parent.joinpath(target))]
+              if (ROOT / page).parent.joinpath(target or Path(page).name).is_file()
+              and anchor not in anchors((ROOT / page).parent.joinpath(target or Path(page).name))]
     assert not broken, f"links to sections that do not exist: {broken}"
 
 
