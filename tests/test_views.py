@@ -26,7 +26,7 @@ def test_the_view_format_is_the_one_read_from_the_installed_mlflow():
 
 def comparison(**kw) -> views.Comparison:
     base = dict(key="rnnlab-p1", name="compare: sweep-adding cell=rnn,gru",
-                search_filter="tags.`mlflow.parentRunId` = 'p1'", main_metric="val/mse", by_length=False,
+                search_filter="tags.`mlflow.parentRunId` = 'p1'", main_metric="val/mse",
                 metric_keys=["baseline/mse", "grad_flow/horizon", "grad_norm/pre_clip", "perf/tokens_per_s",
                              "steps_to_solve", "test/mse", "test/skill", "train/loss", "val/mse", "val/skill"])
     return views.Comparison(**{**base, **kw})
@@ -47,7 +47,7 @@ def test_the_view_shows_the_comparison_and_hides_the_bookkeeping():
     hidden = {c["metricKey"] for c in st["compareRunCharts"] if c["deleted"]}
     assert hidden == {"baseline/mse", "perf/tokens_per_s"}
     # lengths that vary: a group per (cell, length); no skill: ranked by the test metric, lower first
-    st = views.state(comparison(by_length=True, metric_keys=["test/mse", "val/mse"]))
+    st = views.state(comparison(arms=("seq_len",), metric_keys=["test/mse", "val/mse"]))
     assert [k["groupByData"] for k in st["groupBy"]["groupByKeys"]] == ["cell", "seq_len"]
     assert st["orderByKey"] == "metrics.`test/mse`" and st["orderByAsc"] is True
 
@@ -93,6 +93,28 @@ def test_a_sweep_view_selects_its_children_and_makes_room_at_the_ui_limit(client
     # written again (make report after the sweep): the same key, replaced, not added
     assert views.for_sweep(client, exp, parent, "sweep-adding") == key
     assert sum(k.startswith(views.TAG_PREFIX) for k in client.get_experiment(exp).tags) == views.MAX_VIEWS
+
+
+def test_a_sweep_view_has_a_group_per_arm_of_what_the_sweep_varies(client):
+    """The seeds of one arm average together and nothing else does: a sweep over clipping and a
+    task's distance at one length groups by (cell, clip, distance), the distance as the param."""
+    exp = client.create_experiment("e")
+    grid = {"cell": "rnn,gru", "seq_len": "10", "clip": "null,1.0", "+task.distance": "0,5", "seed": "0,1"}
+    parent = client.create_run(exp, tags={"sweep": "true", "sweep_params": json.dumps(grid)}).info.run_id
+    for cell in ("rnn", "gru"):
+        for clip in ("none", "1.0"):
+            for distance in ("0", "5"):
+                for seed in ("0", "1"):
+                    child = client.create_run(exp, tags={"mlflow.parentRunId": parent, "cell": cell, "seq_len": "10",
+                                                         "clip": clip, "seed": seed, "main_metric": "val/acc"})
+                    client.log_param(child.info.run_id, "task.distance", distance)
+                    client.log_param(child.info.run_id, "seed", seed)
+    key = views.for_sweep(client, exp, parent, "s")
+    _, st = views.decode(client.get_experiment(exp).tags[views.TAG_PREFIX + key])
+    assert st["groupBy"]["groupByKeys"] == [{"mode": "tag", "groupByData": "cell"},
+                                            {"mode": "tag", "groupByData": "clip"},
+                                            {"mode": "param", "groupByData": "task.distance"}]
+    assert "params.`task.distance`" in st["selectedColumns"]
 
 
 def test_a_view_that_cannot_be_written_is_one_line_and_the_plain_links(client, capsys):

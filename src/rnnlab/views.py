@@ -13,8 +13,9 @@ fails loudly. A view that cannot be written never fails a run or a sweep: the ca
 in one line and prints the plain links.
 
 What a comparison shows, with no click: the runs of one sweep (or the re-seed runs of a
-tuning study), flat and grouped so that cells compare (by cell; by cell and length when the
-length varies), with the columns that compare them (``test/skill``, the task's test metric
+tuning study), flat and grouped so that cells compare: a group per arm, i.e. per cell and value
+of every other key the sweep varies except the seed (length, clipping, a task's distance, a
+budget), so that the seeds of one arm average together and nothing else does; with the columns that compare them (``test/skill``, the task's test metric
 and its baseline, ``seq_len``, ``clip``, ``steps_to_solve`` where the task has one, how each
 run stopped), sorted best first; and on the charts page, first: the test metric against the
 length, the validation metric over steps, the gradient norm before clipping and the
@@ -31,12 +32,13 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from rnnlab.runs import CELL, CLIP, MAIN_METRIC, SEQ_LEN, STOP_REASON, metric_name, on_split
+from rnnlab.runs import CELL, CLIP, MAIN_METRIC, SEED, SEQ_LEN, STOP_REASON, SWEEP_PARAMS, TASK, metric_name, on_split
 
 TAG_PREFIX = "mlflow.sharedViewState."
 MAX_VIEWS = 40  # the UI lists at most this many saved views per experiment
 OURS = "rnnlab-"  # the keys of the views rnnlab writes: the oldest make room for new ones
 BOOKKEEPING = ("baseline/", "sweep/", "tune/", "perf/")
+AS_TAGS = (TASK, SEQ_LEN, CLIP)  # swept keys every run also carries as a tag (clip written none, 1.0)
 
 
 @dataclass
@@ -48,7 +50,7 @@ class Comparison:
     search_filter: str
     main_metric: str  # e.g. val/mse: the task's model-selection metric
     metric_keys: list[str]  # every metric the runs logged (those left off the charts are listed deleted)
-    by_length: bool  # the runs differ in seq_len: groups of (cell, seq_len)
+    arms: tuple[str, ...] = ()  # the keys besides the cell whose values the runs differ in: a group each
 
     @property
     def test_metric(self) -> str:
@@ -68,10 +70,9 @@ def state(c: Comparison) -> dict:
     key = metric_name(c.main_metric)
     columns = [_column("metrics", m) for m in ("test/skill", c.test_metric, f"baseline/{key}", "steps_to_solve")
                if m in c.metric_keys]
-    columns += [_column("params", SEQ_LEN), _column("params", CLIP), _column("tags", STOP_REASON)]
-    group_keys = [{"mode": "tag", "groupByData": CELL}]
-    if c.by_length:
-        group_keys.append({"mode": "tag", "groupByData": SEQ_LEN})
+    columns += [_column("params", k) for k in (SEQ_LEN, CLIP, *[a for a in c.arms if a not in AS_TAGS])]
+    columns.append(_column("tags", STOP_REASON))
+    group_keys = [{"mode": "tag" if k in (CELL, *AS_TAGS) else "param", "groupByData": k} for k in (CELL, *c.arms)]
     section = _uid("comparison")
     charts = [
         {"uuid": _uid("vs-length"), "type": "SCATTER", "runsCountToCompare": 100, "metricSectionId": section,
@@ -159,21 +160,30 @@ def url(base: str, experiment_id: str, key: str, charts: bool = False) -> str:
     return experiment_url(base, experiment_id) + f"&viewStateShareKey={key}" + mode
 
 
-def of_runs(key: str, name: str, search_filter: str, runs: Iterable) -> Comparison:
-    """The comparison of ``runs`` (MLflow runs that ``search_filter`` selects)."""
+def of_runs(key: str, name: str, search_filter: str, runs: Iterable, swept: Iterable[str] = (SEQ_LEN,)) -> Comparison:
+    """The comparison of ``runs`` (MLflow runs that ``search_filter`` selects); ``swept``: the
+    keys that may tell arms apart (a sweep's overrides), of which those the runs differ in group."""
     runs = list(runs)
     metric_keys = sorted({k for r in runs for k in r.data.metrics})
     mains = [r.data.tags.get(MAIN_METRIC) for r in runs if r.data.tags.get(MAIN_METRIC)]
-    lengths = {r.data.tags.get(SEQ_LEN) for r in runs}
+
+    def value(run, k: str):
+        return (run.data.tags if k in AS_TAGS else run.data.params).get(k)
+
+    arms = tuple(k for k in dict.fromkeys(s.lstrip("+") for s in swept)
+                 if k not in (CELL, SEED) and len({value(r, k) for r in runs}) > 1)
     return Comparison(key=key, name=name, search_filter=search_filter, main_metric=mains[0] if mains else "val/loss",
-                      metric_keys=metric_keys, by_length=len(lengths) > 1)
+                      metric_keys=metric_keys, arms=arms)
 
 
 def for_sweep(client, experiment_id: str, parent_id: str, name: str) -> str:
-    """Write the comparison view of the sweep whose parent run is ``parent_id``; its key."""
+    """Write the comparison view of the sweep whose parent run is ``parent_id``; its key. Its arms
+    are the parent's swept keys (its ``sweep_params`` tag; a parent without one: length, clip)."""
     search = f"tags.`mlflow.parentRunId` = '{parent_id}'"
     children = client.search_runs([experiment_id], search)
-    return write(client, experiment_id, of_runs(OURS + parent_id, f"compare: {name}"[:200], search, children))
+    grid = client.get_run(parent_id).data.tags.get(SWEEP_PARAMS)
+    swept = list(json.loads(grid)) if grid else [SEQ_LEN, CLIP]
+    return write(client, experiment_id, of_runs(OURS + parent_id, f"compare: {name}"[:200], search, children, swept))
 
 
 def for_tuning(client, experiment_id: str, study: str) -> str:
