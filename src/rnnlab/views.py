@@ -15,9 +15,10 @@ in one line and prints the plain links.
 What a comparison shows, with no click: the runs of one sweep (or the re-seed runs of a
 tuning study), flat and grouped so that cells compare: a group per arm, i.e. per cell and value
 of every other key the sweep varies except the seed (length, clipping, a task's distance, a
-budget), so that the seeds of one arm average together and nothing else does; with the columns that compare them (``test/skill``, the task's test metric
-and its baseline, ``seq_len``, ``clip``, ``steps_to_solve`` where the task has one, how each
-run stopped), sorted best first; and on the charts page, first: the test metric against the
+budget), so that the seeds of one arm average together and nothing else does; with the
+columns that compare them (``test/skill``, the task's test metric and its baseline,
+``seq_len``, ``clip``, the other swept keys, ``steps_to_solve`` where the task has one, how
+each run stopped), sorted best first; and on the charts page, first: the test metric against the
 length, the validation metric over steps, the gradient norm before clipping and the
 gradient's horizon through time. The bookkeeping (``baseline/*``, ``sweep/*``, ``tune/*``,
 ``perf/*``) is kept off the charts, which the UI would otherwise draw for every metric.
