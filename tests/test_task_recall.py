@@ -172,3 +172,25 @@ def test_a_recurrent_run_logs_its_fixed_state_size(store):
                 "task.test_size=16")
     params = store.only_run("mqar").data.params
     assert int(params["model/state_size"]) == 2 * 16  # the LSTM's h and c, width 16, one layer
+
+
+def test_the_state_size_figure_is_drawn_only_where_the_state_size_varies(tmp_path, drawn):
+    """Zoology's figure: a panel per task and length with more than one state size, a line per
+    cell; nothing at all when every run of a panel has one state size."""
+    import pandas as pd
+
+    from rnnlab.report.figures import plot_metric_vs_state_size
+    from rnnlab.report.taskinfo import TaskInfo
+
+    rows = [dict(task="mqar", seq_len=64, distance=None, cell=c, state_size=s, seed=k, outcome="finished",
+                 **{"test/acc": a + 0.01 * k, "baseline/acc": 0.25})
+            for c, sizes in [("gru", {64: 0.4, 128: 0.6}), ("attention", {16384: 1.0})]
+            for s, a in sizes.items() for k in range(3)]
+    runs = pd.DataFrame(rows)
+    info = lambda task: TaskInfo(task, "test/acc", "max")  # noqa: E731
+    assert plot_metric_vs_state_size(runs, tmp_path / "f.png", info) is not None
+    panels, legend = drawn["f.png"]
+    assert len(panels) == 1 and panels[0][1].startswith("state size") and {"gru", "attention"} <= set(legend)
+    one = runs[runs["state_size"] == 64]
+    assert plot_metric_vs_state_size(one, tmp_path / "g.png", info) is None
+    assert plot_metric_vs_state_size(runs.drop(columns="state_size"), tmp_path / "h.png", info) is None
