@@ -194,3 +194,17 @@ def test_the_state_size_figure_is_drawn_only_where_the_state_size_varies(tmp_pat
     one = runs[runs["state_size"] == 64]
     assert plot_metric_vs_state_size(one, tmp_path / "g.png", info) is None
     assert plot_metric_vs_state_size(runs.drop(columns="state_size"), tmp_path / "h.png", info) is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("overrides,message", [
+    (["task=induction", "task.test_seq_len=[10]"], "task.test_seq_len="),
+    (["task=mqar", "task.num_kv_pairs=6"], "task.num_kv_pairs=6"),
+    (["task=mqar", "task.vocab_size=8"], "task.vocab_size=8"),
+], ids=["test-length-below-training", "pairs-do-not-fit", "vocab-too-small"])
+def test_a_bad_recall_setting_exits_2_with_one_line(store, overrides, message):
+    """As a user sees it (seq_len 20 in the tiny runs): exit 2, one line naming the key, no run."""
+    proc = store.train(*overrides, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert store.runs() == []
