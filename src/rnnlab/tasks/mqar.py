@@ -124,7 +124,10 @@ class MQAR(GeneratedTask):
         x = torch.randint(0, V, (n, T), generator=g)  # the noise, then pairs and queries over it
         x[:, 0 : 2 * K : 2], x[:, 1 : 2 * K : 2] = keys, values
         space = (T - 2 * K) // 2
-        gaps = torch.multinomial(power_law(space, self.power_a).expand(n, space), K, replacement=False, generator=g)
+        # K distinct gaps, drawn one after another in proportion to p among those left (numpy's
+        # choice(replace=False, p=p), as Zoology draws them): the top K of log p + Gumbel noise
+        gumbel = -torch.log(-torch.log(torch.rand(n, space, generator=g, dtype=torch.float64).clamp_min(1e-300)))
+        gaps = (power_law(space, self.power_a).log() + gumbel).topk(K, dim=1).indices
         where = 2 * K + 2 * gaps  # query positions, (n, K): the i-th key queried at its own gap
         x.scatter_(1, where, keys)
         y = torch.full_like(x, IGNORE_INDEX)
