@@ -218,10 +218,12 @@ def plot_metric_vs_state_size(runs: pd.DataFrame, path: Path,
                               info: Callable[[str], TaskInfo] = task_info) -> Path | None:
     """Zoology's figure: a task's test metric against ``model/state_size`` (the floats its state
     carries, log x), a line per cell, error bars = the 95% t-interval of the mean over seeds, a
-    panel per task and length; only where a panel has more than one state size (a study that
-    varies the width). Attention's state is its context, so it sits far to the right."""
+    panel per task and length; only where some cell of a panel has more than one state size (a
+    study that varies the width: cells of one width differ in state size too, the LSTM's 2H against
+    the GRU's H, without making a curve). Attention's state is its context, far to the right."""
     done = runs[(runs["outcome"] == "finished") & runs["state_size"].notna()] if "state_size" in runs else runs[:0]
-    panels = [(key, g) for key, g in done.groupby(["task", "seq_len"], sort=True) if g["state_size"].nunique() > 1]
+    panels = [(key, g) for key, g in done.groupby(["task", "seq_len"], sort=True)
+              if g.groupby("cell")["state_size"].nunique().max() > 1]  # a cell at several widths
     if not panels:
         return None
     cells = sorted(pd.concat([g["cell"] for _, g in panels]).unique(), key=cell_order)

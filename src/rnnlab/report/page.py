@@ -255,7 +255,7 @@ FIGURE_TEXT = [  # (file, title, caption), in the order the page shows them
      "Zoology's figure: the test metric against `model/state_size`, the floats of state a cell carries "
      "per sequence (log x; attention's is its whole context, seq_len × 2 × width per layer), a line per "
      "cell, error bars = the 95% t-interval of the mean over seeds, grey dashed = trivial baseline; a "
-     "panel per task and length that has more than one state size."),
+     "panel per task and length where a cell was run at more than one state size."),
     ("training_curves.png", "Training curves at the longest length",
      "train/loss and the global gradient norm before clipping (log y) against the step."),
     ("grad_flow.png", "Gradient through time at the longest length",
