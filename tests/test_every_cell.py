@@ -77,13 +77,16 @@ def test_the_fast_form_equals_the_reference_forward_and_backward(cell, num_layer
 @pytest.mark.parametrize("num_layers", [1, 3])
 def test_state_size_is_the_floats_of_the_final_state_per_sequence(cell, num_layers):
     """``state_size`` is what one sequence carries from step to step: the final state the
-    stack returns (the state it would take to go on), in real floats, per sequence."""
+    stack returns (the state it would take to go on), in real floats, per sequence; for a cell
+    whose state is its context (attention's keys and values), after the steps it read."""
     module = build(cell, 4, 6, num_layers)
-    batch = 3
+    batch, steps = 3, 5
     with torch.no_grad():
-        _, final = module(torch.randn(batch, 5, 4))
+        _, final = module(torch.randn(batch, steps, 4))
     floats = sum(_real(t).numel() for t in _tensors(final)) // batch
-    assert SPECS[cell].state_size(6, num_layers) == floats
+    assert SPECS[cell].state_size(6, num_layers, seq_len=steps) == floats
+    if not SPECS[cell].context_state:  # a recurrence's state does not grow with the sequence
+        assert SPECS[cell].state_size(6, num_layers) == floats
 
 
 @pytest.mark.parametrize("cell", CELLS)

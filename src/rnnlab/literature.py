@@ -24,6 +24,10 @@ class Published:
 
 
 BAI_2018 = "Bai, Kolter & Koltun 2018, \"An empirical evaluation of generic convolutional and recurrent networks\""
+ZOOLOGY = "Arora, Eyuboglu et al. 2023, \"Zoology: measuring and improving recall in efficient language models\""
+MAMBA = "Gu & Dao 2023, \"Mamba: linear-time sequence modeling with selective state spaces\""
+FENG_2024 = "Feng et al. 2024, \"Were RNNs all we needed?\""
+SEQ_ICL = "berlino/seq_icl, its associative recall results (as issue #41 quotes them)"
 
 def published(task: str) -> tuple[Published, ...]:
     """The entries task ``task`` declares (``Task.published``); none for a task this checkout
@@ -34,9 +38,15 @@ def published(task: str) -> tuple[Published, ...]:
     return tuple(cls.published) if cls is not None else ()
 
 
-def reaches_threshold(value: float, baseline: float | None, threshold: float) -> bool | None:
-    """Whether a published loss solves the task by rnnlab's rule (skill = 1 - value / baseline
-    >= threshold); None where the paper's setting has no trivial baseline to measure from."""
-    if baseline is None or baseline <= 0:
+def reaches_threshold(value: float, baseline: float | None, threshold: float, mode: str = "min") -> bool | None:
+    """Whether a published number solves the task by rnnlab's rule, skill >= threshold, with skill
+    as ``Task.skill`` has it: ``1 - value / baseline`` for a loss (``mode`` min), ``(value -
+    baseline) / (1 - baseline)`` for an accuracy (max); None where the paper's setting has no
+    trivial baseline to measure from."""
+    if baseline is None:
+        return None
+    if mode == "max":
+        return baseline < 1 and (value - baseline) / (1 - baseline) >= threshold
+    if baseline <= 0:
         return None
     return 1 - value / baseline >= threshold

@@ -179,8 +179,26 @@ class RecurrentModel(pl.LightningModule):
             if skill is not None:
                 scalars["val/skill"] = torch.tensor(skill)
         self.final_vectors.update({f"{stage}/{k}": v for k, v in values.items() if v.ndim > 0})
-        self.log_dict(scalars, prog_bar=stage == "val")
+        # the headline metrics in the progress bar; a breakdown (val/acc_by_dist/4-7) only logged
+        self.log_dict({k: v for k, v in scalars.items() if k.count("/") == 1}, prog_bar=stage == "val")
+        if any(k.count("/") > 1 for k in scalars):
+            self.log_dict({k: v for k, v in scalars.items() if k.count("/") > 1})
         self._carry.pop(stage, None)
+
+    @torch.no_grad()
+    def evaluate(self, task: Task) -> dict[str, float]:
+        """Score the model on ``task``'s test set outside the Trainer, with ``task``'s own metrics:
+        the same weights on the same task at another length (``Task.length_tests``)."""
+        was_training = self.training
+        self.eval()
+        metrics = task.metrics().to(self.device)
+        for batch in task.test_dataloader():
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            out, _ = self(batch)
+            task.update_metrics(metrics, out, batch, task.loss(out, batch))
+        values = task.compute_metrics(metrics)
+        self.train(was_training)
+        return {k: float(v) for k, v in values.items() if v.ndim == 0}
 
     def on_validation_epoch_start(self):
         self._carry.pop("val", None)

@@ -32,6 +32,7 @@ from rnnlab.callbacks import (
     TokensPerSecond,
     ValidateAtLastStep,
 )
+from rnnlab.cells import spec
 from rnnlab.cells.params import hidden_for_budget
 from rnnlab.console import PlainProgress, StepProgressBar, silence_known_noise
 from rnnlab.diagnostics import GradientFlow
@@ -261,7 +262,8 @@ def _checkpoint_dir(cfg: DictConfig, task: Task, model: RecurrentModel, run: tra
         assert start.checkpoint is not None, "a resumed run continues from a checkpoint"
         return os.path.dirname(start.checkpoint)
     n_params = sum(p.numel() for p in model.parameters())
-    run.log_config(cfg, {**config.comparable(cfg), "model/n_params": n_params, **task.describe()})
+    run.log_config(cfg, {**config.comparable(cfg), "model/n_params": n_params, **model_sizes(model, task),
+                         **task.describe()})
     run.set_tags(tracking.env_versions())  # bookkeeping: tags, not params to compare on
     run.log_metrics({f"baseline/{k}": v for k, v in task.baselines().items()})
     hydra_dir = _hydra_dir()
@@ -269,6 +271,34 @@ def _checkpoint_dir(cfg: DictConfig, task: Task, model: RecurrentModel, run: tra
         os.path.join(hydra_dir, "checkpoints", run.id)
     run.set_tags({runs.CHECKPOINT_DIR: os.path.abspath(ckpt_dir)})
     return ckpt_dir
+
+
+def model_sizes(model: RecurrentModel, task: Task) -> dict[str, int]:
+    """What the model's recurrence costs: ``model/state_size``, the floats of state one sequence
+    carries from step to step over all layers (its spec's :meth:`~rnnlab.cells.CellSpec.state_size`;
+    for a cell whose state is its context, at the task's ``steps``), and ``model/step_flops``, the
+    recurrent stack's matmul FLOPs per step of one sequence (its spec's ``step_flops``, every layer)."""
+    s, rnn = spec(model.cell_name), model.rnn
+    h, layers = int(getattr(rnn, "hidden_size")), int(getattr(rnn, "num_layers"))  # noqa: B009  (nn.Module's __getattr__ is typed as tensors)
+    e = int(model.hparams["embed_dim"])
+    flops = s.step_flops(e, h) + (layers - 1) * s.step_flops(h, h)
+    return {"model/state_size": s.state_size(h, layers, seq_len=task.steps), "model/step_flops": flops}
+
+
+def length_test_metrics(task: Task, model: RecurrentModel) -> dict[str, float]:
+    """The trained model scored at each of the task's other lengths (``Task.length_tests``):
+    ``test/L<n>/<metric>``, ``baseline/L<n>/<metric>`` and ``test/L<n>/skill``. Run on rank 0
+    alone, outside the Trainer: the whole test set at that length, unsharded."""
+    out: dict[str, float] = {}
+    for n, other in task.length_tests().items():
+        values, base = model.evaluate(other), other.baselines()
+        out.update({f"test/L{n}/{k}": v for k, v in values.items()})
+        out.update({f"baseline/L{n}/{k}": v for k, v in base.items()})
+        main = runs.metric_name(task.main_metric)
+        skill = other.skill(values[main], base) if main in values else None
+        if skill is not None:
+            out[f"test/L{n}/skill"] = skill
+    return out
 
 
 def _callbacks(cfg: DictConfig, task: Task, run: tracking.Run, ckpt_dir: str,
@@ -323,6 +353,8 @@ def _finalize(cfg: DictConfig, task: Task, model: RecurrentModel, run: tracking.
     diverged = model.diverged_at is not None
     baselines = task.baselines()
     skill = None if diverged or test_value is None else task.skill(test_value, baselines)
+    if not diverged and test_value is not None:
+        run.log_metrics(length_test_metrics(task, model), step=trainer.global_step)
     run.log_metrics({"grad_norm/max": model.guard.max_seen,
                      "grad_norm/nonfinite_steps": float(model.guard.nonfinite_steps),
                      **({"test/skill": skill} if skill is not None else {})}, step=trainer.global_step)

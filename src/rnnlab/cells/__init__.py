@@ -57,6 +57,9 @@ class CellSpec:
     saturates: bool = False
     # The metrics the reference form's own ``diagnostics(x)`` returns (beyond gate and saturation).
     probe_metrics: tuple[str, ...] = ()
+    # Its state is its whole context (attention's keys and values): ``layer_state`` per step, so
+    # the state grows with the sequence's length. See :meth:`state_size`.
+    context_state: bool = False
 
     @property
     def default_impl(self) -> str:
@@ -74,12 +77,19 @@ class CellSpec:
         return (*(("hidden/saturation",) if self.saturates else ()), *((self.gate[1],) if self.gate else ()),
                 *self.probe_metrics)
 
-    def state_size(self, hidden_size: int, num_layers: int = 1) -> int:
+    def state_size(self, hidden_size: int, num_layers: int = 1, seq_len: int | None = None) -> int:
         """Floats of recurrent state one sequence carries from step to step, over all layers:
         H per layer for the RNN, GRU, minGRU and minLSTM (h), 2H for the LSTM (h and c), 2N per
         LRU block (N complex state channels). Excludes the input and anything recomputed from
-        it; it is the memory a recurrence compresses the past into."""
-        return num_layers * self.layer_state(hidden_size)
+        it; it is the memory a recurrence compresses the past into. A cell whose state is its
+        context (``context_state``: attention's keys and values, 2H per step and layer) carries
+        that much per step of ``seq_len``, which it then needs."""
+        per_layer = self.layer_state(hidden_size)
+        if self.context_state:
+            if seq_len is None:
+                raise ValueError(f"cell {self.name}'s state is its context: its state_size needs seq_len")
+            per_layer *= seq_len
+        return num_layers * per_layer
 
     @property
     def one_class(self) -> bool:
@@ -135,6 +145,14 @@ SPECS: dict[str, CellSpec] = {s.name: s for s in (
              probe_metrics=("lru/abs_lambda_min", "lru/abs_lambda_median", "lru/abs_lambda_max"),
              layer_params=lambda i, h, nb: 3 * h * i + 3 * h * h + 4 * h,
              step_flops=lambda i, h: 2 * (3 * h * i + 3 * h * h)),
+    # Not a recurrence: causal self-attention, the ceiling recall is read against (Zoology's). Its state
+    # is its context, keys and values (2h) per step and layer; a pre-norm block per layer: an input
+    # projection where i ≠ h, two LayerNorms, W_qkv, W_o and a 4h-wide MLP (rnnlab.cells.attention).
+    CellSpec("attention", False, {"parallel": "rnnlab.cells.attention:Attention",
+                                      "reference": "rnnlab.cells.attention:Attention"},
+             color="black", options=("num_heads",), layer_state=lambda h: 2 * h, context_state=True,
+             layer_params=lambda i, h, nb: (i * h + h if i != h else 0) + 12 * h * h + 13 * h,
+             step_flops=lambda i, h: 2 * ((i * h if i != h else 0) + 12 * h * h)),
 )}
 
 

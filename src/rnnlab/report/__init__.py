@@ -198,6 +198,7 @@ def build_from(source: Store | Recorder | Saved, out_dir: Path, log_to_parent: b
     arms, arm_summary = as_figure_arms(runs), as_figure_arms(summary)
     figures = {
         "metric_vs_length.png": draw.plot_metric_vs_length(arm_summary, arms, out_dir / "metric_vs_length.png"),
+        "metric_vs_state_size.png": draw.plot_metric_vs_state_size(arms, out_dir / "metric_vs_state_size.png"),
         "training_curves.png": draw.plot_training_curves(arms, curves, out_dir / "training_curves.png"),
         "grad_flow.png": draw.plot_grad_flow(arms, profiles, out_dir / "grad_flow.png"),
         "loss_by_position.png": draw.plot_loss_by_position(arms, by_position, out_dir / "loss_by_position.png"),

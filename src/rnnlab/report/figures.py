@@ -22,7 +22,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter, ScalarFormatter
 from matplotlib.transforms import blended_transform_factory
 
-from rnnlab import figures
+from rnnlab import figures, stats
 from rnnlab.cells import SPECS
 from rnnlab.report.frames import COMPLETED, at_longest, baseline_columns, longest
 from rnnlab.report.labels import base, cell_order, clip_order, length_label
@@ -211,6 +211,45 @@ def plot_metric_vs_length(summary: pd.DataFrame, runs: pd.DataFrame, path: Path,
         ax.set_ylabel(ti.metric)
         ax.grid(alpha=0.3)
     fig.suptitle("Final test metric vs length (mean, 95% t-interval over seeds)", fontsize=11)
+    return Path(figures.save(fig, path, dpi=DPI))
+
+
+def plot_metric_vs_state_size(runs: pd.DataFrame, path: Path,
+                              info: Callable[[str], TaskInfo] = task_info) -> Path | None:
+    """Zoology's figure: a task's test metric against ``model/state_size`` (the floats its state
+    carries, log x), a line per cell, error bars = the 95% t-interval of the mean over seeds, a
+    panel per task and length; only where some cell of a panel has more than one state size (a
+    study that varies the width: cells of one width differ in state size too, the LSTM's 2H against
+    the GRU's H, without making a curve). Attention's state is its context, far to the right."""
+    done = runs[(runs["outcome"] == "finished") & runs["state_size"].notna()] if "state_size" in runs else runs[:0]
+    panels = [(key, g) for key, g in done.groupby(["task", "seq_len"], sort=True)
+              if g.groupby("cell")["state_size"].nunique().max() > 1]  # a cell at several widths
+    if not panels:
+        return None
+    cells = sorted(pd.concat([g["cell"] for _, g in panels]).unique(), key=cell_order)
+    fig, axes = _grid(len(panels), min(len(panels), 3), 5.0, 3.7, legend_handles(cells, [], baseline=True))
+    for ax, ((task, seq_len), g) in zip(axes.flat, panels):
+        ti = info(task)
+        for c in cells:
+            rows = []
+            for size, gs in g[g["cell"] == c].groupby("state_size"):
+                if ti.metric in gs:
+                    iv = stats.mean_ci(gs[ti.metric].astype(float))
+                    rows.append((float(size), iv.mean, iv.low, iv.high))
+            if not rows:
+                continue
+            x, m, lo, hi = (np.array(v, dtype=float) for v in zip(*rows))
+            yerr = [np.nan_to_num(m - lo).clip(min=0), np.nan_to_num(hi - m).clip(min=0)]
+            ax.errorbar(x, m, yerr=yerr, color=color(c), marker="o", ms=4, lw=1.6, capsize=3)
+        short = ti.short
+        if f"baseline/{short}" in g and g[f"baseline/{short}"].notna().any():
+            ax.axhline(float(g[f"baseline/{short}"].mean()), color="grey", ls="--", lw=1.5, zorder=0)
+        ax.set_xscale("log")
+        _title(ax, f"{task}, {length_label(task, runs)}={seq_len}: {ti.metric}")
+        ax.set_xlabel("state size (floats per sequence, log scale)")
+        ax.set_ylabel(ti.metric)
+        ax.grid(alpha=0.3)
+    fig.suptitle("Final test metric vs state size (mean, 95% t-interval over seeds)", fontsize=11)
     return Path(figures.save(fig, path, dpi=DPI))
 
 

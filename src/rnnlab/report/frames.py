@@ -68,6 +68,7 @@ def tidy(raw: pd.DataFrame) -> pd.DataFrame:
         "threshold": num(_col(raw, "params.diagnostics.threshold")),
         "solve_threshold": num(_col(raw, "params.solve.threshold")).fillna(SOLVE_THRESHOLD),
         "size": size_label(num(_col(raw, "params.model.param_budget")), num(_col(raw, "params.cell.hidden_size"))),
+        "state_size": num(_col(raw, "params.model/state_size")),
         **{short: num(_col(raw, f"params.{p}")).astype("Int64") for p, short in BUDGET.items()},
     })
     df["task"] = variant_labels(raw, df["task"], "task")

@@ -33,9 +33,10 @@ from rnnlab.report.tables import (
 from rnnlab.report.taskinfo import TaskInfo, task_info
 from rnnlab.tasks.registry import find
 
-FIGURES = ("metric_vs_length.png", "training_curves.png", "grad_flow.png", "loss_by_position.png",
-           "forecasts.png")
-TASK_FIGURES = ("loss_by_position.png", "forecasts.png")  # drawn only for the tasks that log their data
+FIGURES = ("metric_vs_length.png", "metric_vs_state_size.png", "training_curves.png", "grad_flow.png",
+           "loss_by_position.png", "forecasts.png")
+# drawn only where the data is: the tasks that log it, a study that varies the state size
+TASK_FIGURES = ("metric_vs_state_size.png", "loss_by_position.png", "forecasts.png")
 # The data CSVs the task figures draw, logged by the tasks whose class says so (Task.report_data)
 POSITION_DATA = "data/loss_by_pos.csv"  # the loss at each window position: loss_by_position.png
 FORECAST_DATA = "data/forecast_test.csv"  # actual and predicted values: forecasts.png
@@ -250,6 +251,11 @@ FIGURE_TEXT = [  # (file, title, caption), in the order the page shows them
     ("metric_vs_length.png", "Final test metric vs length",
      "One line per cell, line style = clip, error bars = the 95% t-interval of the mean over seeds, "
      "grey dashed = trivial baseline; log y where the values span decades."),
+    ("metric_vs_state_size.png", "Final test metric vs state size",
+     "Zoology's figure: the test metric against `model/state_size`, the floats of state a cell carries "
+     "per sequence (log x; attention's is its whole context, seq_len × 2 × width per layer), a line per "
+     "cell, error bars = the 95% t-interval of the mean over seeds, grey dashed = trivial baseline; a "
+     "panel per task and length where a cell was run at more than one state size."),
     ("training_curves.png", "Training curves at the longest length",
      "train/loss and the global gradient norm before clipping (log y) against the step."),
     ("grad_flow.png", "Gradient through time at the longest length",

@@ -248,7 +248,7 @@ def literature_table(summary: pd.DataFrame, runs: pd.DataFrame, task: str,
             theirs = p.values[base(r["cell"])]
             g = t[(t["cell"] == r["cell"]) & (t["clip"] == r["clip"]) & (t["size"] == r["size"])]
             threshold = float(g["solve_threshold"].max())  # theirs judged as ours are
-            there = literature.reaches_threshold(theirs, p.baseline, threshold)
+            there = literature.reaches_threshold(theirs, p.baseline, threshold, ti.mode)
             here = g[g["x"] == x_max]
             critical = stats.critical_length({int(x): list(gx["solved"]) for x, gx in g.groupby("x")})
             ours_solved = critical is not None and critical >= x_max

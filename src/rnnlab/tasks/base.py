@@ -251,6 +251,12 @@ class Task(pl.LightningDataModule):
             return torch.ones(y.shape[1], dtype=torch.bool, device=y.device)
         return (y != IGNORE_INDEX).reshape(y.shape[0], y.shape[1], -1).any(2).any(0)
 
+    @property
+    def steps(self) -> int:
+        """Steps of one sequence as the model reads it (``seq_len`` unless the task adds steps,
+        as copy memory's recall does): the context a cell whose state is its context keeps."""
+        return self.seq_len
+
     def tokens(self, batch: dict[str, Tensor]) -> int:
         """Sequence steps in a batch, for throughput."""
         x = batch["x"]
@@ -262,6 +268,12 @@ class Task(pl.LightningDataModule):
 
     def describe(self) -> dict[str, Any]:
         """Facts about the data worth logging as params (sizes, vocabulary...)."""
+        return {}
+
+    def length_tests(self) -> dict[int, Task]:
+        """The task at other lengths than it trains at, by length: after testing, the run scores
+        the trained model on each one's test set and logs ``test/L<length>/<metric>``, its
+        baselines and skill (length extrapolation; see ``GeneratedTask.test_seq_len``)."""
         return {}
 
     # -- data: tasks that hold fixed tensors per split set ``self.fields`` -------------------
@@ -321,6 +333,39 @@ class MeanPerPosition(Metric):
 
     def compute(self) -> Tensor:
         return self.total / self.count
+
+
+class BinnedAccuracy(Metric):
+    """Accuracy of per-target predictions grouped by a positive integer per target (the distance a
+    recalled token was held over, its index among the outputs), in octave bins ``1``, ``2-3``,
+    ``4-7``, ...: where recall breaks. :meth:`scalars` names each bin that has targets."""
+
+    full_state_update = False
+
+    def __init__(self, max_value: int, **kwargs):
+        super().__init__(**kwargs)
+        n = max(1, int(max_value).bit_length())
+        self.add_state("correct", torch.zeros(n, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.zeros(n, dtype=torch.float64), dist_reduce_fx="sum")
+        self.correct: Tensor
+        self.count: Tensor
+
+    def update(self, pred: Tensor, target: Tensor, value: Tensor) -> None:
+        """Predicted and true classes of some targets, and each target's integer ``value`` >= 1."""
+        n = len(self.count)
+        bins = torch.floor(torch.log2(value.clamp_min(1).double())).long().clamp_max(n - 1).flatten()
+        hit = (pred == target).double().flatten()
+        self.correct.index_add_(0, bins, hit)
+        self.count.index_add_(0, bins, torch.ones_like(hit))
+
+    def compute(self) -> Tensor:
+        return self.correct / self.count
+
+    def scalars(self, name: str) -> dict[str, Tensor]:
+        """``{name}/{lo}-{hi}`` -> the bin's accuracy, for the bins that have targets."""
+        acc = self.compute()
+        return {f"{name}/{2 ** k}-{2 ** (k + 1) - 1}": acc[k].float() for k in range(len(acc))
+                if self.count[k] > 0}
 
 
 class FreshSampler(EpochSampler):

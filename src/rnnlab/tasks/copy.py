@@ -41,6 +41,10 @@ class Copy(GeneratedTask):
         "test/loss", 1000, {"rnn": 0.0202, "lstm": 0.0204, "gru": 0.0197},
         10 * 2.0794415416798357 / 1020, "the memoryless strategy, 10 ln 8 / (T + 20)"),)
 
+    @property
+    def steps(self) -> int:
+        return self.seq_len + 2 * N_RECALL
+
     def generate(self, n: int, g: Generator) -> dict[str, Tensor]:
         T = self.seq_len
         symbols = torch.randint(1, N_SYMBOLS + 1, (n, N_RECALL), generator=g)
