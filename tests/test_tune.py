@@ -94,6 +94,7 @@ def test_a_joined_report_refuses_arms_not_tuned_alike(monkeypatch):
     from one of them; what differs is named. The seeds line names an arm with other seeds."""
     from rnnlab.report import tuning
     from rnnlab.report.store import ReportError
+    from rnnlab.report.tuning import loading
 
     fixed = {"trainer.max_steps": "1000", "model.param_budget": "80000", "tune.sampler": "random", "tune.trials": "20"}
 
@@ -106,7 +107,7 @@ def test_a_joined_report_refuses_arms_not_tuned_alike(monkeypatch):
         return a
 
     stores = {"classic": [arm("gru")], "modern": [arm("lru", default={}, fixed={"cell.num_layers": "2"})]}
-    monkeypatch.setattr(tuning, "load", lambda uri, experiment: stores[experiment])
+    monkeypatch.setattr(loading, "load", lambda uri, experiment: stores[experiment])
     both = [("modern", "sqlite:///m.db"), ("classic", "sqlite:///c.db")]
     arms = tuning.load_all(both)
     assert [(a.label, a.source) for a in arms] == [("gru T=100", "classic"), ("lru T=100", "modern")]
@@ -121,7 +122,7 @@ def test_a_joined_report_refuses_arms_not_tuned_alike(monkeypatch):
     with pytest.raises(ReportError, match="cell lru is in both 'modern' and 'classic'"):
         tuning.load_all(both)
     by_store = {"sqlite:///m.db": [arm("lru")], "sqlite:///m2.db": [arm("gru")]}  # one name in two stores
-    monkeypatch.setattr(tuning, "load", lambda uri, experiment: by_store[uri])
+    monkeypatch.setattr(loading, "load", lambda uri, experiment: by_store[uri])
     arms = tuning.load_all([("modern", "sqlite:///m.db"), ("modern", "sqlite:///m2.db")])
     assert [a.source for a in arms] == ["modern@sqlite:///m2.db", "modern@sqlite:///m.db"]  # gru, lru
 
