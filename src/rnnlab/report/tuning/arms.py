@@ -50,12 +50,14 @@ class ArmResult:
 
 
 def cell_rank(cell: str) -> tuple[int, str]:
+    """Arms in the registry's order of cells, as every other page lists them; unknown ones last."""
     from rnnlab.config import CELLS
 
     return (CELLS.index(cell) if cell in CELLS else len(CELLS), cell)
 
 
 def show(value) -> str:
+    """A sampled value as the page and the figures' axes print it: three significant figures."""
     if value is None:
         return "none"
     if isinstance(value, float):
@@ -64,4 +66,5 @@ def show(value) -> str:
 
 
 def most_important(arm: ArmResult) -> str:
+    """The hyperparameter the table names and the scatter plots the trials against."""
     return max(arm.importance, key=lambda k: arm.importance[k])
