@@ -12,6 +12,7 @@ from torch import nn
 from conftest import EXPLODING
 from rnnlab import diagnostics
 from rnnlab.cells import SPECS
+from rnnlab.config import FUSED_CELLS
 from rnnlab.model import RecurrentModel
 from rnnlab.tasks.adding import Adding
 from rnnlab.tasks.copy import Copy
@@ -67,7 +68,7 @@ def test_profile_matches_an_independent_manual_loop(cell, task_cls):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (cuDNN's fused cells)")
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("cell", FUSED_CELLS)
 def test_profile_on_a_gpu_in_eval_mode_matches_the_cpu(cell):
     """cuDNN refuses an RNN backward in eval mode, which is where validation takes the profile.
     (CI has no GPU; the GPU bench's harness runs take this path too: experiments/bench/gpu-h200.)"""

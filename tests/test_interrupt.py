@@ -11,6 +11,7 @@ import re
 import shlex
 import signal
 import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -100,11 +101,11 @@ def own_handlers():
         signal.signal(sig, handler)
 
 
-def test_one_request_delivered_twice_is_not_a_second_request(monkeypatch, tmp_path, own_handlers):
+def test_one_request_delivered_twice_is_not_a_second_request(monkeypatch, own_handlers):
     """GNU make sends SIGTERM on to its children, who also got the group's: two within a
-    millisecond. Real signals, to this process: both a training run's handler and a sweep's
-    take that as one request (stop at the next step, saved); a signal a quarter of a second
-    later is a second (stop at once)."""
+    millisecond. Real signals, to a training run's handler in this process: the two are one
+    request (stop at the next step, saved); a signal a quarter of a second later is a second
+    (stop at once). The clock is made up, so that a loaded machine cannot split the pair."""
     from types import SimpleNamespace
 
     from pytorch_lightning.utilities.exceptions import SIGTERMException
@@ -112,7 +113,7 @@ def test_one_request_delivered_twice_is_not_a_second_request(monkeypatch, tmp_pa
     from rnnlab import interrupts
     from rnnlab.callbacks import StopAtStep
 
-    clock = iter([100.0, 100.0002, 100.3] * 2)
+    clock = iter([100.0, 100.0002, 100.3])
     monkeypatch.setattr(interrupts.time, "monotonic", lambda: next(clock))
 
     run = StopAtStep(None, None)  # type: ignore[arg-type]
@@ -123,14 +124,34 @@ def test_one_request_delivered_twice_is_not_a_second_request(monkeypatch, tmp_pa
     with pytest.raises(SIGTERMException):
         signal.raise_signal(signal.SIGTERM)
 
-    interrupts.handle_stop_signals(tmp_path, launcher=False)  # a sweep's process, its dir tmp_path
-    signal.raise_signal(signal.SIGTERM)
-    signal.raise_signal(signal.SIGTERM)
-    assert interrupts.stopped_by() == "SIGTERM" and (tmp_path / interrupts.STOP_FILE).read_text() == "SIGTERM"
-    with pytest.raises(interrupts.Terminated) as stopped:
-        signal.raise_signal(signal.SIGTERM)
-    assert stopped.value.code == interrupts.exit_code("SIGTERM") == 143
-    monkeypatch.setattr(interrupts, "_stopping", {})  # this process is no sweep's after the test
+
+# A sweep's launching process, as rnnlab.sweep sets it up: its handlers installed, then make's
+# two copies of one SIGTERM, then a second request. The clock is made up, as above.
+SWEEP_GETS_SIGTERM = """
+import os, signal, sys, time
+from rnnlab import interrupts
+
+clock = iter([100.0, 100.0002, 100.3])
+time.monotonic = lambda: next(clock)
+interrupts.handle_stop_signals(sys.argv[1], launcher=True)
+os.kill(os.getpid(), signal.SIGTERM)
+os.kill(os.getpid(), signal.SIGTERM)
+print("stopped by", interrupts.stopped_by(), flush=True)
+os.kill(os.getpid(), signal.SIGTERM)
+print("still running", flush=True)
+"""
+
+
+def test_a_sweep_takes_one_sigterm_delivered_twice_as_one_request_and_a_third_as_a_second(tmp_path):
+    """The launcher's side of the same: the first SIGTERM writes the sweep's stop file (which
+    every job reads) and says so once; make's copy changes nothing; a later one exits at once
+    with SIGTERM's status, 143."""
+    proc = subprocess.run([sys.executable, "-c", SWEEP_GETS_SIGTERM, str(tmp_path)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 143, proc.stderr[-2000:]
+    assert proc.stdout.splitlines() == ["stopped by SIGTERM"]
+    assert (tmp_path / "stop").read_text() == "SIGTERM"
+    assert proc.stderr.count("sweep: SIGTERM: each running job stops at its next step, saved") == 1, proc.stderr
 
 
 def same_numbers(store, got_id: str, want_id: str) -> None:
@@ -221,8 +242,6 @@ def test_training_imports_neither_the_sweep_nor_a_cycle():
     """A run depends on the interrupts module and a job's view of its multirun, not on the
     sweep's machinery; Lightning's logger on a run does not import the tracking module that
     creates it (tracking -> run_logger, one way)."""
-    import sys
-
     code = ("import sys; import rnnlab.run_logger; assert 'rnnlab.tracking' not in sys.modules, 'cycle'; "
             "import rnnlab.run, rnnlab.callbacks; print(sorted(m for m in sys.modules if m == 'rnnlab.sweep'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

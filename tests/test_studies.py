@@ -78,3 +78,43 @@ def test_a_committed_report_regenerates_from_its_data(study, tmp_path):
     assert page_lines(committed) == page_lines(regenerated), (
         f"{study.name}: the page from its data differs from the committed one, first at {diff[:1]}; "
         f"rewrite it with: python src/report.py --from experiments/{study.name}")
+
+
+# The benchmark's committed output (make bench; its GPU runs on a lent card): results.md is
+# written from results.json alone, so each committed pair is checked as a study's report is.
+BENCH_RESULTS = sorted(p.parent for p in (ROOT / "experiments" / "bench").rglob("results.json"))
+
+
+@pytest.mark.parametrize("folder", BENCH_RESULTS, ids=[str(p.relative_to(ROOT / "experiments")) for p in BENCH_RESULTS])
+def test_committed_bench_results_are_what_their_json_renders(folder):
+    """The committed pair agrees, the warnings its targets raise included: a change to the
+    rendering or to a target that the committed numbers no longer match shows here."""
+    from rnnlab import bench
+
+    res = json.loads((folder / "results.json").read_text())
+    assert bench.check_targets(res) == res["warnings"]
+    assert bench.to_markdown(res) == (folder / "results.md").read_text()
+
+
+def test_the_committed_gpu_scans_name_their_card_and_ran_at_the_current_settings():
+    """docs/benchmark.md quotes the GPU scans at Feng et al.'s setting (batch 64, up to 4096
+    steps): the committed numbers must name the card they ran on, be measured at the bench's
+    settings (a partial run, at fewer lengths), for cells that train by a parallel scan, and
+    one of them must reach the longest length."""
+    from rnnlab.bench.settings import Settings
+    from rnnlab.cells import SPECS
+
+    gpu_runs = [f for f in BENCH_RESULTS if json.loads((f / "results.json").read_text())["gpu"].get("available")]
+    assert gpu_runs, "no committed GPU results"
+    s = Settings()
+    lengths = set()
+    for folder in gpu_runs:
+        res = json.loads((folder / "results.json").read_text())
+        assert res["machine"]["cuda"] == res["gpu"]["device"] and res["gpu"]["device"].startswith("NVIDIA"), folder
+        scan = res["gpu"]["scan"]
+        assert {r["seq_len"] for r in scan} <= set(s.gpu_scan_seq_lens), folder
+        assert {r["hidden"] for r in scan} <= set(s.gpu_scan_hiddens) and {r["batch"] for r in scan} == {
+            s.gpu_scan_batch}, folder
+        assert {r["cell"] for r in scan} <= {n for n, spec in SPECS.items() if spec.linear}, folder
+        lengths |= {r["seq_len"] for r in scan}
+    assert max(s.gpu_scan_seq_lens) in lengths

@@ -16,6 +16,7 @@ import time
 import numpy as np
 import pytest
 from mlflow.exceptions import MlflowException
+from omegaconf import OmegaConf
 
 from conftest import ROOT
 from rnnlab.config import ConfigError
@@ -94,6 +95,7 @@ def test_a_joined_report_refuses_arms_not_tuned_alike(monkeypatch):
     from one of them; what differs is named. The seeds line names an arm with other seeds."""
     from rnnlab.report import tuning
     from rnnlab.report.store import ReportError
+    from rnnlab.report.tuning import loading
 
     fixed = {"trainer.max_steps": "1000", "model.param_budget": "80000", "tune.sampler": "random", "tune.trials": "20"}
 
@@ -106,7 +108,7 @@ def test_a_joined_report_refuses_arms_not_tuned_alike(monkeypatch):
         return a
 
     stores = {"classic": [arm("gru")], "modern": [arm("lru", default={}, fixed={"cell.num_layers": "2"})]}
-    monkeypatch.setattr(tuning, "load", lambda uri, experiment: stores[experiment])
+    monkeypatch.setattr(loading, "load", lambda uri, experiment: stores[experiment])
     both = [("modern", "sqlite:///m.db"), ("classic", "sqlite:///c.db")]
     arms = tuning.load_all(both)
     assert [(a.label, a.source) for a in arms] == [("gru T=100", "classic"), ("lru T=100", "modern")]
@@ -121,7 +123,7 @@ def test_a_joined_report_refuses_arms_not_tuned_alike(monkeypatch):
     with pytest.raises(ReportError, match="cell lru is in both 'modern' and 'classic'"):
         tuning.load_all(both)
     by_store = {"sqlite:///m.db": [arm("lru")], "sqlite:///m2.db": [arm("gru")]}  # one name in two stores
-    monkeypatch.setattr(tuning, "load", lambda uri, experiment: by_store[uri])
+    monkeypatch.setattr(loading, "load", lambda uri, experiment: by_store[uri])
     arms = tuning.load_all([("modern", "sqlite:///m.db"), ("modern", "sqlite:///m2.db")])
     assert [a.source for a in arms] == ["modern@sqlite:///m2.db", "modern@sqlite:///m.db"]  # gru, lru
 
@@ -464,19 +466,49 @@ def test_a_bad_search_space_fails_at_once_with_nothing_left_behind(store, case):
     assert store.runs() == [] and not (store.dir / "optuna.db").exists()
 
 
-def test_tune_presets_compose_with_the_space_and_arms_they_promise():
-    from hydra import compose, initialize_config_dir
+TUNE_PRESETS = sorted(p.stem for p in (ROOT / "conf" / "tune").glob("*.yaml"))
 
-    for preset, arms, trials in [("char_lm", {"cell": "rnn,lstm,gru"}, 20),
-                                 ("adding", {"cell": "rnn,lstm,gru", "seq_len": "200,400"}, 12)]:
-        with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-            cfg = compose("config", overrides=[f"+tune={preset}"], return_hydra_config=True)
-        assert dict(cfg.hydra.sweeper.params) == arms and cfg.tune.trials == trials
-        assert cfg.hydra.sweeper._target_.endswith("TuneSweeper") and cfg.tune.sampler == "random"
-        d = spaces.distributions(dict(cfg.tune.space))
-        assert d["optim.lr"].log and (d["optim.lr"].low, d["optim.lr"].high) == (3e-4, 3e-2)
-        assert d["clip"].choices == (None, 0.5, 1.0, 5.0)
-        assert dict(cfg.tune.cell_space) == {"lstm": {"cell.forget_bias": "choice(0, 1)"}}
-        assert list(cfg.tune.reseeds) == [1, 2, 3, 4, 5] and cfg.tune.seed not in cfg.tune.reseeds
-        assert cfg.hydra.launcher._target_.endswith("JoblibLauncher")
-    assert cfg.solve.early_stop and cfg.trainer.max_steps == 1500 and cfg.cell.hidden_size == 64  # as long_range_study
+
+def compose_sweep(*overrides: str):
+    """A preset's config as its sweeper gets it (Hydra's own node included), and Hydra's
+    config loader, which composes each arm from it."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from rnnlab import paths
+
+    paths.register_resolvers()  # ${cores:} in the launcher's n_jobs, as src/train.py has them
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=True), \
+            GlobalHydra.instance().config_loader()
+
+
+@pytest.mark.parametrize("preset", TUNE_PRESETS)
+def test_every_tune_preset_builds_its_arms_as_the_tuner_would(preset):
+    """What `make tune EXP=<preset>` checks before it creates anything, run on every preset
+    under conf/tune/: its settings pass, and every arm of its grid composes with each key of
+    its search space present in that arm's config (tune.cell_space only for its cell)."""
+    from rnnlab.tune import arms
+
+    cfg, loader = compose_sweep(f"+tune={preset}")
+    assert cfg.hydra.sweeper._target_.endswith("TuneSweeper")
+    settings = arms.Settings.of(cfg)
+    settings.check()
+    params = {str(k): str(v) for k, v in cfg.hydra.sweeper.params.items()}
+    grid, fixed = arms.grid(loader, params, [f"+tune={preset}"])
+    built = [arms.arm(loader, cfg, settings, fixed, label, overrides) for label, overrides in grid]
+    assert len(built) == len(grid) >= 1
+    for arm in built:
+        own = (cfg.tune.get("cell_space") or {}).get(arm.cfg.cell.name) or {}
+        assert set(arm.space) == set(cfg.tune.space) | set(own), arm.label
+        assert arm.main_metric.startswith("val/"), "tuned on validation, compared on the re-seeds' test metric"
+
+
+def test_the_adding_tuning_trains_at_the_long_range_study_budget():
+    """experiments/tune_adding asks whether long_range_study's LSTM limit is a learning-rate
+    artefact: its trials must train as that study's runs did."""
+    tuned, _ = compose_sweep("+tune=adding")
+    study, _ = compose_sweep("+experiment=long_range_study")
+    for key in ("trainer.max_steps", "trainer.val_check_interval", "solve.early_stop", "batch_size",
+                "cell.hidden_size", "optim.name"):
+        assert OmegaConf.select(tuned, key) == OmegaConf.select(study, key), key

@@ -18,7 +18,7 @@ The data folder:
 * ``study.json``: the experiment's name, the sweep if the report is of one, and whether the
   study is complete (a snapshot of one still running is not, and no report rests on it).
 
-Tuning experiments add ``trials.parquet`` (see :mod:`rnnlab.report.tuning`).
+Tuning experiments add ``trials.parquet`` (see :mod:`rnnlab.report.tuning.saved`).
 """
 
 from __future__ import annotations

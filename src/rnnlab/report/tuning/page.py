@@ -1,0 +1,175 @@
+"""The tuned report's page: REPORT.md and its figures from the arms, from an MLflow store
+(:func:`build`) or from a committed study's data (:func:`build_saved`), the discussion
+written by hand kept across regenerations.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rnnlab import paths, stats
+from rnnlab.report.page import DISCUSSION_END, DISCUSSION_START, check_out_dir, kept_discussion, method
+from rnnlab.report.source import DATA
+from rnnlab.report.store import ReportError
+from rnnlab.report.tuning.arms import ArmResult
+from rnnlab.report.tuning.figures import plot_expected, plot_importance
+from rnnlab.report.tuning.loading import load_all, source_name
+from rnnlab.report.tuning.saved import export_, load_saved
+from rnnlab.report.tuning.statistics import ranking
+from rnnlab.report.tuning.tables import cells_table, expected_table, importance_table, solved_table, tuned_table
+
+
+def build(experiment: str, tracking_uri: str, out_dir: Path, code: str = "",
+          also: list[tuple[str, str]] | None = None, export: bool = False) -> Path:
+    """Write ``out_dir/REPORT.md`` and its figures; keep the discussion already there.
+    ``also``: other tuning experiments ``(experiment, tracking_uri)`` whose arms join the
+    comparison (cells tuned by another preset, in another store). ``export``: the runs and
+    trials are also written beside it (``out_dir/data/``), from which :func:`build_saved`
+    writes the same page."""
+    if export and also:
+        raise ReportError("--export writes one tuning experiment's data; a joined report (--with) is not exported")
+    sources = [(experiment, tracking_uri), *(also or [])]
+    arms = load_all(sources)
+    if export:
+        export_(tracking_uri, experiment, out_dir)
+        regenerate = f"python src/report.py --from {_relative(out_dir)}"
+    else:
+        store = "" if tracking_uri == paths.default_tracking_uri() else f" --tracking-uri {tracking_uri}"
+        regenerate = f"python src/report.py --experiment {experiment}{store}" + "".join(
+            f" --with {e}@{u}" for e, u in sources[1:])
+    return _write(arms, sources, out_dir, regenerate + code, saved=export)
+
+
+def build_saved(folder: Path, out_dir: Path | None = None) -> Path:
+    """The tuned report of a committed tuning study, from its data alone."""
+    arms = load_saved(folder)
+    out = out_dir or folder
+    return _write(arms, [(arms[0].source, "")], out, f"python src/report.py --from {_relative(folder)}", saved=True,
+                  home=folder)
+
+
+def _relative(path: Path) -> str:
+    p = Path(path).resolve()
+    try:
+        return str(p.relative_to(paths.repo_root()))
+    except ValueError:
+        return str(path)
+
+
+def _write(arms: list[ArmResult], sources: list[tuple[str, str]], out_dir: Path, regenerate: str,
+           saved: bool, home: Path | None = None) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    check_out_dir(out_dir, sources[0][0])
+    report = out_dir / "REPORT.md"
+    discussion = kept_discussion(report)
+    drawn = {Path(p).name for p in (plot_expected(arms, out_dir / "expected_best.png"),
+                                    plot_importance(arms, out_dir / "importance.png")) if p}
+    family = stats.Family()  # every verdict of the page, adjusted together: gathered, then printed
+    _comparison(arms, family)
+    family.close()
+    lines = [*_header(arms, sources, regenerate, family, home or out_dir, saved), *_comparison(arms, family),
+             *_search(arms, drawn), DISCUSSION_START,
+             discussion or "_(discussion: written by hand, kept when the report is regenerated)_",
+             DISCUSSION_END, ""]
+    report.write_text("\n".join(lines))
+    return report
+
+
+def _header(arms: list[ArmResult], sources: list[tuple[str, str]], regenerate: str, family: stats.Family,
+            out_dir: Path | None = None, saved: bool = False) -> list[str]:
+    """Title, how to regenerate, and what was tuned how: arms, space, trials, what is compared."""
+    (experiment, _), a0 = sources[0], arms[0]
+    common = {k: v for k, v in a0.space.items() if all(a.space.get(k) == v for a in arms)}
+    space = ", ".join(f"`{k}: {v}`" for k, v in common.items())
+    extra = {(k, v): list(dict.fromkeys(a.cell for a in arms if a.space.get(k) == v))
+             for a in arms for k, v in a.space.items() if k not in common}
+    data = ([f"- **data**: [`data/`]({DATA}/): every run's params, tags and final metrics, and every trial of "
+             "the Optuna studies (Parquet)"] if saved else [])
+    return [
+        f"# Report: experiment `{experiment}`", "",
+        f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `src/report.py`.", "",
+        f"Each arm tuned with the same budget, then compared on fresh seeds. Regenerate: `{regenerate}`.", "",
+        f"- **arms**: {len(arms)} ({', '.join(a.label for a in arms)}), one Optuna study each "
+        f"({', '.join(f'`{study}: <arm>`' for study in _studies(arms))})",
+        *_sources_lines(arms, sources),
+        f"- **search space** (the same for every arm): {space}"
+        + (f"; by cell: {', '.join(f'`{k}: {v}` ({chr(44).join(c)})' for (k, v), c in extra.items())}"
+           if extra else ""),
+        f"- **trials**: {', '.join(f'{a.label} {a.n_trials}' for a in arms)}; {_scoring(a0)}; a diverged "
+        f"run scores the worse of the trivial baseline and the arm's worst",
+        f"- **compared on**: `{a0.test_metric}` of the best configuration re-run on seeds "
+        f"{_seeds(arms, 'tuned')} (tuned), and of the preset's default configuration on seeds "
+        f"{_seeds(arms, 'default')} (default)",
+        f"- **statistics**: {method(family, out_dir)}", *data, ""]
+
+
+def _comparison(arms: list[ArmResult], family: stats.Family) -> list[str]:
+    """Each arm tuned against its default, the cells against each other, and solved seeds."""
+    lines = ["## Tuned arms", "", tuned_table(arms, family), "", "## The cells compared, default and tuned", ""]
+    if len({a.cell for a in arms}) > 1:
+        lines += [f"Ranking by mean, default: {ranking(arms, 'default')}. Tuned: {ranking(arms, 'tuned')}.", ""]
+    lines += [cells_table(arms, family), ""]
+    solved = solved_table(arms)
+    return lines + (["## Solved seeds, default and tuned", "", solved, ""] if solved else [])
+
+
+def _search(arms: list[ArmResult], drawn: set[str]) -> list[str]:
+    """What the search itself shows: the expected best against trials, and what mattered
+    (each figure linked if it was drawn: ``drawn`` holds their file names)."""
+    return [
+        "## Expected best validation score against the number of trials", "",
+        "What a researcher would have found with only n of the N random-search trials: the mean over all "
+        "subsets of n distinct trials of the best validation score among them (Tang et al. 2020's unbiased "
+        "estimator of the curve of Dodge et al. 2019), ± its standard deviation over those subsets.", "",
+        expected_table(arms), "",
+        *(["![expected best](expected_best.png)", ""] if "expected_best.png" in drawn else []),
+        "## Hyperparameter importance", "",
+        "PED-ANOVA (Watanabe et al. 2023, `optuna.importance.PedAnovaImportanceEvaluator`): how far each "
+        "hyperparameter's distribution among the top 10% of an arm's trials departs from its distribution "
+        "over all of them; normalised to sum to 1 per arm. With 12-20 trials the top 10% is two trials: read "
+        "it with the scatter below.", "",
+        importance_table(arms), "",
+        *(["![importance](importance.png)", ""] if "importance.png" in drawn else [])]
+
+
+def _studies(arms: list[ArmResult]) -> list[str]:
+    """The study name prefix of each source, in order."""
+    return list(dict.fromkeys(a.study.split(":")[0] for a in arms))
+
+
+def _sources_lines(arms: list[ArmResult], sources: list[tuple[str, str]]) -> list[str]:
+    """Where the arms of a joined report come from, and whether they ran the same code."""
+    if len(sources) == 1:
+        return []
+    parts = []
+    for experiment, uri in sources:
+        mine = [a for a in arms if a.source == source_name(experiment, uri, sources)]
+        hashes = sorted({h for a in mine for h in a.code_hashes})
+        parts.append(f"`{experiment}` ({', '.join(dict.fromkeys(a.cell for a in mine))}; code hash "
+                     f"{', '.join(f'`{h}`' for h in hashes) or 'unknown'}; `{uri}`)")
+    lines = [f"- **sources**: {'; '.join(parts)}"]
+    versions = {h for a in arms for h in a.code_hashes}
+    if len(versions) > 1:
+        lines.append(f"- **code**: the arms ran {len(versions)} versions of the code. The comparison assumes the "
+                     "changes between them move none of these numbers; where that matters, rerun one seed of an "
+                     "arm at the other version and compare")
+    return lines
+
+
+def _scoring(arm: ArmResult) -> str:
+    """How a trial was scored: on one tuning seed, or the mean over several (``tune.seed``)."""
+    seeds = str(arm.fixed.get("tune.seed", "0")).strip("[]").replace(" ", "").split(",")
+    if len(seeds) == 1:
+        return f"random search on the tuning seed {seeds[0]}; a trial scores its best `{arm.main_metric}`"
+    return (f"random search on the tuning seeds {', '.join(seeds)}; a trial scores the mean over them of each "
+            f"run's best `{arm.main_metric}`")
+
+
+def _seeds(arms: list[ArmResult], which: str) -> str:
+    """The seeds the arms' tuned (or default) runs share, and any arm that has others."""
+    of = {a.label: tuple(sorted(getattr(a, which))) for a in arms}
+    common = max(set(of.values()), key=lambda seeds: (list(of.values()).count(seeds), seeds))
+    text = ", ".join(map(str, common)) if common else "none yet"
+    others = [f"{label}: {', '.join(map(str, seeds)) or 'none yet'}" for label, seeds in of.items() if seeds != common]
+    return text + (f" (except {'; '.join(others)})" if others else "")

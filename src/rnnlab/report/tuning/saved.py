@@ -1,0 +1,93 @@
+"""A tuning study as committed data: its runs and its Optuna trials written to
+``<study>/data/``, and read back as the same arms the MLflow store gives, so that the report
+regenerates on a machine without the store.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from rnnlab.report.source import DATA, RUNS, STUDY, public
+from rnnlab.report.store import ReportError
+from rnnlab.report.tuning.arms import ArmResult
+from rnnlab.report.tuning.loading import from_runs, load
+
+TRIALS = "trials.parquet"  # a tuning study's Optuna trials, beside its runs in data/
+
+
+def load_saved(folder: Path) -> list[ArmResult]:
+    """The arms of a committed tuning study, from its data folder (see :func:`export`)."""
+    data = Path(folder) / DATA
+    if not (data / TRIALS).is_file():
+        raise ReportError(f"{folder}: no tuning data ({DATA}/{TRIALS})")
+    meta = json.loads((data / STUDY).read_text()) if (data / STUDY).is_file() else {}
+    everything = [_as_run(r) for r in pd.read_parquet(data / RUNS).to_dict("records")]
+    trials = pd.read_parquet(data / TRIALS)
+    return from_runs(meta.get("experiment") or Path(folder).name, everything,
+                 lambda arm: _study(arm.study, trials[trials["study"] == arm.study]))
+
+
+def export_(tracking_uri: str, experiment: str, folder: Path, complete: bool = True) -> list[Path]:
+    """Write a tuning experiment's runs and its Optuna trials to ``folder/data/``, so that
+    :func:`load_saved` reads the same arms :func:`load` does (``complete=False``: a snapshot
+    of a study still running)."""
+    import mlflow
+    import optuna
+    from optuna.distributions import distribution_to_json
+
+    arms = load(tracking_uri, experiment)
+    mlflow.set_tracking_uri(tracking_uri)
+    runs = mlflow.search_runs(experiment_names=[experiment], max_results=50_000, output_format="pandas")
+    rows = []
+    for arm in arms:
+        for t in optuna.load_study(study_name=arm.study, storage=arm.storage).get_trials(deepcopy=False):
+            rows.append({"study": arm.study, "number": t.number, "state": t.state.name, "value": t.value,
+                         "params": json.dumps(t.params),  # in the study's order: the page lists them so
+                         "distributions": json.dumps({k: distribution_to_json(d) for k, d in t.distributions.items()},
+                                                     sort_keys=True),
+                         "user_attrs": json.dumps(t.user_attrs, sort_keys=True, default=str),
+                         "start": t.datetime_start, "complete": t.datetime_complete})
+    data = Path(folder) / DATA
+    data.mkdir(parents=True, exist_ok=True)
+    runs = public(runs)
+    runs.to_parquet(data / RUNS, index=False, compression="zstd")
+    pd.DataFrame(rows).to_parquet(data / TRIALS, index=False, compression="zstd")
+    meta = {"experiment": experiment, "sweep_id": None, "complete": complete}
+    (data / STUDY).write_text(json.dumps(meta, indent=1) + "\n")
+    return [data / RUNS, data / TRIALS, data / STUDY]
+
+
+def _as_run(row: dict):
+    """A row of ``search_runs``' frame as the few fields of an MLflow ``Run`` the report reads."""
+    from types import SimpleNamespace
+
+    def part(prefix: str, numeric: bool = False) -> dict:
+        items = ((k[len(prefix):], v) for k, v in row.items() if k.startswith(prefix))
+        return {k: float(v) for k, v in items if v is not None and v == v} if numeric else \
+            {k: str(v) for k, v in items if v is not None and v == v}
+
+    start = row.get("start_time")
+    start_ms = int(pd.Timestamp(start).value // 1_000_000) if start is not None and not pd.isna(start) else 0
+    return SimpleNamespace(info=SimpleNamespace(run_id=row["run_id"], status=row["status"], start_time=start_ms),
+                           data=SimpleNamespace(tags=part("tags."), params=part("params."),
+                                                metrics=part("metrics.", numeric=True)))
+
+
+def _study(name: str, trials: pd.DataFrame):
+    """An in-memory Optuna study holding the saved trials, numbered as they were."""
+    import optuna
+    from optuna.distributions import json_to_distribution
+    from optuna.trial import TrialState, create_trial
+
+    study = optuna.create_study(study_name=name)
+    for t in trials.sort_values("number").to_dict("records"):
+        state = TrialState[t["state"]]
+        done = state == TrialState.COMPLETE
+        study.add_trial(create_trial(
+            state=state, value=float(t["value"]) if done else None, params=json.loads(t["params"]),
+            distributions={k: json_to_distribution(v) for k, v in json.loads(t["distributions"]).items()},
+            user_attrs=json.loads(t["user_attrs"])))
+    return study

@@ -1,0 +1,111 @@
+"""The tuned report's tables, in Markdown: each arm tuned against its default, the cells
+against each other under both, solved seeds, the expected best by trials, and importance.
+Each table alone is its own Holm family; on the page they share one.
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import combinations
+
+from rnnlab import stats
+from rnnlab.report.tables import TEST_HEADER, alone, fmt, fmt_mean_ci, md_table, test_cells
+from rnnlab.report.tuning.arms import ArmResult, cell_rank, most_important
+from rnnlab.report.tuning.statistics import paired, verdict, winner
+from rnnlab.tune.expected import expected_best
+
+TRIALS_SHOWN = (1, 2, 3, 5, 10, 20, 50)  # columns of the expected-best table (those <= N)
+
+
+def _fmt_ci(values: dict[int, float]) -> str:
+    finite = [values[s] for s in sorted(values) if math.isfinite(values[s])]
+    ci = stats.mean_ci(finite)
+    text = fmt_mean_ci(ci.mean, ci.low, ci.high, ci.n)
+    lost = len(values) - len(finite)
+    return text + (f" ({lost} diverged)" if lost else "") if values else "—"
+
+
+def _fmt_diff(d: stats.Interval) -> str:
+    return fmt_mean_ci(d.mean, d.low, d.high, d.n)
+
+
+def tuned_table(arms: list[ArmResult], family: stats.Family | None = None) -> str:
+    """Each arm tuned against its default, paired by seed (alone, its rows are their own family)."""
+    if family is None:
+        return alone(lambda f: tuned_table(arms, f)) or ""
+    metric = arms[0].test_metric
+    rows = []
+    for a in arms:
+        best = ", ".join(f"{k} {v}" for k, v in a.best_params.items()) or "—"
+        d = paired(a.tuned, a.default)
+        rows.append([a.cell, str(a.seq_len), f"{best} (trial {a.best_trial})", fmt(a.best_value),
+                     f"{a.n_trials} ({a.n_diverged} diverged, {a.n_failed} failed)", _fmt_ci(a.tuned),
+                     _fmt_ci(a.default), *test_cells(d, family, ("tuned", a.source, a.cell, a.seq_len), a.mode,
+                                                     ("tuned", "default"))])
+    return md_table(["cell", "T", "best configuration (trial)", "val, tuning seed", "trials",
+                     f"tuned: {metric}", f"default: {metric}", "tuned − default", *TEST_HEADER], rows,
+                    right=[3, 5, 6, 7, 8, 9, 11])
+
+
+def cells_table(arms: list[ArmResult], family: stats.Family | None = None) -> str:
+    """Every pair of cells at each length: the verdict with default and with tuned settings."""
+    if family is None:
+        return alone(lambda f: cells_table(arms, f)) or ""
+    if all(len({a.cell for a in arms if a.seq_len == T}) < 2 for T in {a.seq_len for a in arms}):
+        return "One cell at each length: no pair of cells to compare (the arms' own verdicts are above)."
+    rows = []
+    for T in sorted({a.seq_len for a in arms}):
+        at = [a for a in arms if a.seq_len == T]
+        for a, b in combinations(at, 2):
+            d_default, d_tuned = paired(a.default, b.default), paired(a.tuned, b.tuned)
+            pair = (a.cell, b.cell)
+            v_default = verdict(d_default, family, stats.Family.key(("default", T), pair), a.mode, pair)
+            v_tuned = verdict(d_tuned, family, stats.Family.key(("tuned", T), pair), a.mode, pair)
+            if min(d_default.n, d_tuned.n) < stats.MIN_SEEDS:  # a side with no verdict cannot change one
+                changed = "—"
+            else:
+                changed = "**yes**" if winner(v_default) != winner(v_tuned) else "no"
+            rows.append([str(T), f"{a.cell} − {b.cell}", _fmt_diff(d_default), v_default, _fmt_diff(d_tuned),
+                         v_tuned, changed])
+    return md_table(["T", "difference", "default", "verdict, default", "tuned", "verdict, tuned",
+                     "verdict changed"], rows, right=[2, 4])
+
+
+def solved_table(arms: list[ArmResult]) -> str | None:
+    """Seeds that solved (val/skill reached the threshold), default and tuned, and the
+    critical length of each cell under both."""
+    if not any(a.stops_once_solved or any(a.tuned_solved.values()) or any(a.default_solved.values())
+               for a in arms):  # a task no run is meant to solve (char_lm: skill 0.9 over the unigram
+        return None             # baseline is out of reach); a probe's 0/5 is a finding
+
+    rows = [[a.cell, str(a.seq_len), f"{sum(a.default_solved.values())}/{len(a.default_solved)}",
+             f"{sum(a.tuned_solved.values())}/{len(a.tuned_solved)}"] for a in arms]
+    table = md_table(["cell", "T", "solved, default", "solved, tuned"], rows)
+    lines = []
+    for cell in sorted({a.cell for a in arms}, key=cell_rank):
+        mine = [a for a in arms if a.cell == cell]
+        crit = {w: stats.critical_length({a.seq_len: list(getattr(a, f"{w}_solved").values()) for a in mine})
+                for w in ("default", "tuned")}
+        lines.append(f"- {cell}: critical length {crit['default'] or 'below the lengths run'} by default, "
+                     f"{crit['tuned'] or 'below the lengths run'} tuned")
+    return table + "\n\nCritical length (the longest length at least half the seeds solve):\n\n" + "\n".join(lines)
+
+
+def expected_table(arms: list[ArmResult]) -> str:
+    n_max = max((len(a.trial_values) for a in arms), default=0)
+    shown = [n for n in TRIALS_SHOWN if n < n_max] + ([n_max] if n_max else [])
+    rows = []
+    for a in arms:
+        if not a.trial_values:
+            continue
+        mean, std = expected_best(a.trial_values, a.mode)
+        rows.append([a.label, *(f"{fmt(mean[n - 1])} ± {fmt(std[n - 1], 2)}" if n <= len(mean) else "—"
+                                for n in shown)])
+    return md_table(["arm", *(f"n = {n}" for n in shown)], rows, right=range(1, len(shown) + 1))
+
+
+def importance_table(arms: list[ArmResult]) -> str:
+    keys = list(dict.fromkeys(k for a in arms for k in a.space))
+    rows = [[a.label, *(f"{a.importance[k]:.2f}" if k in a.importance else "—" for k in keys),
+             most_important(a) if a.importance else "—"] for a in arms]
+    return md_table(["arm", *keys, "most important"], rows, right=range(1, len(keys) + 1))

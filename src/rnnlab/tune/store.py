@@ -1,0 +1,80 @@
+"""The Optuna side of a tuning sweep: where the studies live, one per arm, and how a trial is
+asked and counted.
+
+The studies persist in an RDB store (``tune.storage``; by default ``optuna.db`` beside the
+MLflow store), so that rerunning the command continues them. A study records the space,
+sampler, seed and metric it was made with, and refuses to continue under others: trials drawn
+from two spaces would make one curve of incomparable points.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rnnlab.tune.arms import Arm, Settings
+
+DONE_STATES = ("COMPLETE", "PRUNED", "FAIL")
+
+
+def storage_uri(settings: Settings, mlflow_uri: str) -> str:
+    """``tune.storage``, else ``optuna.db`` beside a sqlite MLflow store, else in the repository."""
+    if settings.t.get("storage"):
+        return str(settings.t.storage)
+    if mlflow_uri.startswith("sqlite:///"):
+        return "sqlite:///" + str(Path(mlflow_uri.removeprefix("sqlite:///")).with_name("optuna.db"))
+    from rnnlab import paths
+
+    return f"sqlite:///{paths.repo_root() / 'optuna.db'}"
+
+
+def study_name(settings: Settings, arm: Arm) -> str:
+    return f"{settings.name}: {arm.label}"
+
+
+def open_study(settings: Settings, storage: str, arm: Arm):
+    """The arm's study, created or continued under the signature it was made with."""
+    import optuna
+
+    name = study_name(settings, arm)
+    study = optuna.create_study(study_name=name, storage=storage,
+                                direction="minimize" if arm.mode == "min" else "maximize", load_if_exists=True)
+    signature = {"space": {k: repr(v) for k, v in arm.space.items()}, "sampler": settings.sampler_name,
+                 "seed": settings.seed_shown, "metric": arm.main_metric}
+    before = study.user_attrs.get("signature")
+    if before is None:
+        study.set_user_attr("signature", signature)
+    elif before != signature:
+        raise SystemExit(f"error: study '{name}' in {storage} was made with another search "
+                         f"space, sampler or seed ({before}); set tune.name to start a new study")
+    return study
+
+
+def sampler(settings: Settings, n: int):
+    """A sampler seeded by (seed, trial number): the same draws for trial n of every arm,
+    and of a study resumed in another process (Optuna does not store a sampler's state)."""
+    import optuna
+
+    seed = settings.seed * 1_000_003 + n
+    if settings.sampler_name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def ask(settings: Settings, arm: Arm):
+    """The arm's next trial, drawn by the sampler of its number."""
+    arm.study.sampler = sampler(settings, len(arm.study.get_trials(deepcopy=False)))
+    return arm.study.ask(arm.space)
+
+
+def done(study) -> int:
+    return counts(study)["trials_done"]
+
+
+def counts(study) -> dict[str, int]:
+    """Trials done (completed, pruned or failed; not those asked again), and of them how many
+    diverged, failed and were pruned."""
+    trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("stale")]
+    state = [t.state.name for t in trials]
+    diverged = sum(1 for t in trials if t.state.name == "COMPLETE" and t.user_attrs.get("diverged"))
+    return {"trials_done": sum(s in DONE_STATES for s in state), "completed": state.count("COMPLETE"),
+            "diverged": diverged, "failed": state.count("FAIL"), "pruned": state.count("PRUNED")}
