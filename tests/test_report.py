@@ -16,7 +16,7 @@ import pytest
 from scipy import stats as sps
 
 from conftest import ROOT, Store
-from rnnlab import report
+from rnnlab import report, stats
 from rnnlab.report import figures as report_figures
 
 T0 = pd.Timestamp("2026-01-01", tz="UTC")
@@ -131,6 +131,17 @@ def table_rows(markdown: str, title: str) -> list[list[str]]:
         elif rows:
             break
     return rows
+
+
+def test_a_follow_up_against_the_baseline_is_sized_on_the_distance_from_it():
+    """long_range_followup's LSTM: 2 of 10 seeds solve (0.001, 0.005), 8 sit at the baseline 0.1626.
+    The mean is 0.13 but its distance from the baseline is 0.03 at an sd of 0.067: 37 seeds, not
+    the 5 that the mean itself (0.13 / 0.067) would suggest."""
+    from rnnlab.report.observations import against_baseline
+
+    d = stats.mean_ci([0.0012, 0.0048, 0.162, 0.162, 0.162, 0.163, 0.163, 0.163, 0.163, 0.163], reference=0.1626)
+    text = against_baseline(d, 0.169, 0.1626, "min")
+    assert text == "below the baseline on average, not established (p = 0.169, Holm; 80% power at 37 seeds)"
 
 
 def test_tables_and_observations_state_the_numbers(hand_made):

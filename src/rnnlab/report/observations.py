@@ -4,6 +4,7 @@ each claiming only what its interval supports.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 
@@ -27,8 +28,10 @@ def against_baseline(d: stats.Interval, p_adjusted: float, baseline: float, mode
     if d.n < stats.MIN_SEEDS:
         return f"one seed: {side} {name}, nothing established"
     if not p_adjusted < stats.ALPHA:
+        # the follow-up is sized on the distance from the baseline, not on the mean itself
+        gap = dataclasses.replace(d, mean=d.mean - baseline, low=d.low - baseline, high=d.high - baseline)
         return (f"{side} {name} on average, not established (p = {stats.fmt_p(p_adjusted)}, Holm; "
-                f"80% power at {stats.power_text(d)} seeds)")
+                f"80% power at {stats.power_text(gap)} seeds)")
     gain = (baseline - d.mean) if mode == "min" else (d.mean - baseline)
     rel = f" by {abs(gain) / abs(baseline):.1%} of it" if baseline != 0 else ""
     return f"{'better' if gain > 0 else 'worse'} than {name}{rel} (established, p = {stats.fmt_p(p_adjusted)}, Holm)"
