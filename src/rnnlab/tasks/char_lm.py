@@ -24,7 +24,9 @@ from torchmetrics import MeanMetric, MetricCollection
 
 from rnnlab import figures
 from rnnlab.literature import BAI_2018, Published
-from rnnlab.tasks.base import MeanPerPosition, ResumableLoader, Task, package_data, tensor_loader
+from rnnlab.tasks.base import Task
+from rnnlab.tasks.batching import ResumableLoader, package_data, tensor_loader
+from rnnlab.tasks.metrics import MeanPerPosition
 
 UNK = "\x00"  # stands for every character the training split never saw
 

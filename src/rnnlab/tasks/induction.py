@@ -27,7 +27,7 @@ from torchmetrics import MeanMetric, MetricCollection
 
 from rnnlab.config import positive_int, require
 from rnnlab.literature import MAMBA, Published
-from rnnlab.tasks.base import BinnedAccuracy
+from rnnlab.tasks.metrics import BinnedAccuracy
 from rnnlab.tasks.synthetic import GeneratedTask
 
 SPECIAL = 0

@@ -43,7 +43,9 @@ from torchmetrics import MeanMetric, MetricCollection
 
 from rnnlab.config import positive_int, require
 from rnnlab.literature import SEQ_ICL, ZOOLOGY, Published
-from rnnlab.tasks.base import IGNORE_INDEX, BinnedAccuracy, tensor_loader
+from rnnlab.tasks.base import IGNORE_INDEX
+from rnnlab.tasks.batching import tensor_loader
+from rnnlab.tasks.metrics import BinnedAccuracy
 from rnnlab.tasks.synthetic import GeneratedTask
 
 CHUNK = 4096  # sequences drawn at once (a top-k draw of distinct ids takes (chunk, V/2) floats)

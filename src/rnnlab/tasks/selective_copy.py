@@ -34,7 +34,8 @@ from torchmetrics import MeanMetric, MetricCollection
 
 from rnnlab.config import positive_int, require
 from rnnlab.literature import FENG_2024, MAMBA, Published
-from rnnlab.tasks.base import IGNORE_INDEX, BinnedAccuracy
+from rnnlab.tasks.base import IGNORE_INDEX
+from rnnlab.tasks.metrics import BinnedAccuracy
 from rnnlab.tasks.synthetic import GeneratedTask
 
 BLANK, MARKER, FIRST_SYMBOL = 0, 1, 2

@@ -48,7 +48,8 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import BinaryAccuracy, BinaryF1Score
 
 from rnnlab.config import choice, non_negative_int, positive_int, require
-from rnnlab.tasks.base import BatchSampler, ResumableLoader, Task, TensorBatches, package_data
+from rnnlab.tasks.base import Task
+from rnnlab.tasks.batching import BatchSampler, ResumableLoader, TensorBatches, package_data
 
 TOKENS = ("word", "char")
 READOUTS = ("last", "mean", "max")  # the pooled readouts of RecurrentModel.read that classify

@@ -17,7 +17,8 @@ from functools import cached_property
 from torch import Generator, Tensor
 
 from rnnlab.config import positive_int, require
-from rnnlab.tasks.base import Task, generated_loader, tensor_loader
+from rnnlab.tasks.base import Task
+from rnnlab.tasks.batching import generated_loader, tensor_loader
 
 VAL_STREAM, TEST_STREAM = 2**40, 2**40 + 1  # generator seeds far from any training batch's
 
