@@ -1,5 +1,5 @@
 """Tuning: the expected-best estimators against brute force, the search-space grammar, a tiny
-study end to end through Hydra's joblib launcher and MLflow, its resume after a kill, and
+study end to end through rnnlab's warm launcher and MLflow, its resume after a kill, and
 bad search spaces rejected before anything exists."""
 
 from __future__ import annotations
@@ -243,9 +243,10 @@ def test_a_tiny_study_tunes_each_arm_then_reseeds_its_best(store, drawn, capsys)
 
     # The default arm (the preset's untuned configuration on the re-seed seeds, a plain sweep
     # into the same experiment), then the tuned report
-    store.train("-m", "hydra/launcher=joblib", "task=adding", "cell=rnn,gru", "seq_len=10", "batch_size=16",
-                "cell.hidden_size=8", "trainer.max_steps=20", "trainer.val_check_interval=10", "task.val_size=64",
-                "task.test_size=64", "threads=1", "seed=1,2", "tracking.experiment=tune_tiny",
+    store.train("-m", "hydra/launcher=cores", "hydra.launcher.n_jobs=2", "task=adding", "cell=rnn,gru",
+                "seq_len=10", "batch_size=16", "cell.hidden_size=8", "trainer.max_steps=20",
+                "trainer.val_check_interval=10", "task.val_size=64", "task.test_size=64", "threads=1", "seed=1,2",
+                "tracking.experiment=tune_tiny",
                 f"hydra.sweep.dir={store.dir / 'defaults'}", tiny=False)
     check_tuned_report(store, parents, drawn)
     check_joined_report(store, capsys)
@@ -492,6 +493,7 @@ def test_every_tune_preset_builds_its_arms_as_the_tuner_would(preset):
 
     cfg, loader = compose_sweep(f"+tune={preset}")
     assert cfg.hydra.sweeper._target_.endswith("TuneSweeper")
+    assert cfg.hydra.launcher._target_.endswith("WarmLauncher")  # rnnlab.launcher: batches on warm workers
     settings = arms.Settings.of(cfg)
     settings.check()
     params = {str(k): str(v) for k, v in cfg.hydra.sweeper.params.items()}

@@ -1,0 +1,78 @@
+"""rnnlab's warm launcher (src/rnnlab/launcher.py, ``hydra/launcher=warm``, the presets'
+``cores``): workers forked from a forkserver that has imported the training path, and the
+check that forking it is safe. The sweeps that run through it end to end are in
+test_sweep.py, test_interrupt.py and test_tune.py."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+from conftest import ROOT, compose
+
+# A process that imported what the forkserver imports, then ran one op with 2 threads: the
+# counter-example, which shows that the check below sees an OpenMP pool when there is one.
+AFTER_ONE_OP = """
+import os, rnnlab.warm, torch
+from rnnlab import launcher
+torch.ones(4_000_000).sum()
+print(launcher.pool_threads(launcher.server_threads(os.getpid())))
+"""
+
+
+def test_the_forkserver_imports_the_training_path_and_starts_no_thread_pool_before_it_forks():
+    """The hazard: a process forked after torch (or BLAS) started its thread pool inherits a
+    pool whose threads do not exist in it. The forkserver, started for 2 threads per job so
+    that a pool would show, has imported torch, Lightning, MLflow and rnnlab's run; its threads,
+    read from /proc/<pid>/task before it forks anything, are its main thread and allocator
+    threads only. A process that ran one op shows the pool this check looks for."""
+    from rnnlab import launcher
+
+    ctx = launcher.context(threads=2)
+    pid = launcher.server_pid()
+    assert pid is not None
+    loaded = launcher.wait_until_loaded()  # one fork, after the preload
+    names = launcher.server_threads(pid)
+    assert launcher.pool_threads(names) == 0, f"the forkserver runs threads before it forks: {names}"
+
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
+    out = subprocess.run([sys.executable, "-c", AFTER_ONE_OP], capture_output=True, text=True, env=env,
+                         timeout=300, check=True).stdout
+    assert int(out.split()[-1]) >= 1, "the check sees the pool of a process that ran an op"
+
+    # a worker forked from it: everything imported, stop signals ignored while idle, 2 threads
+    with ProcessPoolExecutor(1, mp_context=ctx, initializer=launcher._worker_start, initargs=(2,)) as pool:
+        start = time.perf_counter()
+        state = pool.submit(launcher.worker_state).result(timeout=120)
+        first = time.perf_counter() - start
+    assert state["imported"] == ["torch", "pytorch_lightning", "mlflow", "rnnlab.run",
+                                 "mlflow.store.tracking.sqlalchemy_store"]
+    assert state["torch_threads"] == 2 and state["omp"] == "2" and state["sigint_ignored"]
+    assert first < max(5.0, loaded), f"a warm worker took {first:.1f} s to answer"
+
+
+def test_threads_per_job_are_the_configs_else_the_cores_shared():
+    from rnnlab.launcher import threads_per_job
+
+    cores = len(os.sched_getaffinity(0))
+    assert threads_per_job(1, 2) == 1 and threads_per_job(3, 8) == 3
+    assert threads_per_job(None, 1) == cores and threads_per_job(None, cores * 2) == 1
+
+
+def test_the_presets_run_on_the_warm_launcher_and_a_launcher_named_replaces_it():
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    import rnnlab.paths  # noqa: F401  (the ${cores:} resolver)
+
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        preset = hydra_compose("config", overrides=["+experiment=long_range"], return_hydra_config=True)
+        joblib = hydra_compose("config", overrides=["+experiment=long_range", "hydra/launcher=joblib"],
+                               return_hydra_config=True)
+    assert preset.hydra.launcher._target_ == "hydra_plugins.rnnlab_launcher.WarmLauncher"
+    assert preset.hydra.launcher.n_jobs == len(os.sched_getaffinity(0))
+    assert compose("+experiment=long_range").threads == 1
+    assert joblib.hydra.launcher._target_.endswith("JoblibLauncher")
