@@ -78,7 +78,7 @@ def _exit_stopped_sweep(signame: str, at_once: bool) -> None:
     sys.exit(interrupts.exit_code(signame))
 
 
-if __name__ == "__main__":
+def _run() -> None:
     try:
         main()
     except BaseException as stopped:  # a failed job, Ctrl-C, SIGTERM: the sweep's parent run still ends
@@ -89,3 +89,30 @@ if __name__ == "__main__":
         raise
     if (signame := interrupts.stopped_by()) is not None:
         _exit_stopped_sweep(signame, at_once=False)
+
+
+def _exit_now(code: object) -> None:
+    """Exit as ``sys.exit(code)`` does, without the interpreter's teardown of torch, Lightning
+    and MLflow's modules (seconds after the last line, for nothing): the other threads are
+    joined and the exit handlers (MLflow's, logging's, multiprocessing's) run first."""
+    import atexit
+    import os
+    import threading
+
+    if isinstance(code, str):
+        print(code, file=sys.stderr)
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code if isinstance(code, int) else 0 if code is None else 1)
+
+
+if __name__ == "__main__":
+    try:
+        _run()
+    except SystemExit as done:
+        _exit_now(done.code)
+    _exit_now(0)

@@ -76,3 +76,29 @@ def test_the_presets_run_on_the_warm_launcher_and_a_launcher_named_replaces_it()
     assert preset.hydra.launcher.n_jobs == len(os.sched_getaffinity(0))
     assert compose("+experiment=long_range").threads == 1
     assert joblib.hydra.launcher._target_.endswith("JoblibLauncher")
+
+
+STARTS_A_SERVER = """
+from rnnlab import launcher
+launcher.context(threads=1)
+launcher.wait_until_loaded()
+print(launcher.server_pid(), flush=True)
+"""
+
+
+def test_the_forkserver_ends_with_its_launching_process_and_lets_go_of_its_output():
+    """The forkserver holds the launching process's stdout: a pipe read to its end (a test, a
+    `| tee`) waited seconds after the sweep had exited, for the teardown of torch's modules in
+    the server. It ends at once now."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.Popen([sys.executable, "-c", STARTS_A_SERVER], stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None
+    pid = int(proc.stdout.readline())
+    proc.wait(timeout=300)
+    exited = time.perf_counter()
+    assert proc.stdout.read() == ""  # EOF: every holder of the pipe has closed it
+    assert time.perf_counter() - exited < 2.0, "the forkserver held the output after its parent exited"
+    deadline = time.time() + 10
+    while os.path.exists(f"/proc/{pid}") and time.time() < deadline:
+        time.sleep(0.05)
+    assert not os.path.exists(f"/proc/{pid}") or "Z" in open(f"/proc/{pid}/stat").read().split()[2]

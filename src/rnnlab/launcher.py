@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 # MLflow and rnnlab's run), MLflow's sqlite store and Hydra's job machinery.
 PRELOAD = ["rnnlab.warm"]
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+SERVER = "RNNLAB_FORKSERVER"  # in the forkserver's environment (see rnnlab.warm)
 ALLOCATOR_THREADS = ("jemalloc_bg_thd",)  # pyarrow's jemalloc: fork-safe (pthread_atfork)
 
 _server: dict[str, Any] = {}  # the forkserver this process started: its pid, its threads per job
@@ -63,8 +64,8 @@ def context(threads: int) -> multiprocessing.context.ForkServerContext:
     ctx = multiprocessing.get_context("forkserver")
     if _server.get("pid") != forkserver._forkserver._forkserver_pid or not _alive(_server.get("pid")):
         ctx.set_forkserver_preload(PRELOAD)
-        saved = {k: os.environ.get(k) for k in (*THREAD_VARS, "OPENBLAS_NUM_THREADS")}
-        os.environ.update({**dict.fromkeys(THREAD_VARS, str(threads)), "OPENBLAS_NUM_THREADS": "1"})
+        saved = {k: os.environ.get(k) for k in (*THREAD_VARS, "OPENBLAS_NUM_THREADS", SERVER)}
+        os.environ.update({**dict.fromkeys(THREAD_VARS, str(threads)), "OPENBLAS_NUM_THREADS": "1", SERVER: "1"})
         try:
             forkserver.ensure_running()
         finally:
@@ -124,6 +125,7 @@ def _worker_start(threads: int) -> None:
     runs ``threads`` torch threads unless its job's config says otherwise."""
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
+    os.environ.pop(SERVER, None)  # a job's own subprocesses are no forkserver
     import torch
 
     torch.set_num_threads(threads)
@@ -185,7 +187,7 @@ def launch(config, hydra_context, task_function, n_jobs: int, job_overrides: Seq
     sweep_dir = Path(str(config.hydra.sweep.dir))
     sweep_dir.mkdir(parents=True, exist_ok=True)
     n = max(1, min(int(n_jobs), len(job_overrides)))
-    threads = threads_per_job(config.get("threads"), n)
+    threads = threads_per_job(config.get("threads"), int(n_jobs))  # as the sweep's start warmed up for
     # a tuning study prints one line per batch itself (rnnlab.tune): these would repeat it
     say = log.debug if config.get("tune") else log.info
     say(f"warm launcher: {len(job_overrides)} jobs on {n} workers, {threads} thread(s) each; "

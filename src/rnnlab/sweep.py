@@ -159,12 +159,23 @@ def _attach_comparison(info: dict[str, Any]) -> bool:
     return True
 
 
+def _warm_up(config: DictConfig) -> None:
+    """Under the warm launcher (rnnlab.launcher), its forkserver starts importing the training
+    path now, while this process imports MLflow and opens the parent run."""
+    launcher = config.hydra.get("launcher") or {}
+    if str(launcher.get("_target_", "")).startswith("hydra_plugins.rnnlab_launcher."):
+        from rnnlab import launcher as warm
+
+        warm.context(warm.threads_per_job(config.get("threads"), int(launcher.get("n_jobs") or 1)))
+
+
 class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         global _open
         stop = stop_path(Path(config.hydra.sweep.dir).resolve())
         stop.unlink(missing_ok=True)  # a rerun into the same dir: the last stop was served
         handle_stop_signals(stop.parent, launcher=True)  # before the parent run: it must not stay RUNNING
+        _warm_up(config)
         if config.get("tune"):  # a tuning sweep: a parent per arm's study (rnnlab.tune.study)
             return
         from mlflow import MlflowClient

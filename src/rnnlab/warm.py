@@ -5,7 +5,12 @@ forkserver that imports this module forks workers afterwards (see :mod:`rnnlab.l
 
 from __future__ import annotations
 
+import atexit
 import importlib
+import os
+import sys
+
+SERVER = "RNNLAB_FORKSERVER"  # set in the forkserver's environment by rnnlab.launcher
 
 MODULES = (
     "rnnlab.paths",  # the config resolvers
@@ -30,3 +35,16 @@ for _name in MODULES:
         importlib.import_module(_name)
     except Exception:  # noqa: S112  a module this install lacks: the job imports what it needs
         continue
+
+
+def _exit_now() -> None:
+    """The forkserver's end (its launching process has exited): no teardown of torch's modules.
+    It holds the launching process's stdout and stderr, so whoever reads them to their end (a
+    pipe, a test) would wait seconds for that teardown."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+if os.environ.get(SERVER):  # the forkserver; its workers end with os._exit and never run this
+    atexit.register(_exit_now)
