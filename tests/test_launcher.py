@@ -50,6 +50,7 @@ def test_the_forkserver_imports_the_training_path_and_starts_no_thread_pool_befo
         first = time.perf_counter() - start
     assert state["imported"] == ["torch", "pytorch_lightning", "mlflow", "rnnlab.run",
                                  "mlflow.store.tracking.sqlalchemy_store"]
+    assert state["rnnlab"] == str(ROOT / "src" / "rnnlab"), "the forkserver imported another rnnlab"
     assert state["torch_threads"] == 2 and state["omp"] == "2" and state["sigint_ignored"]
     assert first < max(5.0, loaded), f"a warm worker took {first:.1f} s to answer"
 

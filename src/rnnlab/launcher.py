@@ -62,10 +62,11 @@ def context(threads: int) -> multiprocessing.context.ForkServerContext:
     """The forkserver context, its server started (once per process) with the training path
     imported and ``threads`` per job in its environment."""
     ctx = multiprocessing.get_context("forkserver")
-    if _server.get("pid") != forkserver._forkserver._forkserver_pid or not _alive(_server.get("pid")):
+    if _server.get("pid") != _forkserver_pid() or not _alive(_server.get("pid")):
         ctx.set_forkserver_preload(PRELOAD)
-        saved = {k: os.environ.get(k) for k in (*THREAD_VARS, "OPENBLAS_NUM_THREADS", SERVER)}
-        os.environ.update({**dict.fromkeys(THREAD_VARS, str(threads)), "OPENBLAS_NUM_THREADS": "1", SERVER: "1"})
+        saved = {k: os.environ.get(k) for k in (*THREAD_VARS, "OPENBLAS_NUM_THREADS", SERVER, "PYTHONPATH")}
+        os.environ.update({**dict.fromkeys(THREAD_VARS, str(threads)), "OPENBLAS_NUM_THREADS": "1", SERVER: "1",
+                           "PYTHONPATH": _python_path()})
         try:
             forkserver.ensure_running()
         finally:
@@ -74,8 +75,21 @@ def context(threads: int) -> multiprocessing.context.ForkServerContext:
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
-        _server.update(pid=forkserver._forkserver._forkserver_pid, threads=threads, started=time.time())
+        _server.update(pid=_forkserver_pid(), threads=threads, started=time.time())
     return ctx
+
+
+def _python_path() -> str:
+    """The forkserver's PYTHONPATH: this rnnlab's source folder first. Python 3.11's forkserver
+    does not take its parent's sys.path (``src/train.py`` puts its own folder there), so it
+    would import another rnnlab (an editable install's) or none."""
+    here = str(Path(__file__).resolve().parents[1])
+    return os.pathsep.join([here, *(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p)])
+
+
+def _forkserver_pid() -> int | None:
+    """The pid of this process's forkserver (multiprocessing keeps it on a private attribute)."""
+    return getattr(forkserver._forkserver, "_forkserver_pid", None)
 
 
 def _alive(pid: int | None) -> bool:
@@ -137,15 +151,27 @@ def worker_state() -> dict[str, Any]:
 
     import torch
 
-    return {"pid": os.getpid(), "torch_threads": torch.get_num_threads(), "omp": os.environ.get("OMP_NUM_THREADS"),
+    import rnnlab
+
+    return {"pid": os.getpid(), "rnnlab": str(Path(rnnlab.__file__).parent),
+            "torch_threads": torch.get_num_threads(), "omp": os.environ.get("OMP_NUM_THREADS"),
             "imported": [m for m in ("torch", "pytorch_lightning", "mlflow", "rnnlab.run",
                                      "mlflow.store.tracking.sqlalchemy_store") if m in sys.modules],
             "sigint_ignored": signal.getsignal(signal.SIGINT) is signal.SIG_IGN}
 
 
-def _execute(blob: bytes) -> bytes:
+_jobs_here = 0  # jobs this worker has taken
+
+
+def _execute(blob: bytes, submitted: float) -> bytes:
     """One job, as Hydra's joblib launcher runs it (``execute_job``), its JobReturn pickled
-    here: an error that does not unpickle in the launcher must not break the pool."""
+    here: an error that does not unpickle in the launcher must not break the pool. The job's
+    dir gets ``launch.json``: when it was submitted and taken (the bench's fixed costs)."""
+    global _jobs_here
+    started = time.time()
+    _jobs_here += 1
+    import json
+
     import cloudpickle
     from hydra.core.hydra_config import HydraConfig
     from hydra.core.singleton import Singleton
@@ -166,6 +192,11 @@ def _execute(blob: bytes) -> bytes:
     finally:  # idle again: stop signals are the job's business, not the worker's
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)
+    try:
+        Path(str(ret.working_dir), "launch.json").write_text(json.dumps(
+            {"submitted": submitted, "started": started, "pid": os.getpid(), "job_in_worker": _jobs_here}))
+    except (OSError, TypeError):  # no job dir: nothing to say
+        pass
     try:
         return cloudpickle.dumps(ret)
     except Exception as e:  # an unpicklable return value or error: its text
@@ -200,7 +231,7 @@ def launch(config, hydra_context, task_function, n_jobs: int, job_overrides: Seq
     executor = ProcessPoolExecutor(max_workers=n, mp_context=context(threads), initializer=_worker_start,
                                    initargs=(threads,))
     try:
-        futures: list[Future] = [executor.submit(_execute, b) for b in blobs]
+        futures: list[Future] = [executor.submit(_execute, b, time.time()) for b in blobs]
         results = [cloudpickle.loads(f.result()) for f in futures]
     except BaseException:  # a second Ctrl-C or SIGTERM (stop at once), a worker lost: no job goes on
         _kill(executor)

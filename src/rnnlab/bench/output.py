@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from rnnlab import paths
-from rnnlab.bench import breakdown
+from rnnlab.bench import breakdown, fixed_costs
 from rnnlab.bench.settings import (
     BUSY_LOAD_PER_CORE,
     TARGET_DIAG_OVERHEAD,
@@ -196,7 +196,7 @@ MARKDOWN: dict[str, Callable[[Any], list[str]]] = {  # each section's part of re
     "harness_vs_bare": _harness_markdown, "attribution": _attribution_markdown, "roofline": _roofline_markdown,
     "fused_vs_reference": _reference_markdown, "scan": _scan_markdown, "diagnostics": _diagnostics_markdown,
     "sweep": _sweep_markdown, "sweep_efficiency": _efficiency_markdown, "run_breakdown": _breakdown_markdown,
-    "memory": _memory_markdown, "gpu": _gpu_markdown}
+    "fixed_costs": fixed_costs.markdown, "memory": _memory_markdown, "gpu": _gpu_markdown}
 
 
 def check_targets(res: dict[str, Any]) -> list[str]:
@@ -225,6 +225,8 @@ def check_targets(res: dict[str, Any]) -> list[str]:
         warn.append(f"a sweep's run costs {bd['beyond_steps_s']:.2f} s beyond its training steps "
                     f"(target {TARGET_RUN_FIXED_S:g} s; {bd['beyond_steps_and_eval_s']:.2f} s beyond steps "
                     "and evaluation)")
+    if "fixed_costs" in res:
+        warn += fixed_costs.targets(res["fixed_costs"])
     low_gpu = [r for r in res.get("gpu", {}).get("rows", []) if r["ratio"] < TARGET_HARNESS_RATIO]
     if low_gpu:
         warn.append(f"on the GPU, harness/bare below {TARGET_HARNESS_RATIO} for {len(low_gpu)} of "
@@ -330,7 +332,8 @@ METRICS: dict[str, Callable[[Any], dict[str, float]]] = {  # each section's metr
     "harness_vs_bare": _harness_metrics, "roofline": _roofline_metrics, "fused_vs_reference": _reference_metrics,
     "scan": _scan_metrics, "diagnostics": _diagnostics_metrics, "sweep": _sweep_metrics,
     "sweep_efficiency": _efficiency_metrics, "run_breakdown": _breakdown_metrics,
-    "memory": lambda mem: {"memory/peak_rss_mib": mem["peak_rss_mib"]}, "gpu": _gpu_metrics}
+    "fixed_costs": fixed_costs.metrics, "memory": lambda mem: {"memory/peak_rss_mib": mem["peak_rss_mib"]},
+    "gpu": _gpu_metrics}
 
 
 def write(res: dict[str, Any], out: Path, tracking_uri: str | None) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from rnnlab.bench import breakdown, efficiency, scan
+from rnnlab.bench import breakdown, efficiency, fixed_costs, scan
 from rnnlab.bench.bare_loop import bare
 from rnnlab.bench.flops import sgemm_gflops, step_flops, task_shape, timed_steps
 from rnnlab.bench.harness import Store, harness_run
@@ -401,6 +401,20 @@ def estimate_breakdown(s: Settings, c: Costs) -> float:
     return (1 + s.breakdown_repeats) * (c.per_run_s + steps_s) + s.breakdown_repeats * steps_s
 
 
+# -- 5d. fixed costs ------------------------------------------------------------------------
+def measure_fixed_costs(b: Bench, done: Results) -> Row:
+    return fixed_costs.measure(b.s, b.store, b.log)
+
+
+def estimate_fixed_costs(s: Settings, c: Costs) -> float:
+    """Five importing processes, a cold run, the small sweep on two launchers, and its bare side."""
+    n_runs = s.sweep_size
+    flops, max_steps = _sweep_run(s, "lstm")
+    steps_s = n_runs * c.train_s(flops, max_steps) * s.threads
+    one_sweep = 3 * c.per_process_s + n_runs / 2 * c.per_run_s + steps_s / 2
+    return 6 * c.per_process_s + c.per_run_s + 2 * one_sweep + 12 * c.train_s(flops, s.efficiency_steps + s.warmup)
+
+
 # -- 6. memory ------------------------------------------------------------------------------
 def measure_memory(b: Bench, done: Results) -> Row:
     s, store = b.s, b.store
@@ -432,6 +446,8 @@ SECTIONS = (
     Section("sweep_efficiency", "5b. sweep efficiency", measure_sweep_efficiency, estimate_sweep_efficiency,
             needs=("sweep",)),  # prices section 5's 2x1 sweep rather than running it again
     Section("run_breakdown", "5c. one run, phase by phase", measure_breakdown, estimate_breakdown),
+    Section("fixed_costs", "5d. fixed costs: imports, first step, the small sweep's phases", measure_fixed_costs,
+            estimate_fixed_costs),
     Section("memory", "6. memory", measure_memory, estimate_memory),
     Section("gpu", "GPU", measure_gpu, estimate_gpu, applies=torch.cuda.is_available, absent=no_gpu),
 )

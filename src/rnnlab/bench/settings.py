@@ -16,7 +16,7 @@ TARGET_DIAG_OVERHEAD = 0.10  # diagnostics add <= 10% to the fit time
 TARGET_SWEEP_EFFICIENCY = 0.8  # bare training time / (sweep wall x jobs)
 TARGET_RUN_FIXED_S = 1.0  # seconds a sweep's run costs beyond its training steps (warm worker)
 BUSY_LOAD_PER_CORE = 0.375  # a load average above this per core at start: timings are contended (0.75 on 2)
-PRESET_SWEEP = "2x1"  # conf/experiment/long_range.yaml: n_jobs=${cores:}, threads=1
+PRESET_SWEEP = "2x1"  # conf/experiment/long_range.yaml: n_jobs=${cores:}, threads=1 (the warm launcher)
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ class Settings:
             sweep_runs=("cell=lstm,gru",),
             sweep_overrides=("task=adding", "seq_len=8", "batch_size=8", "cell.hidden_size=8",
                              "trainer.max_steps=3", "trainer.val_check_interval=3",
-                             "task.val_size=16", "task.test_size=16", *sync),
+                             "task.val_size=16", "task.test_size=16", "trainer.log_every_n_steps=1", *sync),
             sweep_repeats=1,
             efficiency_cases=(
                 ("long_range", ("+experiment=long_range", "hydra.sweeper.params.task=adding",
@@ -113,7 +113,7 @@ class Settings:
 
     def sweep_command(self, threads: int) -> tuple[str, ...]:
         """Section 5's sweep as a user types it, less ``hydra.launcher.n_jobs``."""
-        return ("hydra/launcher=joblib", f"threads={threads}", *self.sweep_runs, *self.sweep_overrides)
+        return ("hydra/launcher=warm", f"threads={threads}", *self.sweep_runs, *self.sweep_overrides)
 
     @property
     def efficiency_sweeps(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
