@@ -19,6 +19,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from rnnlab.bench import fixed_costs
 from rnnlab.bench.bare_loop import bare
 from rnnlab.bench.harness import Store, harness_run
 from rnnlab.bench.output import check_targets, write
@@ -113,7 +114,9 @@ def run(s: Settings, out: Path, tracking_uri: str | None, keep: bool = False,
                 **done,
                 "targets": {"harness_ratio_min": TARGET_HARNESS_RATIO,
                             "diagnostics_overhead_max": TARGET_DIAG_OVERHEAD,
-                            "sweep_preset": PRESET_SWEEP}}
+                            "sweep_preset": PRESET_SWEEP,
+                            "sweep_fixed_max_s": fixed_costs.TARGET_SWEEP_FIXED_S,
+                            "warm_first_step_max_s": fixed_costs.TARGET_WARM_FIRST_STEP_S}}
             res["warnings"] = check_targets(res)
             res["duration"]["actual_s"] = time.perf_counter() - t_all
             write(res, out, tracking_uri)
