@@ -93,17 +93,17 @@ def _run() -> None:
 
 def _exit_now(code: object) -> None:
     """Exit as ``sys.exit(code)`` does, without the interpreter's teardown of torch, Lightning
-    and MLflow's modules (seconds after the last line, for nothing): the other threads are
-    joined and the exit handlers (MLflow's, logging's, multiprocessing's) run first."""
+    and MLflow's modules (seconds after the last line, for nothing): first what the interpreter
+    does at exit, threading's shutdown (the exit hooks that stop executors' manager threads,
+    e.g. joblib's loky, then a join of the non-daemon threads) and the exit handlers (MLflow's,
+    logging's, multiprocessing's). Joining the threads without those hooks hung joblib sweeps."""
     import atexit
     import os
     import threading
 
     if isinstance(code, str):
         print(code, file=sys.stderr)
-    for thread in threading.enumerate():
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join()
+    threading._shutdown()  # type: ignore[attr-defined]  # what Py_Finalize calls first
     atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -193,10 +193,20 @@ def _execute(blob: bytes, submitted: float) -> bytes:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)
     try:
-        Path(str(ret.working_dir), "launch.json").write_text(json.dumps(
+        job_dir = Path(str(sweep_config.hydra.sweep.dir), str(sweep_config.hydra.sweep.subdir))
+        (job_dir / "launch.json").write_text(json.dumps(
             {"submitted": submitted, "started": started, "pid": os.getpid(), "job_in_worker": _jobs_here}))
-    except (OSError, TypeError):  # no job dir: nothing to say
+    except Exception:  # noqa: S110  bookkeeping for the bench: never the job's outcome
         pass
+    try:
+        return cloudpickle.dumps(ret)
+    except Exception:  # Hydra's config of this launcher: its node's class is the plugin's, which Hydra
+        pass  # loads outside sys.modules, so that it may not pickle; the plain values do
+    if ret.hydra_cfg is not None:
+        from omegaconf import DictConfig, OmegaConf
+
+        plain = OmegaConf.create(OmegaConf.to_container(ret.hydra_cfg, resolve=False))
+        ret.hydra_cfg = plain if isinstance(plain, DictConfig) else None
     try:
         return cloudpickle.dumps(ret)
     except Exception as e:  # an unpicklable return value or error: its text
