@@ -11,6 +11,8 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 
+import pytest
+
 from conftest import ROOT, compose
 
 # A process that imported what the forkserver imports, then ran one op with 2 threads: the
@@ -103,3 +105,13 @@ def test_the_forkserver_ends_with_its_launching_process_and_lets_go_of_its_outpu
     while os.path.exists(f"/proc/{pid}") and time.time() < deadline:
         time.sleep(0.05)
     assert not os.path.exists(f"/proc/{pid}") or "Z" in open(f"/proc/{pid}/stat").read().split()[2]
+
+
+@pytest.mark.slow
+def test_a_joblib_sweep_still_runs_and_exits(store):
+    """Hydra's joblib launcher stays available (``hydra/launcher=joblib``), and src/train.py's
+    fast exit lets its process end: a join of loky's manager thread without threading's exit
+    hooks left it waiting forever after its last line."""
+    proc = store.train("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "task=adding", "cell=rnn,gru",
+                       "threads=1", "sweep.report=false", f"hydra.sweep.dir={store.dir / 'sweep'}", timeout=600)
+    assert proc.stdout.count("test/mse = ") == 2 and "sweep FINISHED" in proc.stdout
