@@ -52,6 +52,31 @@ EXPLODING = ["task=adding", "cell=rnn", "cell.nonlinearity=tanh", "cell.spectral
              "trainer.val_check_interval=10"]
 
 
+def warm_train(cmd: list[str], *, env: dict[str, str], cwd: Path, timeout: float, capture_output: bool = True,
+               text: bool = True) -> subprocess.CompletedProcess:
+    """``subprocess.run(cmd)`` for ``python src/train.py ...``, in a process forked from rnnlab's
+    warm forkserver (:mod:`rnnlab.launcher`): train.py's main with its argv, environment, cwd,
+    stdout, stderr and exit code, without the interpreter's start and imports (about 9 s a run
+    on 2 cores, the suite's largest fixed cost). Tests of the cold path (imports, signals to a
+    process group) start real processes."""
+    from rnnlab import launcher, warm
+
+    script, argv = cmd[1], cmd[2:]
+    threads = int(os.environ.get("OMP_NUM_THREADS") or launcher.threads_per_job(None, 1))
+    ctx = launcher.context(threads)
+    with tempfile.TemporaryDirectory() as folder:
+        out, err = Path(folder, "stdout"), Path(folder, "stderr")
+        proc = ctx.Process(target=warm.run_main, args=(script, argv, str(cwd), env, str(out), str(err)))
+        proc.start()
+        proc.join(timeout)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+            raise subprocess.TimeoutExpired(cmd, timeout, out.read_text(), err.read_text())
+        return subprocess.CompletedProcess(cmd, proc.exitcode, out.read_text() if out.exists() else "",
+                                           err.read_text() if err.exists() else "")
+
+
 class Store:
     """A sqlite MLflow store plus artifact and output dirs under ``tmp_path``: a copy of an
     empty, already-migrated store (``template``), or none at all, for tests of what happens
@@ -77,8 +102,12 @@ class Store:
         return env
 
     def train(self, *overrides: str, tiny: bool = True, check: bool = True, timeout: int = 300,
-              env: dict[str, str] | None = None, python: str = sys.executable) -> subprocess.CompletedProcess:
-        """Run ``python src/train.py`` exactly as a user would; return the finished process."""
+              env: dict[str, str] | None = None, python: str = sys.executable,
+              cold: bool = False) -> subprocess.CompletedProcess:
+        """Run ``python src/train.py`` as a user would; return the finished process. It runs in
+        a warm process (:func:`warm_train`: train.py's own main, forked from a server that has
+        imported the training path, as sweep workers are), less the seconds of interpreter start
+        and imports; ``cold=True`` (or another ``python``) starts a new interpreter."""
         flags, rest, args = [], [], list(overrides)  # flags (-m, --config-path X) go first
         while args:
             a = args.pop(0)
@@ -91,8 +120,9 @@ class Store:
         overrides = tuple(rest)
         cmd = [python, str(ROOT / "src" / "train.py"), *flags, *(TINY if tiny else []),
                *self.overrides(), *overrides]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                              env={**self.env(), **(env or {})}, cwd=self.dir)
+        run = subprocess.run if cold or python != sys.executable else warm_train
+        proc = run(cmd, capture_output=True, text=True, timeout=timeout, env={**self.env(), **(env or {})},
+                   cwd=self.dir)
         if check and proc.returncode != 0:
             raise AssertionError(f"train.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
         return proc

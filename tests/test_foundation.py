@@ -60,7 +60,7 @@ def test_every_cell_task_config_composes(cell, task):
 
 @pytest.mark.slow
 def test_end_to_end_run_is_tracked_in_mlflow(store):
-    proc = store.train("cell=gru", "clip=0.5", "seed=3")
+    proc = store.train("cell=gru", "clip=0.5", "seed=3", cold=True)  # a new interpreter, as the README's
     run = store.only_run("char_lm")
     assert run.info.status == "FINISHED"
     assert run.info.run_name == "gru-char_lm-T20-clip0.5-s3"

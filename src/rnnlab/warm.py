@@ -48,3 +48,22 @@ def _exit_now() -> None:
 
 if os.environ.get(SERVER):  # the forkserver; its workers end with os._exit and never run this
     atexit.register(_exit_now)
+
+
+def run_main(script: str, argv: list[str], cwd: str, env: dict[str, str], out: str, err: str) -> None:
+    """``python <script> <argv...>`` in this already-warm process (a child of the forkserver):
+    its stdout and stderr to the files ``out`` and ``err``, ``env`` its whole environment, its
+    exit code this process's. What a command line runs, less the interpreter's start and the
+    imports: the test suite launches its runs so (tests/conftest.py)."""
+    import runpy
+
+    atexit.unregister(_exit_now)  # the forkserver's end, inherited: not this process's
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(env)
+    for fd, path in ((1, out), (2, err)):
+        f = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(f, fd)
+        os.close(f)
+    sys.argv = [script, *argv]
+    runpy.run_path(script, run_name="__main__")
