@@ -23,6 +23,7 @@ REJECTED = [
     (["optim.name=adamw"], "optim.name='adamw': must be one of adam, rmsprop, sgd"),
     (["optim.lr=0"], "optim.lr=0: must be a number > 0"),
     (["trainer.max_steps=ten"], "trainer.max_steps='ten'"),
+    (["sweep.report=later"], "sweep.report='later': must be one of background, wait, false"),
 ]
 
 

@@ -31,6 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from conftest import ROOT, free_port
+from rnnlab import sweep
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -172,6 +173,7 @@ def test_printed_links_open_the_runs_in_model_training_mode(store, tmp_path):
                                         (r"compare the cells \(table, grouped by cell\)",
                                          r"compare the cells \(charts\)", "the sweep's report"))
     assert sorted(r.info.run_id for r in children) == sorted(printed)
+    assert sweep.wait_for_report(store.dir / "sweep") == 0  # drawn in the background, as the user's is
 
     gru = next(r for r in children if r.data.tags["cell"] == "gru")
     summary = printed[gru.info.run_id]

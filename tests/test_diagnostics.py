@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from conftest import EXPLODING
-from rnnlab import diagnostics
+from rnnlab import diagnostics, sweep
 from rnnlab.cells import SPECS
 from rnnlab.config import FUSED_CELLS
 from rnnlab.model import RecurrentModel
@@ -151,6 +151,9 @@ def test_a_diverging_job_does_not_stop_a_multirun(store):
     # the parent is named by what the grid varies, records it, and carries the comparison
     assert parent.info.run_name == "sweep-adding clip=null,1.0"
     assert json.loads(parent.data.tags["sweep_params"]) == {"clip": "null,1.0"}
+    # drawn in the background once the command returned (sweep.report=background, the default)
+    assert "being written in the background" in proc.stdout
+    assert sweep.wait_for_report(store.dir / "multirun") == 0
     report = {a.path for a in store.client.list_artifacts(parent.info.run_id, "report")}
     assert {"report/REPORT.md", "report/metric_vs_length.png"} <= report, report
 

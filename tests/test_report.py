@@ -318,7 +318,7 @@ def sweep(tmp_path_factory, migrated_db) -> Store:
             errors.append(e)
 
     grid = threading.Thread(target=run, args=(
-        "-m", "task=adding", "cell=rnn,lstm", "seq_len=10,20", "seed=0,1", "clip=1.0",
+        "-m", "task=adding", "cell=rnn,lstm", "seq_len=10,20", "seed=0,1", "clip=1.0", "sweep.report=wait",
         f"hydra.sweep.dir={store.dir / 'multirun'}"))
     grid.start()
     run("task=adding", "cell=rnn", "seq_len=20", "clip=null", "seed=0", f"hydra.run.dir={store.dir / 'plain'}")

@@ -98,12 +98,15 @@ def _end(info: dict[str, Any], how: str) -> None:
         counts["interrupted"] += _end_orphans(client, info, stopped_by() or "SIGINT")
     now = int(time.time() * 1000)
     client.log_batch(parent, metrics=[Metric(f"sweep/{k}", v, now, 0) for k, v in counts.items()])
-    reported = how != "interrupted" and info.get("report", True) and counts["finished"] + counts["diverged"] > 0
-    if reported:
+    mode = report_mode(info.get("report", REPORT_MODES[0]))
+    reported = how != "interrupted" and mode != "false" and counts["finished"] + counts["diverged"] > 0
+    if reported and mode == "wait":
         reported = _attach_comparison(info)
     client.set_terminated(parent, status)
     print(f"sweep {status}: " + ", ".join(f"{v} {k}" for k, v in counts.items()) +
           f" (parent MLflow run {parent})", flush=True)
+    if reported and mode == "background":
+        reported = _comparison_in_background(info)
     print_links(client, info["ui"], info["experiment_id"], parent, info.get("name") or parent, report=reported)
 
 
@@ -139,6 +142,64 @@ def print_links(client, ui: str, experiment_id: str, parent: str, name: str, rep
     if report:
         print(f"the sweep's report: {tracking.run_url(ui, experiment_id, parent, 'artifacts/report/REPORT.md')}",
               flush=True)
+
+
+# sweep.report: how the sweep's comparison report is made when it ends. "background" (the
+# default): by a process of its own, after the parent run ended and the command returned, so
+# that its figures (seconds of matplotlib and pandas) are off the user's wait; "wait": before
+# the parent ends, the command returning after it (what a script that reads the report next
+# needs); "false": none. A YAML true is "background" (the key was a boolean before).
+REPORT_MODES = ("background", "wait", "false")
+REPORT_LOG = "report.log"  # in the sweep dir: what the background report printed
+REPORT_DONE = "report.done"  # in the sweep dir, once the background report ended: its exit code
+
+
+def report_mode(value: object) -> str:
+    """``sweep.report`` as one of :data:`REPORT_MODES` (true: background, false: false)."""
+    if value is True:
+        return "background"
+    if value is False or value is None:
+        return "false"
+    return str(value)
+
+
+def _comparison_in_background(info: dict[str, Any]) -> bool:
+    """Start the comparison report in a process of its own (``python -m rnnlab.sweep_report
+    <sweep dir>``, its own session: a Ctrl-C at the prompt does not reach it); say where it
+    goes and where its log is. It logs to the ended parent run (artifacts may be added to a
+    finished run) and writes ``report.done`` beside its log when it ends."""
+    import os
+    import subprocess
+    import sys
+
+    sweep_dir = Path(info["sweep_dir"])
+    (sweep_dir / REPORT_DONE).unlink(missing_ok=True)
+    src = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)}
+    try:
+        with open(sweep_dir / REPORT_LOG, "w") as log:
+            subprocess.Popen([sys.executable, "-m", "rnnlab.sweep_report", str(sweep_dir)], stdout=log,
+                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=sweep_dir,
+                             start_new_session=True)
+    except OSError as e:  # the sweep's outcome stands without its summary
+        print(f"sweep: no comparison report ({type(e).__name__}: {e})", flush=True)
+        return False
+    print(f"sweep: its comparison report is being written in the background, to the parent run's report/ "
+          f"(log: {sweep_dir / REPORT_LOG}; sweep.report=wait waits for it)", flush=True)
+    return True
+
+
+def wait_for_report(sweep_dir: Path | str, timeout: float = 300.0) -> int:
+    """The exit code of a sweep's background report, once it has ended (for scripts and tests
+    that read the report next); TimeoutError if it has not after ``timeout`` seconds."""
+    done = Path(sweep_dir) / REPORT_DONE
+    deadline = time.monotonic() + timeout
+    while not done.is_file():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the sweep's report has not ended after {timeout:.0f} s: see "
+                               f"{Path(sweep_dir) / REPORT_LOG}")
+        time.sleep(0.2)
+    return int(done.read_text().strip() or 1)
 
 
 def _attach_comparison(info: dict[str, Any]) -> bool:
@@ -202,7 +263,8 @@ class SweepCallback(Callback):
         info = {"parent_run_id": run_id, "experiment": experiment, "tracking_uri": uri, "experiment_id": exp_id,
                 "name": name,
                 "ui": tracking.ui_base(config.tracking),
-                "sweep_dir": str(sweep_dir.resolve()), "report": bool(config.get("sweep", {}).get("report", True))}
+                "sweep_dir": str(sweep_dir.resolve()),
+                "report": report_mode(config.get("sweep", {}).get("report", True))}
         (sweep_dir / SWEEP_FILE).write_text(json.dumps(info))
         _open = info
         print(f"sweep {name}: parent MLflow run {run_id} in experiment '{experiment}'", flush=True)

@@ -3,7 +3,9 @@
     efficiency = sum over runs of (steps x bare ms/step) / (wall time x jobs)
 
 The sweep is the user's own command (``src/train.py -m ...``), timed as a whole process: its
-imports, its parent run, its workers and the report at the end all count. The bare side is
+imports, its parent run, its workers and the end of the process all count; the comparison
+report, drawn in the background after the process returned (``sweep.report=background``), does
+not (the bench waits for it before it measures anything else). The bare side is
 :func:`rnnlab.bench.bare_loop.bare_run` on each run's configuration, one process, one thread,
 in this benchmark's process. What the difference is made of is read back from the store:
 
@@ -176,6 +178,10 @@ def time_sweep(store: Store, name: str, overrides: Sequence[str], jobs: int) -> 
                     f"tracking.artifact_root={store.artifacts}", f"tracking.experiment={experiment}")
     uri = store.fresh_db(name)
     wall = run_measured(cmd, child_env(uri), store.dir, store.dir / f"{name}.log", timeout=3600)["wall_s"]
+    from rnnlab import sweep
+
+    if (store.dir / name / sweep.REPORT_LOG).is_file():  # its report, drawn after the process ended: not
+        sweep.wait_for_report(store.dir / name)  # in its wall time, and not beside the next measurement
     return TimedSweep(tuple(overrides), jobs, wall, uri, experiment)
 
 
