@@ -69,9 +69,11 @@ def _as_run(row: dict):
         return {k: float(v) for k, v in items if v is not None and v == v} if numeric else \
             {k: str(v) for k, v in items if v is not None and v == v}
 
-    start = row.get("start_time")
-    start_ms = int(pd.Timestamp(start).value // 1_000_000) if start is not None and not pd.isna(start) else 0
-    return SimpleNamespace(info=SimpleNamespace(run_id=row["run_id"], status=row["status"], start_time=start_ms),
+    def ms(time) -> int:
+        return int(pd.Timestamp(time).value // 1_000_000) if time is not None and not pd.isna(time) else 0
+
+    return SimpleNamespace(info=SimpleNamespace(run_id=row["run_id"], status=row["status"],
+                                                start_time=ms(row.get("start_time")), end_time=ms(row.get("end_time"))),
                            data=SimpleNamespace(tags=part("tags."), params=part("params."),
                                                 metrics=part("metrics.", numeric=True)))
 
