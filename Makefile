@@ -34,6 +34,7 @@ help:
 	@echo "  make tune EXP=char_lm [ARGS=...]           tune every arm of a conf/tune/ preset (Optuna), then re-seed the best (docs/tuning.md)"
 	@echo "  make tune-report EXP=char_lm               the tuned report: experiments/tune_EXP/REPORT.md (docs/tuning.md)"
 	@echo "  make export-study EXP=<preset>|TUNE=<name> a study's report and its runs as data: experiments/<study>/ (docs/statistics.md)"
+	@echo "    [PROTOCOLS=tune_adding]                  a tuned page comparing tuning protocols (tune.seed) (docs/tuning.md)"
 	@echo "  make calibrate                             the statistical rule's error rates by simulation (docs/calibration.md)"
 	@echo "  make bench [ARGS=--quick]                  harness vs bare PyTorch, roofline, ... -> experiments/bench/ (docs/benchmark.md)"
 	@echo ""
@@ -101,12 +102,16 @@ tune: install
 
 # A committed study: its report from the store, and its runs beside it as data (data/*.parquet).
 # EXP names a sweep preset (conf/experiment/), TUNE a tuning preset (conf/tune/): the experiment
-# is the one the preset writes to, the folder experiments/EXP or experiments/tune_TUNE
+# is the one the preset writes to, the folder experiments/EXP or experiments/tune_TUNE.
+# PROTOCOLS: tuning experiments of the same arms scored on other tuning seeds, whose protocols
+# the page compares (each exported beside it first), e.g. TUNE=adding_seeds PROTOCOLS=tune_adding
 STUDY_PRESET = $(if $(TUNE),+tune=$(TUNE),+experiment=$(EXP))
 STUDY_DIR = experiments/$(if $(TUNE),tune_$(TUNE),$(EXP))
+PROTOCOLS ?=
 export-study: install
-	$(BIN)/python src/report.py --export --out $(STUDY_DIR) --experiment $$($(BIN)/python src/train.py \
-		$(STUDY_PRESET) --cfg job --package tracking 2>/dev/null | sed -n 's/^experiment: //p')
+	$(BIN)/python src/report.py --export --out $(STUDY_DIR) $(foreach p,$(PROTOCOLS),--protocols $(p)) \
+		--experiment $$($(BIN)/python src/train.py $(STUDY_PRESET) --cfg job --package tracking 2>/dev/null \
+		| sed -n 's/^experiment: //p')
 
 # A committed study's data loaded into .studies/EXP/mlflow.db (once per version), then mlflow ui on it
 open-study: install

@@ -46,13 +46,41 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--with", dest="also", action="append", default=[], metavar="EXPERIMENT[@URI]",
                    help="a tuned report only: add the arms of another tuning experiment (in the store at URI, "
                         "default --tracking-uri), e.g. the classic cells tuned by another preset; repeatable")
+    p.add_argument("--protocols", dest="compare", action="append", default=[], metavar="EXPERIMENT[@URI]",
+                   help="a tuned report only: another tuning experiment of the same arms, space and budget whose "
+                        "trials were scored on other tuning seeds (tune.seed); the page compares the protocols. "
+                        "Repeatable. With --export, that experiment's study must be exported beside --out first "
+                        "(its folder is linked in data/study.json, and --from reads it)")
     return p.parse_args(argv)
 
 
-def also(args: argparse.Namespace) -> list[tuple[str, str]]:
-    """The --with sources as (experiment, tracking URI)."""
-    pairs = [spec.split("@", 1) if "@" in spec else [spec, args.tracking_uri] for spec in args.also]
+def also(args: argparse.Namespace, specs: list[str] | None = None) -> list[tuple[str, str]]:
+    """The --with (or --protocols) sources as (experiment, tracking URI)."""
+    pairs = [spec.split("@", 1) if "@" in spec else [spec, args.tracking_uri]
+             for spec in (args.also if specs is None else specs)]
     return [(experiment, uri) for experiment, uri in pairs]
+
+
+def check_protocols(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """The --protocols sources, each a tuning experiment other than the page's own."""
+    from rnnlab import report
+    from rnnlab.report import tuning
+
+    sources = also(args, args.compare)
+    for experiment, uri in sources:
+        report.check_store(uri)
+        if (experiment, uri) == (args.experiment, args.tracking_uri):
+            raise report.ReportError(f"--protocols {experiment}: the page's own study; name another tuning of its arms")
+        if not tuning.is_tuned(uri, experiment):
+            from mlflow import MlflowClient
+
+            tuned = sorted(e.name for e in MlflowClient(uri).search_experiments() if tuning.is_tuned(uri, e.name)
+                           and e.name != args.experiment)
+            raise report.ReportError(f"--protocols {experiment}: no tuning study in experiment '{experiment}' of {uri} "
+                                     f"(tuning experiments there: {', '.join(tuned) or 'none'})")
+    if sources and not tuning.is_tuned(args.tracking_uri, args.experiment):
+        raise report.ReportError(f"--protocols compares tunings; '{args.experiment}' holds no tuning study")
+    return sources
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,14 +99,17 @@ def main(argv: list[str] | None = None) -> int:
             report.check_store(uri)
             if not tuning.is_tuned(uri, experiment):
                 raise report.ReportError(f"--with {experiment}: no tuning study in experiment '{experiment}' of {uri}")
+        compare = check_protocols(args)
         if tuning.is_tuned(args.tracking_uri, args.experiment) and args.partial:
             files = tuning.export_(args.tracking_uri, args.experiment, out, complete=False)
             print(f"wrote {len(files)} files of the tuning study's data, marked incomplete, to {files[0].parent}; "
                   "the report was left as it is")
             return 0
         if tuning.is_tuned(args.tracking_uri, args.experiment):  # a tuning experiment: the tuned report
-            path = tuning.build(args.experiment, args.tracking_uri, out, also=sources, export=args.export)
-            joined = "".join(f" with '{e}'" for e, _ in sources)
+            path = tuning.build(args.experiment, args.tracking_uri, out, also=sources, export=args.export,
+                                compare=compare)
+            joined = "".join(f" with '{e}'" for e, _ in sources) + "".join(
+                f", its protocol compared with '{e}'" for e, _ in compare)
             print(f"wrote {path} (the tuned report of experiment '{args.experiment}'{joined})")
             return 0
         if sources:
@@ -123,7 +154,8 @@ def from_saved(args: argparse.Namespace) -> int:
     """The report of a committed study, from its data folder alone."""
     from rnnlab import report
 
-    for flag, value in (("--sweep-id", args.sweep_id), ("--export", args.export), ("--with", args.also)):
+    for flag, value in (("--sweep-id", args.sweep_id), ("--export", args.export), ("--with", args.also),
+                        ("--protocols", args.compare)):
         if value:
             print(f"error: {flag} goes with --experiment (a store), not --from", file=sys.stderr)
             return 2

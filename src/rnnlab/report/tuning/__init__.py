@@ -13,7 +13,9 @@ MLflow runs and Optuna studies:
 * the expected best validation score against the number of trials (Tang et al. 2020's
   unbiased estimator of Dodge et al. 2019's curve), with its spread;
 * hyperparameter importance per arm (Optuna's PED-ANOVA, Watanabe et al. 2023), and each
-  arm's trials against its most important hyperparameter (a log axis for a log-sampled one).
+  arm's trials against its most important hyperparameter (a log axis for a log-sampled one);
+* given other tunings of the same arms scored on other tuning seeds (``--protocols``), the
+  protocols compared: each one's tuned best, its tuning compute and the paired verdicts.
 
 Statistics are :mod:`rnnlab.stats`'s: paired t-tests, every verdict of the page Holm-adjusted together.
 
@@ -22,9 +24,11 @@ One module per step, as in the rest of :mod:`rnnlab.report`:
 1. :mod:`~rnnlab.report.tuning.loading`: the arms from an MLflow store and its Optuna studies
    (:func:`load`, :func:`load_all` for several tuning experiments joined), and
    :mod:`~rnnlab.report.tuning.saved`: the same arms from a committed study's data
-   (:func:`export_`, :func:`load_saved`); :mod:`~rnnlab.report.tuning.arms` is what an arm holds;
+   (:func:`export_`, :func:`load_saved`); :mod:`~rnnlab.report.tuning.arms` is what an arm holds,
+   :mod:`~rnnlab.report.tuning.compute` what its trials cost;
 2. :mod:`~rnnlab.report.tuning.statistics`: paired differences, verdicts, rankings, importance;
-3. :mod:`~rnnlab.report.tuning.tables` and :mod:`~rnnlab.report.tuning.figures`: what the page shows;
+3. :mod:`~rnnlab.report.tuning.tables` and :mod:`~rnnlab.report.tuning.figures`: what the page shows,
+   :mod:`~rnnlab.report.tuning.protocols` the section comparing tuning protocols;
 4. :mod:`~rnnlab.report.tuning.page`: the page itself (:func:`build`, :func:`build_saved`).
 """
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from rnnlab.report.tuning.compute import Compute
 from rnnlab.runs import on_split
 
 
@@ -39,6 +40,7 @@ class ArmResult:
     task: str = ""
     code_hashes: set[str] = field(default_factory=set)  # of its trial, re-seed and default runs
     fixed: dict[str, str] = field(default_factory=dict)  # what its trials held fixed: budget, sizes, sampler
+    compute: Compute = field(default_factory=Compute)  # what its trials cost: runs, steps, wall seconds
 
     @property
     def label(self) -> str:

@@ -13,6 +13,7 @@ import math
 
 from rnnlab import runs as tags
 from rnnlab.report.store import ReportError
+from rnnlab.report.tuning import compute
 from rnnlab.report.tuning.arms import ArmResult, cell_rank, show
 from rnnlab.report.tuning.statistics import importance
 
@@ -106,6 +107,7 @@ def from_runs(experiment: str, everything: list, open_study) -> list[ArmResult]:
         _read_study(arm, open_study(arm))
         kids = [r for r in everything if r.data.tags.get(tags.PARENT) == arm.parent_id]
         arm.fixed = _fixed(arm, p, kids)
+        arm.compute = compute.of_trials([r for r in kids if r.data.tags.get(tags.TUNE_ROLE) == "trial"])
         for r in kids:
             if tags.CODE_HASH in r.data.tags:
                 arm.code_hashes.add(r.data.tags[tags.CODE_HASH])

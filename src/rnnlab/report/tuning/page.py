@@ -14,39 +14,51 @@ from rnnlab.report.source import DATA
 from rnnlab.report.store import ReportError
 from rnnlab.report.tuning.arms import ArmResult
 from rnnlab.report.tuning.figures import plot_expected, plot_importance
-from rnnlab.report.tuning.loading import load_all, source_name
-from rnnlab.report.tuning.saved import export_, load_saved
+from rnnlab.report.tuning.loading import load, load_all, source_name
+from rnnlab.report.tuning.protocols import Protocol, protocols, section
+from rnnlab.report.tuning.saved import export_, exported_as, load_saved, protocol_studies
 from rnnlab.report.tuning.statistics import ranking
 from rnnlab.report.tuning.tables import cells_table, expected_table, importance_table, solved_table, tuned_table
 
 
 def build(experiment: str, tracking_uri: str, out_dir: Path, code: str = "",
-          also: list[tuple[str, str]] | None = None, export: bool = False) -> Path:
+          also: list[tuple[str, str]] | None = None, export: bool = False,
+          compare: list[tuple[str, str]] | None = None) -> Path:
     """Write ``out_dir/REPORT.md`` and its figures; keep the discussion already there.
     ``also``: other tuning experiments ``(experiment, tracking_uri)`` whose arms join the
-    comparison (cells tuned by another preset, in another store). ``export``: the runs and
-    trials are also written beside it (``out_dir/data/``), from which :func:`build_saved`
-    writes the same page."""
+    comparison (cells tuned by another preset, in another store). ``compare``: tuning
+    experiments of the same arms scored on other tuning seeds, whose protocols the page
+    compares (:mod:`~rnnlab.report.tuning.protocols`). ``export``: the runs and trials are also
+    written beside it (``out_dir/data/``), from which :func:`build_saved` writes the same page;
+    a compared experiment must then be exported beside it first (its folder is linked, and its
+    data, not the store, gives its arms, so that both pages agree)."""
     if export and also:
         raise ReportError("--export writes one tuning experiment's data; a joined report (--with) is not exported")
+    if also and compare:
+        raise ReportError("--protocols compares one tuning's protocols; a joined report (--with) takes none")
     sources = [(experiment, tracking_uri), *(also or [])]
     arms = load_all(sources)
+    folders = [exported_as(out_dir.parent, e, u) for e, u in compare or []] if export else []
+    others = [load_saved(f) for f in folders] if export else [load(u, e) for e, u in compare or []]
+    found = protocols(arms, others) if compare else []
     if export:
-        export_(tracking_uri, experiment, out_dir)
+        export_(tracking_uri, experiment, out_dir, protocols=[f.name for f in folders])
         regenerate = f"python src/report.py --from {_relative(out_dir)}"
     else:
         store = "" if tracking_uri == paths.default_tracking_uri() else f" --tracking-uri {tracking_uri}"
         regenerate = f"python src/report.py --experiment {experiment}{store}" + "".join(
-            f" --with {e}@{u}" for e, u in sources[1:])
-    return _write(arms, sources, out_dir, regenerate + code, saved=export)
+            f" --with {e}@{u}" for e, u in sources[1:]) + "".join(f" --protocols {e}@{u}" for e, u in compare or [])
+    return _write(arms, sources, out_dir, regenerate + code, saved=export, found=found)
 
 
 def build_saved(folder: Path, out_dir: Path | None = None) -> Path:
     """The tuned report of a committed tuning study, from its data alone."""
     arms = load_saved(folder)
+    others = [load_saved(f) for f in protocol_studies(folder)]
+    found = protocols(arms, others) if others else []
     out = out_dir or folder
     return _write(arms, [(arms[0].source, "")], out, f"python src/report.py --from {_relative(folder)}", saved=True,
-                  home=folder)
+                  home=folder, found=found)
 
 
 def _relative(path: Path) -> str:
@@ -58,7 +70,7 @@ def _relative(path: Path) -> str:
 
 
 def _write(arms: list[ArmResult], sources: list[tuple[str, str]], out_dir: Path, regenerate: str,
-           saved: bool, home: Path | None = None) -> Path:
+           saved: bool, home: Path | None = None, found: list[Protocol] | None = None) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     check_out_dir(out_dir, sources[0][0])
     report = out_dir / "REPORT.md"
@@ -67,8 +79,11 @@ def _write(arms: list[ArmResult], sources: list[tuple[str, str]], out_dir: Path,
                                     plot_importance(arms, out_dir / "importance.png")) if p}
     family = stats.Family()  # every verdict of the page, adjusted together: gathered, then printed
     _comparison(arms, family)
+    compared = section(arms, found, family) if found else []
     family.close()
+    compared = section(arms, found, family) if found else []
     lines = [*_header(arms, sources, regenerate, family, home or out_dir, saved), *_comparison(arms, family),
+             *compared,
              *_search(arms, drawn), DISCUSSION_START,
              discussion or "_(discussion: written by hand, kept when the report is regenerated)_",
              DISCUSSION_END, ""]

@@ -30,10 +30,12 @@ def load_saved(folder: Path) -> list[ArmResult]:
                  lambda arm: _study(arm.study, trials[trials["study"] == arm.study]))
 
 
-def export_(tracking_uri: str, experiment: str, folder: Path, complete: bool = True) -> list[Path]:
+def export_(tracking_uri: str, experiment: str, folder: Path, complete: bool = True,
+            protocols: list[str] | None = None) -> list[Path]:
     """Write a tuning experiment's runs and its Optuna trials to ``folder/data/``, so that
     :func:`load_saved` reads the same arms :func:`load` does (``complete=False``: a snapshot
-    of a study still running)."""
+    of a study still running). ``protocols``: the folders, beside ``folder``, of the tuning
+    studies whose protocols its page compares (see :func:`protocol_studies`)."""
     import mlflow
     import optuna
     from optuna.distributions import distribution_to_json
@@ -55,7 +57,8 @@ def export_(tracking_uri: str, experiment: str, folder: Path, complete: bool = T
     runs = public(runs)
     runs.to_parquet(data / RUNS, index=False, compression="zstd")
     pd.DataFrame(rows).to_parquet(data / TRIALS, index=False, compression="zstd")
-    meta = {"experiment": experiment, "sweep_id": None, "complete": complete}
+    meta = {"experiment": experiment, "sweep_id": None, "complete": complete,
+            **({"protocols": protocols} if protocols else {})}
     (data / STUDY).write_text(json.dumps(meta, indent=1) + "\n")
     return [data / RUNS, data / TRIALS, data / STUDY]
 
@@ -69,9 +72,11 @@ def _as_run(row: dict):
         return {k: float(v) for k, v in items if v is not None and v == v} if numeric else \
             {k: str(v) for k, v in items if v is not None and v == v}
 
-    start = row.get("start_time")
-    start_ms = int(pd.Timestamp(start).value // 1_000_000) if start is not None and not pd.isna(start) else 0
-    return SimpleNamespace(info=SimpleNamespace(run_id=row["run_id"], status=row["status"], start_time=start_ms),
+    def ms(time) -> int:
+        return int(pd.Timestamp(time).value // 1_000_000) if time is not None and not pd.isna(time) else 0
+
+    return SimpleNamespace(info=SimpleNamespace(run_id=row["run_id"], status=row["status"],
+                                                start_time=ms(row.get("start_time")), end_time=ms(row.get("end_time"))),
                            data=SimpleNamespace(tags=part("tags."), params=part("params."),
                                                 metrics=part("metrics.", numeric=True)))
 
@@ -91,3 +96,48 @@ def _study(name: str, trials: pd.DataFrame):
             distributions={k: json_to_distribution(v) for k, v in json.loads(t["distributions"]).items()},
             user_attrs=json.loads(t["user_attrs"])))
     return study
+
+
+def protocol_studies(folder: Path) -> list[Path]:
+    """The committed tuning studies whose protocols this study's page compares: the folders
+    its ``data/study.json`` names (``protocols``), beside it (``experiments/<name>``)."""
+    meta_path = Path(folder) / DATA / STUDY
+    names = json.loads(meta_path.read_text()).get("protocols", []) if meta_path.is_file() else []
+    found = []
+    for name in names:
+        sibling = Path(folder).parent / name
+        if not (sibling / DATA / TRIALS).is_file():
+            raise ReportError(f"{meta_path} compares protocols with '{name}': no tuning data in {sibling / DATA} "
+                              f"(tuning studies with data beside it: {', '.join(_tuning_studies(folder)) or 'none'})")
+        found.append(sibling)
+    return found
+
+
+def exported_as(parent: Path, experiment: str, tracking_uri: str) -> Path:
+    """The committed study, among ``parent``'s folders, that holds ``experiment``'s data, and
+    holds all of it: a page linked to a sibling's data must regenerate from that data."""
+    import mlflow
+
+    folders = [f for f in sorted(Path(parent).glob(f"*/{DATA}/{TRIALS}"))
+               if json.loads((f.parent / STUDY).read_text()).get("experiment") == experiment]
+    if not folders:
+        raise ReportError(f"--protocols {experiment}: no exported study of it in {parent} (tuning studies with "
+                          f"data there: {', '.join(_tuning_studies(Path(parent) / '_')) or 'none'}); export it "
+                          "first (make export-study TUNE=<its preset>)")
+    folder = folders[0].parent.parent
+    mlflow.set_tracking_uri(tracking_uri)
+    stored = mlflow.search_runs(experiment_names=[experiment], max_results=50_000)
+    saved = pd.read_parquet(folder / DATA / RUNS, columns=["run_id", "status"])
+    ended = {(r, s) for r, s in zip(stored["run_id"], stored["status"])}
+    if not json.loads((folder / DATA / STUDY).read_text()).get("complete", True) or \
+            ended != set(zip(saved["run_id"], saved["status"])):
+        new = len(ended - set(zip(saved["run_id"], saved["status"])))
+        raise ReportError(f"--protocols {experiment}: {folder / DATA} is not all of it ({len(saved)} runs exported, "
+                          f"{len(stored)} in the store, {new} new or changed since): export it again first")
+    return folder
+
+
+def _tuning_studies(folder: Path) -> list[str]:
+    """The folders beside ``folder`` that hold a tuning study's data."""
+    return sorted(p.parent.parent.name for p in Path(folder).parent.glob(f"*/{DATA}/{TRIALS}")
+                  if p.parent.parent != Path(folder))

@@ -17,7 +17,7 @@ from rnnlab.tune.expected import expected_best
 TRIALS_SHOWN = (1, 2, 3, 5, 10, 20, 50)  # columns of the expected-best table (those <= N)
 
 
-def _fmt_ci(values: dict[int, float]) -> str:
+def fmt_ci(values: dict[int, float]) -> str:
     finite = [values[s] for s in sorted(values) if math.isfinite(values[s])]
     ci = stats.mean_ci(finite)
     text = fmt_mean_ci(ci.mean, ci.low, ci.high, ci.n)
@@ -39,8 +39,8 @@ def tuned_table(arms: list[ArmResult], family: stats.Family | None = None) -> st
         best = ", ".join(f"{k} {v}" for k, v in a.best_params.items()) or "—"
         d = paired(a.tuned, a.default)
         rows.append([a.cell, str(a.seq_len), f"{best} (trial {a.best_trial})", fmt(a.best_value),
-                     f"{a.n_trials} ({a.n_diverged} diverged, {a.n_failed} failed)", _fmt_ci(a.tuned),
-                     _fmt_ci(a.default), *test_cells(d, family, ("tuned", a.source, a.cell, a.seq_len), a.mode,
+                     f"{a.n_trials} ({a.n_diverged} diverged, {a.n_failed} failed)", fmt_ci(a.tuned),
+                     fmt_ci(a.default), *test_cells(d, family, ("tuned", a.source, a.cell, a.seq_len), a.mode,
                                                      ("tuned", "default"))])
     return md_table(["cell", "T", "best configuration (trial)", "val, tuning seed", "trials",
                      f"tuned: {metric}", f"default: {metric}", "tuned − default", *TEST_HEADER], rows,
@@ -74,9 +74,8 @@ def cells_table(arms: list[ArmResult], family: stats.Family | None = None) -> st
 def solved_table(arms: list[ArmResult]) -> str | None:
     """Seeds that solved (val/skill reached the threshold), default and tuned, and the
     critical length of each cell under both."""
-    if not any(a.stops_once_solved or any(a.tuned_solved.values()) or any(a.default_solved.values())
-               for a in arms):  # a task no run is meant to solve (char_lm: skill 0.9 over the unigram
-        return None             # baseline is out of reach); a probe's 0/5 is a finding
+    if not solvable(arms):
+        return None
 
     rows = [[a.cell, str(a.seq_len), f"{sum(a.default_solved.values())}/{len(a.default_solved)}",
              f"{sum(a.tuned_solved.values())}/{len(a.tuned_solved)}"] for a in arms]
@@ -89,6 +88,14 @@ def solved_table(arms: list[ArmResult]) -> str | None:
         lines.append(f"- {cell}: critical length {crit['default'] or 'below the lengths run'} by default, "
                      f"{crit['tuned'] or 'below the lengths run'} tuned")
     return table + "\n\nCritical length (the longest length at least half the seeds solve):\n\n" + "\n".join(lines)
+
+
+def solvable(arms: list[ArmResult]) -> bool:
+    """Whether solving is what the arms' runs were for: they stop once solved, or some solved. Not
+    for a task no run is meant to solve (char_lm: skill 0.9 over the unigram baseline is out of
+    reach); a probe's 0/5 is a finding."""
+    return any(a.stops_once_solved or any(a.tuned_solved.values()) or any(a.default_solved.values())
+               for a in arms)
 
 
 def expected_table(arms: list[ArmResult]) -> str:
