@@ -62,6 +62,8 @@ def context(threads: int) -> multiprocessing.context.ForkServerContext:
     """The forkserver context, its server started (once per process) with the training path
     imported and ``threads`` per job in its environment."""
     ctx = multiprocessing.get_context("forkserver")
+    if _alive(_server.get("pid")) and _server.get("pid") == _forkserver_pid() and _server.get("threads") != threads:
+        forkserver._forkserver._stop()  # its environment set another thread count: a new one (tests do this)
     if _server.get("pid") != _forkserver_pid() or not _alive(_server.get("pid")):
         ctx.set_forkserver_preload(PRELOAD)
         saved = {k: os.environ.get(k) for k in (*THREAD_VARS, "OPENBLAS_NUM_THREADS", SERVER, "PYTHONPATH")}
