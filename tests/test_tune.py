@@ -514,3 +514,40 @@ def test_the_adding_tuning_trains_at_the_long_range_study_budget():
     for key in ("trainer.max_steps", "trainer.val_check_interval", "solve.early_stop", "batch_size",
                 "cell.hidden_size", "optim.name"):
         assert OmegaConf.select(tuned, key) == OmegaConf.select(study, key), key
+
+
+@pytest.mark.slow
+def test_a_grid_search_runs_every_point_of_its_grid_once(store):
+    """tune.sampler=grid: each arm's trials are the grid's points, each once (the best of a
+    fixed grid, as Zoology and MAD tune), whatever order the batches ran them in."""
+    import optuna
+
+    tune(store, "tune.sampler=grid", "tune.trials=4", "tune.reseeds=[1]",
+         "tune.space={optim.lr: 'choice(0.001, 0.01)', clip: 'choice(null, 1.0)'}", "hydra.launcher.n_jobs=2")
+    storage = f"sqlite:///{store.dir / 'optuna.db'}"
+    for arm in ("cell=rnn", "cell=gru"):
+        study = optuna.load_study(study_name=f"tiny: {arm}", storage=storage)
+        points = sorted((t.params["optim.lr"], str(t.params["clip"])) for t in study.trials)
+        assert points == [(0.001, "1.0"), (0.001, "None"), (0.01, "1.0"), (0.01, "None")], arm
+    runs = store.runs("tune_tiny")
+    assert sorted(r.data.params["optim.lr"] for r in runs if r.data.tags.get("tune_role") == "trial") == \
+        ["0.001"] * 4 + ["0.01"] * 4
+
+
+@pytest.mark.parametrize("space,trials,names,says", [
+    ("{optim.lr: 'tag(log, interval(1e-3, 1e-2))'}", 3, "tune.space.optim.lr", "a choice(...) of values"),
+    ("{optim.lr: 'choice(0.001, 0.01)'}", 3, "tune.trials=3", "the grid's size, 4"),
+])
+def test_a_grid_that_is_not_a_finite_grid_of_its_trials_is_refused_in_one_line(space, trials, names, says):
+    """Before anything is created, as the tuner checks every arm (the tiny preset's space has
+    clip: choice(null, 1.0) too: 2 x 2 points)."""
+    from rnnlab.tune import arms
+
+    cfg, loader = compose_sweep("+tune=tiny", "tune.sampler=grid", f"tune.trials={trials}", f"tune.space={space}")
+    settings = arms.Settings.of(cfg)
+    settings.check()
+    params = {str(k): str(v) for k, v in cfg.hydra.sweeper.params.items()}
+    grid, fixed = arms.grid(loader, params, [])
+    with pytest.raises(ConfigError) as e:
+        arms.arm(loader, cfg, settings, fixed, *grid[0])
+    assert names in str(e.value) and says in str(e.value) and "\n" not in str(e.value)

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from rnnlab.config import ConfigError
 from rnnlab.tune import space as spaces
 
-SAMPLERS = ("random", "tpe")
+SAMPLERS = ("random", "tpe", "grid")
 
 
 @dataclass
@@ -141,8 +141,26 @@ def arm(loader, config: DictConfig, settings: Settings, fixed: list[str], label:
         dists.update(spaces.distributions({key: text}, where[key]))
     for key in space:
         spaces.check_keys(key, cfg, label, where[key])
+    if settings.sampler_name == "grid":
+        _check_grid(dists, where, settings.n_trials)
     task_cls = task_of(cfg)
     return Arm(label, overrides, cfg, dists, task_cls.main_metric, task_cls.mode)
+
+
+def _check_grid(dists: dict[str, Any], where: dict[str, str], trials: int) -> None:
+    """A grid search needs a finite grid (every key a ``choice(...)``) of exactly
+    ``tune.trials`` points: fewer trials leave points out, more evaluate some twice."""
+    import math
+
+    from optuna.distributions import CategoricalDistribution
+
+    for key, d in dists.items():
+        if not isinstance(d, CategoricalDistribution):
+            raise ConfigError(f"{where[key]}.{key}", repr(d), "a choice(...) of values under tune.sampler=grid")
+    size = math.prod(len(d.choices) for d in dists.values())
+    if trials != size:
+        raise ConfigError("tune.trials", trials, f"the grid's size, {size} (the product of the choices' counts), "
+                          "under tune.sampler=grid")
 
 
 def task_of(cfg: DictConfig):

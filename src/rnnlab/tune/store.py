@@ -49,12 +49,18 @@ def open_study(settings: Settings, storage: str, arm: Arm):
     return study
 
 
-def sampler(settings: Settings, n: int):
+def sampler(settings: Settings, n: int, space: dict | None = None):
     """A sampler seeded by (seed, trial number): the same draws for trial n of every arm,
-    and of a study resumed in another process (Optuna does not store a sampler's state)."""
+    and of a study resumed in another process (Optuna does not store a sampler's state).
+    ``grid``: every combination of the space's choices once, trial n the n-th (Optuna's
+    GridSampler reads which are done from the study), as Zoology and MAD take the best of a
+    fixed grid of learning rates."""
     import optuna
 
     seed = settings.seed * 1_000_003 + n
+    if settings.sampler_name == "grid":  # one seed for every trial: it orders the grid, trial n takes point n
+        return optuna.samplers.GridSampler({k: list(d.choices) for k, d in (space or {}).items()},
+                                           seed=settings.seed)
     if settings.sampler_name == "tpe":
         return optuna.samplers.TPESampler(seed=seed)
     return optuna.samplers.RandomSampler(seed=seed)
@@ -62,8 +68,13 @@ def sampler(settings: Settings, n: int):
 
 def ask(settings: Settings, arm: Arm):
     """The arm's next trial, drawn by the sampler of its number."""
-    arm.study.sampler = sampler(settings, len(arm.study.get_trials(deepcopy=False)))
-    return arm.study.ask(arm.space)
+    arm.study.sampler = sampler(settings, len(arm.study.get_trials(deepcopy=False)), arm.space)
+    trial = arm.study.ask(arm.space)  # its values drawn now, from the space given
+    if settings.sampler_name == "grid":  # GridSampler stops the study when told its last point,
+        import optuna  # which Optuna allows in an objective only, not under ask-and-tell
+
+        arm.study.sampler = optuna.samplers.RandomSampler()
+    return trial
 
 
 def done(study) -> int:
