@@ -104,7 +104,8 @@ def test_the_committed_gpu_scans_name_their_card_and_ran_at_the_current_settings
     from rnnlab.bench.settings import Settings
     from rnnlab.cells import SPECS
 
-    gpu_runs = [f for f in BENCH_RESULTS if json.loads((f / "results.json").read_text()).get("gpu", {}).get("available")]
+    gpu_runs = [f for f in BENCH_RESULTS
+                if json.loads((f / "results.json").read_text()).get("gpu", {}).get("available")]
     assert gpu_runs, "no committed GPU results"
     s = Settings()
     lengths = set()
