@@ -63,7 +63,7 @@ def context(threads: int) -> multiprocessing.context.ForkServerContext:
     imported and ``threads`` per job in its environment."""
     ctx = multiprocessing.get_context("forkserver")
     if _alive(_server.get("pid")) and _server.get("pid") == _forkserver_pid() and _server.get("threads") != threads:
-        forkserver._forkserver._stop()  # its environment set another thread count: a new one (tests do this)
+        forkserver._forkserver._stop()  # type: ignore[attr-defined]  # set up for another thread count
     if _server.get("pid") != _forkserver_pid() or not _alive(_server.get("pid")):
         ctx.set_forkserver_preload(PRELOAD)
         saved = {k: os.environ.get(k) for k in (*THREAD_VARS, "OPENBLAS_NUM_THREADS", SERVER, "PYTHONPATH")}
