@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
@@ -69,9 +70,10 @@ def warm_train(cmd: list[str], *, env: dict[str, str], cwd: Path, timeout: float
         proc = ctx.Process(target=warm.run_main, args=(script, argv, str(cwd), env, str(out), str(err)))
         proc.start()
         proc.join(timeout)
-        if proc.is_alive():
-            proc.kill()
-            proc.join()
+        if proc.is_alive():  # the run and what it started (a sweep's workers): its process group
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.join(30)
             raise subprocess.TimeoutExpired(cmd, timeout, out.read_text(), err.read_text())
         return subprocess.CompletedProcess(cmd, proc.exitcode, out.read_text() if out.exists() else "",
                                            err.read_text() if err.exists() else "")
