@@ -21,8 +21,9 @@ def _mqar(**kw) -> MQAR:
     return MQAR(**{**args, **kw})
 
 
-def test_mqar_binds_each_query_to_its_own_pair_and_labels_only_the_queries():
-    task = _mqar()
+@pytest.mark.parametrize("random_non_queries", [False, True])
+def test_mqar_binds_each_query_to_its_own_pair_and_labels_only_the_queries(random_non_queries):
+    task = _mqar(random_non_queries=random_non_queries)
     x, y = task.test["x"], task.test["y"]
     K, V = task.num_kv_pairs, task.vocab_size
     keys, values = x[:, 0 : 2 * K : 2], x[:, 1 : 2 * K : 2]
@@ -37,6 +38,16 @@ def test_mqar_binds_each_query_to_its_own_pair_and_labels_only_the_queries():
         assert y[row][scored[row]].tolist() == [pairs[k] for k in queried], "the label is its key's value"
         where = scored[row].nonzero().flatten()
         assert ((where - 2 * K) % 2 == 0).all(), "queries sit at even offsets after the pairs"
+    filler = x[:, 2 * K :][~scored[:, 2 * K :]]
+    if random_non_queries:  # noise over the whole vocabulary, keys and values included
+        assert filler.unique().numel() > 0.9 * V and (filler >= V // 2).float().mean().sub(0.5).abs() < 0.01
+    else:  # Zoology's Figure 2: token 0, which no key or value uses
+        assert filler.eq(0).all()
+
+
+def test_bad_mqar_filler_setting_is_a_one_line_error():
+    with pytest.raises(ConfigError, match=r"task\.random_non_queries.*true.*false"):
+        _mqar(random_non_queries="yes")
 
 
 def test_mqar_query_gaps_follow_zoology_s_power_law():

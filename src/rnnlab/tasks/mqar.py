@@ -10,7 +10,8 @@ sequence, ``seq_len - 2K`` positions, holds each key once more as a query, at ev
 ``2·g`` of that region; the ``K`` distinct gaps ``g`` in 0 .. (seq_len - 2K)/2 - 1 are drawn
 without replacement with probability proportional to ``(g + 1)^(a - 1)``, ``a = power_a = 0.01``:
 a power law that puts most queries soon after the pairs and some far away. Every other position
-is a random token over the whole vocabulary (Zoology's ``random_non_queries``). The target at a
+holds token 0, which no key or value uses, or, with ``random_non_queries=true``, a random token
+over the whole vocabulary. The target at a
 query's position is its key's value; every other position is ignored (``IGNORE_INDEX``), so the
 loss and the accuracy are over the queries alone.
 
@@ -23,6 +24,16 @@ and its cross-entropy is ``ln K``.
 
 **Where recall breaks:** the accuracy is also logged by the distance between a query and its key
 (``acc_by_dist/4-7``: queries 4 to 7 steps after their key), in octave bins.
+
+**Filler, 0 or random.** Zoology's generator defaults to random filler, but the Zoology paper's
+Figure 2, the point we compare with, sets ``random_non_queries=False``
+(``zoology/experiments/paper_configs/iclr24_zoology_figure2/configs.py``; also its
+``mqar_example_configs/mqar_configs_random_false.py``), so the default here is 0. The Based paper's
+Figure 2 (``arxiv24_based_figure2/configs.py``) keeps the random filler. The two are different
+tasks for a fixed-size state: random filler is full of adjacent (lower-half, upper-half) token
+pairs that look like key-value pairs, so a recurrent cell must also learn to stop binding after
+the context, while attention can tell the context from the rest by position.
+``random_non_queries=true`` measures that harder version.
 
 **Defaults** are Zoology's smallest Figure 2 point, seq_len 64 (the root ``seq_len``: give
 ``seq_len=64``) with 4 pairs, vocabulary 8,192 and its 100,000 training and 3,000 test sequences
@@ -95,7 +106,8 @@ class MQAR(GeneratedTask):
     )
 
     def __init__(self, seq_len: int, batch_size: int, seed: int, vocab_size: int = 8192,
-                 num_kv_pairs: int = 4, power_a: float = 0.01, train_size: int = 100_000, **kwargs):
+                 num_kv_pairs: int = 4, power_a: float = 0.01, train_size: int = 100_000,
+                 random_non_queries: bool = False, **kwargs):
         require("task.vocab_size", vocab_size, positive_int, "must be an integer > 0")
         require("task.num_kv_pairs", num_kv_pairs, positive_int, "must be an integer > 0")
         require("task.train_size", train_size, positive_int, "must be an integer > 0")
@@ -106,9 +118,12 @@ class MQAR(GeneratedTask):
                    f"must fit the length: 2K tokens of pairs and K queries at even offsets need "
                    f"4K <= seq_len = {seq_len}, so K <= {seq_len // 4}")
         self.check("task.power_a", power_a, 0 < power_a <= 1, "must be in (0, 1] (1: uniform gaps)")
+        self.check("task.random_non_queries", random_non_queries, isinstance(random_non_queries, bool),
+                   "must be true (random filler) or false (token 0, Zoology's published setting)")
         super().__init__(seq_len, batch_size, seed, **kwargs)
         self.vocab_size, self.num_kv_pairs, self.power_a, self.train_size = \
             vocab_size, num_kv_pairs, power_a, train_size
+        self.random_non_queries = random_non_queries
         self.input_size = self.output_size = vocab_size
 
     def at_length(self, seq_len: int) -> GeneratedTask:
@@ -123,7 +138,8 @@ class MQAR(GeneratedTask):
         T, K, V = self.seq_len, self.num_kv_pairs, self.vocab_size
         keys = distinct(n, 1, V // 2, K, g)
         values = distinct(n, V // 2, V, K, g)
-        x = torch.randint(0, V, (n, T), generator=g)  # the noise, then pairs and queries over it
+        # the filler (0, or noise), then pairs and queries over it
+        x = torch.randint(0, V, (n, T), generator=g) if self.random_non_queries else torch.zeros(n, T, dtype=torch.long)
         x[:, 0 : 2 * K : 2], x[:, 1 : 2 * K : 2] = keys, values
         space = (T - 2 * K) // 2
         # K distinct gaps, drawn one after another in proportion to p among those left (numpy's
@@ -175,4 +191,5 @@ class MQAR(GeneratedTask):
         return {"acc": 1 / self.num_kv_pairs, "loss": math.log(self.num_kv_pairs)}
 
     def describe(self):
-        return {**super().describe(), "data/train_size": self.train_size}
+        return {**super().describe(), "data/train_size": self.train_size,
+                "data/random_non_queries": self.random_non_queries}
