@@ -428,6 +428,16 @@ def test_a_trial_on_several_tuning_seeds_scores_the_mean_of_its_runs(store):
                                    stats.Family()))
     assert "on the tuning seeds 0, 3; a trial scores the mean over them of each run's best `val/mse`" in text
 
+    # More seeds for a finished study, where 5 left a comparison unsettled: only the new seed runs
+    before = {r.info.run_id for r in runs}
+    tune(store, "hydra.sweeper.params.cell=gru", "tune.seed=[0,3]", "tune.trials=2", "tune.reseeds=[1,2]",
+         "hydra.launcher.n_jobs=2")
+    new = [r for r in store.runs("tune_tiny") if r.info.run_id not in before]
+    assert [(r.data.tags.get("tune_role"), r.data.tags["seed"]) for r in new if "tune_role" in r.data.tags] == [
+        ("reseed", "2")]
+    assert new[0].data.params["optim.lr"] == parent.data.params["best.optim.lr"]
+    assert sorted(tuned.load(store.uri, "tune_tiny")[0].tuned) == [1, 2]
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize("overrides, says", [
