@@ -18,6 +18,8 @@ from rnnlab.report.tuning.problems import Problem
 from rnnlab.runs import metric_name
 from rnnlab.tune.expected import expected_best
 
+STYLES = ("-", "--", ":", "-.")  # the widths of a cell, in the expected-best figure
+
 
 def plot_expected(arms: list[ArmResult], path: Path, name: str = "") -> str | None:
     plt = figures.pyplot()
@@ -26,15 +28,19 @@ def plot_expected(arms: list[ArmResult], path: Path, name: str = "") -> str | No
     if not with_trials:
         return None
     lengths = sorted({a.seq_len for a in with_trials})
+    variants = list(dict.fromkeys(a.variant_text for a in with_trials))
+    search = "grid" if all(a.fixed.get("tune.sampler") == "grid" for a in with_trials) else "random search"
     fig, axes = plt.subplots(1, len(lengths), figsize=(5.2 * len(lengths), 3.8), squeeze=False)
     for ax, T in zip(axes[0], lengths):
         for a in (a for a in with_trials if a.seq_len == T):
             mean, std = expected_best(a.trial_values, a.mode)
             n = np.arange(1, len(mean) + 1)
             color = _color(a.cell)
-            ax.plot(n, mean, color=color, label=a.cell + a.variant_text, marker="o", ms=3)
+            # a cell at several widths: one colour, a line style per width
+            style = STYLES[variants.index(a.variant_text) % len(STYLES)]
+            ax.plot(n, mean, color=color, ls=style, label=a.cell + a.variant_text, marker="o", ms=3)
             ax.fill_between(n, mean - std, mean + std, color=color, alpha=0.15, linewidth=0)
-        ax.set(xlabel="trials (random search)", ylabel=f"expected best {with_trials[0].main_metric}",
+        ax.set(xlabel=f"trials ({search})", ylabel=f"expected best {with_trials[0].main_metric}",
                title=f"{name + ', ' if name else ''}T = {T}: expected best of n trials (band: ± 1 sd)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
@@ -73,7 +79,8 @@ def plot_importance(arms: list[ArmResult], path: Path, name: str = "") -> str | 
         if not numeric:
             ax.set_xticks(range(len(labels)), labels)
         ax.set(xlabel=key, ylabel=f"{a.main_metric} (best of the run)",
-               title=f"{name + ', ' if name else ''}{a.label}: {key} ({a.importance[key]:.2f})")
+               title=f"{name + ', ' if name else ''}{a.label}" + ("\n" if name or a.variant else ": ")
+               + f"{key} ({a.importance[key]:.2f})")
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(shown):]:
         ax.axis("off")

@@ -157,7 +157,7 @@ def _header(arms: list[ArmResult], sources: list[tuple[str, str]], regenerate: s
     problem_lines = [f"- **problems**: {len(grouped)}, a section each: {listed}. A problem is a task with its "
                      "settings; its arms compare with each other at each length, and with no arm of another "
                      "problem"] if several else []
-    family_note = (f" One Holm family for the whole page: the comparisons of all {len(grouped)} problems are "
+    family_note = (f" One Holm family for the whole page: the comparisons of {_all(len(grouped))} problems are "
                    "adjusted together, though none crosses a problem.") if several else ""
     return [
         f"# Report: experiment `{experiment}`", "",
@@ -194,9 +194,10 @@ def _search(arms: list[ArmResult], drawn: set[str], level: str = "##") -> list[s
     (each figure linked if it was drawn: ``drawn`` holds their file names)."""
     expected = next((f for f in sorted(drawn) if f.startswith("expected_best")), None)
     important = next((f for f in sorted(drawn) if f.startswith("importance")), None)
+    kind = "grid" if all(a.fixed.get("tune.sampler") == "grid" for a in arms) else "random-search"
     return [
         f"{level} Expected best validation score against the number of trials", "",
-        "What a researcher would have found with only n of the N random-search trials: the mean over all "
+        f"What a researcher would have found with only n of the N {kind} trials: the mean over all "
         "subsets of n distinct trials of the best validation score among them (Tang et al. 2020's unbiased "
         "estimator of the curve of Dodge et al. 2019), ± its standard deviation over those subsets.", "",
         expected_table(arms), "",
@@ -240,9 +241,10 @@ def _scoring(arm: ArmResult, metrics: list[str] | None = None) -> str:
     seeds = str(arm.fixed.get("tune.seed", "0")).strip("[]").replace(" ", "").split(",")
     metric = " or ".join(f"`{m}`" for m in metrics or [arm.main_metric]) + (" (its problem's)" if len(
         metrics or []) > 1 else "")
+    search = "grid search" if arm.fixed.get("tune.sampler") == "grid" else "random search"
     if len(seeds) == 1:
-        return f"random search on the tuning seed {seeds[0]}; a trial scores its best {metric}"
-    return (f"random search on the tuning seeds {', '.join(seeds)}; a trial scores the mean over them of each "
+        return f"{search} on the tuning seed {seeds[0]}; a trial scores its best {metric}"
+    return (f"{search} on the tuning seeds {', '.join(seeds)}; a trial scores the mean over them of each "
             f"run's best {metric}")
 
 
@@ -253,3 +255,8 @@ def _seeds(arms: list[ArmResult], which: str) -> str:
     text = ", ".join(map(str, common)) if common else "none yet"
     others = [f"{label}: {', '.join(map(str, seeds)) or 'none yet'}" for label, seeds in of.items() if seeds != common]
     return text + (f" (except {'; '.join(others)})" if others else "")
+
+
+def _all(n: int) -> str:
+    """``both``, ``all 3``: the problems a page's one family spans."""
+    return "both" if n == 2 else f"all {n}"
