@@ -32,7 +32,7 @@ help:
 	@echo "  make sweep [EXP=long_range] [ARGS=...]     run a sweep preset from conf/experiment/ in parallel (docs/sweeps.md)"
 	@echo "  make report [EXP=long_range] [OUT=dir]     write experiments/EXP/REPORT.md from the runs (docs/sweeps.md)"
 	@echo "  make tune EXP=char_lm [ARGS=...]           tune every arm of a conf/tune/ preset (Optuna), then re-seed the best (docs/tuning.md)"
-	@echo "  make tune-report EXP=char_lm               the tuned report: experiments/tune_EXP/REPORT.md (docs/tuning.md)"
+	@echo "  make tune-report EXP=char_lm               the tuned report: experiments/<its experiment>/REPORT.md (docs/tuning.md)"
 	@echo "  make export-study EXP=<preset>|TUNE=<name> a study's report and its runs as data: experiments/<study>/ (docs/statistics.md)"
 	@echo "    [PROTOCOLS=tune_adding]                  a tuned page comparing tuning protocols (tune.seed) (docs/tuning.md)"
 	@echo "  make calibrate                             the statistical rule's error rates by simulation (docs/calibration.md)"
@@ -102,16 +102,18 @@ tune: install
 
 # A committed study: its report from the store, and its runs beside it as data (data/*.parquet).
 # EXP names a sweep preset (conf/experiment/), TUNE a tuning preset (conf/tune/): the experiment
-# is the one the preset writes to, the folder experiments/EXP or experiments/tune_TUNE.
+# is the one the preset writes to, the folder experiments/EXP, or for TUNE the experiment's own
+# name (tune_adding; the recall study's four presets share recall_study).
 # PROTOCOLS: tuning experiments of the same arms scored on other tuning seeds, whose protocols
 # the page compares (each exported beside it first), e.g. TUNE=adding_seeds PROTOCOLS=tune_adding
 STUDY_PRESET = $(if $(TUNE),+tune=$(TUNE),+experiment=$(EXP))
-STUDY_DIR = experiments/$(if $(TUNE),tune_$(TUNE),$(EXP))
+PRESET_EXPERIMENT = $(BIN)/python src/train.py $(1) --cfg job --package tracking 2>/dev/null | sed -n 's/^experiment: //p'
+NO_EXPERIMENT = { echo "no experiment for preset $(1): check it composes (python src/train.py $(1) --cfg job)" >&2; exit 2; }
 PROTOCOLS ?=
 export-study: install
-	$(BIN)/python src/report.py --export --out $(STUDY_DIR) $(foreach p,$(PROTOCOLS),--protocols $(p)) \
-		--experiment $$($(BIN)/python src/train.py $(STUDY_PRESET) --cfg job --package tracking 2>/dev/null \
-		| sed -n 's/^experiment: //p')
+	experiment=$$($(call PRESET_EXPERIMENT,$(STUDY_PRESET))) && [ -n "$$experiment" ] || $(call NO_EXPERIMENT,$(STUDY_PRESET)); \
+	$(BIN)/python src/report.py --export --out experiments/$(if $(TUNE),$$experiment,$(EXP)) \
+		$(foreach p,$(PROTOCOLS),--protocols $(p)) --experiment $$experiment
 
 # A committed study's data loaded into .studies/EXP/mlflow.db (once per version), then mlflow ui on it
 open-study: install
@@ -120,9 +122,10 @@ open-study: install
 calibrate: install
 	$(BIN)/python src/calibrate.py
 
+# The folder is the experiment's name: experiments/tune_char_lm, experiments/recall_study
 tune-report: install
-	$(BIN)/python src/report.py --experiment $$($(BIN)/python src/train.py +tune=$(EXP) --cfg job \
-		--package tracking 2>/dev/null | sed -n 's/^experiment: //p') --out experiments/tune_$(EXP)
+	experiment=$$($(call PRESET_EXPERIMENT,+tune=$(EXP))) && [ -n "$$experiment" ] || $(call NO_EXPERIMENT,+tune=$(EXP)); \
+	$(BIN)/python src/report.py --experiment $$experiment --out experiments/$$experiment
 
 report: install
 	$(BIN)/python src/report.py --experiment $$($(BIN)/python src/train.py +experiment=$(EXP) \

@@ -91,8 +91,9 @@ def test_a_verdict_changes_only_between_two_verdicts():
 
 
 def test_a_joined_report_refuses_arms_not_tuned_alike(monkeypatch):
-    """--with joins only tunings of one task, run with the same budget and search, each cell
-    from one of them; what differs is named. The seeds line names an arm with other seeds."""
+    """--with joins tunings run with the same budget and search where they are of one problem
+    (task and settings), each cell from one of them; what differs is named. The seeds line
+    names an arm with other seeds."""
     from rnnlab.report import tuning
     from rnnlab.report.store import ReportError
     from rnnlab.report.tuning import loading
@@ -116,8 +117,13 @@ def test_a_joined_report_refuses_arms_not_tuned_alike(monkeypatch):
     stores["classic"] = [arm("gru", fixed={"trainer.max_steps": "5000"})]
     with pytest.raises(ReportError, match="not run alike: trainer.max_steps is 1000, 5000"):
         tuning.load_all(both)
-    stores["classic"] = [arm("gru", task="copy", main_metric="val/loss")]
-    with pytest.raises(ReportError, match=r"different tasks \(char_lm, copy\)"):
+    # another task is another problem: it joins the page, compared with none of these, and its
+    # budget may differ; arms of one task and settings selected on two metrics do not compare
+    stores["classic"] = [arm("gru", task="copy", main_metric="val/loss", fixed={"trainer.max_steps": "5000"})]
+    assert [(a.label, a.task) for a in tuning.load_all(both)] == [("gru T=100", "copy"), ("lru T=100", "char_lm")]
+    stores["classic"] = [arm("gru", main_metric="val/loss")]
+    with pytest.raises(ReportError, match=r"task char_lm were selected on different metrics \(val/bpc \(min\), "
+                                          r"val/loss \(min\)\)"):
         tuning.load_all(both)
     stores["classic"] = [arm("lru", seq_len=200)]
     with pytest.raises(ReportError, match="cell lru is in both 'modern' and 'classic'"):

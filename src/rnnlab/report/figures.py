@@ -38,6 +38,7 @@ DPI = 110  # the report's resolution, finer than figures.save's default: its fig
 LineStyle = str | tuple[int, tuple[int, ...]]
 CLIP_STYLES: list[LineStyle] = ["-", "-.", (0, (6, 2, 1, 2, 1, 2))]
 UNCLIPPED_STYLES: list[LineStyle] = [":", (0, (1, 3))]
+CEILING_STYLE: LineStyle = (0, (5, 2))  # a cell whose state is its context, drawn apart from the recurrences
 
 
 def clip_style(clip: str, clips: list[str]) -> LineStyle:
@@ -220,14 +221,21 @@ def plot_metric_vs_state_size(runs: pd.DataFrame, path: Path,
     carries, log x), a line per cell, error bars = the 95% t-interval of the mean over seeds, a
     panel per task and length; only where some cell of a panel has more than one state size (a
     study that varies the width: cells of one width differ in state size too, the LSTM's 2H against
-    the GRU's H, without making a curve). Attention's state is its context, far to the right."""
+    the GRU's H, without making a curve). Attention's state is its context, far to the right: a
+    cell whose state is its context (:attr:`~rnnlab.cells.CellSpec.context_state`) is drawn dashed
+    with open markers and legended as the ceiling the recurrent states are read against. The
+    ``task`` column may name a problem, ``mqar (task.num_kv_pairs=8)``: its panels are its own."""
     done = runs[(runs["outcome"] == "finished") & runs["state_size"].notna()] if "state_size" in runs else runs[:0]
     panels = [(key, g) for key, g in done.groupby(["task", "seq_len"], sort=True)
               if g.groupby("cell")["state_size"].nunique().max() > 1]  # a cell at several widths
     if not panels:
         return None
     cells = sorted(pd.concat([g["cell"] for _, g in panels]).unique(), key=cell_order)
-    fig, axes = _grid(len(panels), min(len(panels), 3), 5.0, 3.7, legend_handles(cells, [], baseline=True))
+    handles = legend_handles(cells, [], baseline=True)
+    for h in handles:
+        if _is_ceiling(str(h.get_label())):
+            h.set(ls=CEILING_STYLE, label=f"{h.get_label()} (the ceiling: its state is its context)")
+    fig, axes = _grid(len(panels), min(len(panels), 3), 5.0, 3.7, handles)
     for ax, ((task, seq_len), g) in zip(axes.flat, panels):
         ti = info(task)
         for c in cells:
@@ -240,7 +248,8 @@ def plot_metric_vs_state_size(runs: pd.DataFrame, path: Path,
                 continue
             x, m, lo, hi = (np.array(v, dtype=float) for v in zip(*rows))
             yerr = [np.nan_to_num(m - lo).clip(min=0), np.nan_to_num(hi - m).clip(min=0)]
-            ax.errorbar(x, m, yerr=yerr, color=color(c), marker="o", ms=4, lw=1.6, capsize=3)
+            ceiling = {"ls": CEILING_STYLE, "mfc": "white"} if _is_ceiling(c) else {}
+            ax.errorbar(x, m, yerr=yerr, color=color(c), marker="o", ms=4, lw=1.6, capsize=3, **ceiling)
         short = ti.short
         if f"baseline/{short}" in g and g[f"baseline/{short}"].notna().any():
             ax.axhline(float(g[f"baseline/{short}"].mean()), color="grey", ls="--", lw=1.5, zorder=0)
@@ -251,6 +260,12 @@ def plot_metric_vs_state_size(runs: pd.DataFrame, path: Path,
         ax.grid(alpha=0.3)
     fig.suptitle("Final test metric vs state size (mean, 95% t-interval over seeds)", fontsize=11)
     return Path(figures.save(fig, path, dpi=DPI))
+
+
+def _is_ceiling(cell: str) -> bool:
+    """A cell whose state is its whole context (attention): the ceiling of a state-size figure."""
+    spec = SPECS.get(base(cell))
+    return bool(spec and spec.context_state)
 
 
 def _mean_curve(h: pd.DataFrame, geometric: bool = False) -> pd.Series:

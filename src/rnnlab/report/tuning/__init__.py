@@ -15,9 +15,16 @@ MLflow runs and Optuna studies:
 * hyperparameter importance per arm (Optuna's PED-ANOVA, Watanabe et al. 2023), and each
   arm's trials against its most important hyperparameter (a log axis for a log-sampled one);
 * given other tunings of the same arms scored on other tuning seeds (``--protocols``), the
-  protocols compared: each one's tuned best, its tuning compute and the paired verdicts.
+  protocols compared: each one's tuned best, its tuning compute and the paired verdicts;
+* where a cell ran at several widths, the re-seed runs' test metric against the state size
+  (Zoology's figure, attention marked as the ceiling).
 
-Statistics are :mod:`rnnlab.stats`'s: paired t-tests, every verdict of the page Holm-adjusted together.
+An experiment may hold several problems (tasks, or one task at several settings: the recall
+study): each gets its section, and its arms compare only with each other
+(:mod:`~rnnlab.report.tuning.problems`).
+
+Statistics are :mod:`rnnlab.stats`'s: paired t-tests, every verdict of the page (of all its problems)
+Holm-adjusted together.
 
 One module per step, as in the rest of :mod:`rnnlab.report`:
 
@@ -25,7 +32,8 @@ One module per step, as in the rest of :mod:`rnnlab.report`:
    (:func:`load`, :func:`load_all` for several tuning experiments joined), and
    :mod:`~rnnlab.report.tuning.saved`: the same arms from a committed study's data
    (:func:`export_`, :func:`load_saved`); :mod:`~rnnlab.report.tuning.arms` is what an arm holds,
-   :mod:`~rnnlab.report.tuning.compute` what its trials cost;
+   :mod:`~rnnlab.report.tuning.compute` what its trials cost, :mod:`~rnnlab.report.tuning.problems`
+   which arms compare;
 2. :mod:`~rnnlab.report.tuning.statistics`: paired differences, verdicts, rankings, importance;
 3. :mod:`~rnnlab.report.tuning.tables` and :mod:`~rnnlab.report.tuning.figures`: what the page shows,
    :mod:`~rnnlab.report.tuning.protocols` the section comparing tuning protocols;

@@ -41,10 +41,31 @@ class ArmResult:
     code_hashes: set[str] = field(default_factory=set)  # of its trial, re-seed and default runs
     fixed: dict[str, str] = field(default_factory=dict)  # what its trials held fixed: budget, sizes, sampler
     compute: Compute = field(default_factory=Compute)  # what its trials cost: runs, steps, wall seconds
+    overrides: dict[str, str] = field(default_factory=dict)  # the sweep's values that made the arm (cell=gru, ...)
+    task_settings: dict[str, str] = field(default_factory=dict)  # its runs' task.* params: what problem it is
+    state_size: float | None = None  # model/state_size of its re-seed runs: the floats its state carries
+    baseline: float | None = None  # the trivial baseline of its test metric, on its re-seed runs' test sets
+    # set by rnnlab.report.tuning.problems: the problem it belongs to, and the swept values that
+    # tell it from the other arms of that problem at its cell and length (a width: cell.hidden_size)
+    problem: str = ""
+    variant: dict[str, str] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
-        return f"{self.cell} T={self.seq_len}"
+        return f"{self.cell}{self.variant_text} T={self.seq_len}"
+
+    @property
+    def variant_text(self) -> str:
+        """`` cell.hidden_size=64``: what else but cell and length made the arm; empty for most pages."""
+        return "".join(f" {k}={v}" for k, v in self.variant.items())
+
+    @property
+    def key(self) -> tuple:
+        """The arm's name in a Holm family: where it came from and what it is, so that two
+        problems' arms of one cell and length are two comparisons (the tuned table and the
+        protocols section key an arm against its default alike, so it counts once)."""
+        return (self.source, self.cell, self.seq_len, *((self.problem, *self.variant.items()) if self.problem
+                                                         or self.variant else ()))
 
     @property
     def test_metric(self) -> str:

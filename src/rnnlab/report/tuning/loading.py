@@ -13,7 +13,7 @@ import math
 
 from rnnlab import runs as tags
 from rnnlab.report.store import ReportError
-from rnnlab.report.tuning import compute
+from rnnlab.report.tuning import compute, problems
 from rnnlab.report.tuning.arms import ArmResult, cell_rank, show
 from rnnlab.report.tuning.statistics import importance
 
@@ -57,8 +57,10 @@ def _fixed(arm: ArmResult, parent, kids: list) -> dict[str, str]:
 
 def load_all(sources: list[tuple[str, str]]) -> list[ArmResult]:
     """The arms of several tuning experiments (``(experiment, tracking_uri)``, possibly in
-    other stores), as one comparison. They must be of one task, tuned and trained alike (the
-    settings in :data:`FIXED`), and each cell must come from one source (its lengths too)."""
+    other stores), as one page. Arms of one problem (:mod:`~rnnlab.report.tuning.problems`: one
+    task and its settings) compare, so they must be tuned and trained alike (the settings in
+    :data:`FIXED`), and each cell of a problem must come from one source (its lengths too);
+    arms of different problems are compared with none of each other's, so need neither."""
     twice = [f"'{e}' ({u})" for e, u in dict.fromkeys(sources) if sources.count((e, u)) > 1]
     if twice:
         raise ReportError(f"{', '.join(twice)} given twice: each tuning joins once")
@@ -67,20 +69,18 @@ def load_all(sources: list[tuple[str, str]]) -> list[ArmResult]:
         for a in load(uri, experiment):
             a.source = source_name(experiment, uri, sources)
             arms.append(a)
-    for what, values in (("tasks", {a.task for a in arms}), ("metrics", {a.main_metric for a in arms})):
-        if len(values) > 1:
-            raise ReportError(f"the tuning experiments are of different {what} ({', '.join(sorted(values))}): "
-                              "only arms of one task compare")
-    differ = {k: {a.fixed.get(k) for a in arms} for k in FIXED}
-    differ = {k: v for k, v in differ.items() if len(v) > 1}
-    if differ:
-        raise ReportError("the tuning experiments were not run alike: " + "; ".join(
-            f"{k} is {', '.join(sorted(f'{v}' for v in vs))}" for k, vs in differ.items()))
-    source_of: dict[str, str] = {}
-    for a in arms:
-        if source_of.setdefault(a.cell, a.source) != a.source:
-            raise ReportError(f"cell {a.cell} is in both '{source_of[a.cell]}' and '{a.source}': leave one out "
-                              "(a cell's arms come from one tuning)")
+    for problem in problems.group(arms):  # arms of other tasks or task settings are compared with none of these
+        mine = problem.arms
+        differ = {k: {a.fixed.get(k) for a in mine} for k in FIXED}
+        differ = {k: v for k, v in differ.items() if len(v) > 1}
+        if differ:
+            raise ReportError("the tuning experiments were not run alike: " + "; ".join(
+                f"{k} is {', '.join(sorted(f'{v}' for v in vs))}" for k, vs in differ.items()))
+        source_of: dict[str, str] = {}
+        for a in mine:
+            if source_of.setdefault(a.cell, a.source) != a.source:
+                raise ReportError(f"cell {a.cell} is in both '{source_of[a.cell]}' and '{a.source}': leave one out "
+                                  "(a cell's arms come from one tuning)")
     return sorted(arms, key=lambda a: (a.seq_len, cell_rank(a.cell)))
 
 
@@ -103,10 +103,12 @@ def from_runs(experiment: str, everything: list, open_study) -> list[ArmResult]:
         arm = ArmResult(cell=t[tags.CELL], seq_len=int(t[tags.SEQ_LEN]), study=t[tags.TUNE_STUDY],
                         parent_id=p.info.run_id, main_metric=t[tags.MAIN_METRIC], mode=t[tags.METRIC_MODE],
                         storage=p.data.params["tune.storage"], space=json.loads(t.get(tags.TUNE_SPACE, "{}")),
-                        source=experiment, task=t.get(tags.TASK, ""))
+                        source=experiment, task=t.get(tags.TASK, ""),
+                        overrides={str(k): str(v) for k, v in json.loads(t.get(tags.SWEEP_PARAMS, "{}")).items()})
         _read_study(arm, open_study(arm))
         kids = [r for r in everything if r.data.tags.get(tags.PARENT) == arm.parent_id]
         arm.fixed = _fixed(arm, p, kids)
+        arm.task_settings = _task_settings(kids)
         arm.compute = compute.of_trials([r for r in kids if r.data.tags.get(tags.TUNE_ROLE) == "trial"])
         for r in kids:
             if tags.CODE_HASH in r.data.tags:
@@ -115,6 +117,7 @@ def from_runs(experiment: str, everything: list, open_study) -> list[ArmResult]:
                 arm.tuned[int(r.data.tags[tags.SEED])] = _test(r, arm)
                 arm.tuned_solved[int(r.data.tags[tags.SEED])] = "steps_to_solve" in r.data.metrics
                 arm.stops_once_solved |= r.data.params.get("solve.early_stop") == "True"
+        _read_size(arm, [r for r in kids if r.data.tags.get(tags.TUNE_ROLE) == "reseed" and tags.is_result(r)])
         for r in _default_arm(arm, everything):
             seed = int(r.data.tags[tags.SEED])
             arm.default[seed] = _test(r, arm)
@@ -126,13 +129,33 @@ def from_runs(experiment: str, everything: list, open_study) -> list[ArmResult]:
     return sorted(arms, key=lambda a: (a.seq_len, cell_rank(a.cell)))
 
 
+def _task_settings(kids: list) -> dict[str, str]:
+    """The task's settings its runs were given (their ``task.*`` params but the length, which an
+    arm holds apart): with the task, what problem the arm is (:mod:`~rnnlab.report.tuning.problems`)."""
+    run = next((r for r in kids if any(k.startswith("task.") for k in r.data.params)), None)
+    return {k: v for k, v in sorted(run.data.params.items()) if k.startswith("task.") and k != problems.LENGTH} \
+        if run else {}
+
+
+def _read_size(arm: ArmResult, reseeds: list) -> None:
+    """The state size its re-seed runs carried, and the trivial baseline of its test metric."""
+    sizes = {r.data.params["model/state_size"] for r in reseeds if "model/state_size" in r.data.params}
+    arm.state_size = float(sizes.pop()) if len(sizes) == 1 else None
+    baseline = f"baseline/{tags.metric_name(arm.test_metric)}"
+    values = [r.data.metrics[baseline] for r in reseeds if baseline in r.data.metrics]
+    arm.baseline = sum(values) / len(values) if values else None
+
+
 def _default_arm(arm: ArmResult, everything: list) -> list:
     """The untuned configuration's runs (a plain sweep's jobs in the tuning's experiment, of
-    the arm's cell and length), the newest result per seed. They must be one configuration on
-    several seeds: runs that differ in anything else would mix into one arm unseen."""
+    the arm's task, cell, length and other swept values), the newest result per seed. They must
+    be one configuration on several seeds: runs that differ in anything else would mix into one
+    arm unseen."""
+    swept = {k: v for k, v in arm.overrides.items() if k not in ("cell", "seq_len")}
     runs = [r for r in everything if tags.TUNE_ROLE not in r.data.tags and r.data.tags.get(tags.SWEEP) != "true"
             and r.data.tags.get(tags.CELL) == arm.cell and r.data.tags.get(tags.SEQ_LEN) == str(arm.seq_len)
-            and tags.is_result(r)]
+            and (not arm.task or r.data.tags.get(tags.TASK, arm.task) == arm.task)
+            and all(r.data.params.get(k, v) == v for k, v in swept.items()) and tags.is_result(r)]
     newest = {}  # a rerun of a seed replaces the earlier run (after a code change that added a param, say)
     for r in sorted(runs, key=lambda r: r.info.start_time):
         newest[r.data.tags[tags.SEED]] = r

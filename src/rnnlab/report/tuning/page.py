@@ -12,9 +12,11 @@ from rnnlab import paths, stats
 from rnnlab.report.page import DISCUSSION_END, DISCUSSION_START, check_out_dir, kept_discussion, method
 from rnnlab.report.source import DATA
 from rnnlab.report.store import ReportError
+from rnnlab.report.tuning import problems
 from rnnlab.report.tuning.arms import ArmResult
-from rnnlab.report.tuning.figures import plot_expected, plot_importance
+from rnnlab.report.tuning.figures import plot_expected, plot_importance, plot_state_size
 from rnnlab.report.tuning.loading import load, load_all, source_name
+from rnnlab.report.tuning.problems import Problem
 from rnnlab.report.tuning.protocols import Protocol, protocols, section
 from rnnlab.report.tuning.saved import export_, exported_as, load_saved, protocol_studies
 from rnnlab.report.tuning.statistics import ranking
@@ -38,6 +40,10 @@ def build(experiment: str, tracking_uri: str, out_dir: Path, code: str = "",
         raise ReportError("--protocols compares one tuning's protocols; a joined report (--with) takes none")
     sources = [(experiment, tracking_uri), *(also or [])]
     arms = load_all(sources)
+    grouped = problems.group(arms)
+    if compare and len(grouped) > 1:  # a protocol's arms are matched by cell and length alone
+        raise ReportError(f"--protocols compares the tunings of one problem; '{experiment}' holds {len(grouped)} "
+                          f"({', '.join(p.name for p in grouped)})")
     folders = [exported_as(out_dir.parent, e, u) for e, u in compare or []] if export else []
     others = [load_saved(f) for f in folders] if export else [load(u, e) for e, u in compare or []]
     found = protocols(arms, others) if compare else []
@@ -75,77 +81,134 @@ def _write(arms: list[ArmResult], sources: list[tuple[str, str]], out_dir: Path,
     check_out_dir(out_dir, sources[0][0])
     report = out_dir / "REPORT.md"
     discussion = kept_discussion(report)
-    drawn = {Path(p).name for p in (plot_expected(arms, out_dir / "expected_best.png"),
-                                    plot_importance(arms, out_dir / "importance.png")) if p}
+    grouped = problems.group(arms)
+    several = len(grouped) > 1
+    drawn: dict[str, set[str]] = {}  # per problem, the file names of the figures drawn
+    for p in grouped:
+        files = ("expected_best.png", "importance.png") if not several else \
+            (f"expected_best_{p.slug}.png", f"importance_{p.slug}.png")
+        name = p.name if several else ""
+        drawn[p.name] = {Path(f).name for f in (plot_expected(p.arms, out_dir / files[0], name),
+                                                plot_importance(p.arms, out_dir / files[1], name)) if f}
+    state = plot_state_size(grouped, out_dir / STATE_SIZE)
     family = stats.Family()  # every verdict of the page, adjusted together: gathered, then printed
-    _comparison(arms, family)
-    compared = section(arms, found, family) if found else []
+    _body(grouped, found, family, drawn, bool(state))
     family.close()
-    compared = section(arms, found, family) if found else []
-    lines = [*_header(arms, sources, regenerate, family, home or out_dir, saved), *_comparison(arms, family),
-             *compared,
-             *_search(arms, drawn), DISCUSSION_START,
+    lines = [*_header(arms, sources, regenerate, family, home or out_dir, saved, grouped),
+             *_body(grouped, found, family, drawn, bool(state)), DISCUSSION_START,
              discussion or "_(discussion: written by hand, kept when the report is regenerated)_",
              DISCUSSION_END, ""]
     report.write_text("\n".join(lines))
     return report
 
 
+STATE_SIZE = "metric_vs_state_size.png"
+
+
+def _body(grouped: list[Problem], found: list[Protocol] | None, family: stats.Family, drawn: dict[str, set[str]],
+          state: bool) -> list[str]:
+    """The page under its header: one problem's tables and figures as the page's own sections,
+    or with several, a section per problem (its tables and figures one level down), after the
+    figure that sets them side by side."""
+    if len(grouped) == 1:
+        arms = grouped[0].arms
+        compared = section(arms, found, family) if found else []
+        return [*_comparison(arms, family), *(_state_size(grouped, "##") if state else []), *compared,
+                *_search(arms, drawn[grouped[0].name])]
+    lines = [*(_state_size(grouped, "##") if state else [])]
+    for p in grouped:
+        ti_better = "higher" if p.mode == "max" else "lower"
+        lengths = sorted({a.seq_len for a in p.arms})
+        lines += [f"## {p.name}: `{p.metric}`, {ti_better} is better", "",
+                  f"{len(p.arms)} arms ({', '.join(a.label for a in p.arms)}) at T = {', '.join(map(str, lengths))}"
+                  + (f"; task settings: {', '.join(f'`{k}={v}`' for k, v in p.settings.items())}" if p.settings
+                     else "") + ". Its cells are compared with each other only.", "",
+                  *_comparison(p.arms, family, "###"), *_search(p.arms, drawn[p.name], "###")]
+    return lines
+
+
+def _state_size(grouped: list[Problem], level: str) -> list[str]:
+    """Zoology's figure, linked with what it shows."""
+    return [f"{level} Test metric against state size", "",
+            "The test metric of the re-seed runs (tuned) against `model/state_size`, the floats of state a cell "
+            "carries per sequence (log x; attention's is its whole context, seq_len × 2 × width per layer: drawn "
+            "dashed, the ceiling), a line per cell over its widths, error bars = the 95% t-interval of the mean "
+            "over seeds, grey dashed = trivial baseline; a panel per "
+            + ("problem and length" if len(grouped) > 1 else "length")
+            + " where a cell was run at more than one state size.", "", f"![state size]({STATE_SIZE})", ""]
+
+
 def _header(arms: list[ArmResult], sources: list[tuple[str, str]], regenerate: str, family: stats.Family,
-            out_dir: Path | None = None, saved: bool = False) -> list[str]:
+            out_dir: Path | None = None, saved: bool = False, grouped: list[Problem] | None = None) -> list[str]:
     """Title, how to regenerate, and what was tuned how: arms, space, trials, what is compared."""
     (experiment, _), a0 = sources[0], arms[0]
+    grouped = grouped or problems.group(arms)
     common = {k: v for k, v in a0.space.items() if all(a.space.get(k) == v for a in arms)}
     space = ", ".join(f"`{k}: {v}`" for k, v in common.items())
     extra = {(k, v): list(dict.fromkeys(a.cell for a in arms if a.space.get(k) == v))
              for a in arms for k, v in a.space.items() if k not in common}
     data = ([f"- **data**: [`data/`]({DATA}/): every run's params, tags and final metrics, and every trial of "
              "the Optuna studies (Parquet)"] if saved else [])
+    several = len(grouped) > 1
+    ordered = [a for p in grouped for a in p.arms]  # in the page's order: by problem
+    metrics = ", ".join(dict.fromkeys(f"`{a.test_metric}`" for a in ordered))
+    selected = list(dict.fromkeys(a.main_metric for a in ordered))
+    listed = "; ".join(f"{p.name} ({len(p.arms)} arms)" for p in grouped)
+    problem_lines = [f"- **problems**: {len(grouped)}, a section each: {listed}. A problem is a task with its "
+                     "settings; its arms compare with each other at each length, and with no arm of another "
+                     "problem"] if several else []
+    family_note = (f" One Holm family for the whole page: the comparisons of {_all(len(grouped))} problems are "
+                   "adjusted together, though none crosses a problem.") if several else ""
     return [
         f"# Report: experiment `{experiment}`", "",
         f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `src/report.py`.", "",
         f"Each arm tuned with the same budget, then compared on fresh seeds. Regenerate: `{regenerate}`.", "",
-        f"- **arms**: {len(arms)} ({', '.join(a.label for a in arms)}), one Optuna study each "
-        f"({', '.join(f'`{study}: <arm>`' for study in _studies(arms))})",
+        f"- **arms**: {len(arms)} ({', '.join(a.label for a in ordered)}), one Optuna study each "
+        f"({', '.join(f'`{study}: <arm>`' for study in _studies(ordered))})",
+        *problem_lines,
         *_sources_lines(arms, sources),
         f"- **search space** (the same for every arm): {space}"
         + (f"; by cell: {', '.join(f'`{k}: {v}` ({chr(44).join(c)})' for (k, v), c in extra.items())}"
            if extra else ""),
-        f"- **trials**: {', '.join(f'{a.label} {a.n_trials}' for a in arms)}; {_scoring(a0)}; a diverged "
-        f"run scores the worse of the trivial baseline and the arm's worst",
-        f"- **compared on**: `{a0.test_metric}` of the best configuration re-run on seeds "
-        f"{_seeds(arms, 'tuned')} (tuned), and of the preset's default configuration on seeds "
-        f"{_seeds(arms, 'default')} (default)",
-        f"- **statistics**: {method(family, out_dir)}", *data, ""]
+        f"- **trials**: {', '.join(f'{a.label} {a.n_trials}' for a in ordered)}; {_scoring(a0, selected)}; a "
+        f"diverged run scores the worse of the trivial baseline and the arm's worst",
+        f"- **compared on**: {metrics} of the best configuration re-run on seeds "
+        f"{_seeds(ordered, 'tuned')} (tuned), and of the preset's default configuration on seeds "
+        f"{_seeds(ordered, 'default')} (default)",
+        f"- **statistics**: {method(family, out_dir)}{family_note}", *data, ""]
 
 
-def _comparison(arms: list[ArmResult], family: stats.Family) -> list[str]:
+def _comparison(arms: list[ArmResult], family: stats.Family, level: str = "##") -> list[str]:
     """Each arm tuned against its default, the cells against each other, and solved seeds."""
-    lines = ["## Tuned arms", "", tuned_table(arms, family), "", "## The cells compared, default and tuned", ""]
+    lines = [f"{level} Tuned arms", "", tuned_table(arms, family), "", f"{level} The cells compared, default and tuned",
+             ""]
     if len({a.cell for a in arms}) > 1:
         lines += [f"Ranking by mean, default: {ranking(arms, 'default')}. Tuned: {ranking(arms, 'tuned')}.", ""]
     lines += [cells_table(arms, family), ""]
     solved = solved_table(arms)
-    return lines + (["## Solved seeds, default and tuned", "", solved, ""] if solved else [])
+    return lines + ([f"{level} Solved seeds, default and tuned", "", solved, ""] if solved else [])
 
 
-def _search(arms: list[ArmResult], drawn: set[str]) -> list[str]:
+def _search(arms: list[ArmResult], drawn: set[str], level: str = "##") -> list[str]:
     """What the search itself shows: the expected best against trials, and what mattered
     (each figure linked if it was drawn: ``drawn`` holds their file names)."""
+    expected = next((f for f in sorted(drawn) if f.startswith("expected_best")), None)
+    important = next((f for f in sorted(drawn) if f.startswith("importance")), None)
+    kind = "grid" if all(a.fixed.get("tune.sampler") == "grid" for a in arms) else "random-search"
     return [
-        "## Expected best validation score against the number of trials", "",
-        "What a researcher would have found with only n of the N random-search trials: the mean over all "
+        f"{level} Expected best validation score against the number of trials", "",
+        f"What a researcher would have found with only n of the N {kind} trials: the mean over all "
         "subsets of n distinct trials of the best validation score among them (Tang et al. 2020's unbiased "
         "estimator of the curve of Dodge et al. 2019), ± its standard deviation over those subsets.", "",
         expected_table(arms), "",
-        *(["![expected best](expected_best.png)", ""] if "expected_best.png" in drawn else []),
-        "## Hyperparameter importance", "",
+        *([f"![expected best]({expected})", ""] if expected else []),
+        f"{level} Hyperparameter importance", "",
         "PED-ANOVA (Watanabe et al. 2023, `optuna.importance.PedAnovaImportanceEvaluator`): how far each "
         "hyperparameter's distribution among the top 10% of an arm's trials departs from its distribution "
         "over all of them; normalised to sum to 1 per arm. With 12-20 trials the top 10% is two trials: read "
         "it with the scatter below.", "",
         importance_table(arms), "",
-        *(["![importance](importance.png)", ""] if "importance.png" in drawn else [])]
+        *([f"![importance]({important})", ""] if important else [])]
 
 
 def _studies(arms: list[ArmResult]) -> list[str]:
@@ -172,13 +235,17 @@ def _sources_lines(arms: list[ArmResult], sources: list[tuple[str, str]]) -> lis
     return lines
 
 
-def _scoring(arm: ArmResult) -> str:
-    """How a trial was scored: on one tuning seed, or the mean over several (``tune.seed``)."""
+def _scoring(arm: ArmResult, metrics: list[str] | None = None) -> str:
+    """How a trial was scored: on one tuning seed, or the mean over several (``tune.seed``);
+    ``metrics``: the validation metrics of a page's problems, where there are several."""
     seeds = str(arm.fixed.get("tune.seed", "0")).strip("[]").replace(" ", "").split(",")
+    metric = " or ".join(f"`{m}`" for m in metrics or [arm.main_metric]) + (" (its problem's)" if len(
+        metrics or []) > 1 else "")
+    search = "grid search" if arm.fixed.get("tune.sampler") == "grid" else "random search"
     if len(seeds) == 1:
-        return f"random search on the tuning seed {seeds[0]}; a trial scores its best `{arm.main_metric}`"
-    return (f"random search on the tuning seeds {', '.join(seeds)}; a trial scores the mean over them of each "
-            f"run's best `{arm.main_metric}`")
+        return f"{search} on the tuning seed {seeds[0]}; a trial scores its best {metric}"
+    return (f"{search} on the tuning seeds {', '.join(seeds)}; a trial scores the mean over them of each "
+            f"run's best {metric}")
 
 
 def _seeds(arms: list[ArmResult], which: str) -> str:
@@ -188,3 +255,8 @@ def _seeds(arms: list[ArmResult], which: str) -> str:
     text = ", ".join(map(str, common)) if common else "none yet"
     others = [f"{label}: {', '.join(map(str, seeds)) or 'none yet'}" for label, seeds in of.items() if seeds != common]
     return text + (f" (except {'; '.join(others)})" if others else "")
+
+
+def _all(n: int) -> str:
+    """``both``, ``all 3``: the problems a page's one family spans."""
+    return "both" if n == 2 else f"all {n}"

@@ -149,7 +149,7 @@ def _differences(arms: list[ArmResult], found: list[Protocol], family: stats.Fam
         ranked = list(reversed(found))
         for i, p in enumerate(ranked):
             mine = p.arms[a.label]
-            pairs = [(p.name, "default", mine.tuned, a.default, ("tuned", p.source, a.cell, a.seq_len))]
+            pairs = [(p.name, "default", mine.tuned, a.default, ("tuned", *mine.key))]
             pairs += [(p.name, q.name, mine.tuned, q.arms[a.label].tuned,
                        stats.Family.key(("protocols", a.cell, a.seq_len), (p.source, q.source)))
                       for q in ranked[i + 1:]]

@@ -27,7 +27,7 @@ def load_saved(folder: Path) -> list[ArmResult]:
     everything = [_as_run(r) for r in pd.read_parquet(data / RUNS).to_dict("records")]
     trials = pd.read_parquet(data / TRIALS)
     return from_runs(meta.get("experiment") or Path(folder).name, everything,
-                 lambda arm: _study(arm.study, trials[trials["study"] == arm.study]))
+                 lambda arm: _study(arm.study, trials[trials["study"] == arm.study], arm.mode))
 
 
 def export_(tracking_uri: str, experiment: str, folder: Path, complete: bool = True,
@@ -81,13 +81,14 @@ def _as_run(row: dict):
                                                 metrics=part("metrics.", numeric=True)))
 
 
-def _study(name: str, trials: pd.DataFrame):
-    """An in-memory Optuna study holding the saved trials, numbered as they were."""
+def _study(name: str, trials: pd.DataFrame, mode: str = "min"):
+    """An in-memory Optuna study holding the saved trials, numbered as they were, in the
+    direction the arm was tuned (``mode``: its best trial is the highest of a ``max`` metric)."""
     import optuna
     from optuna.distributions import json_to_distribution
     from optuna.trial import TrialState, create_trial
 
-    study = optuna.create_study(study_name=name)
+    study = optuna.create_study(study_name=name, direction="maximize" if mode == "max" else "minimize")
     for t in trials.sort_values("number").to_dict("records"):
         state = TrialState[t["state"]]
         done = state == TrialState.COMPLETE

@@ -49,14 +49,14 @@ def winner(text: str) -> str:
 
 
 def ranking(arms: list[ArmResult], which: str) -> str:
-    """``gru < rnn < lstm`` by mean test metric, best first, per length."""
+    """``gru < rnn < lstm`` by mean test metric, best first, per length (and width)."""
     parts = []
-    for T in sorted({a.seq_len for a in arms}):
+    for T, variant in sorted(dict.fromkeys((a.seq_len, a.variant_text) for a in arms), key=lambda g: g[0]):
         at = [(np.nanmean(list(getattr(a, which).values())) if getattr(a, which) else math.nan, a.cell)
-              for a in arms if a.seq_len == T]
+              for a in arms if a.seq_len == T and a.variant_text == variant]
         at = [x for x in at if math.isfinite(x[0])]
         reverse = arms[0].mode == "max"
         order = [c for _, c in sorted(at, reverse=reverse)]
         shown = (" > " if reverse else " < ").join(order) if order else "no finished runs yet"
-        parts.append(f"T={T}: {shown}")
+        parts.append(f"T={T}{variant}: {shown}")
     return "; ".join(parts)

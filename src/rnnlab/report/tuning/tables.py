@@ -29,63 +29,84 @@ def _fmt_diff(d: stats.Interval) -> str:
     return fmt_mean_ci(d.mean, d.low, d.high, d.n)
 
 
+def variant_keys(arms: list[ArmResult]) -> list[str]:
+    """The swept values other than cell and length that tell the arms apart (a width): a
+    column each in the tables, where the arms have any."""
+    return list(dict.fromkeys(k for a in arms for k in a.variant))
+
+
 def tuned_table(arms: list[ArmResult], family: stats.Family | None = None) -> str:
     """Each arm tuned against its default, paired by seed (alone, its rows are their own family)."""
     if family is None:
         return alone(lambda f: tuned_table(arms, f)) or ""
-    metric = arms[0].test_metric
+    metric, keys = arms[0].test_metric, variant_keys(arms)
     rows = []
     for a in arms:
         best = ", ".join(f"{k} {v}" for k, v in a.best_params.items()) or "—"
         d = paired(a.tuned, a.default)
-        rows.append([a.cell, str(a.seq_len), f"{best} (trial {a.best_trial})", fmt(a.best_value),
+        rows.append([a.cell, str(a.seq_len), *(a.variant.get(k, "—") for k in keys),
+                     f"{best} (trial {a.best_trial})", fmt(a.best_value),
                      f"{a.n_trials} ({a.n_diverged} diverged, {a.n_failed} failed)", fmt_ci(a.tuned),
-                     fmt_ci(a.default), *test_cells(d, family, ("tuned", a.source, a.cell, a.seq_len), a.mode,
-                                                     ("tuned", "default"))])
-    return md_table(["cell", "T", "best configuration (trial)", "val, tuning seed", "trials",
+                     fmt_ci(a.default), *test_cells(d, family, ("tuned", *a.key), a.mode, ("tuned", "default"))])
+    n = len(keys)
+    return md_table(["cell", "T", *keys, "best configuration (trial)", "val, tuning seed", "trials",
                      f"tuned: {metric}", f"default: {metric}", "tuned − default", *TEST_HEADER], rows,
-                    right=[3, 5, 6, 7, 8, 9, 11])
+                    right=[3 + n, 5 + n, 6 + n, 7 + n, 8 + n, 9 + n, 11 + n])
+
+
+def at_each(arms: list[ArmResult]) -> list[tuple[int, dict[str, str], list[ArmResult]]]:
+    """The arms that compare with each other: those at one length and variant (a width), in order."""
+    groups: dict[tuple, list[ArmResult]] = {}
+    for a in arms:
+        groups.setdefault((a.seq_len, tuple(a.variant.items())), []).append(a)
+    return [(T, dict(v), at) for (T, v), at in groups.items()]
 
 
 def cells_table(arms: list[ArmResult], family: stats.Family | None = None) -> str:
-    """Every pair of cells at each length: the verdict with default and with tuned settings."""
+    """Every pair of cells at each length (and width): the verdict with default and with tuned settings."""
     if family is None:
         return alone(lambda f: cells_table(arms, f)) or ""
-    if all(len({a.cell for a in arms if a.seq_len == T}) < 2 for T in {a.seq_len for a in arms}):
-        return "One cell at each length: no pair of cells to compare (the arms' own verdicts are above)."
+    groups, keys = at_each(sorted(arms, key=lambda a: a.seq_len)), variant_keys(arms)
+    if all(len({a.cell for a in at}) < 2 for _, _, at in groups):
+        return ("One cell at each length: no pair of cells to compare (the arms' own verdicts are above)."
+                if not keys else "One cell at each length and " + ", ".join(keys) + ": no pair of cells to "
+                "compare (the arms' own verdicts are above).")
     rows = []
-    for T in sorted({a.seq_len for a in arms}):
-        at = [a for a in arms if a.seq_len == T]
+    for T, variant, at in sorted(groups, key=lambda g: g[0]):
+        where = (at[0].problem, T, *variant.items()) if at[0].problem or variant else (T,)
         for a, b in combinations(at, 2):
             d_default, d_tuned = paired(a.default, b.default), paired(a.tuned, b.tuned)
             pair = (a.cell, b.cell)
-            v_default = verdict(d_default, family, stats.Family.key(("default", T), pair), a.mode, pair)
-            v_tuned = verdict(d_tuned, family, stats.Family.key(("tuned", T), pair), a.mode, pair)
+            v_default = verdict(d_default, family, stats.Family.key(("default", *where), pair), a.mode, pair)
+            v_tuned = verdict(d_tuned, family, stats.Family.key(("tuned", *where), pair), a.mode, pair)
             if min(d_default.n, d_tuned.n) < stats.MIN_SEEDS:  # a side with no verdict cannot change one
                 changed = "—"
             else:
                 changed = "**yes**" if winner(v_default) != winner(v_tuned) else "no"
-            rows.append([str(T), f"{a.cell} − {b.cell}", _fmt_diff(d_default), v_default, _fmt_diff(d_tuned),
-                         v_tuned, changed])
-    return md_table(["T", "difference", "default", "verdict, default", "tuned", "verdict, tuned",
-                     "verdict changed"], rows, right=[2, 4])
+            rows.append([str(T), *(variant.get(k, "—") for k in keys), f"{a.cell} − {b.cell}", _fmt_diff(d_default),
+                         v_default, _fmt_diff(d_tuned), v_tuned, changed])
+    n = len(keys)
+    return md_table(["T", *keys, "difference", "default", "verdict, default", "tuned", "verdict, tuned",
+                     "verdict changed"], rows, right=[2 + n, 4 + n])
 
 
 def solved_table(arms: list[ArmResult]) -> str | None:
     """Seeds that solved (val/skill reached the threshold), default and tuned, and the
-    critical length of each cell under both."""
+    critical length of each cell (at each width) under both."""
     if not solvable(arms):
         return None
 
-    rows = [[a.cell, str(a.seq_len), f"{sum(a.default_solved.values())}/{len(a.default_solved)}",
+    keys = variant_keys(arms)
+    rows = [[a.cell, str(a.seq_len), *(a.variant.get(k, "—") for k in keys),
+             f"{sum(a.default_solved.values())}/{len(a.default_solved)}",
              f"{sum(a.tuned_solved.values())}/{len(a.tuned_solved)}"] for a in arms]
-    table = md_table(["cell", "T", "solved, default", "solved, tuned"], rows)
+    table = md_table(["cell", "T", *keys, "solved, default", "solved, tuned"], rows)
     lines = []
-    for cell in sorted({a.cell for a in arms}, key=cell_rank):
-        mine = [a for a in arms if a.cell == cell]
+    for cell, variant in dict.fromkeys((a.cell, a.variant_text) for a in sorted(arms, key=lambda a: cell_rank(a.cell))):
+        mine = [a for a in arms if a.cell == cell and a.variant_text == variant]
         crit = {w: stats.critical_length({a.seq_len: list(getattr(a, f"{w}_solved").values()) for a in mine})
                 for w in ("default", "tuned")}
-        lines.append(f"- {cell}: critical length {crit['default'] or 'below the lengths run'} by default, "
+        lines.append(f"- {cell}{variant}: critical length {crit['default'] or 'below the lengths run'} by default, "
                      f"{crit['tuned'] or 'below the lengths run'} tuned")
     return table + "\n\nCritical length (the longest length at least half the seeds solve):\n\n" + "\n".join(lines)
 

@@ -1,0 +1,178 @@
+"""A tuned page of several problems (issue 41, the recall study): tunings of several tasks, and
+of one task at several settings, written to one experiment. Arms compare only within their
+problem (a task with its settings), at each length and width; the page gives each problem a
+section and holds every comparison in one Holm family; Zoology's figure draws the test metric
+against the state size. End to end: two real tiny tunings (MQAR at two widths, selective
+copying) into one store, the page from the store, exported, and regenerated from its data."""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import numpy as np
+import pytest
+import scipy.stats as sps
+
+from conftest import ROOT, Store
+
+sys.path.insert(0, str(ROOT / "src"))
+import report as cli  # noqa: E402
+
+EXPERIMENT = "recall_study"
+
+
+def arm(cell, T, task, settings, width="64", **kw):
+    from rnnlab.report.tuning import ArmResult
+
+    return ArmResult(cell=cell, seq_len=T, study=f"s: {task} {cell} {width} {T} {settings}", parent_id=cell,
+                     main_metric="val/acc", mode="max", storage="", space={}, task=task,
+                     task_settings=dict(settings), overrides={"cell": cell, "cell.hidden_size": width}, **kw)
+
+
+def test_arms_group_into_problems_by_task_and_settings_and_compare_only_within_them():
+    """MQAR at 4 pairs (two widths) and at 8, selective copying at two lengths (one problem: a
+    length is compared at, not apart), an arm with no run yet joining its task's problem: each
+    problem named by what tells it from its task's others, arms ordered by length, width, cell."""
+    from rnnlab import stats
+    from rnnlab.report.store import ReportError
+    from rnnlab.report.tuning import cells_table, problems
+
+    k4, k8 = {"task.num_kv_pairs": "4", "task.vocab_size": "256"}, {"task.num_kv_pairs": "8", "task.vocab_size": "256"}
+    copy = {"task.n_copy": "16"}
+    good, bad = [0.9, 0.92, 0.91], [0.3, 0.32, 0.35]
+    seeds = dict.fromkeys
+    arms = [arm("attention", 64, "mqar", k4, "128", tuned=dict(zip((1, 2, 3), good))),
+            arm("gru", 64, "mqar", k4, "128", tuned=dict(zip((1, 2, 3), bad))),
+            arm("gru", 64, "mqar", k4, "64", tuned=dict(zip((1, 2, 3), bad))),
+            arm("attention", 64, "mqar", k4, "64", tuned=dict(zip((1, 2, 3), good))),
+            arm("gru", 128, "mqar", k8, tuned=seeds((1, 2, 3), 0.1)),
+            arm("gru", 128, "selective_copy", copy), arm("gru", 64, "selective_copy", copy),
+            arm("attention", 64, "selective_copy", {})]
+    found = problems.group(arms)
+    assert [(p.name, p.slug) for p in found] == [
+        ("mqar (task.num_kv_pairs=4)", "mqar_1"), ("mqar (task.num_kv_pairs=8)", "mqar_2"),
+        ("selective_copy", "selective_copy")]
+    assert [a.label for a in found[0].arms] == [
+        "gru cell.hidden_size=64 T=64", "attention cell.hidden_size=64 T=64",
+        "gru cell.hidden_size=128 T=64", "attention cell.hidden_size=128 T=64"]
+    assert [a.label for a in found[1].arms] == ["gru T=128"]  # one width: nothing to tell apart
+    assert [a.label for a in found[2].arms] == ["gru T=64", "attention T=64", "gru T=128"]
+    # cells compare at each width, never across widths or problems; each pair its own comparison
+    family = stats.Family()
+    table = cells_table(found[0].arms, family)
+    rows = [line for line in table.splitlines() if line.startswith("| 64 |")]
+    assert [r.split(" | ")[1:3] for r in rows] == [["64", "gru − attention"], ["128", "gru − attention"]]
+    assert cells_table(found[1].arms, family).startswith("One cell at each length")
+    cells_table(found[2].arms, family)  # no seeds: nothing tested, but nothing shared with mqar's keys
+    assert family.size == 2
+    # arms of one task and settings selected on two metrics do not compare: one line, naming them
+    arms[1].main_metric = "val/loss"
+    with pytest.raises(ReportError, match=r"^the arms of task mqar were selected on different metrics "
+                                          r"\(val/acc \(max\), val/loss \(max\)\): only arms of one metric compare$"):
+        problems.group(arms)
+
+
+# --- end to end: two tunings of the recall study's presets, tiny, into one store ---------------
+
+TINY = ["trainer.max_steps=20", "trainer.val_check_interval=10", "task.test_size=200", "task.val_size=100",
+        "tune.reseeds=[1,2]", "threads=1"]
+
+
+@pytest.fixture(scope="module")
+def recall(tmp_path_factory, migrated_db) -> Store:
+    store = Store(tmp_path_factory.mktemp("recall"), template=migrated_db)
+    store.train("+tune=recall", "hydra.sweeper.params={cell:'gru,attention',cell.hidden_size:'8,16'}",
+                "task.train_size=1280", f"hydra.sweep.dir={store.dir / 'mqar'}", *TINY, tiny=False, timeout=900)
+    store.train("+tune=recall_copy", "hydra.sweeper.params={cell:'gru,attention',seq_len:'64',cell.hidden_size:'16'}",
+                f"hydra.sweep.dir={store.dir / 'copy'}", *TINY, tiny=False, timeout=900)
+    return store
+
+
+def sections(text: str, level: str = "##") -> dict[str, str]:
+    return {part.split("\n", 1)[0]: part for part in text.split(f"\n{level} ")[1:]}
+
+
+def rows(text: str, first: str) -> list[list[str]]:
+    return [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()
+            if line.startswith(f"| {first} |")]
+
+
+def holm(ps: list[float]) -> list[float]:
+    order = sorted(range(len(ps)), key=lambda i: ps[i])
+    out, running = [0.0] * len(ps), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(ps) - rank) * ps[i]))
+        out[i] = running
+    return out
+
+
+def page_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if not line.startswith("Generated ")]
+
+
+@pytest.mark.slow
+def test_a_recall_study_of_two_tasks_gets_a_section_per_problem_one_family_and_the_state_size_figure(
+        recall, tmp_path, drawn, capsys):
+    out = tmp_path / EXPERIMENT
+    assert cli.main(["--experiment", EXPERIMENT, "--tracking-uri", recall.uri, "--out", str(out)]) == 0, \
+        capsys.readouterr().err
+    text = (out / "REPORT.md").read_text()
+    parts = sections(text)
+    mqar, copy = parts["mqar: `test/acc`, higher is better"], parts["selective_copy: `test/acc`, higher is better"]
+    assert list(parts) == ["Test metric against state size", "mqar: `test/acc`, higher is better",
+                           "selective_copy: `test/acc`, higher is better"]
+    assert "- **problems**: 2, a section each: mqar (4 arms); selective_copy (2 arms)." in text
+
+    # each arm's tuned mean is its re-seed runs' test/acc, from the store
+    runs = recall.runs(EXPERIMENT)
+    parents = {r.info.run_id: r for r in runs if r.data.tags.get("tune_study")}
+
+    def reseeds(task, cell, width):
+        return {int(r.data.tags["seed"]): r.data.metrics["test/acc"] for r in runs
+                if r.data.tags.get("tune_role") == "reseed" and r.data.tags["cell"] == cell
+                and r.data.params["cell.hidden_size"] == width
+                and parents[r.data.tags["mlflow.parentRunId"]].data.tags["task"] == task}
+
+    tuned = rows(sections(mqar, "###")["Tuned arms"], "gru")
+    assert [r[:3] for r in tuned] == [["gru", "64", "8"], ["gru", "64", "16"]]
+    assert float(tuned[0][6].split(" [")[0]) == pytest.approx(np.mean(list(reseeds("mqar", "gru", "8").values())),
+                                                             rel=1e-3, abs=1e-6)
+    copy_tuned = sections(copy, "###")["Tuned arms"]
+    assert [r[:2] for r in rows(copy_tuned, "gru")] == [["gru", "64"]] and "cell.hidden_size" not in copy_tuned
+
+    # the cells compared within each problem and width only; the three comparisons one Holm family
+    pairs = [("mqar", "8"), ("mqar", "16"), ("selective_copy", "16")]
+    raw = []
+    for task, width in pairs:
+        g, a = reseeds(task, "gru", width), reseeds(task, "attention", width)
+        p = sps.ttest_rel([g[s] for s in (1, 2)], [a[s] for s in (1, 2)]).pvalue
+        raw.append(1.0 if math.isnan(p) else p)
+    compared = "The cells compared, default and tuned"
+    shown = [*rows(sections(mqar, "###")[compared], "64"), *rows(sections(copy, "###")[compared], "64")]
+    assert [r[:-5] for r in shown] == [["64", "8", "gru − attention"], ["64", "16", "gru − attention"],
+                                       ["64", "gru − attention"]]
+    for row, adjusted in zip(shown, holm(raw)):
+        verdict = row[-2]  # tuned: the default arms were not run
+        p = verdict.split("p = ")[1].split(";")[0].rstrip(")")
+        assert (0.0005 if p == "< 0.001" else float(p)) == pytest.approx(adjusted, abs=1e-3)
+        assert verdict.startswith("not established") == (adjusted >= 0.05)
+    assert "this page makes 3 comparisons" in text and "One Holm family for the whole page" in text
+
+    # Zoology's figure: one panel (MQAR, its cells at two widths), attention legended as the ceiling
+    panels, legend = drawn["metric_vs_state_size.png"]
+    assert [p[0] for p in panels] == ["mqar, seq_len=64: test/acc"]
+    assert "attention (the ceiling: its state is its context)" in legend and "gru" in legend
+    assert (out / "metric_vs_state_size.png").is_file() and "![state size](metric_vs_state_size.png)" in text
+    for name in ("expected_best_mqar.png", "importance_mqar.png", "expected_best_selective_copy.png"):
+        assert (out / name).is_file() and f"({name})" in text
+
+    # exported beside its data, and regenerated from the data alone: the same page
+    exported = tmp_path / "experiments" / EXPERIMENT
+    args = ["--experiment", EXPERIMENT, "--tracking-uri", recall.uri, "--out", str(exported), "--export"]
+    assert cli.main(args) == 0, capsys.readouterr().err
+    assert cli.main(["--from", str(exported), "--out", str(tmp_path / "again")]) == 0
+    again = (tmp_path / "again" / "REPORT.md").read_text()
+    assert page_lines((exported / "REPORT.md").read_text()) == page_lines(again)
+    assert sections(again) == sections(text)  # the page from the store, but for its header's data lines
+    assert (tmp_path / "again" / "metric_vs_state_size.png").is_file()
