@@ -33,19 +33,24 @@ def arm(cell, T, task, settings, width="64", **kw):
 def test_arms_group_into_problems_by_task_and_settings_and_compare_only_within_them():
     """MQAR at 4 pairs (two widths) and at 8, selective copying at two lengths (one problem: a
     length is compared at, not apart), an arm with no run yet joining its task's problem: each
-    problem named by what tells it from its task's others, arms ordered by length, width, cell."""
+    problem named by what tells it from its task's others, arms ordered by length, width, cell.
+    How a problem was measured (its test and validation sizes, the longer lengths it is also
+    tested at) is not what was trained: arms that differ only in that are one problem, and its
+    name does not carry it."""
     from rnnlab import stats
     from rnnlab.report.store import ReportError
     from rnnlab.report.tuning import cells_table, problems
 
-    k4, k8 = {"task.num_kv_pairs": "4", "task.vocab_size": "256"}, {"task.num_kv_pairs": "8", "task.vocab_size": "256"}
+    k4 = {"task.num_kv_pairs": "4", "task.vocab_size": "256", "task.test_seq_len": "[]", "task.test_size": "3000"}
+    k8 = {"task.num_kv_pairs": "8", "task.vocab_size": "256", "task.test_seq_len": "[256]", "task.test_size": "3000"}
+    k4_longer = {**k4, "task.test_seq_len": "[128]", "task.test_size": "1000", "task.val_size": "500"}
     copy = {"task.n_copy": "16"}
     good, bad = [0.9, 0.92, 0.91], [0.3, 0.32, 0.35]
     seeds = dict.fromkeys
     arms = [arm("attention", 64, "mqar", k4, "128", tuned=dict(zip((1, 2, 3), good))),
-            arm("gru", 64, "mqar", k4, "128", tuned=dict(zip((1, 2, 3), bad))),
+            arm("gru", 64, "mqar", k4_longer, "128", tuned=dict(zip((1, 2, 3), bad))),
             arm("gru", 64, "mqar", k4, "64", tuned=dict(zip((1, 2, 3), bad))),
-            arm("attention", 64, "mqar", k4, "64", tuned=dict(zip((1, 2, 3), good))),
+            arm("attention", 64, "mqar", k4_longer, "64", tuned=dict(zip((1, 2, 3), good))),
             arm("gru", 128, "mqar", k8, tuned=seeds((1, 2, 3), 0.1)),
             arm("gru", 128, "selective_copy", copy), arm("gru", 64, "selective_copy", copy),
             arm("attention", 64, "selective_copy", {})]
@@ -53,6 +58,7 @@ def test_arms_group_into_problems_by_task_and_settings_and_compare_only_within_t
     assert [(p.name, p.slug) for p in found] == [
         ("mqar (task.num_kv_pairs=4)", "mqar_1"), ("mqar (task.num_kv_pairs=8)", "mqar_2"),
         ("selective_copy", "selective_copy")]
+    assert found[0].settings == {"task.num_kv_pairs": "4", "task.vocab_size": "256"}  # what was trained
     assert [a.label for a in found[0].arms] == [
         "gru cell.hidden_size=64 T=64", "attention cell.hidden_size=64 T=64",
         "gru cell.hidden_size=128 T=64", "attention cell.hidden_size=128 T=64"]

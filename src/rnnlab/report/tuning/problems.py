@@ -3,7 +3,8 @@
 One tuning experiment may hold several problems (the recall study: MQAR at two settings,
 selective copying, induction heads), and a paired difference between arms of two of them
 means nothing. A problem is a task with its settings, as the arms' runs record them (the
-``task`` tag and the ``task.*`` params, the length apart): the arms of one problem are run at
+``task`` tag and the ``task.*`` params, the length and how it was measured apart:
+:data:`MEASUREMENT`): the arms of one problem are run at
 one or several lengths and compare at each, as on a page of one task; the arms of two problems
 compare with none of each other's. The page gives each problem its section, and its one Holm
 family holds every problem's comparisons (:mod:`rnnlab.report.tuning.page`).
@@ -22,6 +23,11 @@ from rnnlab.report.tuning.arms import ArmResult, cell_rank
 
 LENGTH = "task.seq_len"  # a task's length: a problem's arms may be run at several
 NOT_VARIANT = ("cell", "seq_len")  # an arm's cell and length are its own columns on the page
+# The task.* params that say how a trained model was measured, not what was trained: the sizes of
+# the held-out sets and the longer lengths it is also tested at (``test/L<n>/*``). Two tunings of
+# one task that differ only in these trained the same problem, so they are one problem (and its
+# name does not carry them). Any task's keys of that kind, not one task's list.
+MEASUREMENT = ("task.test_size", "task.val_size", "task.test_seq_len")
 
 
 @dataclass
@@ -29,7 +35,7 @@ class Problem:
     """A task with its settings, and its arms: they compare with each other, and only with each other."""
 
     task: str
-    settings: dict[str, str]  # the task.* params its runs share
+    settings: dict[str, str]  # the task.* params its runs share, less how they were measured (MEASUREMENT)
     arms: list[ArmResult]
     name: str = ""  # the task, with the settings that tell it from the page's other problems of that task
     slug: str = ""  # the name its figures' files carry
@@ -49,7 +55,7 @@ def group(arms: list[ArmResult]) -> list[Problem]:
     (:class:`ReportError`) only where the arms of one problem were selected on different metrics."""
     by: dict[tuple[str, str], list[ArmResult]] = {}
     for a in arms:
-        by.setdefault((a.task, json.dumps(a.task_settings, sort_keys=True)), []).append(a)
+        by.setdefault((a.task, json.dumps(trained(a.task_settings), sort_keys=True)), []).append(a)
     _join_arms_without_runs(by)
     found = [Problem(task, json.loads(settings), mine) for (task, settings), mine in by.items()]
     for p in found:
@@ -67,6 +73,11 @@ def group(arms: list[ArmResult]) -> list[Problem]:
     return found
 
 
+def trained(settings: dict[str, str]) -> dict[str, str]:
+    """A run's task settings that say what was trained: all but :data:`MEASUREMENT`."""
+    return {k: v for k, v in settings.items() if k not in MEASUREMENT}
+
+
 def _join_arms_without_runs(by: dict[tuple[str, str], list[ArmResult]]) -> None:
     """An arm none of whose runs has started yet records no task settings: it belongs to its
     task's problem where the task has one, else it stands alone until its runs say."""
@@ -77,7 +88,7 @@ def _join_arms_without_runs(by: dict[tuple[str, str], list[ArmResult]]) -> None:
 
 
 def _name(p: Problem, same_task: list[Problem]) -> str:
-    """``mqar (task.num_kv_pairs=4, task.test_seq_len=[])``: the task, and where the page holds
+    """``mqar (task.num_kv_pairs=4)``: the task, and where the page holds
     other problems of it, the settings in which they differ (as a label with a variant is
     written elsewhere on the pages: ``lstm (forget_bias=0)``)."""
     keys = sorted({k for q in same_task for k in q.settings})
