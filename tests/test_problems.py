@@ -79,6 +79,29 @@ def test_arms_group_into_problems_by_task_and_settings_and_compare_only_within_t
         problems.group(arms)
 
 
+def test_arms_tested_at_longer_lengths_get_a_row_each_at_every_length_beside_its_baseline():
+    """The tuned re-seed runs at the trained length and each longer one: mean [95% t-interval],
+    the trivial baseline there, the seeds; an arm not tested longer has no row, a length an arm
+    was not tested at a dash, and a page with none tested longer no table."""
+    from rnnlab.report.tuning import longer_table, problems
+
+    k4 = {"task.num_kv_pairs": "4"}
+    gru = arm("gru", 64, "mqar", k4, tuned={1: 0.5, 2: 0.7}, baseline=0.25,
+              longer={128: {1: 0.3, 2: 0.5}, 256: {1: 0.2, 2: math.nan}}, longer_baseline={128: 0.25, 256: 0.25})
+    attention = arm("attention", 64, "mqar", k4, tuned={1: 1.0, 2: 1.0}, baseline=0.25,
+                    longer={128: {1: 0.9, 2: 0.95}}, longer_baseline={128: 0.25})
+    lstm = arm("lstm", 64, "mqar", k4, tuned={1: 0.4, 2: 0.4}, baseline=0.25)
+    problems.group([gru, attention, lstm])
+    table = longer_table([gru, attention, lstm]) or ""
+    assert table.splitlines()[0] == ("| cell | trained T | at T | baseline at T | at 128 | baseline at 128 | at 256 "
+                                     "| baseline at 256 | seeds |")
+    g, a = (r for r in rows(table, "gru")), rows(table, "attention")[0]
+    assert next(g) == ["gru", "64", "0.6 [-0.671, 1.87]", "0.25", "0.4 [-0.871, 1.67]", "0.25", "0.2 (1 diverged)",
+                       "0.25", "2"]
+    assert a[4:] == ["0.925 [0.607, 1.24]", "0.25", "—", "—", "2"] and not rows(table, "lstm")
+    assert longer_table([lstm]) is None
+
+
 # --- end to end: two tunings of the recall study's presets, tiny, into one store ---------------
 
 TINY = ["trainer.max_steps=20", "trainer.val_check_interval=10", "task.test_size=200", "task.val_size=100",
@@ -89,7 +112,8 @@ TINY = ["trainer.max_steps=20", "trainer.val_check_interval=10", "task.test_size
 def recall(tmp_path_factory, migrated_db) -> Store:
     store = Store(tmp_path_factory.mktemp("recall"), template=migrated_db)
     store.train("+tune=recall", "hydra.sweeper.params={cell:'gru,attention',cell.hidden_size:'8,16'}",
-                "task.train_size=1280", f"hydra.sweep.dir={store.dir / 'mqar'}", *TINY, tiny=False, timeout=900)
+                "task.train_size=1280", "task.test_seq_len=[128]", f"hydra.sweep.dir={store.dir / 'mqar'}", *TINY,
+                tiny=False, timeout=900)
     store.train("+tune=recall_copy", "hydra.sweeper.params={cell:'gru,attention',seq_len:'64',cell.hidden_size:'16'}",
                 f"hydra.sweep.dir={store.dir / 'copy'}", *TINY, tiny=False, timeout=900)
     return store
@@ -134,8 +158,8 @@ def test_a_recall_study_of_two_tasks_gets_a_section_per_problem_one_family_and_t
     runs = recall.runs(EXPERIMENT)
     parents = {r.info.run_id: r for r in runs if r.data.tags.get("tune_study")}
 
-    def reseeds(task, cell, width):
-        return {int(r.data.tags["seed"]): r.data.metrics["test/acc"] for r in runs
+    def reseeds(task, cell, width, metric="test/acc"):
+        return {int(r.data.tags["seed"]): r.data.metrics[metric] for r in runs
                 if r.data.tags.get("tune_role") == "reseed" and r.data.tags["cell"] == cell
                 and r.data.params["cell.hidden_size"] == width
                 and parents[r.data.tags["mlflow.parentRunId"]].data.tags["task"] == task}
@@ -165,6 +189,24 @@ def test_a_recall_study_of_two_tasks_gets_a_section_per_problem_one_family_and_t
         assert verdict.startswith("not established") == (adjusted >= 0.05)
     assert "this page makes 3 comparisons" in text and "One Holm family for the whole page" in text
 
+    # MQAR's runs, trained at 64, were also tested at 128: its section shows them beside the
+    # baseline there (descriptive: the page's family is the three comparisons above); copy's were not
+    longer = "At longer lengths than trained"
+    assert longer in sections(mqar, "###") and longer not in sections(copy, "###")
+    table = sections(mqar, "###")[longer]
+    assert "| cell | cell.hidden_size | trained T | at T | baseline at T | at 128 | baseline at 128 | seeds |" in table
+    shown = rows(table, "gru") + rows(table, "attention")
+    assert [r[:3] for r in shown] == [["gru", "8", "64"], ["gru", "16", "64"], ["attention", "8", "64"],
+                                      ["attention", "16", "64"]]
+    for cell, width, _T, at_T, base_T, at_128, base_128, n in shown:
+        mean = np.mean(list(reseeds("mqar", cell, width, "test/L128/acc").values()))
+        assert float(at_128.split(" [")[0]) == pytest.approx(mean, rel=1e-3, abs=1e-6)
+        assert float(at_T.split(" [")[0]) == pytest.approx(np.mean(list(reseeds("mqar", cell, width).values())),
+                                                           rel=1e-3, abs=1e-6)
+        assert float(base_128) == pytest.approx(np.mean(list(reseeds("mqar", cell, width, "baseline/L128/acc")
+                                                             .values())), rel=1e-3, abs=1e-6)
+        assert float(base_T) == pytest.approx(0.25) and n == "2"  # MQAR's baseline, 1/K of 4 pairs; seeds 1, 2
+
     # Zoology's figure: one panel (MQAR, its cells at two widths), attention legended as the ceiling
     panels, legend = drawn["metric_vs_state_size.png"]
     assert [p[0] for p in panels] == ["mqar, seq_len=64: test/acc"]
@@ -177,6 +219,9 @@ def test_a_recall_study_of_two_tasks_gets_a_section_per_problem_one_family_and_t
     exported = tmp_path / "experiments" / EXPERIMENT
     args = ["--experiment", EXPERIMENT, "--tracking-uri", recall.uri, "--out", str(exported), "--export"]
     assert cli.main(args) == 0, capsys.readouterr().err
+    import pandas as pd
+    saved = pd.read_parquet(exported / "data" / "runs.parquet")
+    assert {"metrics.test/L128/acc", "metrics.baseline/L128/acc"} <= set(saved.columns)
     assert cli.main(["--from", str(exported), "--out", str(tmp_path / "again")]) == 0
     again = (tmp_path / "again" / "REPORT.md").read_text()
     assert page_lines((exported / "REPORT.md").read_text()) == page_lines(again)

@@ -10,6 +10,8 @@ MLflow runs and Optuna studies:
 * the cells compared, default and tuned: every pair's paired difference and verdict under
   both, and whether tuning changed it;
 * for a task with a solve threshold, the seeds that solved, default and tuned;
+* where the re-seed runs were also tested at longer lengths than trained (``task.test_seq_len``:
+  ``test/L<n>/<metric>``), the tuned arms at each length beside its trivial baseline (descriptive);
 * the expected best validation score against the number of trials (Tang et al. 2020's
   unbiased estimator of Dodge et al. 2019's curve), with its spread;
 * hyperparameter importance per arm (Optuna's PED-ANOVA, Watanabe et al. 2023), and each
@@ -56,10 +58,11 @@ from rnnlab.report.tuning.tables import (
     cells_table,
     expected_table,
     importance_table,
+    longer_table,
     solved_table,
     tuned_table,
 )
 
 __all__ = ["FIXED", "TRIALS", "TRIALS_SHOWN", "ArmResult", "build", "build_saved", "cells_table", "expected_table",
-           "export_", "importance_table", "is_tuned", "load", "load_all", "load_saved", "plot_expected",
+           "export_", "importance_table", "is_tuned", "longer_table", "load", "load_all", "load_saved", "plot_expected",
            "plot_importance", "ranking", "solved_table", "tuned_table"]

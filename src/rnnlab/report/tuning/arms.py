@@ -45,6 +45,10 @@ class ArmResult:
     task_settings: dict[str, str] = field(default_factory=dict)  # its runs' task.* params: what problem it is
     state_size: float | None = None  # model/state_size of its re-seed runs: the floats its state carries
     baseline: float | None = None  # the trivial baseline of its test metric, on its re-seed runs' test sets
+    # at the longer lengths its re-seed runs were also tested at (task.test_seq_len): length ->
+    # seed -> test/L<n>/<metric> (NaN where a run has none), and length -> baseline/L<n>/<metric>
+    longer: dict[int, dict[int, float]] = field(default_factory=dict)
+    longer_baseline: dict[int, float] = field(default_factory=dict)
     # set by rnnlab.report.tuning.problems: the problem it belongs to, and the swept values that
     # tell it from the other arms of that problem at its cell and length (a width: cell.hidden_size)
     problem: str = ""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 from rnnlab import runs as tags
 from rnnlab.report.store import ReportError
@@ -138,12 +139,25 @@ def _task_settings(kids: list) -> dict[str, str]:
 
 
 def _read_size(arm: ArmResult, reseeds: list) -> None:
-    """The state size its re-seed runs carried, and the trivial baseline of its test metric."""
+    """The state size its re-seed runs carried, the trivial baseline of its test metric, and
+    both at the longer lengths they were also tested at (``test/L<n>/<metric>``)."""
     sizes = {r.data.params["model/state_size"] for r in reseeds if "model/state_size" in r.data.params}
     arm.state_size = float(sizes.pop()) if len(sizes) == 1 else None
-    baseline = f"baseline/{tags.metric_name(arm.test_metric)}"
-    values = [r.data.metrics[baseline] for r in reseeds if baseline in r.data.metrics]
-    arm.baseline = sum(values) / len(values) if values else None
+    name = tags.metric_name(arm.test_metric)
+    arm.baseline = _mean_of(reseeds, f"baseline/{name}")
+    at = re.compile(rf"^test/L(\d+)/{re.escape(name)}$")
+    lengths = sorted({int(m[1]) for r in reseeds for k in r.data.metrics if (m := at.match(k))})
+    for n in lengths:
+        arm.longer[n] = {int(r.data.tags[tags.SEED]): float(r.data.metrics.get(f"test/L{n}/{name}", math.nan))
+                         for r in reseeds}
+        base = _mean_of(reseeds, f"baseline/L{n}/{name}")
+        if base is not None:
+            arm.longer_baseline[n] = base
+
+
+def _mean_of(reseeds: list, metric: str) -> float | None:
+    values = [r.data.metrics[metric] for r in reseeds if metric in r.data.metrics]
+    return sum(values) / len(values) if values else None
 
 
 def _default_arm(arm: ArmResult, everything: list) -> list:

@@ -20,7 +20,15 @@ from rnnlab.report.tuning.problems import Problem
 from rnnlab.report.tuning.protocols import Protocol, protocols, section
 from rnnlab.report.tuning.saved import export_, exported_as, load_saved, protocol_studies
 from rnnlab.report.tuning.statistics import ranking
-from rnnlab.report.tuning.tables import cells_table, expected_table, importance_table, solved_table, tuned_table
+from rnnlab.report.tuning.tables import (
+    cells_table,
+    expected_table,
+    importance_table,
+    longer_table,
+    solved_table,
+    tuned_table,
+)
+from rnnlab.runs import metric_name
 
 
 def build(experiment: str, tracking_uri: str, out_dir: Path, code: str = "",
@@ -186,7 +194,23 @@ def _comparison(arms: list[ArmResult], family: stats.Family, level: str = "##") 
         lines += [f"Ranking by mean, default: {ranking(arms, 'default')}. Tuned: {ranking(arms, 'tuned')}.", ""]
     lines += [cells_table(arms, family), ""]
     solved = solved_table(arms)
-    return lines + ([f"{level} Solved seeds, default and tuned", "", solved, ""] if solved else [])
+    lines += [f"{level} Solved seeds, default and tuned", "", solved, ""] if solved else []
+    return lines + _longer(arms, level)
+
+
+def _longer(arms: list[ArmResult], level: str) -> list[str]:
+    """Length extrapolation: the tuned arms tested at longer lengths than they were trained at."""
+    table = longer_table(arms)
+    if table is None:
+        return []
+    metric = arms[0].test_metric
+    name = metric_name(metric)
+    return [f"{level} At longer lengths than trained", "",
+            f"The tuned re-seed runs, trained at T, tested also on test sets drawn at longer lengths "
+            f"(`task.test_seq_len`): `{metric}` at T and `test/L<n>/{name}` at each longer length n, mean [95% "
+            f"t-interval] over seeds; the trivial baseline at each length is the task's trivial strategy on the "
+            f"same test set (`baseline/{name}`, `baseline/L<n>/{name}`), mean over the seeds' runs. Descriptive: "
+            "nothing here is tested, and nothing joins the page's Holm family.", "", table, ""]
 
 
 def _search(arms: list[ArmResult], drawn: set[str], level: str = "##") -> list[str]:

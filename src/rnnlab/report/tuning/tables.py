@@ -137,3 +137,25 @@ def importance_table(arms: list[ArmResult]) -> str:
     rows = [[a.label, *(f"{a.importance[k]:.2f}" if k in a.importance else "—" for k in keys),
              most_important(a) if a.importance else "—"] for a in arms]
     return md_table(["arm", *keys, "most important"], rows, right=range(1, len(keys) + 1))
+
+
+def longer_table(arms: list[ArmResult]) -> str | None:
+    """The arms whose tuned re-seed runs were also tested at longer lengths than they were
+    trained at (``task.test_seq_len``: ``test/L<n>/<metric>``): the test metric's mean [95%
+    t-interval] over seeds at the trained length and at each longer one, beside the trivial
+    baseline there. Descriptive: it tests nothing. None where no arm was tested longer."""
+    tested = [a for a in arms if a.longer]
+    if not tested:
+        return None
+    lengths, keys = sorted({n for a in tested for n in a.longer}), variant_keys(tested)
+    rows = []
+    for a in tested:
+        seeds = {s for at in a.longer.values() for s in at}
+        rows.append([a.cell, *(a.variant.get(k, "—") for k in keys), str(a.seq_len), fmt_ci(a.tuned), fmt(a.baseline),
+                     *(c for n in lengths for c in (fmt_ci(a.longer[n]) if n in a.longer else "—",
+                                                    fmt(a.longer_baseline.get(n)))),
+                     str(len(seeds))])
+    n = len(keys)
+    return md_table(["cell", *keys, "trained T", "at T", "baseline at T",
+                     *(c for L in lengths for c in (f"at {L}", f"baseline at {L}")), "seeds"], rows,
+                    right=range(1 + n, 5 + n + 2 * len(lengths)))
