@@ -202,7 +202,8 @@ def test_the_state_size_figure_is_drawn_only_where_the_state_size_varies(tmp_pat
     info = lambda task: TaskInfo(task, "test/acc", "max")  # noqa: E731
     assert plot_metric_vs_state_size(runs, tmp_path / "f.png", info) is not None
     panels, legend = drawn["f.png"]
-    assert len(panels) == 1 and panels[0][1].startswith("state size") and {"gru", "attention"} <= set(legend)
+    assert len(panels) == 1 and panels[0][1].startswith("state size")
+    assert {"gru", "attention (the ceiling: its state is its context)"} <= set(legend)
     one_width = runs[runs["state_size"] != 128]  # gru at 64, attention at 16384: points, not curves
     assert plot_metric_vs_state_size(one_width, tmp_path / "g.png", info) is None
     assert plot_metric_vs_state_size(runs.drop(columns="state_size"), tmp_path / "h.png", info) is None
