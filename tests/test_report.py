@@ -492,6 +492,18 @@ def check_the_report_from_its_data_is_the_report_from_the_store(sweep, tmp_path)
     assert studies.load(study, db).reused, "the same data: the store is reused"
 
 
+def test_a_sweep_parent_with_no_runs_of_its_own_gets_no_view():
+    """A sweep restarted after all its jobs had finished leaves a parent with no children (every
+    job skipped): opening the study lists a comparison view for the first parent only."""
+    from rnnlab import studies
+
+    rows = [("p1", 1, "true", "tune_char_lm-defaults", None), ("j1", 2, None, "rnn-T100-s1", "p1"),
+            ("p2", 3, "true", "tune_char_lm-defaults", None)]
+    runs = pd.DataFrame([{"run_id": r, "start_time": t, "tags.sweep": s, "tags.mlflow.runName": n,
+                          "tags.mlflow.parentRunId": p} for r, t, s, n, p in rows])
+    assert list(studies._parents(runs)) == [("p1", "tune_char_lm-defaults")]
+
+
 @pytest.mark.parametrize("damage", ["no folder", "no data", "no run_id"])
 def test_a_study_that_cannot_be_opened_is_one_line_and_writes_nothing(tmp_path, damage, capsys):
     import importlib

@@ -236,11 +236,15 @@ def _write_views(client, exp_id: str, runs: pd.DataFrame, ids: dict[str, str]) -
 
 
 def _parents(runs: pd.DataFrame) -> Iterator[tuple[str, str]]:
-    col = f"tags.{tags.SWEEP}"
+    """The sweeps' parent runs that have runs of their own. A sweep restarted after all its jobs
+    had finished skips every one and leaves a parent with none: its view would be empty."""
+    col, parent = f"tags.{tags.SWEEP}", "tags.mlflow.parentRunId"
     if col not in runs:
         return
+    has_runs = set(runs[parent].dropna()) if parent in runs else set()
     for row in runs[runs[col].astype(str).eq("true")].sort_values("start_time").to_dict("records"):
-        yield row["run_id"], str(row.get("tags.mlflow.runName") or row["run_id"])
+        if row["run_id"] in has_runs:
+            yield row["run_id"], str(row.get("tags.mlflow.runName") or row["run_id"])
 
 
 def _tuning_studies(runs: pd.DataFrame) -> list[str]:
