@@ -286,3 +286,20 @@ def drawn(monkeypatch) -> dict[str, tuple[list[tuple], list[str]]]:
 
     monkeypatch.setattr(figures, "save", spy)
     return seen
+
+
+def table_rows(text: str, first: str) -> list[list[str]]:
+    """The cells of every markdown table row of a report page whose first cell is ``first``."""
+    return [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()
+            if line.startswith(f"| {first} |")]
+
+
+def holm(ps: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, written out here by hand: the reports use statsmodels',
+    so a test comparing the two checks the page's family, not the library against itself."""
+    order = sorted(range(len(ps)), key=lambda i: ps[i])
+    out, running = [0.0] * len(ps), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(ps) - rank) * ps[i]))
+        out[i] = running
+    return out

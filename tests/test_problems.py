@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import scipy.stats as sps
 
-from conftest import ROOT, Store
+from conftest import ROOT, Store, holm, table_rows
 
 sys.path.insert(0, str(ROOT / "src"))
 import report as cli  # noqa: E402
@@ -95,10 +95,10 @@ def test_arms_tested_at_longer_lengths_get_a_row_each_at_every_length_beside_its
     table = longer_table([gru, attention, lstm]) or ""
     assert table.splitlines()[0] == ("| cell | trained T | at T | baseline at T | at 128 | baseline at 128 | at 256 "
                                      "| baseline at 256 | seeds |")
-    g, a = (r for r in rows(table, "gru")), rows(table, "attention")[0]
+    g, a = (r for r in table_rows(table, "gru")), table_rows(table, "attention")[0]
     assert next(g) == ["gru", "64", "0.6 [-0.671, 1.87]", "0.25", "0.4 [-0.871, 1.67]", "0.25", "0.2 (1 diverged)",
                        "0.25", "2"]
-    assert a[4:] == ["0.925 [0.607, 1.24]", "0.25", "—", "—", "2"] and not rows(table, "lstm")
+    assert a[4:] == ["0.925 [0.607, 1.24]", "0.25", "—", "—", "2"] and not table_rows(table, "lstm")
     assert longer_table([lstm]) is None
 
 
@@ -121,20 +121,6 @@ def recall(tmp_path_factory, migrated_db) -> Store:
 
 def sections(text: str, level: str = "##") -> dict[str, str]:
     return {part.split("\n", 1)[0]: part for part in text.split(f"\n{level} ")[1:]}
-
-
-def rows(text: str, first: str) -> list[list[str]]:
-    return [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()
-            if line.startswith(f"| {first} |")]
-
-
-def holm(ps: list[float]) -> list[float]:
-    order = sorted(range(len(ps)), key=lambda i: ps[i])
-    out, running = [0.0] * len(ps), 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (len(ps) - rank) * ps[i]))
-        out[i] = running
-    return out
 
 
 def page_lines(text: str) -> list[str]:
@@ -164,12 +150,12 @@ def test_a_recall_study_of_two_tasks_gets_a_section_per_problem_one_family_and_t
                 and r.data.params["cell.hidden_size"] == width
                 and parents[r.data.tags["mlflow.parentRunId"]].data.tags["task"] == task}
 
-    tuned = rows(sections(mqar, "###")["Tuned arms"], "gru")
+    tuned = table_rows(sections(mqar, "###")["Tuned arms"], "gru")
     assert [r[:3] for r in tuned] == [["gru", "64", "8"], ["gru", "64", "16"]]
     assert float(tuned[0][6].split(" [")[0]) == pytest.approx(np.mean(list(reseeds("mqar", "gru", "8").values())),
                                                              rel=1e-3, abs=1e-6)
     copy_tuned = sections(copy, "###")["Tuned arms"]
-    assert [r[:2] for r in rows(copy_tuned, "gru")] == [["gru", "64"]] and "cell.hidden_size" not in copy_tuned
+    assert [r[:2] for r in table_rows(copy_tuned, "gru")] == [["gru", "64"]] and "cell.hidden_size" not in copy_tuned
 
     # the cells compared within each problem and width only; the three comparisons one Holm family
     pairs = [("mqar", "8"), ("mqar", "16"), ("selective_copy", "16")]
@@ -179,7 +165,7 @@ def test_a_recall_study_of_two_tasks_gets_a_section_per_problem_one_family_and_t
         p = sps.ttest_rel([g[s] for s in (1, 2)], [a[s] for s in (1, 2)]).pvalue
         raw.append(1.0 if math.isnan(p) else p)
     compared = "The cells compared, default and tuned"
-    shown = [*rows(sections(mqar, "###")[compared], "64"), *rows(sections(copy, "###")[compared], "64")]
+    shown = [*table_rows(sections(mqar, "###")[compared], "64"), *table_rows(sections(copy, "###")[compared], "64")]
     assert [r[:-5] for r in shown] == [["64", "8", "gru − attention"], ["64", "16", "gru − attention"],
                                        ["64", "gru − attention"]]
     for row, adjusted in zip(shown, holm(raw)):
@@ -195,7 +181,7 @@ def test_a_recall_study_of_two_tasks_gets_a_section_per_problem_one_family_and_t
     assert longer in sections(mqar, "###") and longer not in sections(copy, "###")
     table = sections(mqar, "###")[longer]
     assert "| cell | cell.hidden_size | trained T | at T | baseline at T | at 128 | baseline at 128 | seeds |" in table
-    shown = rows(table, "gru") + rows(table, "attention")
+    shown = table_rows(table, "gru") + table_rows(table, "attention")
     assert [r[:3] for r in shown] == [["gru", "8", "64"], ["gru", "16", "64"], ["attention", "8", "64"],
                                       ["attention", "16", "64"]]
     for cell, width, _T, at_T, base_T, at_128, base_128, n in shown:

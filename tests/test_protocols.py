@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import scipy.stats as sps
 
-from conftest import ROOT, Store
+from conftest import ROOT, Store, holm, table_rows
 
 sys.path.insert(0, str(ROOT / "src"))
 import report as cli  # noqa: E402
@@ -54,20 +54,6 @@ def section(text: str) -> str:
     return text.split("## Tuning protocols compared\n", 1)[1].split("\n## ", 1)[0]
 
 
-def rows(table_text: str, first: str) -> list[list[str]]:
-    return [[c.strip() for c in line.strip("|").split("|")] for line in table_text.splitlines()
-            if line.startswith(f"| {first} |")]
-
-
-def holm(ps: list[float]) -> list[float]:
-    order = sorted(range(len(ps)), key=lambda i: ps[i])
-    out, running = [0.0] * len(ps), 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (len(ps) - rank) * ps[i]))
-        out[i] = running
-    return out
-
-
 @pytest.mark.slow
 def test_the_page_compares_each_protocol_its_cost_and_verdicts(tuned, tmp_path, capsys):
     out = tmp_path / "page"
@@ -85,7 +71,7 @@ def test_the_page_compares_each_protocol_its_cost_and_verdicts(tuned, tmp_path, 
     test = {e: {int(r.data.tags["seed"]): r.data.metrics["test/mse"] for r in of(e, "reseed")} for e in (ONE, TWO)}
     default = {int(r.data.tags["seed"]): r.data.metrics["test/mse"] for r in runs
                if r.info.experiment_id == exp[TWO] and "tune_role" not in r.data.tags and "seed" in r.data.tags}
-    table = rows(part, "gru")
+    table = table_rows(part, "gru")
     assert [r[2] for r in table[:3]] == ["default", f"tuned on seed 0 (`{ONE}`)", f"tuned on seeds 0, 4 (`{TWO}`)"]
     for row, experiment, per_trial in ((table[1], ONE, 1), (table[2], TWO, 2)):
         _, _, _, best, solved, mean, n_runs, steps, wall = row
@@ -104,7 +90,7 @@ def test_the_page_compares_each_protocol_its_cost_and_verdicts(tuned, tmp_path, 
 
     # the paired differences, each a paired t-test over seeds 1 and 2, Holm-adjusted across the
     # page: these three (the page's own tuned - default is the same comparison, counted once)
-    diffs = {r[2]: r for r in rows(part.split("Paired differences", 1)[1], "gru")}
+    diffs = {r[2]: r for r in table_rows(part.split("Paired differences", 1)[1], "gru")}
     assert list(diffs) == ["tuned on seeds 0, 4 − default", "tuned on seeds 0, 4 − tuned on seed 0",
                            "tuned on seed 0 − default"]
     seeds = [1, 2]
