@@ -637,6 +637,35 @@ def test_equal_budget_runs_are_their_own_arm_compared_only_with_each_other():
     assert "gru, clip 1.0, 30,000 params: 0.0205" in obs and "with clip 1.0, hidden 128: gru" in obs
 
 
+def test_cells_each_at_a_clip_of_their_own_are_compared_as_whole_configurations():
+    """Tuned arms are configurations: the RNN at clip 0.5 against the LSTM at clip 1.0 is one
+    paired test (the comparison tune_char_lm_followup was made for), in the page's family, with
+    the same p as scipy's paired t-test. Cells that share a clip are compared at it only; a cell
+    run at several clips is never set against another cell's different clip."""
+    rnn, lstm = [0.30, 0.31, 0.29, 0.33, 0.30], [0.35, 0.33, 0.36, 0.34, 0.37]
+    rows = [raw_run(f"r{s}", "rnn", seed=s, clip=0.5, metrics={"test/mse": v, "baseline/mse": 1 / 6})
+            for s, v in enumerate(rnn)]
+    rows += [raw_run(f"l{s}", "lstm", seed=s, clip=1.0, metrics={"test/mse": v, "baseline/mse": 1 / 6})
+             for s, v in enumerate(lstm)]
+    runs = report.tidy(pd.DataFrame(rows))
+    table = [[c.strip() for c in r.split("|")[1:-1]] for r in report.paired_table(runs, "adding", fake_info)
+             .splitlines()[2:]]
+    assert [(r[1], r[2], r[4]) for r in table] == [("0.5 vs 1.0", "rnn - lstm", "5")]
+    assert float(table[0][5]) == pytest.approx(sps.ttest_rel(rnn, lstm).pvalue, abs=5e-4)  # alone: its own family
+    assert table[0][6] == "rnn better (established)"
+    obs = "\n".join(report.observations(report.summarise(runs, fake_info), runs, fake_info))
+    assert "each cell at its own clip: rnn (clip 0.5)" in obs and "established against lstm (clip 1.0)" in obs
+
+    # a GRU at both clips: compared with each cell at the clip they share, never across clips
+    gru = [raw_run(f"g{c}{s}", "gru", seed=s, clip=c, metrics={"test/mse": 0.2 + 0.01 * s, "baseline/mse": 1 / 6})
+           for c in (0.5, 1.0) for s in range(5)]
+    runs = report.tidy(pd.DataFrame(rows + gru))
+    table = [[c.strip() for c in r.split("|")[1:-1]] for r in report.paired_table(runs, "adding", fake_info)
+             .splitlines()[2:]]
+    assert sorted((r[1], r[2]) for r in table) == [
+        ("0.5", "rnn - gru"), ("0.5 vs 1.0", "rnn - lstm"), ("1.0", "lstm - gru")]
+
+
 def test_the_gru_to_lstm_speed_ratio_reads_the_runs_measured_speeds():
     """The claim the column tests: the GRU trains about 25% faster than the LSTM (3 gate blocks
     to 4), which reads 1.25. From the runs' own step histories: each run's median tokens/s (its

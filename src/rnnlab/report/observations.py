@@ -13,7 +13,7 @@ import pandas as pd
 from rnnlab import stats
 from rnnlab.report.frames import COMPLETED, baseline_columns, longest, solved
 from rnnlab.report.labels import clip_order, length_label, size_order, sizes_vary
-from rnnlab.report.tables import cells_key, fmt, fmt_mean_ci, per_seed
+from rnnlab.report.tables import fmt, fmt_mean_ci, pair_key, per_seed
 from rnnlab.report.taskinfo import TaskInfo, task_info
 
 
@@ -106,44 +106,59 @@ def _against_baseline(s: pd.DataFrame, runs: pd.DataFrame, ti: TaskInfo, base_co
 def _best_cells(s: pd.DataFrame, runs: pd.DataFrame, ti: TaskInfo, family: stats.Family) -> list[str]:
     """The best mean per clip value, and against which rivals the paired difference (same
     seeds, the paired table's test) establishes it; a mean that is best by chance is called so.
+    Where each cell ran at one clip of its own (tuned arms), the same over the whole
+    configurations, as :func:`~rnnlab.report.tables.cell_pairs` compares them.
     The best mean is over each cell's own seeds, the difference over the seeds both finished,
     so the two can disagree: a rival better on the shared seeds is named as such."""
     lines = []
     done = runs[(runs["outcome"] == "finished") & runs["seed"].notna()]
     sized = sizes_vary(s)
+    live = s[s["n"] > 0]
     for clip, size in sorted({(c, z) for c, z in zip(s["clip"], s["size"])},
                              key=lambda k: (clip_order(k[0]), size_order(k[1]))):
-        rivals = s[(s["clip"] == clip) & (s["size"] == size) & (s["n"] > 0)]
-        if len(rivals) < 2:
-            continue
-        best = rivals.loc[rivals["mean"].idxmin() if ti.mode == "min" else rivals["mean"].idxmax()]
-        at = done[(done["clip"] == clip) & (done["size"] == size)]
-        seeds = per_seed(at, "cell", ti.metric)
-        won: list[str] = []
-        lost: list[str] = []
-        open_: list[str] = []
-        for _, r in rivals.iterrows():
-            if r["cell"] == best["cell"]:
-                continue
-            d = stats.paired_difference(seeds.get(best["cell"], {}), seeds.get(r["cell"], {}))
-            key = cells_key(r["task"], r["x"], clip, size, best["cell"], r["cell"])
-            family.record(key, d)
-            p = family.adjusted(key)
-            text = (f"{r['cell']} (difference {fmt_mean_ci(d.mean, d.low, d.high, d.n)}, {d.n} seeds, "
-                    f"p = {stats.fmt_p(p)})")
-            if stats.verdict(d, p, ti.mode, (best["cell"], r["cell"])) == f"{best['cell']} better (established)":
-                won.append(text)
-            elif stats.verdict(d, p, ti.mode, (best["cell"], r["cell"])) == f"{r['cell']} better (established)":
-                lost.append(text)
-            else:
-                open_.append(text)
-        verdicts = ([f"established against {', '.join(won)}"] if won else []) + (
-            [f"not established against {', '.join(open_)}"] if open_ else []) + (
-            [f"but worse on the seeds both finished, established, than {', '.join(lost)}"] if lost else [])
-        lines.append(f"{'lowest' if ti.mode == 'min' else 'highest'} mean {ti.metric} with clip {clip}"
-                     f"{f', {size}' if sized else ''}: "
-                     f"{best['cell']} ({fmt(best['mean'])}); " + "; ".join(verdicts) + ".")
+        rivals = live[(live["clip"] == clip) & (live["size"] == size)]
+        if len(rivals) > 1:
+            lines.append(_best_line(rivals, done[done["size"] == size], ti, family,
+                                    f"with clip {clip}{f', {size}' if sized else ''}"))
+    for size in sorted(set(live["size"]), key=size_order):
+        rivals = live[live["size"] == size]
+        own = rivals.groupby("cell")["clip"].nunique()
+        if len(rivals) > 1 and (own == 1).all() and rivals["clip"].nunique() > 1:
+            lines.append(_best_line(rivals, done[done["size"] == size], ti, family,
+                                    f"each cell at its own clip{f', {size}' if sized else ''}"))
     return lines
+
+
+def _best_line(rivals: pd.DataFrame, done: pd.DataFrame, ti: TaskInfo, family: stats.Family, where: str) -> str:
+    """The sentence for one set of rival arms (rows of the summary): the best mean and what the
+    paired test against each other arm establishes."""
+    best = rivals.loc[rivals["mean"].idxmin() if ti.mode == "min" else rivals["mean"].idxmax()]
+    own_clip = rivals["clip"].nunique() > 1
+    name = (lambda r: f"{r['cell']} (clip {r['clip']})") if own_clip else (lambda r: r["cell"])
+    seeds = lambda r: per_seed(done[done["clip"] == r["clip"]], "cell", ti.metric).get(r["cell"], {})  # noqa: E731
+    won: list[str] = []
+    lost: list[str] = []
+    open_: list[str] = []
+    for _, r in rivals.iterrows():
+        if r["cell"] == best["cell"] and r["clip"] == best["clip"]:
+            continue
+        d = stats.paired_difference(seeds(best), seeds(r))
+        key = pair_key(r["task"], r["x"], r["size"], (best["cell"], best["clip"]), (r["cell"], r["clip"]))
+        family.record(key, d)
+        p = family.adjusted(key)
+        text = f"{name(r)} (difference {fmt_mean_ci(d.mean, d.low, d.high, d.n)}, {d.n} seeds, p = {stats.fmt_p(p)})"
+        verdict = stats.verdict(d, p, ti.mode, (best["cell"], r["cell"]))
+        if verdict == f"{best['cell']} better (established)":
+            won.append(text)
+        elif verdict == f"{r['cell']} better (established)":
+            lost.append(text)
+        else:
+            open_.append(text)
+    verdicts = ([f"established against {', '.join(won)}"] if won else []) + (
+        [f"not established against {', '.join(open_)}"] if open_ else []) + (
+        [f"but worse on the seeds both finished, established, than {', '.join(lost)}"] if lost else [])
+    return (f"{'lowest' if ti.mode == 'min' else 'highest'} mean {ti.metric} {where}: "
+            f"{name(best)} ({fmt(best['mean'])}); " + "; ".join(verdicts) + ".")
 
 
 def _horizons(s: pd.DataFrame, runs: pd.DataFrame, task: str) -> list[str]:

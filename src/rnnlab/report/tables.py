@@ -151,8 +151,9 @@ TEST_HEADER = ["seeds", "p (Holm)", "verdict", "seeds for 80% power, alone"]
 
 def paired_table(runs: pd.DataFrame, task: str, info: Callable[[str], TaskInfo] = task_info,
                  family: stats.Family | None = None) -> str | None:
-    """Between every two cells at the same length and clip: the paired difference of the
-    headline metric over the seeds both finished, its interval, its Holm-adjusted p in the
+    """Between every two cells at the same length (:func:`cell_pairs`: at each clip value both
+    ran, or as whole configurations where each ran at one clip of its own): the paired difference
+    of the headline metric over the seeds both finished, its interval, its Holm-adjusted p in the
     page's ``family`` and what it establishes."""
     if family is None:
         return alone(lambda f: paired_table(runs, task, info, f))
@@ -160,22 +161,39 @@ def paired_table(runs: pd.DataFrame, task: str, info: Callable[[str], TaskInfo] 
     t = runs[(runs["task"] == task) & (runs["outcome"] == "finished") & runs["seed"].notna()]
     rows = []
     sized = sizes_vary(t)
-    groups = sorted(t.groupby(["x", "clip", "size"]),
-                    key=lambda kv: (kv[0][0], clip_order(kv[0][1]), size_order(kv[0][2])))
-    for (x, clip, size), g in groups:
-        by_cell = per_seed(g, "cell", ti.metric)
-        cells = sorted(by_cell, key=cell_order)
-        for i, a in enumerate(cells):
-            for b in cells[i + 1:]:
-                diff = stats.paired_difference(by_cell[a], by_cell[b])
-                key = cells_key(task, x, clip, size, a, b)
-                rows.append([str(x), clip, *([size] if sized else []), f"{a} - {b}",
-                             *test_cells(diff, family, key, ti.mode, (a, b))])
+    for (x, size), g in t.groupby(["x", "size"]):
+        for a, b, ca, cb in cell_pairs(g):
+            diff = stats.paired_difference(per_seed(g[g["clip"] == ca], "cell", ti.metric).get(a, {}),
+                                           per_seed(g[g["clip"] == cb], "cell", ti.metric).get(b, {}))
+            key = pair_key(task, x, size, (a, ca), (b, cb))
+            order = (x, clip_order(ca) if ca == cb else (2, 0.0), size_order(size), cell_order(a), cell_order(b))
+            rows.append((order, [str(x), ca if ca == cb else f"{ca} vs {cb}", *([size] if sized else []),
+                                 f"{a} - {b}", *test_cells(diff, family, key, ti.mode, (a, b))]))
     if not rows:
         return None
     header = [length_label(task, runs), "clip", *(["size"] if sized else []), "cells",
               f"{ti.metric} difference [95% CI]", *TEST_HEADER]
-    return md_table(header, rows, [0, *(i + sized for i in (3, 4, 5, 7))])
+    return md_table(header, [r for _, r in sorted(rows, key=lambda r: r[0])], [0, *(i + sized for i in (3, 4, 5, 7))])
+
+
+def cell_pairs(g: pd.DataFrame) -> list[tuple[str, str, str, str]]:
+    """The comparisons between cells in one group of runs (one length and size), as
+    ``(cell a, cell b, clip of a, clip of b)``: at every clip value both cells ran (what clipping
+    changes is :func:`clip_table`'s question); and, where two cells share no clip value and each
+    ran at one only, between the two whole configurations. A tuned arm is such a configuration:
+    its clip is part of what tuning chose (``tune_char_lm_followup`` sets the RNN's 0.5 against the
+    LSTM's 1.0), and comparing it at a clip it was not tuned for would answer another question."""
+    clips = {c: sorted(gc["clip"].unique(), key=clip_order) for c, gc in g.groupby("cell")}
+    cells = sorted(clips, key=cell_order)
+    pairs = []
+    for i, a in enumerate(cells):
+        for b in cells[i + 1:]:
+            shared = [c for c in clips[a] if c in clips[b]]
+            if shared:
+                pairs += [(a, b, c, c) for c in shared]
+            elif len(clips[a]) == len(clips[b]) == 1:
+                pairs.append((a, b, clips[a][0], clips[b][0]))
+    return pairs
 
 
 def per_seed(g: pd.DataFrame, by: str, metric: str) -> dict[str, dict[int, float]]:
@@ -186,6 +204,15 @@ def per_seed(g: pd.DataFrame, by: str, metric: str) -> dict[str, dict[int, float
 def cells_key(task: str, x, clip: str, size: str, a: str, b: str) -> tuple:
     """The family key of the comparison of cells ``a`` and ``b`` (either order) in one arm."""
     return stats.Family.key(("cells", task, int(x), clip, size), (a, b))
+
+
+def pair_key(task: str, x, size: str, a: tuple[str, str], b: tuple[str, str]) -> tuple:
+    """The family key of a :func:`cell_pairs` comparison, ``a`` and ``b`` as (cell, clip): that of
+    :func:`cells_key` at a shared clip, else one naming each cell's own clip."""
+    if a[1] == b[1]:
+        return cells_key(task, x, a[1], size, a[0], b[0])
+    names = (f"{a[0]} at clip {a[1]}", f"{b[0]} at clip {b[1]}")
+    return stats.Family.key(("cells", task, int(x), "own clip", size), names)
 
 
 def clip_table(runs: pd.DataFrame, task: str, info: Callable[[str], TaskInfo] = task_info,
