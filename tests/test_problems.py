@@ -102,6 +102,33 @@ def test_arms_tested_at_longer_lengths_get_a_row_each_at_every_length_beside_its
     assert longer_table([lstm]) is None
 
 
+def test_arms_without_a_default_run_are_tested_against_the_trivial_baseline():
+    """The recall presets tune over a grid that holds the default and run no default arm: each
+    arm is then tested against its task's trivial baseline (one-sample t-test of its seeds minus
+    the baseline), and the page has no default columns, rows or ranking to show empty."""
+    from rnnlab.report.tuning import cells_table, problems, solved_table, tuned_table
+
+    k4 = {"task.num_kv_pairs": "4"}
+    gru = arm("gru", 64, "mqar", k4, tuned={1: 0.26, 2: 0.31, 3: 0.24, 4: 0.27}, baseline=0.25,
+              tuned_solved=dict.fromkeys((1, 2, 3, 4), False), stops_once_solved=True)
+    attention = arm("attention", 64, "mqar", k4, tuned={1: 0.97, 2: 0.99, 3: 0.98, 4: 1.0}, baseline=0.25,
+                    tuned_solved=dict.fromkeys((1, 2, 3, 4), True), stops_once_solved=True)
+    arms = [gru, attention]
+    problems.group(arms)
+    table = tuned_table(arms)
+    header, _, g, a = [[c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()]
+    assert header[5:8] == ["tuned: test/acc", "baseline", "tuned − baseline"]
+    want = [sps.ttest_1samp([v - 0.25 for v in x.tuned.values()], 0.0).pvalue for x in arms]
+    assert [float(g[-3]), 0.0005 if a[-3] == "< 0.001" else float(a[-3])] == pytest.approx(holm(want), abs=1e-3)
+    assert g[-2] == "not established" and a[-2] == "tuned better (established)"
+    assert g[7].startswith("0.02 [") and "default" not in table
+    cells = cells_table(arms)
+    assert cells.splitlines()[0] == "| T | difference | tuned | verdict, tuned |"
+    solved = solved_table(arms) or ""
+    assert "solved, default" not in solved and "- gru: critical length below the lengths run tuned" in solved
+    assert "- attention: critical length 64 tuned" in solved
+
+
 # --- end to end: two tunings of the recall study's presets, tiny, into one store ---------------
 
 TINY = ["trainer.max_steps=20", "trainer.val_check_interval=10", "task.test_size=200", "task.val_size=100",
@@ -157,23 +184,41 @@ def test_a_recall_study_of_two_tasks_gets_a_section_per_problem_one_family_and_t
     copy_tuned = sections(copy, "###")["Tuned arms"]
     assert [r[:2] for r in table_rows(copy_tuned, "gru")] == [["gru", "64"]] and "cell.hidden_size" not in copy_tuned
 
-    # the cells compared within each problem and width only; the three comparisons one Holm family
+    # the cells compared within each problem and width only, and each arm against its trivial
+    # baseline (no default arm was run: the page has no default columns): one Holm family
     pairs = [("mqar", "8"), ("mqar", "16"), ("selective_copy", "16")]
     raw = []
     for task, width in pairs:
         g, a = reseeds(task, "gru", width), reseeds(task, "attention", width)
         p = sps.ttest_rel([g[s] for s in (1, 2)], [a[s] for s in (1, 2)]).pvalue
         raw.append(1.0 if math.isnan(p) else p)
-    compared = "The cells compared, default and tuned"
+    arms = [(t, c, w) for t, w in pairs for c in ("gru", "attention")]
+    for task, cell, width in arms:
+        acc, base = reseeds(task, cell, width), reseeds(task, cell, width, "baseline/acc")
+        p = sps.ttest_1samp([acc[s] - np.mean(list(base.values())) for s in (1, 2)], 0.0).pvalue
+        raw.append(1.0 if math.isnan(p) else p)
+    adjusted = holm(raw)
+    assert "default" not in mqar.split("### Expected best")[0] and "none yet" not in text
+    compared = "The cells compared, tuned"
     shown = [*table_rows(sections(mqar, "###")[compared], "64"), *table_rows(sections(copy, "###")[compared], "64")]
-    assert [r[:-5] for r in shown] == [["64", "8", "gru − attention"], ["64", "16", "gru − attention"],
+    assert [r[:-2] for r in shown] == [["64", "8", "gru − attention"], ["64", "16", "gru − attention"],
                                        ["64", "gru − attention"]]
-    for row, adjusted in zip(shown, holm(raw)):
-        verdict = row[-2]  # tuned: the default arms were not run
-        p = verdict.split("p = ")[1].split(";")[0].rstrip(")")
-        assert (0.0005 if p == "< 0.001" else float(p)) == pytest.approx(adjusted, abs=1e-3)
-        assert verdict.startswith("not established") == (adjusted >= 0.05)
-    assert "this page makes 3 comparisons" in text and "One Holm family for the whole page" in text
+
+    def p_of(verdict):
+        p = verdict.split("p = ")[1].split(";")[0].rstrip(")") if "p = " in verdict else "1"
+        return 0.0005 if p == "< 0.001" else float(p)
+
+    for row, want in zip(shown, adjusted):
+        assert p_of(row[-1]) == pytest.approx(want, abs=1e-3)
+        assert row[-1].startswith("not established") == (want >= 0.05)
+    header = table_rows(sections(mqar, "###")["Tuned arms"], "cell")[0]
+    assert header[6:9] == ["tuned: test/acc", "baseline", "tuned − baseline"]
+    tested = {(task, r[0], r[2] if task == "mqar" else "16"): r
+              for task, sec in (("mqar", mqar), ("selective_copy", copy))
+              for cell in ("gru", "attention") for r in table_rows(sections(sec, "###")["Tuned arms"], cell)}
+    for arm_key, want in zip(arms, adjusted[3:]):
+        assert p_of(f"p = {tested[arm_key][-3]}") == pytest.approx(want, abs=1e-3), arm_key
+    assert "this page makes 9 comparisons" in text and "One Holm family for the whole page" in text
 
     # MQAR's runs, trained at 64, were also tested at 128: its section shows them beside the
     # baseline there (descriptive: the page's family is the three comparisons above); copy's were not

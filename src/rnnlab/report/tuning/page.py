@@ -22,6 +22,7 @@ from rnnlab.report.tuning.saved import export_, exported_as, load_saved, protoco
 from rnnlab.report.tuning.statistics import ranking
 from rnnlab.report.tuning.tables import (
     cells_table,
+    defaults_run,
     expected_table,
     importance_table,
     longer_table,
@@ -181,20 +182,23 @@ def _header(arms: list[ArmResult], sources: list[tuple[str, str]], regenerate: s
         f"- **trials**: {', '.join(f'{a.label} {a.n_trials}' for a in ordered)}; {_scoring(a0, selected)}; a "
         f"diverged run scores the worse of the trivial baseline and the arm's worst",
         f"- **compared on**: {metrics} of the best configuration re-run on seeds "
-        f"{_seeds(ordered, 'tuned')} (tuned), and of the preset's default configuration on seeds "
-        f"{_seeds(ordered, 'default')} (default)",
+        f"{_seeds(ordered, 'tuned')} (tuned), "
+        + (f"and of the preset's default configuration on seeds {_seeds(ordered, 'default')} (default)"
+           if defaults_run(arms) else "each arm against the task's trivial baseline on the same test sets (no "
+           "default configuration was run in this experiment)"),
         f"- **statistics**: {method(family, out_dir)}{family_note}", *data, ""]
 
 
 def _comparison(arms: list[ArmResult], family: stats.Family, level: str = "##") -> list[str]:
     """Each arm tuned against its default, the cells against each other, and solved seeds."""
-    lines = [f"{level} Tuned arms", "", tuned_table(arms, family), "", f"{level} The cells compared, default and tuned",
-             ""]
+    both = "default and tuned" if defaults_run(arms) else "tuned"
+    lines = [f"{level} Tuned arms", "", tuned_table(arms, family), "", f"{level} The cells compared, {both}", ""]
     if len({a.cell for a in arms}) > 1:
-        lines += [f"Ranking by mean, default: {ranking(arms, 'default')}. Tuned: {ranking(arms, 'tuned')}.", ""]
+        lines += [(f"Ranking by mean, default: {ranking(arms, 'default')}. Tuned: {ranking(arms, 'tuned')}."
+                   if defaults_run(arms) else f"Ranking by mean, tuned: {ranking(arms, 'tuned')}."), ""]
     lines += [cells_table(arms, family), ""]
     solved = solved_table(arms)
-    lines += [f"{level} Solved seeds, default and tuned", "", solved, ""] if solved else []
+    lines += [f"{level} Solved seeds, {both}", "", solved, ""] if solved else []
     return lines + _longer(arms, level)
 
 

@@ -35,22 +35,42 @@ def variant_keys(arms: list[ArmResult]) -> list[str]:
     return list(dict.fromkeys(k for a in arms for k in a.variant))
 
 
+def defaults_run(arms: list[ArmResult]) -> bool:
+    """Whether the page has default arms to test tuning against. A tuning whose grid holds the
+    default (the recall study's learning rates) runs none: its arms are tested against the
+    task's trivial baseline instead, and the page leaves the default columns out."""
+    return any(a.default or a.default_solved for a in arms)
+
+
+def against_baseline(a: ArmResult) -> stats.Interval:
+    """The tuned seeds minus the arm's trivial baseline (the mean of its runs' ``baseline/*``),
+    with the one-sample t-test of that difference; no seeds where no baseline was logged."""
+    if a.baseline is None or not math.isfinite(a.baseline):
+        return stats.Interval(math.nan, math.nan, math.nan, 0)
+    return stats.mean_ci([v - a.baseline for v in a.tuned.values() if math.isfinite(v)])
+
+
 def tuned_table(arms: list[ArmResult], family: stats.Family | None = None) -> str:
-    """Each arm tuned against its default, paired by seed (alone, its rows are their own family)."""
+    """Each arm tuned against its default, paired by seed; on a page without defaults, against
+    the trivial baseline (alone, its rows are their own family)."""
     if family is None:
         return alone(lambda f: tuned_table(arms, f)) or ""
-    metric, keys = arms[0].test_metric, variant_keys(arms)
+    metric, keys, defaults = arms[0].test_metric, variant_keys(arms), defaults_run(arms)
     rows = []
     for a in arms:
         best = ", ".join(f"{k} {v}" for k, v in a.best_params.items()) or "—"
-        d = paired(a.tuned, a.default)
+        if defaults:
+            other = fmt_ci(a.default)
+            tested = test_cells(paired(a.tuned, a.default), family, ("tuned", *a.key), a.mode, ("tuned", "default"))
+        else:
+            other = fmt(a.baseline)
+            tested = test_cells(against_baseline(a), family, ("baseline", *a.key), a.mode, ("tuned", "baseline"))
         rows.append([a.cell, str(a.seq_len), *(a.variant.get(k, "—") for k in keys),
                      f"{best} (trial {a.best_trial})", fmt(a.best_value),
-                     f"{a.n_trials} ({a.n_diverged} diverged, {a.n_failed} failed)", fmt_ci(a.tuned),
-                     fmt_ci(a.default), *test_cells(d, family, ("tuned", *a.key), a.mode, ("tuned", "default"))])
-    n = len(keys)
+                     f"{a.n_trials} ({a.n_diverged} diverged, {a.n_failed} failed)", fmt_ci(a.tuned), other, *tested])
+    n, other = len(keys), f"default: {metric}" if defaults else "baseline"
     return md_table(["cell", "T", *keys, "best configuration (trial)", "val, tuning seed", "trials",
-                     f"tuned: {metric}", f"default: {metric}", "tuned − default", *TEST_HEADER], rows,
+                     f"tuned: {metric}", other, f"tuned − {other.split(':')[0]}", *TEST_HEADER], rows,
                     right=[3 + n, 5 + n, 6 + n, 7 + n, 8 + n, 9 + n, 11 + n])
 
 
@@ -72,13 +92,18 @@ def cells_table(arms: list[ArmResult], family: stats.Family | None = None) -> st
                 if not keys else "One cell at each length and " + ", ".join(keys) + ": no pair of cells to "
                 "compare (the arms' own verdicts are above).")
     rows = []
+    defaults = defaults_run(arms)
     for T, variant, at in sorted(groups, key=lambda g: g[0]):
         where = (at[0].problem, T, *variant.items()) if at[0].problem or variant else (T,)
         for a, b in combinations(at, 2):
             d_default, d_tuned = paired(a.default, b.default), paired(a.tuned, b.tuned)
             pair = (a.cell, b.cell)
-            v_default = verdict(d_default, family, stats.Family.key(("default", *where), pair), a.mode, pair)
             v_tuned = verdict(d_tuned, family, stats.Family.key(("tuned", *where), pair), a.mode, pair)
+            if not defaults:
+                rows.append([str(T), *(variant.get(k, "—") for k in keys), f"{a.cell} − {b.cell}", _fmt_diff(d_tuned),
+                             v_tuned])
+                continue
+            v_default = verdict(d_default, family, stats.Family.key(("default", *where), pair), a.mode, pair)
             if min(d_default.n, d_tuned.n) < stats.MIN_SEEDS:  # a side with no verdict cannot change one
                 changed = "—"
             else:
@@ -86,6 +111,8 @@ def cells_table(arms: list[ArmResult], family: stats.Family | None = None) -> st
             rows.append([str(T), *(variant.get(k, "—") for k in keys), f"{a.cell} − {b.cell}", _fmt_diff(d_default),
                          v_default, _fmt_diff(d_tuned), v_tuned, changed])
     n = len(keys)
+    if not defaults:
+        return md_table(["T", *keys, "difference", "tuned", "verdict, tuned"], rows, right=[2 + n])
     return md_table(["T", *keys, "difference", "default", "verdict, default", "tuned", "verdict, tuned",
                      "verdict changed"], rows, right=[2 + n, 4 + n])
 
@@ -96,18 +123,19 @@ def solved_table(arms: list[ArmResult]) -> str | None:
     if not solvable(arms):
         return None
 
-    keys = variant_keys(arms)
+    keys, which = variant_keys(arms), ("default", "tuned") if defaults_run(arms) else ("tuned",)
     rows = [[a.cell, str(a.seq_len), *(a.variant.get(k, "—") for k in keys),
-             f"{sum(a.default_solved.values())}/{len(a.default_solved)}",
-             f"{sum(a.tuned_solved.values())}/{len(a.tuned_solved)}"] for a in arms]
-    table = md_table(["cell", "T", *keys, "solved, default", "solved, tuned"], rows)
+             *(f"{sum(getattr(a, f'{w}_solved').values())}/{len(getattr(a, f'{w}_solved'))}" for w in which)]
+            for a in arms]
+    table = md_table(["cell", "T", *keys, *(f"solved, {w}" for w in which)], rows)
     lines = []
     for cell, variant in dict.fromkeys((a.cell, a.variant_text) for a in sorted(arms, key=lambda a: cell_rank(a.cell))):
         mine = [a for a in arms if a.cell == cell and a.variant_text == variant]
         crit = {w: stats.critical_length({a.seq_len: list(getattr(a, f"{w}_solved").values()) for a in mine})
-                for w in ("default", "tuned")}
-        lines.append(f"- {cell}{variant}: critical length {crit['default'] or 'below the lengths run'} by default, "
-                     f"{crit['tuned'] or 'below the lengths run'} tuned")
+                for w in which}
+        lines.append(f"- {cell}{variant}: critical length "
+                     + ", ".join(f"{crit[w] or 'below the lengths run'} {'by default' if w == 'default' else w}"
+                                 for w in which))
     return table + "\n\nCritical length (the longest length at least half the seeds solve):\n\n" + "\n".join(lines)
 
 
