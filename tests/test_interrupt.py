@@ -92,6 +92,33 @@ def test_a_stopped_parallel_sweep_saves_each_running_job_and_starts_no_other(sto
     assert all(r.info.status == "FINISHED" for r in after)
 
 
+@pytest.mark.slow
+def test_a_sweep_killed_outright_leaves_no_run_running_once_started_again(store):
+    """SIGKILL to the whole group (a session's end, a lost machine): no handler runs, so the
+    parent and both running jobs stay RUNNING, with no checkpoint to resume. The same command
+    again ends each of them KILLED (status_reason orphaned, orphaned_by its successor) and runs
+    every configuration afresh: afterwards no run in the store is RUNNING."""
+    sweep = ("-m", *NO_PERIODIC, "trainer.max_steps=400", "hydra/launcher=cores", "hydra.launcher.n_jobs=2",
+             "seed=0,1", f"hydra.sweep.dir={store.dir / 'sweep'}")
+    proc = store.signal_at("step     20 |", signal.SIGKILL, *sweep, group=True, seen=2)
+    assert proc.returncode == -signal.SIGKILL
+    before = {r.info.run_id: r for r in store.runs("adding")}
+    assert len(before) == 3 and all(r.info.status == "RUNNING" for r in before.values())
+    store.train(*sweep)  # the same command
+    after = {r.info.run_id: r for r in store.runs("adding")}
+    assert not [r.info.run_name for r in after.values() if r.info.status == "RUNNING"]
+    (parent,) = [r for i, r in after.items() if i not in before and r.data.tags.get("sweep") == "true"]
+    new_jobs = {r.data.tags["seed"]: i for i, r in after.items()
+                if i not in before and r.data.tags.get("sweep") != "true"}
+    for run_id, old in before.items():
+        r = after[run_id]
+        assert (r.info.status, r.data.tags.get("status_reason")) == ("KILLED", "orphaned"), old.info.run_name
+        successor = parent.info.run_id if old.data.tags.get("sweep") == "true" else new_jobs[old.data.tags["seed"]]
+        assert r.data.tags["orphaned_by"] == successor
+        assert r.info.end_time <= after[successor].info.start_time, "ended when it last ran, not when found"
+    assert all(after[i].info.status == "FINISHED" for i in new_jobs.values()) and len(new_jobs) == 2
+
+
 @pytest.fixture
 def own_handlers():
     """Whatever a test installs for SIGINT and SIGTERM is put back after it."""

@@ -127,6 +127,8 @@ def train(cfg: DictConfig) -> Summary | None:
     start = _choose_start(cfg, digest, task.name, in_sweep is not None)
     _require_space(cfg, model, start)
     run = _open_run(cfg, task, digest, in_sweep, start)
+    if start.ddp_ckpt_dir is None and (in_sweep is not None or cfg.get("resume") is True):
+        _end_orphans(run, digest)
     if start.ddp_ckpt_dir is not None:  # a worker: train and test its shard; rank 0 reports
         _fit_and_test(cfg, task, model, run, start, StopRecorder())
         return None
@@ -229,6 +231,17 @@ def _choose_start(cfg: DictConfig, digest: str, task_name: str, in_sweep: bool) 
         print("resume=true: no unfinished run of this configuration has a checkpoint; starting a new run",
               flush=True)
     return Start(*found) if found else Start()
+
+
+def _end_orphans(run: tracking.Run, digest: str) -> None:
+    """A sweep (or ``resume=true``) runs each configuration once: any other run of it still
+    RUNNING was left so by a process killed outright (a session's end, SIGKILL) and is ended
+    KILLED here (:func:`rnnlab.runs.end_orphans`), so that no store keeps a run RUNNING forever."""
+    others = (r for r in runs.with_config(run.client, run.experiment_name, digest) if r.info.run_id != run.id)
+    n = runs.end_orphans(run.client, others, run.id)
+    if n:
+        print(f"ended KILLED {n} earlier run(s) of this configuration that a killed process left RUNNING "
+              f"(tag {runs.STATUS_REASON}=orphaned)", flush=True)
 
 
 def _require_space(cfg: DictConfig, model: RecurrentModel, start: Start) -> None:

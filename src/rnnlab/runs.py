@@ -13,7 +13,7 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from omegaconf import DictConfig
 
@@ -30,9 +30,10 @@ CHECKPOINT_DIR = "checkpoint_dir"
 DIVERGED = "diverged"  # "true" | "false": a non-finite loss or gradient ended the run
 DIVERGED_AT = "diverged_at_step"
 LAST_GRAD_NORM = "last_grad_norm"
-STATUS_REASON = "status_reason"  # ok | diverged | interrupted | error
+STATUS_REASON = "status_reason"  # ok | diverged | interrupted | error | orphaned
 STOP_REASON = "stop_reason"  # max_steps | solved | diverged: why training ended
 STOPPED_BY = "stopped_by"  # SIGINT | SIGTERM, on a KILLED run
+ORPHANED_BY = "orphaned_by"  # on a run ended KILLED because its process was gone: who found it
 ERROR = "error"  # "<ExceptionType>: <message>", on a FAILED run
 RESUME_COUNT = "resume_count"
 SWEEP = "sweep"  # "true" on a sweep's parent run
@@ -111,6 +112,37 @@ def with_config(client, experiment: str, digest: str) -> Iterator:
 def completed(client, experiment: str, digest: str):
     """The newest run of this configuration that has a result, or None."""
     return next((r for r in with_config(client, experiment, digest) if is_result(r)), None)
+
+
+def end_orphans(client, orphans: Iterable, successor: str) -> int:
+    """End KILLED the ``orphans``: runs left RUNNING by a process killed outright (SIGKILL, an
+    out-of-memory kill, a session or machine lost), which no handler could end. Each is tagged
+    ``status_reason=orphaned`` and ``orphaned_by=<successor>``, the run (or sweep) that found it
+    and does its work again; a checkpoint it left stays resumable (KILLED is not a result).
+    Returns how many were ended."""
+    n = 0
+    for run in orphans:
+        if run.info.status != "RUNNING":
+            continue
+        client.set_tag(run.info.run_id, STATUS_REASON, "orphaned")
+        client.set_tag(run.info.run_id, ORPHANED_BY, successor)
+        client.set_terminated(run.info.run_id, "KILLED", end_time=last_activity(client, run))
+        n += 1
+    return n
+
+
+def last_activity(client, run) -> int:
+    """When a run last did anything (ms): the newest point it logged, or a sweep parent's jobs'
+    newest; its start where it logged none. An orphan ends then, not when it is found, so that
+    its wall time is the time it ran."""
+    def newest(r) -> int:
+        points = (m for key in r.data.metrics for m in client.get_metric_history(r.info.run_id, key)[-1:])
+        return max((m.timestamp for m in points), default=r.info.end_time or r.info.start_time)
+
+    if run.data.tags.get(SWEEP) != "true":
+        return newest(run)
+    jobs = client.search_runs([run.info.experiment_id], f"tags.{SWEEP_ID} = '{run.info.run_id}'", max_results=50000)
+    return max((newest(j) for j in jobs if j.info.run_id != run.info.run_id), default=run.info.start_time)
 
 
 def last_checkpoint(run) -> str | None:

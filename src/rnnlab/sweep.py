@@ -126,6 +126,20 @@ def _end_orphans(client, info: dict[str, Any], signame: str) -> int:
     return len(orphans)
 
 
+def _end_orphaned_parents(client, exp_id: str, name: str, params: dict, successor: str) -> None:
+    """The same sweep started again (same name and grid) after a kill no handler saw (a session's
+    end, SIGKILL): the earlier parent, still RUNNING, ends KILLED (``status_reason=orphaned``).
+    Its jobs' runs are ended as the new sweep reaches their configurations (rnnlab.run)."""
+    from rnnlab import runs
+
+    query = f"tags.{runs.SWEEP} = 'true' and attributes.status = 'RUNNING'"
+    same = [r for r in client.search_runs([exp_id], query) if r.info.run_id != successor
+            and r.info.run_name == name and r.data.tags.get(runs.SWEEP_PARAMS) == json.dumps(params)]
+    if runs.end_orphans(client, same, successor):
+        print(f"sweep {name}: ended KILLED the earlier parent run(s) {', '.join(r.info.run_id for r in same)} "
+              "that a killed process left RUNNING", flush=True)
+
+
 def print_links(client, ui: str, experiment_id: str, parent: str, name: str, report: bool = True) -> None:
     """The links to open after a sweep, the comparison view first (see rnnlab.views). A view
     that cannot be written is one line, then the plain links."""
@@ -256,6 +270,7 @@ class SweepCallback(Callback):
         })
         run_id = parent.info.run_id
         client.set_tag(run_id, runs.SWEEP_ID, run_id)
+        _end_orphaned_parents(client, exp_id, name, grid(config), run_id)
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         for stale in sweep_dir.glob(f"*/{OUTCOME_FILE}"):  # a rerun into the same dir counts afresh
