@@ -119,6 +119,35 @@ def test_a_sweep_killed_outright_leaves_no_run_running_once_started_again(store)
     assert all(after[i].info.status == "FINISHED" for i in new_jobs.values()) and len(new_jobs) == 2
 
 
+def test_only_a_run_whose_process_is_gone_is_taken_for_an_orphan(store):
+    """A sweep ends another run of its configuration only when that run's process is gone: on
+    this machine its pid is dead; on another (or a run without the tags), it has logged nothing
+    for ORPHAN_AFTER_S. A parallel job here, or a run training on another machine, is left alone."""
+    import socket
+
+    from rnnlab import runs
+
+    client = store.client
+    exp = client.create_experiment("orphans")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+
+    def running(host, pid):
+        run = client.create_run(exp, tags={runs.HOST: host, runs.PID: str(pid)})
+        client.log_metric(run.info.run_id, "train/loss", 1.0)
+        return client.get_run(run.info.run_id)
+
+    here = socket.gethostname()
+    alive_here, dead_here, elsewhere = running(here, os.getpid()), running(here, dead.pid), running("elsewhere", 1)
+    now = runs.last_activity(client, elsewhere)
+    assert not runs.is_orphan(client, alive_here) and runs.is_orphan(client, dead_here)
+    assert not runs.is_orphan(client, elsewhere, now_ms=now + 60_000), "another machine's run, logging a minute ago"
+    assert runs.is_orphan(client, elsewhere, now_ms=now + runs.ORPHAN_AFTER_S * 1000 + 1)
+    assert runs.end_orphans(client, [alive_here, dead_here, elsewhere], "successor") == 1
+    assert [client.get_run(r.info.run_id).info.status for r in (alive_here, dead_here, elsewhere)] == \
+        ["RUNNING", "KILLED", "RUNNING"]
+
+
 @pytest.fixture
 def own_handlers():
     """Whatever a test installs for SIGINT and SIGTERM is put back after it."""

@@ -665,6 +665,15 @@ def test_cells_each_at_a_clip_of_their_own_are_compared_as_whole_configurations(
     assert sorted((r[1], r[2]) for r in table) == [
         ("0.5", "rnn - gru"), ("0.5 vs 1.0", "rnn - lstm"), ("1.0", "lstm - gru")]
 
+    # a clip grid whose opposite arms diverged is still a grid: no comparison across clips
+    grid = [raw_run(f"{c}{clip}{s}", c, seed=s, clip=clip, status="FAILED" if diverged else "FINISHED",
+                    diverged=diverged, metrics={"test/mse": 0.3 + 0.01 * s, "baseline/mse": 1 / 6})
+            for c, clip, diverged in (("rnn", 1.0, False), ("rnn", "None", True), ("lstm", 1.0, True),
+                                      ("lstm", "None", False)) for s in range(5)]
+    runs = report.tidy(pd.DataFrame(grid))
+    assert report.paired_table(runs, "adding", fake_info) is None
+    assert "own clip" not in "\n".join(report.observations(report.summarise(runs, fake_info), runs, fake_info))
+
 
 def test_the_gru_to_lstm_speed_ratio_reads_the_runs_measured_speeds():
     """The claim the column tests: the GRU trains about 25% faster than the LSTM (3 gate blocks

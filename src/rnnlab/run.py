@@ -127,14 +127,15 @@ def train(cfg: DictConfig) -> Summary | None:
     start = _choose_start(cfg, digest, task.name, in_sweep is not None)
     _require_space(cfg, model, start)
     run = _open_run(cfg, task, digest, in_sweep, start)
-    if start.ddp_ckpt_dir is None and (in_sweep is not None or cfg.get("resume") is True):
-        _end_orphans(run, digest)
     if start.ddp_ckpt_dir is not None:  # a worker: train and test its shard; rank 0 reports
         _fit_and_test(cfg, task, model, run, start, StopRecorder())
         return None
     stop = StopRecorder()
     previous = interrupts.raise_on_sigterm()
     try:
+        run.set_tags(runs.process_tags())  # a resumed run's process is a new one
+        if in_sweep is not None or cfg.get("resume") is True:
+            _end_orphans(run, digest)
         return _fit_and_test(cfg, task, model, run, start, stop)
     except BaseException as e:
         instead = _ended_abnormally(run, e, stop)
@@ -234,11 +235,16 @@ def _choose_start(cfg: DictConfig, digest: str, task_name: str, in_sweep: bool) 
 
 
 def _end_orphans(run: tracking.Run, digest: str) -> None:
-    """A sweep (or ``resume=true``) runs each configuration once: any other run of it still
-    RUNNING was left so by a process killed outright (a session's end, SIGKILL) and is ended
-    KILLED here (:func:`rnnlab.runs.end_orphans`), so that no store keeps a run RUNNING forever."""
+    """A sweep (or ``resume=true``) runs each configuration once: another run of it still RUNNING
+    whose process is gone (:func:`rnnlab.runs.is_orphan`: a session's end, SIGKILL) is ended
+    KILLED here (:func:`rnnlab.runs.end_orphans`), so that no store keeps a run RUNNING forever.
+    One whose process lives (a parallel job, another machine still logging) is left alone."""
     others = (r for r in runs.with_config(run.client, run.experiment_name, digest) if r.info.run_id != run.id)
-    n = runs.end_orphans(run.client, others, run.id)
+    try:
+        n = runs.end_orphans(run.client, others, run.id)
+    except Exception as e:  # housekeeping: it must not stop the run it was done for
+        print(f"could not check this configuration's earlier runs for orphans ({type(e).__name__}: {e})", flush=True)
+        return
     if n:
         print(f"ended KILLED {n} earlier run(s) of this configuration that a killed process left RUNNING "
               f"(tag {runs.STATUS_REASON}=orphaned)", flush=True)

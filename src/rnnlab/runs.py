@@ -13,6 +13,8 @@ import hashlib
 import json
 import math
 import os
+import socket
+import time
 from collections.abc import Iterable, Iterator
 
 from omegaconf import DictConfig
@@ -34,6 +36,9 @@ STATUS_REASON = "status_reason"  # ok | diverged | interrupted | error | orphane
 STOP_REASON = "stop_reason"  # max_steps | solved | diverged: why training ended
 STOPPED_BY = "stopped_by"  # SIGINT | SIGTERM, on a KILLED run
 ORPHANED_BY = "orphaned_by"  # on a run ended KILLED because its process was gone: who found it
+HOST = "host"  # the machine a run's process runs on
+PID = "pid"  # that process's id there
+ORPHAN_AFTER_S = 900  # a RUNNING run of another machine that logged nothing this long is taken for dead
 ERROR = "error"  # "<ExceptionType>: <message>", on a FAILED run
 RESUME_COUNT = "resume_count"
 SWEEP = "sweep"  # "true" on a sweep's parent run
@@ -114,15 +119,46 @@ def completed(client, experiment: str, digest: str):
     return next((r for r in with_config(client, experiment, digest) if is_result(r)), None)
 
 
-def end_orphans(client, orphans: Iterable, successor: str) -> int:
-    """End KILLED the ``orphans``: runs left RUNNING by a process killed outright (SIGKILL, an
-    out-of-memory kill, a session or machine lost), which no handler could end. Each is tagged
-    ``status_reason=orphaned`` and ``orphaned_by=<successor>``, the run (or sweep) that found it
-    and does its work again; a checkpoint it left stays resumable (KILLED is not a result).
+def process_tags() -> dict[str, str]:
+    """Where a run's process runs (``host``, ``pid``): how a later sweep tells a dead run from a
+    live one (:func:`is_orphan`)."""
+    return {HOST: socket.gethostname(), PID: str(os.getpid())}
+
+
+def is_orphan(client, run, now_ms: int | None = None) -> bool:
+    """Whether a RUNNING run's process is gone. On this machine its pid says (a recycled pid
+    reads as alive: the safe side); elsewhere, or for a run from before the tags, it is taken for
+    dead once it has logged nothing for :data:`ORPHAN_AFTER_S` (a live job logs every few
+    seconds). A run training on another machine is never ended while it still logs."""
+    if run.info.status != "RUNNING":
+        return False
+    host, pid = run.data.tags.get(HOST), run.data.tags.get(PID, "")
+    if host == socket.gethostname() and pid.isdigit():
+        return not _alive(int(pid))
+    now = now_ms if now_ms is not None else int(time.time() * 1000)
+    return now - last_activity(client, run) > ORPHAN_AFTER_S * 1000
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def end_orphans(client, candidates: Iterable, successor: str) -> int:
+    """End KILLED those ``candidates`` that are orphans (:func:`is_orphan`): runs left RUNNING
+    by a process killed outright (SIGKILL, an out-of-memory kill, a session or machine lost),
+    which no handler could end. Each is tagged ``status_reason=orphaned`` and
+    ``orphaned_by=<successor>``, the run (or sweep) that found it and does its work again, and
+    ends when it last logged; a checkpoint it left stays resumable (KILLED is not a result).
     Returns how many were ended."""
     n = 0
-    for run in orphans:
-        if run.info.status != "RUNNING":
+    for run in candidates:
+        if not is_orphan(client, run):
             continue
         client.set_tag(run.info.run_id, STATUS_REASON, "orphaned")
         client.set_tag(run.info.run_id, ORPHANED_BY, successor)
@@ -134,10 +170,13 @@ def end_orphans(client, orphans: Iterable, successor: str) -> int:
 def last_activity(client, run) -> int:
     """When a run last did anything (ms): the newest point it logged, or a sweep parent's jobs'
     newest; its start where it logged none. An orphan ends then, not when it is found, so that
-    its wall time is the time it ran."""
+    its wall time is the time it ran. Histories are read only for runs still RUNNING (an ended
+    job's end time says it)."""
     def newest(r) -> int:
+        if r.info.status != "RUNNING" and r.info.end_time:
+            return r.info.end_time
         points = (m for key in r.data.metrics for m in client.get_metric_history(r.info.run_id, key)[-1:])
-        return max((m.timestamp for m in points), default=r.info.end_time or r.info.start_time)
+        return max((m.timestamp for m in points), default=r.info.start_time)
 
     if run.data.tags.get(SWEEP) != "true":
         return newest(run)

@@ -128,16 +128,21 @@ def _end_orphans(client, info: dict[str, Any], signame: str) -> int:
 
 def _end_orphaned_parents(client, exp_id: str, name: str, params: dict, successor: str) -> None:
     """The same sweep started again (same name and grid) after a kill no handler saw (a session's
-    end, SIGKILL): the earlier parent, still RUNNING, ends KILLED (``status_reason=orphaned``).
-    Its jobs' runs are ended as the new sweep reaches their configurations (rnnlab.run)."""
+    end, SIGKILL): the earlier parent, still RUNNING with its process gone (:func:`runs.is_orphan`),
+    ends KILLED (``status_reason=orphaned``). Its jobs' runs are ended as the new sweep reaches
+    their configurations (rnnlab.run)."""
     from rnnlab import runs
 
     query = f"tags.{runs.SWEEP} = 'true' and attributes.status = 'RUNNING'"
     same = [r for r in client.search_runs([exp_id], query) if r.info.run_id != successor
             and r.info.run_name == name and r.data.tags.get(runs.SWEEP_PARAMS) == json.dumps(params)]
-    if runs.end_orphans(client, same, successor):
-        print(f"sweep {name}: ended KILLED the earlier parent run(s) {', '.join(r.info.run_id for r in same)} "
-              "that a killed process left RUNNING", flush=True)
+    try:
+        n = runs.end_orphans(client, same, successor)
+    except Exception as e:  # housekeeping: it must not stop the sweep it was done for
+        print(f"sweep {name}: could not check earlier parent runs for orphans ({type(e).__name__}: {e})", flush=True)
+        return
+    if n:
+        print(f"sweep {name}: ended KILLED {n} earlier parent run(s) that a killed process left RUNNING", flush=True)
 
 
 def print_links(client, ui: str, experiment_id: str, parent: str, name: str, report: bool = True) -> None:
@@ -266,7 +271,7 @@ class SweepCallback(Callback):
         name = sweep_name(config, experiment)
         parent = client.create_run(exp_id, run_name=name, tags={
             runs.SWEEP: "true", runs.COMMAND: tracking.command_line(), **tracking.git_info(),
-            runs.SWEEP_PARAMS: json.dumps(grid(config)),
+            runs.SWEEP_PARAMS: json.dumps(grid(config)), **runs.process_tags(),
         })
         run_id = parent.info.run_id
         client.set_tag(run_id, runs.SWEEP_ID, run_id)

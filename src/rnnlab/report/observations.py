@@ -120,9 +120,10 @@ def _best_cells(s: pd.DataFrame, runs: pd.DataFrame, ti: TaskInfo, family: stats
         if len(rivals) > 1:
             lines.append(_best_line(rivals, done[done["size"] == size], ti, family,
                                     f"with clip {clip}{f', {size}' if sized else ''}"))
+    ran = runs[runs["seed"].notna()]  # every run, whatever its outcome: which clips each cell ran at
     for size in sorted(set(live["size"]), key=size_order):
         rivals = live[live["size"] == size]
-        own = rivals.groupby("cell")["clip"].nunique()
+        own = ran[ran["size"] == size].groupby("cell")["clip"].nunique()
         if len(rivals) > 1 and (own == 1).all() and rivals["clip"].nunique() > 1:
             lines.append(_best_line(rivals, done[done["size"] == size], ti, family,
                                     f"each cell at its own clip{f', {size}' if sized else ''}"))

@@ -158,13 +158,17 @@ def paired_table(runs: pd.DataFrame, task: str, info: Callable[[str], TaskInfo] 
     if family is None:
         return alone(lambda f: paired_table(runs, task, info, f))
     ti = info(task)
-    t = runs[(runs["task"] == task) & (runs["outcome"] == "finished") & runs["seed"].notna()]
+    every = runs[(runs["task"] == task) & runs["seed"].notna()]
+    t = every[every["outcome"] == "finished"]
     rows = []
     sized = sizes_vary(t)
     for (x, size), g in t.groupby(["x", "size"]):
-        for a, b, ca, cb in cell_pairs(g):
-            diff = stats.paired_difference(per_seed(g[g["clip"] == ca], "cell", ti.metric).get(a, {}),
-                                           per_seed(g[g["clip"] == cb], "cell", ti.metric).get(b, {}))
+        for a, b, ca, cb in cell_pairs(every[(every["x"] == x) & (every["size"] == size)]):
+            seeds_a = per_seed(g[g["clip"] == ca], "cell", ti.metric).get(a, {})
+            seeds_b = per_seed(g[g["clip"] == cb], "cell", ti.metric).get(b, {})
+            if not seeds_a or not seeds_b:  # an arm with no finished run: nothing to compare
+                continue
+            diff = stats.paired_difference(seeds_a, seeds_b)
             key = pair_key(task, x, size, (a, ca), (b, cb))
             order = (x, clip_order(ca) if ca == cb else (2, 0.0), size_order(size), cell_order(a), cell_order(b))
             rows.append((order, [str(x), ca if ca == cb else f"{ca} vs {cb}", *([size] if sized else []),
@@ -177,7 +181,8 @@ def paired_table(runs: pd.DataFrame, task: str, info: Callable[[str], TaskInfo] 
 
 
 def cell_pairs(g: pd.DataFrame) -> list[tuple[str, str, str, str]]:
-    """The comparisons between cells in one group of runs (one length and size), as
+    """The comparisons between cells in one group of runs (one length and size; every run,
+    whatever its outcome, so that a clip grid whose arms diverged is still a grid), as
     ``(cell a, cell b, clip of a, clip of b)``: at every clip value both cells ran (what clipping
     changes is :func:`clip_table`'s question); and, where two cells share no clip value and each
     ran at one only, between the two whole configurations. A tuned arm is such a configuration:

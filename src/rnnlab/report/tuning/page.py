@@ -184,8 +184,8 @@ def _header(arms: list[ArmResult], sources: list[tuple[str, str]], regenerate: s
         f"- **compared on**: {metrics} of the best configuration re-run on seeds "
         f"{_seeds(ordered, 'tuned')} (tuned), "
         + (f"and of the preset's default configuration on seeds {_seeds(ordered, 'default')} (default)"
-           if defaults_run(arms) else "each arm against the task's trivial baseline on the same test sets (no "
-           "default configuration was run in this experiment)"),
+           if defaults_run(arms) else "each arm against the task's trivial baseline on the same test sets (no run "
+           "of a default configuration has finished in this experiment)"),
         f"- **statistics**: {method(family, out_dir)}{family_note}", *data, ""]
 
 

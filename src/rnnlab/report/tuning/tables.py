@@ -36,9 +36,11 @@ def variant_keys(arms: list[ArmResult]) -> list[str]:
 
 
 def defaults_run(arms: list[ArmResult]) -> bool:
-    """Whether the page has default arms to test tuning against. A tuning whose grid holds the
-    default (the recall study's learning rates) runs none: its arms are tested against the
-    task's trivial baseline instead, and the page leaves the default columns out."""
+    """Whether the page has default arms to test tuning against: any default run finished. A
+    tuning whose grid holds the default (the recall study's learning rates) runs none: its arms
+    are tested against the task's trivial baseline instead, and the page leaves the default
+    columns out (and says that no default run has finished: a page made while a default sweep is
+    still running gets its default columns once it is regenerated)."""
     return any(a.default or a.default_solved for a in arms)
 
 
