@@ -103,7 +103,7 @@ tune: install
 # A committed study: its report from the store, and its runs beside it as data (data/*.parquet).
 # EXP names a sweep preset (conf/experiment/), TUNE a tuning preset (conf/tune/): the experiment
 # is the one the preset writes to, the folder experiments/EXP, or for TUNE the experiment's own
-# name (tune_adding; the recall study's four presets share recall_study).
+# name (tune_adding; the recall study's five presets share recall_study).
 # PROTOCOLS: tuning experiments of the same arms scored on other tuning seeds, whose protocols
 # the page compares (each exported beside it first), e.g. TUNE=adding_seeds PROTOCOLS=tune_adding
 STUDY_PRESET = $(if $(TUNE),+tune=$(TUNE),+experiment=$(EXP))
