@@ -98,7 +98,7 @@ def test_a_sweep_killed_outright_leaves_no_run_running_once_started_again(store)
     parent and both running jobs stay RUNNING, with no checkpoint to resume. The same command
     again ends each of them KILLED (status_reason orphaned, orphaned_by its successor) and runs
     every configuration afresh: afterwards no run in the store is RUNNING."""
-    sweep = ("-m", *NO_PERIODIC, "trainer.max_steps=400", "hydra/launcher=cores", "hydra.launcher.n_jobs=2",
+    sweep = ("-m", *NO_PERIODIC, "trainer.max_steps=120", "hydra/launcher=cores", "hydra.launcher.n_jobs=2",
              "seed=0,1", f"hydra.sweep.dir={store.dir / 'sweep'}")
     proc = store.signal_at("step     20 |", signal.SIGKILL, *sweep, group=True, seen=2)
     assert proc.returncode == -signal.SIGKILL
