@@ -111,7 +111,9 @@ def test_presets_compose_with_the_grid_they_promise():
     # a study's parts share one MLflow experiment, so one report covers them
     for part, whole in [("long_range_study_copy", "long_range_study"), ("long_range_study_budget", "long_range_study"),
                         ("long_range_study_forget_bias", "long_range_study"), ("forecast_seattle", "forecast"),
-                        ("char_lm_forget_bias", "char_lm"), ("modern_study_copy", "modern_study")]:
+                        ("char_lm_forget_bias", "char_lm"), ("modern_study_copy", "modern_study"),
+                        ("forecast_followup_seattle", "forecast_followup"),
+                        ("tune_char_lm_followup_rnn", "tune_char_lm_followup")]:
         assert compose(f"+experiment={part}").tracking.experiment == compose(f"+experiment={whole}").tracking.experiment
     # sentiment's window grows with the distance (${add:...}): only D varies, not the padding
     assert compose("+experiment=sentiment_distance", "task.distance=100").seq_len == 164
