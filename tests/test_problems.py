@@ -129,6 +129,29 @@ def test_arms_without_a_default_run_are_tested_against_the_trivial_baseline():
     assert "- attention: critical length 64 tuned" in solved
 
 
+def test_the_tuned_page_sets_the_tasks_published_numbers_beside_its_arms():
+    """Each published entry of the arms' task and metric (Zoology's Figure 2 points, seq_icl's
+    table for MQAR) is a table: every cell they report and every tuned arm, theirs beside ours
+    with its interval, under the entry's setting; a cell only one side has shows a dash."""
+    from rnnlab.literature import ZOOLOGY, published
+    from rnnlab.report.tuning import literature_tables, problems
+
+    k4 = {"task.num_kv_pairs": "4"}
+    gru = arm("gru", 64, "mqar", k4, tuned={1: 0.25, 2: 0.27, 3: 0.26})
+    attention = arm("attention", 64, "mqar", k4, tuned={1: 1.0, 2: 0.99, 3: 1.0})
+    problems.group([gru, attention])
+    tables = literature_tables([gru, attention])
+    entries = [e for e in published("mqar") if e.metric == "test/acc"]
+    assert len(tables) == len(entries) >= 2
+    first = tables[0]
+    assert first.startswith(f"**{ZOOLOGY}, Figure 2**: seq_len 64, 4 KV pairs") and "their T = 64" in first
+    assert table_rows(first, "attention") == [["attention", "1", "64", "0.9967 [0.982, 1.01]"]]
+    assert table_rows(first, "gru") == [["gru", "—", "64", "0.26 [0.235, 0.285]"]]
+    seq_icl = next(t for t in tables if "seq_icl" in t)
+    assert table_rows(seq_icl, "lstm") == [["lstm", "0.362", "—", "—"]]  # theirs only: we ran no LSTM here
+    assert literature_tables([arm("gru", 64, "no_such_task", {}, tuned={1: 0.5})]) == []
+
+
 # --- end to end: two tunings of the recall study's presets, tiny, into one store ---------------
 
 TINY = ["trainer.max_steps=20", "trainer.val_check_interval=10", "task.test_size=200", "task.val_size=100",

@@ -58,11 +58,12 @@ from rnnlab.report.tuning.tables import (
     cells_table,
     expected_table,
     importance_table,
+    literature_tables,
     longer_table,
     solved_table,
     tuned_table,
 )
 
 __all__ = ["FIXED", "TRIALS", "TRIALS_SHOWN", "ArmResult", "build", "build_saved", "cells_table", "expected_table",
-           "export_", "importance_table", "is_tuned", "longer_table", "load", "load_all", "load_saved", "plot_expected",
-           "plot_importance", "ranking", "solved_table", "tuned_table"]
+           "literature_tables", "export_", "importance_table", "is_tuned", "longer_table", "load", "load_all",
+           "load_saved", "plot_expected", "plot_importance", "ranking", "solved_table", "tuned_table"]

@@ -25,6 +25,7 @@ from rnnlab.report.tuning.tables import (
     defaults_run,
     expected_table,
     importance_table,
+    literature_tables,
     longer_table,
     solved_table,
     tuned_table,
@@ -199,7 +200,19 @@ def _comparison(arms: list[ArmResult], family: stats.Family, level: str = "##") 
     lines += [cells_table(arms, family), ""]
     solved = solved_table(arms)
     lines += [f"{level} Solved seeds, {both}", "", solved, ""] if solved else []
-    return lines + _longer(arms, level)
+    return lines + _longer(arms, level) + _literature(arms, level)
+
+
+def _literature(arms: list[ArmResult], level: str) -> list[str]:
+    """The task's published numbers beside the tuned arms (descriptive)."""
+    tables = literature_tables(arms)
+    if not tables:
+        return []
+    return [f"{level} Ours beside the literature", "",
+            "What the task's papers report (`Task.published`), quoted with their settings, beside each tuned arm's "
+            "mean [95% t-interval] over its re-seeds. Their settings differ from ours (see each heading), so "
+            "nothing here is tested and nothing joins the page's Holm family.", "",
+            *(line for t in tables for line in (t, ""))]
 
 
 def _longer(arms: list[ArmResult], level: str) -> list[str]:

@@ -189,3 +189,33 @@ def longer_table(arms: list[ArmResult]) -> str | None:
     return md_table(["cell", *keys, "trained T", "at T", "baseline at T",
                      *(c for L in lengths for c in (f"at {L}", f"baseline at {L}")), "seeds"], rows,
                     right=range(1 + n, 5 + n + 2 * len(lengths)))
+
+
+def literature_tables(arms: list[ArmResult]) -> list[str]:
+    """Ours beside what the task's papers report (``Task.published``, :mod:`rnnlab.literature`),
+    one table per published entry of the arms' metric: each cell they report and each of our
+    tuned arms (at its length and width), theirs and ours [95% t-interval] side by side, with the
+    entry's setting above it. Descriptive: their settings differ (vocabulary, length, layers,
+    budget), so nothing here is tested; the discussion says what the differences may do."""
+    from rnnlab import literature
+
+    if not arms:
+        return []
+    metric, keys = arms[0].test_metric, variant_keys(arms)
+    out = []
+    for entry in (e for e in literature.published(arms[0].task) if e.metric == metric):
+        cells = list(dict.fromkeys([*entry.values, *(a.cell for a in arms)]))
+        rows = []
+        for cell in cells:
+            mine = [a for a in arms if a.cell == cell] or [None]
+            for a in mine:
+                rows.append([cell, fmt(entry.values[cell]) if cell in entry.values else "—",
+                             *((str(a.seq_len), *(a.variant.get(k, "—") for k in keys), fmt_ci(a.tuned))
+                               if a is not None else ("—", *("—" for _ in keys), "—"))])
+        length = f"their T = {entry.length}" if entry.length else "their length not stated"
+        baseline = (f"their trivial baseline {fmt(entry.baseline)} ({entry.baseline_note})"
+                    if entry.baseline is not None else f"their trivial baseline {entry.baseline_note or 'not stated'}")
+        table = md_table(["cell", f"theirs ({metric})", "our T", *keys, f"ours, tuned ({metric}, mean [95% CI])"],
+                         rows, right=[1, 2, 3 + len(keys)])
+        out.append(f"**{entry.source}, {entry.where}**: {entry.setting}; {length}; {baseline}.\n\n{table}")
+    return out
