@@ -207,11 +207,10 @@ def literature_tables(arms: list[ArmResult]) -> list[str]:
         cells = list(dict.fromkeys([*entry.values, *(a.cell for a in arms)]))
         rows = []
         for cell in cells:
-            mine = [a for a in arms if a.cell == cell] or [None]
-            for a in mine:
-                rows.append([cell, fmt(entry.values[cell]) if cell in entry.values else "—",
-                             *((str(a.seq_len), *(a.variant.get(k, "—") for k in keys), fmt_ci(a.tuned))
-                               if a is not None else ("—", *("—" for _ in keys), "—"))])
+            theirs = fmt(entry.values[cell]) if cell in entry.values else "—"
+            mine = [[str(a.seq_len), *(a.variant.get(k, "—") for k in keys), fmt_ci(a.tuned)]
+                    for a in arms if a.cell == cell] or [["—", *("—" for _ in keys), "—"]]
+            rows += [[cell, theirs, *ours] for ours in mine]
         length = f"their T = {entry.length}" if entry.length else "their length not stated"
         baseline = (f"their trivial baseline {fmt(entry.baseline)} ({entry.baseline_note})"
                     if entry.baseline is not None else f"their trivial baseline {entry.baseline_note or 'not stated'}")
