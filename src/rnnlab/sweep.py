@@ -134,9 +134,9 @@ def _end_orphaned_parents(client, exp_id: str, name: str, params: dict, successo
     from rnnlab import runs
 
     query = f"tags.{runs.SWEEP} = 'true' and attributes.status = 'RUNNING'"
-    same = [r for r in client.search_runs([exp_id], query) if r.info.run_id != successor
-            and r.info.run_name == name and r.data.tags.get(runs.SWEEP_PARAMS) == json.dumps(params)]
     try:
+        same = [r for r in client.search_runs([exp_id], query) if r.info.run_id != successor
+                and r.info.run_name == name and r.data.tags.get(runs.SWEEP_PARAMS) == json.dumps(params)]
         n = runs.end_orphans(client, same, successor)
     except Exception as e:  # housekeeping: it must not stop the sweep it was done for
         print(f"sweep {name}: could not check earlier parent runs for orphans ({type(e).__name__}: {e})", flush=True)
@@ -268,14 +268,14 @@ class SweepCallback(Callback):
         task = config.hydra.runtime.choices.get("task", "sweep")
         experiment = runs.experiment_name(config, task)
         exp_id = tracking.get_or_create_experiment(client, experiment, tracking.artifact_root(config.tracking))
-        name = sweep_name(config, experiment)
+        name, params = sweep_name(config, experiment), grid(config)
         parent = client.create_run(exp_id, run_name=name, tags={
             runs.SWEEP: "true", runs.COMMAND: tracking.command_line(), **tracking.git_info(),
-            runs.SWEEP_PARAMS: json.dumps(grid(config)), **runs.process_tags(),
+            runs.SWEEP_PARAMS: json.dumps(params), **runs.process_tags(),
         })
         run_id = parent.info.run_id
         client.set_tag(run_id, runs.SWEEP_ID, run_id)
-        _end_orphaned_parents(client, exp_id, name, grid(config), run_id)
+        _end_orphaned_parents(client, exp_id, name, params, run_id)
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         for stale in sweep_dir.glob(f"*/{OUTCOME_FILE}"):  # a rerun into the same dir counts afresh

@@ -163,9 +163,9 @@ def paired_table(runs: pd.DataFrame, task: str, info: Callable[[str], TaskInfo] 
     rows = []
     sized = sizes_vary(t)
     for (x, size), g in t.groupby(["x", "size"]):
+        by_clip = {c: per_seed(gc, "cell", ti.metric) for c, gc in g.groupby("clip")}  # {clip: {cell: {seed: v}}}
         for a, b, ca, cb in cell_pairs(every[(every["x"] == x) & (every["size"] == size)]):
-            seeds_a = per_seed(g[g["clip"] == ca], "cell", ti.metric).get(a, {})
-            seeds_b = per_seed(g[g["clip"] == cb], "cell", ti.metric).get(b, {})
+            seeds_a, seeds_b = by_clip.get(ca, {}).get(a, {}), by_clip.get(cb, {}).get(b, {})
             if not seeds_a or not seeds_b:  # an arm with no finished run: nothing to compare
                 continue
             diff = stats.paired_difference(seeds_a, seeds_b)
