@@ -185,6 +185,10 @@ def test_quick_benchmark_writes_every_section(tmp_path):
     # six_runs is section 5's 2x1 sweep, priced rather than run again; long_range is run here
     assert eff["six_runs"]["timed_earlier"] and eff["six_runs"]["wall_s"] == res["sweep"]["wall_s_2x1"]
     assert not eff["long_range"]["timed_earlier"]
+    # 5d's sweep on the warm launcher is section 5's 2x1 sweep, read again; joblib's is its own
+    fixed = res["fixed_costs"]["sweeps"]
+    assert fixed["warm"]["wall_s"] == res["sweep"]["wall_s_2x1"] != fixed["joblib"]["wall_s"]
+    assert fixed["warm"]["warm_first_steps"] and fixed["warm"]["runs"] == 2
     for r in eff.values():  # every run validated (at least at its last step) and tested, counted from the store
         assert r["validations"] >= r["runs"] and r["tests"] == r["runs"]
         assert r["efficiency_with_eval"] == pytest.approx((r["ideal_s"] + r["bare_eval_s"]) / (r["wall_s"] * r["jobs"]))
@@ -217,6 +221,7 @@ def test_a_section_brings_the_sections_it_reads_and_a_bad_key_names_the_valid_on
     assert [s.key for s in bench.select(("roofline",))] == ["harness_vs_bare", "roofline"]
     assert [s.key for s in bench.select(("gpu", "scan"))] == ["scan", "gpu"]  # the usual order
     assert [s.key for s in bench.select(("sweep_efficiency",))] == ["sweep", "sweep_efficiency"]
+    assert [s.key for s in bench.select(("fixed_costs",))] == ["sweep", "fixed_costs"]
     with pytest.raises(ValueError, match=r"unknown section 'nope'; valid: harness_vs_bare, attribution, "):
         bench.select(("scan", "nope"))
     proc = subprocess.run([sys.executable, str(ROOT / "src" / "bench.py"), "--sections", "scan,nope", "--no-log",

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import multiprocessing
 import statistics
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -160,6 +161,8 @@ class TimedSweep:
     wall_s: float
     uri: str
     experiment: str
+    started: float = 0.0  # epoch seconds when the process was launched
+    dir: str = ""  # its hydra.sweep.dir (each job's launch.json is there)
 
     def runs(self, overrides: Sequence[str], jobs: int) -> bool:
         """Whether this is the command ``overrides`` at ``jobs`` (Hydra ignores their order)."""
@@ -177,12 +180,13 @@ def time_sweep(store: Store, name: str, overrides: Sequence[str], jobs: int) -> 
     cmd = train_cmd("-m", *overrides, f"hydra.launcher.n_jobs={jobs}", f"hydra.sweep.dir={store.dir / name}",
                     f"tracking.artifact_root={store.artifacts}", f"tracking.experiment={experiment}")
     uri = store.fresh_db(name)
+    started = time.time()
     wall = run_measured(cmd, child_env(uri), store.dir, store.dir / f"{name}.log", timeout=3600)["wall_s"]
     from rnnlab import sweep
 
     if (store.dir / name / sweep.REPORT_LOG).is_file():  # its report, drawn after the process ended: not
         sweep.wait_for_report(store.dir / name)  # in its wall time, and not beside the next measurement
-    return TimedSweep(tuple(overrides), jobs, wall, uri, experiment)
+    return TimedSweep(tuple(overrides), jobs, wall, uri, experiment, started, str(store.dir / name))
 
 
 def measure_case(s: Settings, name: str, sweep: TimedSweep) -> Row:

@@ -102,11 +102,13 @@ def cold_first_step(s: Settings, store: Store) -> Row:
             "run_start_s": run.info.start_time / 1000 - t0}
 
 
-def timed_sweep(s: Settings, store: Store, launcher: str) -> Row:
-    """The small sweep on ``launcher``, priced at the bare loop's rate, phase by phase."""
+def timed_sweep(s: Settings, store: Store, launcher: str, timed: Sequence[efficiency.TimedSweep] = ()) -> Row:
+    """The small sweep on ``launcher``, priced at the bare loop's rate, phase by phase. The
+    same command already run (section 5's 2x1 sweep on the warm launcher) is read, not rerun."""
     overrides = (f"hydra/launcher={launcher}", *s.sweep_command(1)[1:])
-    t0 = time.time()
-    sweep = efficiency.time_sweep(store, f"fixed-{launcher}", overrides, s.efficiency_jobs)
+    sweep = next((t for t in timed if t.runs(overrides, s.efficiency_jobs)), None) \
+        or efficiency.time_sweep(store, f"fixed-{launcher}", overrides, s.efficiency_jobs)
+    t0 = sweep.started
     priced = efficiency.measure_case(s, launcher, sweep)
     client = MlflowClient(sweep.uri)
     exp = client.get_experiment_by_name(sweep.experiment)
@@ -132,7 +134,7 @@ def timed_sweep(s: Settings, store: Store, launcher: str) -> Row:
     row: Row = {"launcher": launcher, "command": sweep.command, "runs": len(kids), "jobs": jobs,
                 "wall_s": sweep.wall_s, "ideal_s": ideal, "fixed_s": sweep.wall_s - ideal, "phases": phases}
     if launcher == "warm":
-        row["warm_first_steps"] = _warm_first_steps(client, kids, store.dir / f"fixed-{launcher}")
+        row["warm_first_steps"] = _warm_first_steps(client, kids, Path(sweep.dir))
     return row
 
 
@@ -150,7 +152,8 @@ def _warm_first_steps(client: MlflowClient, kids: Sequence[Any], sweep_dir: Path
     return rows
 
 
-def measure(s: Settings, store: Store, log: Callable[[str], None]) -> Row:
+def measure(s: Settings, store: Store, log: Callable[[str], None],
+            timed: Sequence[efficiency.TimedSweep] = ()) -> Row:
     imports = {name: _import_s(code, store, f"import-{i}") for i, (name, code) in enumerate(IMPORTS.items())}
     log("  imports: " + ", ".join(f"{k} {v:.1f} s" for k, v in imports.items()))
     forced = forced_imports(store)
@@ -160,7 +163,7 @@ def measure(s: Settings, store: Store, log: Callable[[str], None]) -> Row:
     log(f"  cold process: first step {cold['first_step_s']:.1f} s after its start")
     sweeps = {}
     for launcher in LAUNCHERS:
-        sweeps[launcher] = row = timed_sweep(s, store, launcher)
+        sweeps[launcher] = row = timed_sweep(s, store, launcher, timed)
         log(f"  small sweep, {launcher}: wall {row['wall_s']:.1f} s, ideal {row['ideal_s']:.1f} s, "
             f"fixed {row['fixed_s']:.1f} s")
     warm = sweeps["warm"].get("warm_first_steps", [])

@@ -403,16 +403,17 @@ def estimate_breakdown(s: Settings, c: Costs) -> float:
 
 # -- 5d. fixed costs ------------------------------------------------------------------------
 def measure_fixed_costs(b: Bench, done: Results) -> Row:
-    return fixed_costs.measure(b.s, b.store, b.log)
+    return fixed_costs.measure(b.s, b.store, b.log, b.sweeps)
 
 
 def estimate_fixed_costs(s: Settings, c: Costs) -> float:
-    """Five importing processes, a cold run, the small sweep on two launchers, and its bare side."""
+    """Five importing processes, a cold run, the small sweep on Hydra's joblib launcher (on the
+    warm one it is section 5's 2x1 sweep, read again), and both sweeps' bare side."""
     n_runs = s.sweep_size
     flops, max_steps = _sweep_run(s, "lstm")
     steps_s = n_runs * c.train_s(flops, max_steps) * s.threads
     one_sweep = 3 * c.per_process_s + n_runs / 2 * c.per_run_s + steps_s / 2
-    return 6 * c.per_process_s + c.per_run_s + 2 * one_sweep + 12 * c.train_s(flops, s.efficiency_steps + s.warmup)
+    return 6 * c.per_process_s + c.per_run_s + one_sweep + 12 * c.train_s(flops, s.efficiency_steps + s.warmup)
 
 
 # -- 6. memory ------------------------------------------------------------------------------
@@ -447,7 +448,7 @@ SECTIONS = (
             needs=("sweep",)),  # prices section 5's 2x1 sweep rather than running it again
     Section("run_breakdown", "5c. one run, phase by phase", measure_breakdown, estimate_breakdown),
     Section("fixed_costs", "5d. fixed costs: imports, first step, the small sweep's phases", measure_fixed_costs,
-            estimate_fixed_costs),
+            estimate_fixed_costs, needs=("sweep",)),  # reads section 5's 2x1 sweep as its warm-launcher sweep
     Section("memory", "6. memory", measure_memory, estimate_memory),
     Section("gpu", "GPU", measure_gpu, estimate_gpu, applies=torch.cuda.is_available, absent=no_gpu),
 )
