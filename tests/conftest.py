@@ -26,6 +26,14 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # thread (several oneDNN thread pools on the same cores slow each other down many times).
     os.environ["OMP_NUM_THREADS"] = "1"
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow end-to-end tests first, each module's together (their module fixtures are set up
+    once): pytest-xdist hands tests out in this order, so minutes-long tests start while the
+    fast ones are still queued to fill the gaps, rather than one ending last on a worker while
+    the others idle."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: order kept within
+
+
 # Small and fast; any test can add or override keys.
 TINY = ["cell.hidden_size=16", "batch_size=8", "seq_len=20", "trainer.max_steps=6",
         "trainer.val_check_interval=3", "trainer.log_every_n_steps=2",
