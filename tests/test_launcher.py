@@ -107,6 +107,32 @@ def test_the_forkserver_ends_with_its_launching_process_and_lets_go_of_its_outpu
     assert not os.path.exists(f"/proc/{pid}") or "Z" in open(f"/proc/{pid}/stat").read().split()[2]
 
 
+# A process that starts its forkserver and exits before the server has imported anything.
+EXITS_AT_ONCE = """
+from rnnlab import launcher
+launcher.context(1)
+print(launcher.server_pid(), flush=True)
+"""
+
+
+def test_a_process_that_exits_at_once_leaves_no_forkserver_importing():
+    """A sweep with nothing to run exits while its forkserver is still importing torch,
+    Lightning and MLflow (seconds): the server is stopped at the exit, not left to finish the
+    imports for nobody."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.Popen([sys.executable, "-c", EXITS_AT_ONCE], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, env=env)
+    assert proc.stdout is not None
+    pid = int(proc.stdout.readline())
+    assert proc.wait(timeout=120) == 0
+    deadline = time.time() + 1.5  # the imports alone take longer than this
+    while os.path.exists(f"/proc/{pid}") and "Z" not in open(f"/proc/{pid}/stat").read().split()[2] \
+            and time.time() < deadline:
+        time.sleep(0.02)
+    assert not os.path.exists(f"/proc/{pid}") or "Z" in open(f"/proc/{pid}/stat").read().split()[2], \
+        "the forkserver went on importing after its launching process had exited"
+
+
 @pytest.mark.slow
 def test_a_joblib_sweep_still_runs_and_exits(store):
     """Hydra's joblib launcher stays available (``hydra/launcher=joblib``), and src/train.py's

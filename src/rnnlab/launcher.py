@@ -28,6 +28,8 @@ request raises there, and the workers are killed at once, as joblib did.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -77,8 +79,21 @@ def context(threads: int) -> multiprocessing.context.ForkServerContext:
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
+        if not _server:
+            atexit.register(_stop_own_server)
         _server.update(pid=_forkserver_pid(), threads=threads, started=time.time())
     return ctx
+
+
+def _stop_own_server() -> None:
+    """At this process's exit, its forkserver has nothing left to serve. It ends by itself once it
+    sees its launching process gone, but only after it has imported the training path: a sweep
+    that ended first (nothing left to run, a refused setting) left it importing, orphaned, for
+    seconds of a core. The workers it forked are processes of their own, already joined."""
+    pid = _server.get("pid")
+    if pid is not None and pid == _forkserver_pid() and _alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
 
 
 def _python_path() -> str:
