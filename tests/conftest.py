@@ -26,6 +26,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # thread (several oneDNN thread pools on the same cores slow each other down many times).
     os.environ["OMP_NUM_THREADS"] = "1"
 
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The slow end-to-end tests first, each module's together (their module fixtures are set up
     once): pytest-xdist hands tests out in this order, so minutes-long tests start while the

@@ -161,8 +161,8 @@ class TimedSweep:
     wall_s: float
     uri: str
     experiment: str
-    started: float = 0.0  # epoch seconds when the process was launched
-    dir: str = ""  # its hydra.sweep.dir (each job's launch.json is there)
+    started: float  # epoch seconds when the process was launched
+    dir: str  # its hydra.sweep.dir (each job's launch.json is there)
 
     def runs(self, overrides: Sequence[str], jobs: int) -> bool:
         """Whether this is the command ``overrides`` at ``jobs`` (Hydra ignores their order)."""
@@ -187,6 +187,14 @@ def time_sweep(store: Store, name: str, overrides: Sequence[str], jobs: int) -> 
     if (store.dir / name / sweep.REPORT_LOG).is_file():  # its report, drawn after the process ended: not
         sweep.wait_for_report(store.dir / name)  # in its wall time, and not beside the next measurement
     return TimedSweep(tuple(overrides), jobs, wall, uri, experiment, started, str(store.dir / name))
+
+
+def timed_or_run(store: Store, name: str, overrides: Sequence[str], jobs: int,
+                 timed: Sequence[TimedSweep]) -> tuple[TimedSweep, bool]:
+    """The sweep ``overrides`` at ``jobs``: one in ``timed`` that ran that command, else run now
+    (as ``name``); and whether it was timed earlier."""
+    earlier = next((t for t in timed if t.runs(overrides, jobs)), None)
+    return (earlier, True) if earlier else (time_sweep(store, name, overrides, jobs), False)
 
 
 def measure_case(s: Settings, name: str, sweep: TimedSweep) -> Row:
@@ -216,9 +224,9 @@ def measure_efficiency(s: Settings, store: Store, log, timed: Sequence[TimedSwee
     """Each case of ``s.efficiency_sweeps``; a command already in ``timed`` is priced, not rerun."""
     cases = []
     for name, overrides in s.efficiency_sweeps:
-        sweep = next((t for t in timed if t.runs(overrides, s.efficiency_jobs)), None)
-        row = measure_case(s, name, sweep or time_sweep(store, f"eff-{name}", overrides, s.efficiency_jobs))
-        row["timed_earlier"] = sweep is not None
+        sweep, earlier = timed_or_run(store, f"eff-{name}", overrides, s.efficiency_jobs, timed)
+        row = measure_case(s, name, sweep)
+        row["timed_earlier"] = earlier
         log(f"  {name}: {row['runs']} runs, {row['jobs']} jobs: wall {row['wall_s']:.1f} s, bare "
             f"{row['ideal_s']:.1f} s of 1-thread training -> efficiency {row['efficiency']:.2f} "
             f"({row['efficiency_with_eval']:.2f} with {row['bare_eval_s']:.1f} s of bare evaluation); per run "

@@ -106,8 +106,7 @@ def timed_sweep(s: Settings, store: Store, launcher: str, timed: Sequence[effici
     """The small sweep on ``launcher``, priced at the bare loop's rate, phase by phase. The
     same command already run (section 5's 2x1 sweep on the warm launcher) is read, not rerun."""
     overrides = (f"hydra/launcher={launcher}", *s.sweep_command(1)[1:])
-    sweep = next((t for t in timed if t.runs(overrides, s.efficiency_jobs)), None) \
-        or efficiency.time_sweep(store, f"fixed-{launcher}", overrides, s.efficiency_jobs)
+    sweep, _ = efficiency.timed_or_run(store, f"fixed-{launcher}", overrides, s.efficiency_jobs, timed)
     t0 = sweep.started
     priced = efficiency.measure_case(s, launcher, sweep)
     client = MlflowClient(sweep.uri)
