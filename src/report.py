@@ -42,7 +42,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--partial", action="store_true",
                    help="with --experiment: the study is still running; write only its data, marked incomplete "
                         "(<out>/data/), leaving the report: another machine can continue the study from it "
-                        "(src/open_study.py <out> --store <new store>, then rerun its sweeps)")
+                        "(src/open_study.py <out> --store <new store>, then rerun its sweeps or tuning)")
     p.add_argument("--with", dest="also", action="append", default=[], metavar="EXPERIMENT[@URI]",
                    help="a tuned report only: add the arms of another tuning experiment (in the store at URI, "
                         "default --tracking-uri), e.g. the classic cells tuned by another preset; repeatable")

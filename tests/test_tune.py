@@ -4,8 +4,10 @@ bad search spaces rejected before anything exists."""
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -18,7 +20,7 @@ import pytest
 from mlflow.exceptions import MlflowException
 from omegaconf import OmegaConf
 
-from conftest import ROOT
+from conftest import ROOT, Store
 from rnnlab.config import ConfigError
 from rnnlab.tune import space as spaces
 from rnnlab.tune.expected import expected_best
@@ -351,7 +353,8 @@ def training_runs(store, trial: str) -> list:
 def test_a_killed_study_resumes_without_redoing_finished_trials(store, sig):
     """SIGKILL or Ctrl-C to the whole process group (the sweeper and its workers) after the
     first trials are told; the same command finishes the studies, each with 3 trials done.
-    Ctrl-C first lets the trials under way save and end KILLED, and leaves them unjudged."""
+    Ctrl-C first lets the trials under way save and end KILLED, and leaves them unjudged; that
+    case then continues on another machine, from a snapshot of the tuning's data."""
     # Two trials at once whatever the machine's cores; a trial trains for seconds, time to catch
     # both; metrics written as they are logged, so the store shows a trial training at once.
     slow = ["trainer.max_steps=500", "tune.reseeds=[]", "hydra.launcher.n_jobs=2", "tracking.async_logging=false"]
@@ -383,6 +386,22 @@ def test_a_killed_study_resumes_without_redoing_finished_trials(store, sig):
         unjudged = {name: [n for n, state, _ in trials if state == "RUNNING"]
                     for name, trials in studies(store).items()}
         assert unjudged == {"tiny: cell=rnn": [1], "tiny: cell=gru": [1]}, "a stopped trial is not a failed one"
+        # It continues on another machine, from a snapshot of its data (report.py --export
+        # --partial, as a tuning left unfinished at the end of a session is committed) loaded
+        # into a new store there: its Optuna studies restored beside it, nothing else kept.
+        cli = importlib.import_module("report")  # src/report.py
+        assert cli.main(["--experiment", "tune_tiny", "--export", "--partial", "--tracking-uri", store.uri,
+                         "--out", str(store.dir / "snapshot")]) == 0
+        from rnnlab import studies as committed
+
+        committed.load(store.dir / "snapshot", store.dir / "elsewhere" / "mlflow.db")
+        elsewhere = Store(store.dir / "elsewhere")  # its client made after: MLflow keeps one per URI
+        shutil.rmtree(store.dir / "m1")
+        for f in ("mlflow.db", "optuna.db"):
+            (store.dir / f).unlink()
+        store = elsewhere
+        assert {name: [(n, state) for n, state, _ in trials] for name, trials in studies(store).items()} == {
+            name: [(0, "COMPLETE"), (1, "RUNNING")] for name in ("tiny: cell=rnn", "tiny: cell=gru")}
 
     tune(store, *slow)
     after = studies(store)
@@ -549,6 +568,21 @@ def test_a_grid_search_runs_every_point_of_its_grid_once(store):
     runs = store.runs("tune_tiny")
     assert sorted(r.data.params["optim.lr"] for r in runs if r.data.tags.get("tune_role") == "trial") == \
         ["0.001"] * 4 + ["0.01"] * 4
+    # Its data restores the Optuna studies as they were (where a tuning continues on another
+    # machine): the grid's points done (system attrs) included, and the signature it checks.
+    from rnnlab.report.tuning import saved
+
+    saved.export_(store.uri, "tune_tiny", store.dir / "snapshot")
+    restored = f"sqlite:///{store.dir / 'restored.db'}"
+    assert saved.restore(store.dir / "snapshot", restored) == ["tiny: cell=gru", "tiny: cell=rnn"]
+    fields = ("number", "state", "value", "params", "distributions", "user_attrs", "system_attrs",
+              "datetime_start", "datetime_complete")
+    for name in ("tiny: cell=rnn", "tiny: cell=gru"):
+        before, after = (optuna.load_study(study_name=name, storage=s) for s in (storage, restored))
+        assert after.direction == before.direction and after.user_attrs == before.user_attrs
+        assert "grid_id" in before.trials[0].system_attrs
+        assert [[getattr(t, f) for f in fields] for t in after.trials] == \
+            [[getattr(t, f) for f in fields] for t in before.trials]
 
 
 @pytest.mark.parametrize("space,trials,names,says", [

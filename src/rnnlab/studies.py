@@ -12,6 +12,10 @@ id in the tag ``exported_run_id``, and the ids that tags point at (parent, sweep
 A final metric logged as NaN (a diverged run's gradient norms) is absent: in the data's frame
 NaN also means "not logged", and the two cannot be told apart.
 
+A tuning's Optuna studies are restored beside the store (``optuna.db``, where a tuning looks
+for them), so that a study exported unfinished (``report.py --export --partial``) continues on
+another machine: rerun its command against the new store.
+
 The store is built in a temporary file and moved into place only when complete, and reused
 as long as the data has not changed (a digest of the data files is an experiment tag).
 """
@@ -32,10 +36,12 @@ import pandas as pd
 from rnnlab import paths
 from rnnlab import runs as tags
 from rnnlab.report.source import ARTIFACTS, DATA, HISTORIES, RUNS, STUDY
+from rnnlab.report.tuning.saved import TRIALS, restore
 
 DIGEST_TAG = "rnnlab.data_digest"
 EXPORTED_ID = "exported_run_id"
 NEEDED = ("run_id", "status", "start_time")
+OPTUNA_DB = "optuna.db"  # beside the store, where a tuning looks for its studies (rnnlab.tune.store)
 BATCH = 1000  # MLflow's log_batch takes at most 1000 metrics (100 params, 100 tags) at once
 
 
@@ -80,7 +86,7 @@ def _shown(path: Path) -> str:
 
 def digest(folder: Path) -> str:
     h = hashlib.sha256()
-    for name in (RUNS, HISTORIES, ARTIFACTS, STUDY, "trials.parquet"):
+    for name in (RUNS, HISTORIES, ARTIFACTS, STUDY, TRIALS):
         f = folder / DATA / name
         if f.is_file():
             h.update(name.encode() + f.read_bytes())
@@ -111,10 +117,14 @@ def load(folder: Path, db: Path | None = None) -> Opened:
         if others:  # a store of someone's runs, not one this module made: never replaced
             raise StudyError(f"{db} is an MLflow store with other runs (experiments {', '.join(sorted(others))}); "
                              "name a new file with --store")
+    optuna_db = db.with_name(OPTUNA_DB)
+    if optuna_db.exists() and not db.is_file():
+        raise StudyError(f"{optuna_db} holds Optuna studies that no store of this module's goes with; "
+                         "name a new file with --store")
     runs = _read_runs(folder)
     db.parent.mkdir(parents=True, exist_ok=True)
     artifacts = db.parent / "mlruns"
-    for old in (db, artifacts):  # a store this module made for older data: a cache, rebuilt
+    for old in (db, artifacts, optuna_db):  # a store this module made for older data: a cache, rebuilt
         if old.is_dir():
             shutil.rmtree(old)
         elif old.exists():
@@ -128,6 +138,9 @@ def load(folder: Path, db: Path | None = None) -> Opened:
         ids = _create_runs(client, exp_id, runs, _histories(folder))
         parent = _log_report(client, folder, runs, ids) if meta.get("complete", True) else None
         _write_views(client, exp_id, runs, ids)
+        if (folder / DATA / TRIALS).is_file():  # a tuning: its Optuna studies, to continue it here
+            restore(folder, f"sqlite:///{tmp / OPTUNA_DB}")
+            (tmp / OPTUNA_DB).replace(optuna_db)
         (tmp / "mlflow.db").replace(db)  # the store appears only once complete
     except BaseException:
         shutil.rmtree(artifacts, ignore_errors=True)

@@ -43,14 +43,17 @@ def export_(tracking_uri: str, experiment: str, folder: Path, complete: bool = T
     arms = load(tracking_uri, experiment)
     mlflow.set_tracking_uri(tracking_uri)
     runs = mlflow.search_runs(experiment_names=[experiment], max_results=50_000, output_format="pandas")
-    rows = []
+    rows, studies = [], {}
     for arm in arms:
-        for t in optuna.load_study(study_name=arm.study, storage=arm.storage).get_trials(deepcopy=False):
+        study = optuna.load_study(study_name=arm.study, storage=arm.storage)
+        studies[arm.study] = {"direction": study.direction.name, "user_attrs": study.user_attrs}
+        for t in study.get_trials(deepcopy=False):
             rows.append({"study": arm.study, "number": t.number, "state": t.state.name, "value": t.value,
                          "params": json.dumps(t.params),  # in the study's order: the page lists them so
                          "distributions": json.dumps({k: distribution_to_json(d) for k, d in t.distributions.items()},
                                                      sort_keys=True),
                          "user_attrs": json.dumps(t.user_attrs, sort_keys=True, default=str),
+                         "system_attrs": json.dumps(t.system_attrs, sort_keys=True, default=str),
                          "start": t.datetime_start, "complete": t.datetime_complete})
     data = Path(folder) / DATA
     data.mkdir(parents=True, exist_ok=True)
@@ -58,7 +61,8 @@ def export_(tracking_uri: str, experiment: str, folder: Path, complete: bool = T
     runs.to_parquet(data / RUNS, index=False, compression="zstd")
     pd.DataFrame(rows).to_parquet(data / TRIALS, index=False, compression="zstd")
     meta = {"experiment": experiment, "sweep_id": None, "complete": complete,
-            **({"protocols": protocols} if protocols else {})}
+            **({"protocols": protocols} if protocols else {}),
+            "optuna_studies": studies}  # direction and signature: what restore() needs to continue them
     (data / STUDY).write_text(json.dumps(meta, indent=1) + "\n")
     return [data / RUNS, data / TRIALS, data / STUDY]
 
@@ -81,22 +85,49 @@ def _as_run(row: dict):
                                                 metrics=part("metrics.", numeric=True)))
 
 
-def _study(name: str, trials: pd.DataFrame, mode: str = "min"):
-    """An in-memory Optuna study holding the saved trials, numbered as they were, in the
-    direction the arm was tuned (``mode``: its best trial is the highest of a ``max`` metric)."""
+def _study(name: str, trials: pd.DataFrame, mode: str = "min", storage: str | None = None,
+           user_attrs: dict | None = None):
+    """An Optuna study holding the saved trials, numbered as they were, in the direction the
+    arm was tuned (``mode``: its best trial is the highest of a ``max`` metric): in memory for
+    a report, or in ``storage`` for a tuning to continue from (:func:`restore`)."""
     import optuna
     from optuna.distributions import json_to_distribution
     from optuna.trial import TrialState, create_trial
 
-    study = optuna.create_study(study_name=name, direction="maximize" if mode == "max" else "minimize")
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize" if mode == "max" else "minimize")
+    for key, value in (user_attrs or {}).items():
+        study.set_user_attr(key, value)
     for t in trials.sort_values("number").to_dict("records"):
         state = TrialState[t["state"]]
         done = state == TrialState.COMPLETE
-        study.add_trial(create_trial(
+        trial = create_trial(
             state=state, value=float(t["value"]) if done else None, params=json.loads(t["params"]),
             distributions={k: json_to_distribution(v) for k, v in json.loads(t["distributions"]).items()},
-            user_attrs=json.loads(t["user_attrs"])))
+            user_attrs=json.loads(t["user_attrs"]),
+            # a grid's point (grid_id) and a re-asked trial's parameters (fixed_params) live here
+            system_attrs=json.loads(t.get("system_attrs") or "{}"))
+        for when in ("start", "complete"):  # as they were, not when restored
+            if t.get(when) is not None and not pd.isna(t[when]) and (when == "start" or state.is_finished()):
+                setattr(trial, f"datetime_{when}", pd.Timestamp(t[when]).to_pydatetime())
+        study.add_trial(trial)
     return study
+
+
+def restore(folder: Path, storage: str) -> list[str]:
+    """A snapshot's Optuna studies written to ``storage``, as the tuning that exported them
+    left them, so that rerunning its command there continues it: finished trials stay done,
+    a stopped one (RUNNING) is asked again, the sampler draws trial n as it would have (it is
+    seeded by the trial's number; see rnnlab.tune.store.sampler). Returns the studies' names."""
+    data = Path(folder) / DATA
+    meta = json.loads((data / STUDY).read_text()) if (data / STUDY).is_file() else {}
+    studies = meta.get("optuna_studies", {})
+    trials = pd.read_parquet(data / TRIALS)
+    names = sorted(set(trials["study"]) | set(studies))
+    for name in names:
+        info = studies.get(name, {})
+        _study(name, trials[trials["study"] == name], "max" if info.get("direction") == "MAXIMIZE" else "min",
+               storage, info.get("user_attrs"))
+    return names
 
 
 def protocol_studies(folder: Path) -> list[Path]:
