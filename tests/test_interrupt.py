@@ -59,16 +59,19 @@ def test_an_interrupted_sweep_ends_its_parent_killed_and_its_rerun_continues_the
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("group, sig, times", [(True, signal.SIGINT, 1), (False, signal.SIGTERM, 2)],
-                         ids=["ctrl-c-to-the-group", "sigterm-to-make-sweep"])
+@pytest.mark.parametrize("group, sig, times", [(True, signal.SIGINT, 1), (False, signal.SIGTERM, 2),
+                                                (True, signal.SIGTERM, 1)],
+                         ids=["ctrl-c-to-the-group", "sigterm-to-make-sweep", "sigterm-to-the-group"])
 def test_a_stopped_parallel_sweep_saves_each_running_job_and_starts_no_other(store, group, sig, times):
     """Three jobs on two warm workers (rnnlab.launcher, the presets' launcher), one stop
-    request: Ctrl-C from a terminal (to the whole group), or a scheduler's SIGTERM to ``make
+    request: Ctrl-C from a terminal (to the whole group), a scheduler's SIGTERM to ``make
     sweep``, which reaches the launching process twice within a millisecond (make forwards it)
-    and its workers not at all. Both running jobs stop at a step, saved, and end KILLED; the
-    third never starts; the command exits 128 + the signal with one line saying how to
-    continue, no traceback. Before, joblib met the launcher's KeyboardInterrupt by SIGKILLing
-    its workers mid-step: their runs stayed RUNNING, their last steps unsaved."""
+    and its workers not at all, or SIGTERM to the whole group (``kill -TERM -<pgid>``, a
+    session's end), which reaches the workers' forkserver too. Both running jobs stop at a
+    step, saved, and end KILLED; the third never starts; the command exits 128 + the signal
+    with one line saying how to continue, no traceback. Before, joblib met the launcher's
+    KeyboardInterrupt by SIGKILLing its workers mid-step: their runs stayed RUNNING, their last
+    steps unsaved; and the group's SIGTERM ended the forkserver, which failed the sweep."""
     # 400 steps: once both jobs have validated at step 60, neither is near its end
     sweep = ("-m", *NO_PERIODIC, "trainer.max_steps=400", "hydra/launcher=cores", "hydra.launcher.n_jobs=2",
              "seed=0,1,2", f"hydra.sweep.dir={store.dir / 'sweep'}")

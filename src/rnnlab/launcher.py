@@ -23,7 +23,8 @@ value (cloudpickle) for ``src/train.py``'s task function. Signals: an idle worke
 Ctrl-C and SIGTERM (a job installs its own handlers, :mod:`rnnlab.interrupts`), so that a
 stop request never kills a worker (which would break the pool and kill the jobs saving their
 step); the launching process's handler asks the jobs to stop and waits for them. A second
-request raises there, and the workers are killed at once, as joblib did.
+request raises there, and the workers are killed at once, as joblib did. The forkserver ignores
+SIGTERM (:mod:`rnnlab.warm`), so that one sent to the whole process group leaves the pool intact.
 """
 
 from __future__ import annotations
@@ -89,11 +90,12 @@ def _stop_own_server() -> None:
     """At this process's exit, its forkserver has nothing left to serve. It ends by itself once it
     sees its launching process gone, but only after it has imported the training path: a sweep
     that ended first (nothing left to run, a refused setting) left it importing, orphaned, for
-    seconds of a core. The workers it forked are processes of their own, already joined."""
+    seconds of a core. The workers it forked are processes of their own, already joined. SIGKILL:
+    the forkserver ignores SIGTERM (see rnnlab.warm), and holds nothing to save."""
     pid = _server.get("pid")
     if pid is not None and pid == _forkserver_pid() and _alive(pid):
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, signal.SIGKILL)
 
 
 def _python_path() -> str:

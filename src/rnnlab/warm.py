@@ -8,9 +8,20 @@ from __future__ import annotations
 import atexit
 import importlib
 import os
+import signal
 import sys
 
 SERVER = "RNNLAB_FORKSERVER"  # set in the forkserver's environment by rnnlab.launcher
+
+if os.environ.get(SERVER):
+    # The forkserver ignores SIGTERM, as multiprocessing has it ignore SIGINT. A SIGTERM to the
+    # whole process group (`kill -TERM -<pgid>`, a scheduler, a session's end) would otherwise
+    # end it while the jobs save their step, and the pool, which learns of its workers through
+    # the forkserver's pipes, would take them all for dead ("terminated abruptly") and fail the
+    # sweep. It still ends with its launching process (multiprocessing's alive pipe), or at
+    # that process's exit by SIGKILL (rnnlab.launcher._stop_own_server). Its workers inherit
+    # the setting, which they have anyway while idle; a job installs its own handlers.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 MODULES = (
     "rnnlab.paths",  # the config resolvers
