@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# The studies still to run for the re-issue (issue 37) and the recall study (issue 41), one after
+# the other, from one clean commit (STUDY_COMMIT: one code hash for all of them), on a machine
+# that may not last: each session can lose its processes, and a new session may be a new machine.
+#
+#   bash experiments/reissue.sh start      # set up if needed, continue where the last machine stopped
+#   bash experiments/reissue.sh status     # which steps are done, which is running
+#   bash experiments/reissue.sh stop       # SIGTERM (running jobs save), then snapshot what is unfinished
+#   bash experiments/reissue.sh pause|resume   # SIGSTOP/SIGCONT, e.g. for a quiet measurement
+#
+# Where things live: $STUDIES (default /work/studies): the worktree of STUDY_COMMIT with its own
+# .venv, the MLflow store (store/mlflow.db, Optuna's beside it), the logs. None of it is committed.
+# What carries a study across machines is its data in this repo: `stop` writes the unfinished
+# experiment's runs (and a tuning's Optuna trials) as a snapshot marked incomplete
+# (src/report.py --export --partial) into experiments/<experiment>/data, to be committed; `start`
+# on a new machine loads that snapshot into a new store (src/open_study.py --store), and the same
+# commands skip what finished (a sweep's configurations, a tuning's trials). A step whose
+# experiment's data in the repo is complete and from STUDY_COMMIT is done.
+# Exporting a finished study and writing its page is not done here: `make export-study`.
+set -u
+STUDY_COMMIT=e32fa7b
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+STUDIES=${STUDIES:-/work/studies}
+WT=$STUDIES/wt-$STUDY_COMMIT
+STORE=$STUDIES/store/mlflow.db
+export MLFLOW_TRACKING_URI=sqlite:///$STORE
+
+J="-m hydra/launcher=joblib hydra.launcher.n_jobs=2 threads=1"
+ADD="task=adding batch_size=32 solve.early_stop=true trainer.max_steps=1500 trainer.val_check_interval=100 seed=1,2,3,4,5"
+# step|experiment it writes to|src/train.py arguments (the presets' own commands: conf/experiment, conf/tune)
+STEPS=(
+  "modern_study|modern_study|+experiment=modern_study"
+  "modern_study_copy|modern_study|+experiment=modern_study_copy"
+  "modern_study_char_lm|modern_study_char_lm|+experiment=modern_study_char_lm"
+  "tune_modern_char_lm|tune_modern_char_lm|+tune=modern_char_lm"
+  "tune_modern_char_lm-defaults|tune_modern_char_lm|$J task=char_lm cell=mingru,minlstm,lru seq_len=100 model.param_budget=80000 trainer.max_steps=1000 trainer.val_check_interval=250 seed=1,2,3,4,5 tracking.experiment=tune_modern_char_lm sweep.name=tune_modern_char_lm-defaults"
+  "tune_adding_lru|tune_adding_lru|+tune=adding_lru"
+  "tune_adding_lru-defaults|tune_adding_lru|$J $ADD cell=lru seq_len=100,200 model.param_budget=20000 tracking.experiment=tune_adding_lru sweep.name=tune_adding_lru-defaults"
+  "tune_adding|tune_adding|+tune=adding"
+  "tune_adding-defaults|tune_adding|$J $ADD cell=rnn,lstm,gru seq_len=200,400 cell.hidden_size=64 tracking.experiment=tune_adding sweep.name=tune_adding-defaults"
+  "tune_adding_seeds|tune_adding_seeds|+tune=adding_seeds"
+  "tune_adding_seeds-defaults|tune_adding_seeds|$J $ADD cell=rnn,lstm,gru seq_len=200,400 cell.hidden_size=64 tracking.experiment=tune_adding_seeds sweep.name=tune_adding_seeds-defaults"
+  "modern_copy_depth|modern_copy_depth|+experiment=modern_copy_depth"
+  "modern_depth_char_lm|modern_depth_char_lm|+experiment=modern_depth_char_lm"
+  "recall|recall_study|+tune=recall"
+  "recall_mqar128|recall_study|+tune=recall_mqar128"
+  "recall_copy|recall_study|+tune=recall_copy"
+  "recall_induction|recall_study|+tune=recall_induction"
+  "recall_mqar32|recall_study|+tune=recall_mqar32"
+)
+
+log() { echo "$(date -u +%FT%TZ) $*" | tee -a "$STUDIES/queue.log"; }
+
+# "complete" when the repo holds the experiment's data, complete and from STUDY_COMMIT;
+# "partial" for a snapshot from STUDY_COMMIT; else "none"
+committed() {
+  "$REPO/.venv/bin/python" - "$REPO/experiments/$1/data" "$STUDY_COMMIT" <<'PY'
+import json, sys
+from pathlib import Path
+import pandas as pd
+data, commit = Path(sys.argv[1]), sys.argv[2]
+if not (data / "runs.parquet").is_file():
+    print("none"); sys.exit()
+commits = pd.read_parquet(data / "runs.parquet", columns=None).get("tags.git_commit")
+ours = commits is not None and commits.dropna().str.startswith(commit).any()
+complete = json.loads((data / "study.json").read_text()).get("complete", True)
+print(("complete" if complete else "partial") if ours else "none")
+PY
+}
+
+setup() {
+  mkdir -p "$STUDIES/logs" "$STUDIES/done" "$(dirname "$STORE")"
+  if [ ! -d "$WT" ]; then git -C "$REPO" worktree add --detach "$WT" "$STUDY_COMMIT"; fi
+  make -C "$WT" install >"$STUDIES/logs/install.log" 2>&1 || { log "install failed: $STUDIES/logs/install.log"; exit 1; }
+  [ -e "$REPO/.venv/.installed" ] || make -C "$REPO" install >>"$STUDIES/logs/install.log" 2>&1
+  local seen="" step exp state
+  for s in "${STEPS[@]}"; do
+    step=${s%%|*}; exp=$(echo "$s" | cut -d'|' -f2)
+    case " $seen " in *" $exp "*) continue;; esac
+    seen="$seen $exp"
+    state=$(committed "$exp")
+    if [ "$state" = complete ]; then
+      for t in "${STEPS[@]}"; do [ "$(echo "$t" | cut -d'|' -f2)" = "$exp" ] && touch "$STUDIES/done/${t%%|*}"; done
+    elif [ "$state" = partial ] && [ ! -e "$STORE" ]; then  # a new machine: continue from the snapshot
+      log "loading the snapshot of $exp into $STORE"
+      "$REPO/.venv/bin/python" "$REPO/src/open_study.py" "$REPO/experiments/$exp" --store "$STORE" || exit 1
+    fi
+  done
+}
+
+run_queue() {
+  echo $$ >"$STUDIES/queue.pgid"
+  trap 'log "queue stopped"; exit 143' TERM INT
+  local step exp args
+  for s in "${STEPS[@]}"; do
+    step=${s%%|*}; exp=$(echo "$s" | cut -d'|' -f2); args=${s#*|*|}
+    [ -e "$STUDIES/done/$step" ] && continue
+    log "start $step"
+    echo "$exp" >"$STUDIES/current"
+    (cd "$WT" && exec .venv/bin/python src/train.py $args) >"$STUDIES/logs/$step.log" 2>&1 &
+    echo $! >"$STUDIES/launcher.pid"
+    wait $!; local rc=$?
+    if [ -e "$STUDIES/stopping" ]; then log "stopped in $step"; exit 143; fi
+    if [ $rc -ne 0 ]; then log "FAILED $step rc=$rc (log: $STUDIES/logs/$step.log)"; exit $rc; fi
+    touch "$STUDIES/done/$step"; log "done $step"
+  done
+  rm -f "$STUDIES/current"; log "queue finished"
+}
+
+case "${1:-}" in
+  start)
+    rm -f "$STUDIES/stopping"
+    setup
+    setsid nohup bash "$0" run >"$STUDIES/queue.out" 2>&1 </dev/null &
+    sleep 1; log "queue started (pgid $(cat "$STUDIES/queue.pgid" 2>/dev/null))";;
+  run) run_queue;;
+  status)
+    for s in "${STEPS[@]}"; do step=${s%%|*}; [ -e "$STUDIES/done/$step" ] && echo "done     $step" || echo "to do    $step"; done
+    tail -3 "$STUDIES/queue.log";;
+  pause) kill -STOP -"$(cat "$STUDIES/queue.pgid")";;
+  resume) kill -CONT -"$(cat "$STUDIES/queue.pgid")";;
+  stop)
+    # SIGTERM to the launching process alone, as `make` forwards it: it asks every job to stop
+    # at its next step, saved. (To the whole group it would also end the workers' forkserver in
+    # STUDY_COMMIT's code, which predates the fix in rnnlab.warm, and fail the sweep.)
+    pgid=$(cat "$STUDIES/queue.pgid")
+    touch "$STUDIES/stopping"
+    kill -CONT -"$pgid" 2>/dev/null; kill -TERM "$(cat "$STUDIES/launcher.pid")" 2>/dev/null
+    while kill -0 -"$pgid" 2>/dev/null; do sleep 2; done  # the running jobs save their step
+    rm -f "$STUDIES/stopping"
+    if [ -e "$STUDIES/current" ]; then
+      exp=$(cat "$STUDIES/current")
+      "$REPO/.venv/bin/python" "$REPO/src/report.py" --experiment "$exp" --export --partial --out "$REPO/experiments/$exp"
+      log "snapshot of $exp in experiments/$exp/data: commit it"
+    fi;;
+  *) sed -n '2,20p' "$0"; exit 2;;
+esac
