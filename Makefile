@@ -44,7 +44,7 @@ help:
 	@echo "  make open-study EXP=long_range_study       a committed study's runs in mlflow ui, no training (docs/ui.md)"
 	@echo ""
 	@echo "Develop"
-	@echo "  make test [PYTEST_ARGS='-m \"not slow\"']    run the test suite (all: ~18 min on 2 cores; the fast tier: ~2 min) (CONTRIBUTING.md)"
+	@echo "  make test [PYTEST_ARGS='-m \"not slow\"']    run the test suite (all: 12-18 min on 2 cores; the fast tier: ~2 min) (CONTRIBUTING.md)"
 	@echo "  make lint                                  ruff (lint, import order) and mypy (CONTRIBUTING.md)"
 	@echo "  make browser                               Debian's chromium, for the MLflow UI test (apt-get, as root) (CONTRIBUTING.md)"
 	@echo "  make ray                                   .venv-ray: rnnlab with Hydra's Ray launcher (docs/scale-out.md)"
