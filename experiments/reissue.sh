@@ -8,7 +8,7 @@
 #   bash experiments/reissue.sh stop       # SIGTERM (running jobs save), then snapshot what is unfinished
 #   bash experiments/reissue.sh pause|resume   # SIGSTOP/SIGCONT, e.g. for a quiet measurement
 #
-# Where things live: $STUDIES (default /work/studies): the worktree of STUDY_COMMIT with its own
+# Where things live: $STUDIES (default ~/rnnlab-studies): the worktree of STUDY_COMMIT with its own
 # .venv, the MLflow store (store/mlflow.db, Optuna's beside it), the logs. None of it is committed.
 # What carries a study across machines is its data in this repo: `stop` writes the unfinished
 # experiment's runs (and a tuning's Optuna trials) as a snapshot marked incomplete
@@ -20,7 +20,7 @@
 set -u
 STUDY_COMMIT=e32fa7b
 REPO=$(cd "$(dirname "$0")/.." && pwd)
-STUDIES=${STUDIES:-/work/studies}
+STUDIES=${STUDIES:-$HOME/rnnlab-studies}
 WT=$STUDIES/wt-$STUDY_COMMIT
 STORE=$STUDIES/store/mlflow.db
 export MLFLOW_TRACKING_URI=sqlite:///$STORE
