@@ -141,3 +141,26 @@ def test_a_joblib_sweep_still_runs_and_exits(store):
     proc = store.train("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "task=adding", "cell=rnn,gru",
                        "threads=1", "sweep.report=false", f"hydra.sweep.dir={store.dir / 'sweep'}", timeout=600)
     assert proc.stdout.count("test/mse = ") == 2 and "sweep FINISHED" in proc.stdout
+
+
+def test_a_warm_run_takes_sigterm_as_a_command_does_though_its_forkserver_ignores_it(tmp_path):
+    """The forkserver ignores SIGTERM (a group's SIGTERM must not end it while its jobs save);
+    a run the test suite forks from it (conftest.warm_train) is a command line's stand-in and
+    must not inherit that: SIGTERM ends it, or reaches its own handlers."""
+    from conftest import warm_train
+    from rnnlab import launcher
+
+    script = tmp_path / "disposition.py"
+    script.write_text("import signal\nprint(signal.getsignal(signal.SIGTERM) is signal.SIG_DFL)\n")
+    proc = warm_train([sys.executable, str(script)], env=dict(os.environ), cwd=tmp_path, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "True", proc.stderr
+    server = launcher.server_pid()
+    assert server is not None and _sigterm_ignored(server)
+
+
+def _sigterm_ignored(pid: int) -> bool:
+    """From /proc: whether the process ignores SIGTERM (bit 15 of SigIgn)."""
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("SigIgn:"):
+            return bool(int(line.split()[1], 16) >> (15 - 1) & 1)
+    raise AssertionError(f"no SigIgn line for {pid}")

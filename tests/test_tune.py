@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import itertools
+import json
 import os
 import shutil
 import signal
@@ -404,6 +405,9 @@ def test_a_killed_study_resumes_without_redoing_finished_trials(store, sig):
             name: [(0, "COMPLETE"), (1, "RUNNING")] for name in ("tiny: cell=rnn", "tiny: cell=gru")}
 
     tune(store, *slow)
+    from rnnlab.report import tuning as tuned
+
+    assert len(tuned.load(store.uri, "tune_tiny")) == 2  # its parents name the Optuna store where it is now
     after = studies(store)
     for name, trials in after.items():
         complete = sorted(n for n, state, _ in trials if state == "COMPLETE")
@@ -583,6 +587,13 @@ def test_a_grid_search_runs_every_point_of_its_grid_once(store):
         assert "grid_id" in before.trials[0].system_attrs
         assert [[getattr(t, f) for f in fields] for t in after.trials] == \
             [[getattr(t, f) for f in fields] for t in before.trials]
+    # Data exported before the studies' directions were: each study's from its parent run's tags
+    meta = json.loads((store.dir / "snapshot" / "data" / "study.json").read_text())
+    del meta["optuna_studies"]
+    (store.dir / "snapshot" / "data" / "study.json").write_text(json.dumps(meta))
+    older = f"sqlite:///{store.dir / 'older.db'}"
+    saved.restore(store.dir / "snapshot", older)
+    assert optuna.load_study(study_name="tiny: cell=rnn", storage=older).direction.name == "MINIMIZE"
 
 
 @pytest.mark.parametrize("space,trials,names,says", [

@@ -110,6 +110,8 @@ def load(folder: Path, db: Path | None = None) -> Opened:
         client = MlflowClient(f"sqlite:///{db}")
         exp = client.get_experiment_by_name(experiment)
         if exp is not None and exp.tags.get(DIGEST_TAG) == want:
+            if _is_tuning(folder) and not db.with_name(OPTUNA_DB).exists():  # lost since: restored again
+                restore(folder, f"sqlite:///{db.with_name(OPTUNA_DB)}")
             opened = _opened(client, exp.experiment_id, f"sqlite:///{db}", reused=True)
             opened.complete = meta.get("complete", True)
             return opened
@@ -135,15 +137,20 @@ def load(folder: Path, db: Path | None = None) -> Opened:
         client = MlflowClient(uri)
         exp_id = client.create_experiment(experiment, artifact_location=artifacts.as_uri(),
                                           tags={DIGEST_TAG: want, "mlflow.experimentKind": "custom_model_development"})
-        ids = _create_runs(client, exp_id, runs, _histories(folder))
+        # a tuning's parents name the Optuna store its studies are restored to (the report and
+        # a continued tuning open it; the data holds only its file name)
+        storage = f"sqlite:///{optuna_db}" if _is_tuning(folder) else None
+        ids = _create_runs(client, exp_id, runs, _histories(folder), storage)
         parent = _log_report(client, folder, runs, ids) if meta.get("complete", True) else None
         _write_views(client, exp_id, runs, ids)
-        if (folder / DATA / TRIALS).is_file():  # a tuning: its Optuna studies, to continue it here
+        if _is_tuning(folder):  # its Optuna studies, to continue it here
             restore(folder, f"sqlite:///{tmp / OPTUNA_DB}")
             (tmp / OPTUNA_DB).replace(optuna_db)
         (tmp / "mlflow.db").replace(db)  # the store appears only once complete
     except BaseException:
         shutil.rmtree(artifacts, ignore_errors=True)
+        if not db.exists():  # no Optuna store without the MLflow store it goes with
+            optuna_db.unlink(missing_ok=True)
         raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -181,8 +188,14 @@ def _values(row: dict, prefix: str) -> dict:
             and not (isinstance(v, float) and math.isnan(v))}
 
 
-def _create_runs(client, exp_id: str, runs: pd.DataFrame, histories: dict[str, pd.DataFrame]) -> dict[str, str]:
-    """Create every run (sweep parents first, so their jobs can point at them); old id -> new."""
+def _is_tuning(folder: Path) -> bool:
+    return (folder / DATA / TRIALS).is_file()
+
+
+def _create_runs(client, exp_id: str, runs: pd.DataFrame, histories: dict[str, pd.DataFrame],
+                 storage: str | None = None) -> dict[str, str]:
+    """Create every run (sweep parents first, so their jobs can point at them); old id -> new.
+    ``storage``: the Optuna store a tuning's parents name (``tune.storage``), where it now is."""
     from mlflow.entities import Param, RunTag
 
     ids: dict[str, str] = {}
@@ -198,7 +211,10 @@ def _create_runs(client, exp_id: str, runs: pd.DataFrame, histories: dict[str, p
             if key in run_tags:
                 run_tags[key] = ids.get(run_tags[key], run_tags[key])
         run_tags[EXPORTED_ID] = row["run_id"]
-        params = [Param(k, str(v)) for k, v in _values(row, "params.").items()]
+        values = _values(row, "params.")
+        if storage and tags.TUNE_STUDY in run_tags and "tune.storage" in values:
+            values["tune.storage"] = storage
+        params = [Param(k, str(v)) for k, v in values.items()]
         metrics = _metrics(row, histories.get(row["run_id"]), start)
         tag_list = [RunTag(k, v) for k, v in run_tags.items()]
         for i in range(0, max(len(params), len(tag_list)), 100):  # at most 100 params and 100 tags a batch

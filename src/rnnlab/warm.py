@@ -69,6 +69,7 @@ def run_main(script: str, argv: list[str], cwd: str, env: dict[str, str], out: s
     import runpy
 
     atexit.unregister(_exit_now)  # the forkserver's end, inherited: not this process's
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the forkserver's SIGTERM setting, not a command's
     os.setpgid(0, 0)  # a group of its own, as a command's: whoever stops it stops what it started
     os.chdir(cwd)
     os.environ.clear()

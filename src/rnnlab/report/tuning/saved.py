@@ -97,7 +97,7 @@ def _study(name: str, trials: pd.DataFrame, mode: str = "min", storage: str | No
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize" if mode == "max" else "minimize")
     for key, value in (user_attrs or {}).items():
         study.set_user_attr(key, value)
-    for t in trials.sort_values("number").to_dict("records"):
+    for t in (trials.sort_values("number").to_dict("records") if len(trials) else []):
         state = TrialState[t["state"]]
         done = state == TrialState.COMPLETE
         trial = create_trial(
@@ -122,12 +122,32 @@ def restore(folder: Path, storage: str) -> list[str]:
     meta = json.loads((data / STUDY).read_text()) if (data / STUDY).is_file() else {}
     studies = meta.get("optuna_studies", {})
     trials = pd.read_parquet(data / TRIALS)
-    names = sorted(set(trials["study"]) | set(studies))
+    names = sorted(set(trials["study"] if len(trials) else []) | set(studies))
+    modes = _modes(data)
     for name in names:
         info = studies.get(name, {})
-        _study(name, trials[trials["study"] == name], "max" if info.get("direction") == "MAXIMIZE" else "min",
-               storage, info.get("user_attrs"))
+        if "direction" in info:
+            mode = "max" if info["direction"] == "MAXIMIZE" else "min"
+        elif name in modes:  # data exported before the direction was: the parent run's metric_mode
+            mode = modes[name]
+        else:
+            raise ReportError(f"{data}: no direction for the Optuna study '{name}' (neither in {STUDY} nor "
+                              "on a parent run): export the study again")
+        _study(name, trials[trials["study"] == name] if len(trials) else trials, mode, storage,
+               info.get("user_attrs"))  # none yet: an export taken before the first trial was asked
     return names
+
+
+def _modes(data: Path) -> dict[str, str]:
+    """{study name: min | max} from the tuning parents' tags in the saved runs."""
+    from rnnlab import runs as tags
+
+    study, mode = f"tags.{tags.TUNE_STUDY}", f"tags.{tags.METRIC_MODE}"
+    runs = pd.read_parquet(data / RUNS)
+    if study not in runs or mode not in runs:
+        return {}
+    parents = runs[runs[study].notna() & runs[mode].notna()]
+    return {str(s): str(m) for s, m in zip(parents[study], parents[mode])}
 
 
 def protocol_studies(folder: Path) -> list[Path]:
