@@ -18,6 +18,7 @@
 # experiment's data in the repo is complete and from STUDY_COMMIT is done.
 # Exporting a finished study and writing its page is not done here: `make export-study`.
 set -u
+set -f  # the Hydra arguments below are split into words, never matched against file names
 STUDY_COMMIT=e32fa7b
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 STUDIES=${STUDIES:-$HOME/rnnlab-studies}
@@ -51,6 +52,16 @@ STEPS=(
 
 log() { echo "$(date -u +%FT%TZ) $*" | tee -a "$STUDIES/queue.log"; }
 
+# whether a process group has a live process (a zombie left unreaped does not count)
+alive() { ps -e -o pgid=,stat= | awk -v g="$1" '$1 == g && $2 !~ /^Z/ {found = 1} END {exit !found}'; }
+
+# the experiments in the store, one per line
+in_store() {
+  "$REPO/.venv/bin/python" -c "from mlflow import MlflowClient
+for e in MlflowClient('$MLFLOW_TRACKING_URI').search_experiments():
+    print(e.name) if e.name != 'Default' else None"
+}
+
 # "complete" when the repo holds the experiment's data, complete and from STUDY_COMMIT;
 # "partial" for a snapshot from STUDY_COMMIT; else "none"
 committed() {
@@ -73,7 +84,7 @@ setup() {
   if [ ! -d "$WT" ]; then git -C "$REPO" worktree add --detach "$WT" "$STUDY_COMMIT"; fi
   make -C "$WT" install >"$STUDIES/logs/install.log" 2>&1 || { log "install failed: $STUDIES/logs/install.log"; exit 1; }
   [ -e "$REPO/.venv/.installed" ] || make -C "$REPO" install >>"$STUDIES/logs/install.log" 2>&1
-  local seen="" step exp state
+  local seen="" step exp state partial=""
   for s in "${STEPS[@]}"; do
     step=${s%%|*}; exp=$(echo "$s" | cut -d'|' -f2)
     case " $seen " in *" $exp "*) continue;; esac
@@ -81,11 +92,19 @@ setup() {
     state=$(committed "$exp")
     if [ "$state" = complete ]; then
       for t in "${STEPS[@]}"; do [ "$(echo "$t" | cut -d'|' -f2)" = "$exp" ] && touch "$STUDIES/done/${t%%|*}"; done
-    elif [ "$state" = partial ] && [ ! -e "$STORE" ]; then  # a new machine: continue from the snapshot
-      log "loading the snapshot of $exp into $STORE"
-      "$REPO/.venv/bin/python" "$REPO/src/open_study.py" "$REPO/experiments/$exp" --store "$STORE" || exit 1
+    elif [ "$state" = partial ]; then
+      partial="$partial $exp"
     fi
   done
+  [ -e "$STORE" ] || [ -z "$partial" ] && return
+  set -- $partial
+  if [ $# -gt 1 ]; then  # one store holds one loaded snapshot (src/open_study.py builds it whole)
+    log "several unfinished snapshots ($partial): the finished ones must be exported first, each from a store of its own:"
+    log "  python src/open_study.py <exp>; MLFLOW_TRACKING_URI=sqlite:///.studies/<exp>/mlflow.db make export-study ..."
+    exit 1
+  fi
+  log "a new machine: loading the snapshot of $1 into $STORE"
+  "$REPO/.venv/bin/python" "$REPO/src/open_study.py" "$REPO/experiments/$1" --store "$STORE" || exit 1
 }
 
 run_queue() {
@@ -95,43 +114,63 @@ run_queue() {
   for s in "${STEPS[@]}"; do
     step=${s%%|*}; exp=$(echo "$s" | cut -d'|' -f2); args=${s#*|*|}
     [ -e "$STUDIES/done/$step" ] && continue
+    if [ -e "$STUDIES/stopping" ]; then log "stopped before $step"; exit 143; fi
     log "start $step"
     echo "$exp" >"$STUDIES/current"
     (cd "$WT" && exec .venv/bin/python src/train.py $args) >"$STUDIES/logs/$step.log" 2>&1 &
     echo $! >"$STUDIES/launcher.pid"
     wait $!; local rc=$?
+    rm -f "$STUDIES/launcher.pid"
+    if [ $rc -eq 0 ]; then touch "$STUDIES/done/$step"; log "done $step"; continue; fi
     if [ -e "$STUDIES/stopping" ]; then log "stopped in $step"; exit 143; fi
-    if [ $rc -ne 0 ]; then log "FAILED $step rc=$rc (log: $STUDIES/logs/$step.log)"; exit $rc; fi
-    touch "$STUDIES/done/$step"; log "done $step"
+    log "FAILED $step rc=$rc (log: $STUDIES/logs/$step.log)"; exit $rc
   done
   rm -f "$STUDIES/current"; log "queue finished"
 }
 
-case "${1:-}" in
-  start)
-    rm -f "$STUDIES/stopping"
-    setup
-    setsid nohup bash "$0" run >"$STUDIES/queue.out" 2>&1 </dev/null &
-    sleep 1; log "queue started (pgid $(cat "$STUDIES/queue.pgid" 2>/dev/null))";;
-  run) run_queue;;
-  status)
-    for s in "${STEPS[@]}"; do step=${s%%|*}; [ -e "$STUDIES/done/$step" ] && echo "done     $step" || echo "to do    $step"; done
-    tail -3 "$STUDIES/queue.log";;
-  pause) kill -STOP -"$(cat "$STUDIES/queue.pgid")";;
-  resume) kill -CONT -"$(cat "$STUDIES/queue.pgid")";;
-  stop)
-    # SIGTERM to the launching process alone, as `make` forwards it: it asks every job to stop
-    # at its next step, saved. (To the whole group it would also end the workers' forkserver in
-    # STUDY_COMMIT's code, which predates the fix in rnnlab.warm, and fail the sweep.)
-    pgid=$(cat "$STUDIES/queue.pgid")
-    touch "$STUDIES/stopping"
-    kill -CONT -"$pgid" 2>/dev/null; kill -TERM "$(cat "$STUDIES/launcher.pid")" 2>/dev/null
-    while kill -0 -"$pgid" 2>/dev/null; do sleep 2; done  # the running jobs save their step
-    rm -f "$STUDIES/stopping"
-    if [ -e "$STUDIES/current" ]; then
-      exp=$(cat "$STUDIES/current")
-      "$REPO/.venv/bin/python" "$REPO/src/report.py" --experiment "$exp" --export --partial --out "$REPO/experiments/$exp"
-      log "snapshot of $exp in experiments/$exp/data: commit it"
-    fi;;
-  *) sed -n '2,20p' "$0"; exit 2;;
-esac
+main() {
+  case "${1:-}" in
+    start)
+      if [ -e "$STUDIES/queue.pgid" ] && alive "$(cat "$STUDIES/queue.pgid")"; then
+        echo "the queue is running already (pgid $(cat "$STUDIES/queue.pgid")): bash $0 status" >&2; exit 1
+      fi
+      rm -f "$STUDIES/stopping"
+      setup
+      setsid nohup bash "$0" run >"$STUDIES/queue.out" 2>&1 </dev/null &
+      sleep 1; log "queue started (pgid $(cat "$STUDIES/queue.pgid" 2>/dev/null))";;
+    run) run_queue;;
+    status)
+      for s in "${STEPS[@]}"; do step=${s%%|*}; [ -e "$STUDIES/done/$step" ] && echo "done     $step" || echo "to do    $step"; done
+      tail -3 "$STUDIES/queue.log";;
+    pause) kill -STOP -"$(cat "$STUDIES/queue.pgid")";;
+    resume) kill -CONT -"$(cat "$STUDIES/queue.pgid")";;
+    stop)
+      # SIGTERM to the launching process alone, as `make` forwards it: it asks every job to stop
+      # at its next step, saved. (To the whole group it would also end the workers' forkserver in
+      # STUDY_COMMIT's code, which predates the fix in rnnlab.warm, and fail the sweep.)
+      pgid=$(cat "$STUDIES/queue.pgid")
+      touch "$STUDIES/stopping"
+      kill -CONT -"$pgid" 2>/dev/null
+      signalled=""
+      while alive "$pgid"; do  # the running jobs save their step
+        # the launcher of the queue's step, once (a second SIGTERM would stop its jobs unsaved)
+        pid=$(cat "$STUDIES/launcher.pid" 2>/dev/null)
+        if [ -n "$pid" ] && [ "$pid" != "$signalled" ] && [ "$(ps -o pgid= -p "$pid" | tr -d ' ')" = "$pgid" ]; then
+          kill -TERM "$pid" 2>/dev/null; signalled=$pid
+        fi
+        sleep 2
+      done
+      rm -f "$STUDIES/stopping"
+      # every experiment in the store that the repo does not hold complete: its snapshot, to commit
+      # (a new machine continues one; export a finished one with `make export-study` first)
+      for exp in $(in_store); do
+        [ "$(committed "$exp")" = complete ] && continue
+        "$REPO/.venv/bin/python" "$REPO/src/report.py" --experiment "$exp" --export --partial --out "$REPO/experiments/$exp"
+        log "snapshot of $exp in experiments/$exp/data: commit it"
+      done;;
+    *) sed -n '2,20p' "$0"; exit 2;;
+  esac
+}
+
+# one line, read whole before it runs: a queue that runs for hours never reads this file again
+main "$@"; exit $?
