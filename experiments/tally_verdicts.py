@@ -37,6 +37,8 @@ def tables(text: str) -> dict[tuple, str]:
                 if verdicts and len(cells) == len(header):
                     key = tuple(f"{h}={c}" for h, c in zip(header, cells) if h in IDENTITY)
                     for v in verdicts:
+                        if (heading, *key, v) in out:  # two rows one key: a column this file does not know
+                            raise SystemExit(f"two rows compare {key} under '{heading}': add their column to IDENTITY")
                         out[(heading, *key, v)] = cells[header.index(v)]
                 i += 1
             continue
