@@ -186,6 +186,25 @@ class Store:
             err.seek(0)
             return subprocess.CompletedProcess(proc.args, proc.returncode, "".join(out) + rest, err.read())
 
+    def elsewhere(self, experiment: str, *left_behind: str) -> Store:
+        """The experiment continued on another machine: a snapshot of its data (``report.py
+        --export --partial``, as a study left unfinished at a session's end is committed) loaded
+        into a new store (``rnnlab.studies.load``: a tuning's Optuna studies beside it), and this
+        machine's store, Optuna store and ``left_behind`` folders (checkpoints) deleted."""
+        import importlib
+
+        from rnnlab import studies
+
+        cli = importlib.import_module("report")  # src/report.py
+        assert cli.main(["--experiment", experiment, "--export", "--partial", "--tracking-uri", self.uri,
+                         "--out", str(self.dir / "snapshot")]) == 0
+        studies.load(self.dir / "snapshot", self.dir / "elsewhere" / "mlflow.db")
+        for folder in left_behind:
+            shutil.rmtree(self.dir / folder)
+        for f in ("mlflow.db", "optuna.db"):
+            (self.dir / f).unlink(missing_ok=True)
+        return Store(self.dir / "elsewhere")  # its client made after the load: MLflow keeps one per URI
+
     def runs(self, experiment: str | None = None):
         exps = self.client.search_experiments()
         ids = [e.experiment_id for e in exps if experiment is None or e.name == experiment]

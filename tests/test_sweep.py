@@ -4,13 +4,9 @@ and a failing job that does not stop the others."""
 
 from __future__ import annotations
 
-import importlib
-import shutil
-
 import pytest
 
-from conftest import ROOT, Store, compose
-from rnnlab import studies
+from conftest import ROOT, compose
 
 SMALL = ["+experiment=long_range", "task=adding", "clip=1.0", "seed=0", "trainer.max_steps=6",
          "trainer.val_check_interval=3", "trainer.log_every_n_steps=2", "cell.hidden_size=8",
@@ -53,17 +49,9 @@ def test_parallel_sweep_into_a_fresh_store_then_resume(fresh_store):
         assert len(store.history(r.info.run_id, "val/mse")) == 2
         assert {"test/mse", "grad_norm/pre_clip", "perf/tokens_per_s"} <= set(r.data.metrics)
 
-    # The sweep continues on another machine from a snapshot of its data (report.py --export
-    # --partial, as a study left unfinished at the end of a session is committed), loaded into
-    # a new store there; nothing of the first machine (store, checkpoints) is left.
-    cli = importlib.import_module("report")  # src/report.py
-    assert cli.main(["--experiment", "long_range", "--export", "--partial", "--tracking-uri", store.uri,
-                     "--out", str(store.dir / "snapshot")]) == 0
-    studies.load(store.dir / "snapshot", store.dir / "elsewhere" / "mlflow.db")
-    elsewhere = Store(store.dir / "elsewhere")  # its client made after: MLflow keeps one per URI
-    shutil.rmtree(store.dir / "multirun")
-    store.db.unlink()
-    store = elsewhere
+    # The sweep continues on another machine from a snapshot of its data; nothing of the first
+    # machine (store, checkpoints) is left.
+    store = store.elsewhere("long_range", "multirun")
     # Rerunning the same sweep with one more seq_len runs only the missing configurations.
     # (The reruns use one worker: what is tested is the skipping, and one process starts
     # faster than a pool.)

@@ -8,7 +8,6 @@ import importlib
 import itertools
 import json
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -21,7 +20,7 @@ import pytest
 from mlflow.exceptions import MlflowException
 from omegaconf import OmegaConf
 
-from conftest import ROOT, Store
+from conftest import ROOT
 from rnnlab.config import ConfigError
 from rnnlab.tune import space as spaces
 from rnnlab.tune.expected import expected_best
@@ -276,7 +275,6 @@ def test_a_tiny_study_tunes_each_arm_then_reseeds_its_best(store, drawn, capsys)
 def check_joined_report(store, capsys) -> None:
     """Cells tuned by another preset (here: the LSTM, in its own experiment) join the
     comparison with --with; an arm in both, or an experiment with no study, is refused."""
-    import importlib
 
     sys.path.insert(0, str(ROOT / "src"))
     cli = importlib.import_module("report")  # src/report.py
@@ -387,20 +385,9 @@ def test_a_killed_study_resumes_without_redoing_finished_trials(store, sig):
         unjudged = {name: [n for n, state, _ in trials if state == "RUNNING"]
                     for name, trials in studies(store).items()}
         assert unjudged == {"tiny: cell=rnn": [1], "tiny: cell=gru": [1]}, "a stopped trial is not a failed one"
-        # It continues on another machine, from a snapshot of its data (report.py --export
-        # --partial, as a tuning left unfinished at the end of a session is committed) loaded
-        # into a new store there: its Optuna studies restored beside it, nothing else kept.
-        cli = importlib.import_module("report")  # src/report.py
-        assert cli.main(["--experiment", "tune_tiny", "--export", "--partial", "--tracking-uri", store.uri,
-                         "--out", str(store.dir / "snapshot")]) == 0
-        from rnnlab import studies as committed
-
-        committed.load(store.dir / "snapshot", store.dir / "elsewhere" / "mlflow.db")
-        elsewhere = Store(store.dir / "elsewhere")  # its client made after: MLflow keeps one per URI
-        shutil.rmtree(store.dir / "m1")
-        for f in ("mlflow.db", "optuna.db"):
-            (store.dir / f).unlink()
-        store = elsewhere
+        # It continues on another machine, from a snapshot of its data: its Optuna studies
+        # restored beside the new store, nothing else kept.
+        store = store.elsewhere("tune_tiny", "m1")
         assert {name: [(n, state) for n, state, _ in trials] for name, trials in studies(store).items()} == {
             name: [(0, "COMPLETE"), (1, "RUNNING")] for name in ("tiny: cell=rnn", "tiny: cell=gru")}
 
