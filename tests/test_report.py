@@ -491,6 +491,19 @@ def check_the_report_from_its_data_is_the_report_from_the_store(sweep, tmp_path)
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "report")} >= {"report/REPORT.md"}
     assert studies.load(study, db).reused, "the same data: the store is reused"
 
+    # data -> store -> data: exported again from the loaded store (as a study continued on
+    # another machine is), the histories and the artifacts the figures draw are all there.
+    second = tmp_path / "second"
+    assert cli.main(["--experiment", "adding", "--tracking-uri", opened.store, "--out", str(second), "--export",
+                     "--no-log"]) == 0
+    exported_as = {r.info.run_id: r.data.tags[studies.EXPORTED_ID] for r in loaded}
+    for name, key in [("artifacts.parquet", ["run_id", "path"]), ("histories.parquet", ["run_id", "key", "step"])]:
+        first = pd.read_parquet(study / "data" / name)
+        exported = pd.read_parquet(second / "data" / name).assign(run_id=lambda f: f["run_id"].map(exported_as))
+        assert len(first), f"{name}: the tiny sweep's report draws some"
+        pd.testing.assert_frame_equal(first.sort_values(key, ignore_index=True),
+                                      exported.sort_values(key, ignore_index=True), obj=name)
+
 
 def test_a_sweep_parent_with_no_runs_of_its_own_gets_no_view():
     """A sweep restarted after all its jobs had finished leaves a parent with no children (every

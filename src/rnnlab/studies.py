@@ -3,7 +3,8 @@
 Every committed study carries its runs as data (``experiments/<study>/data/``, written by
 ``src/report.py --export``; see :mod:`rnnlab.report.source`). :func:`load` turns that data back
 into MLflow runs, so a reader sees the study in the UI in seconds without training anything:
-each run with its params, tags, final metrics and the histories the comparison view charts,
+each run with its params, tags, final metrics, the histories the comparison view charts and
+the CSV artifacts the report draws (so that a study continued in this store exports them again),
 its status and times, each sweep's jobs under their parent run, and the saved comparison view
 of each sweep (:mod:`rnnlab.views`); the study's REPORT.md and figures are logged to the newest
 parent under ``report/`` (not for a snapshot of a study still running: no report rests on it
@@ -141,6 +142,7 @@ def load(folder: Path, db: Path | None = None) -> Opened:
         # a continued tuning open it; the data holds only its file name)
         storage = f"sqlite:///{optuna_db}" if _is_tuning(folder) else None
         ids = _create_runs(client, exp_id, runs, _histories(folder), storage)
+        _log_artifacts(client, folder, ids)
         parent = _log_report(client, folder, runs, ids) if meta.get("complete", True) else None
         _write_views(client, exp_id, runs, ids)
         if _is_tuning(folder):  # its Optuna studies, to continue it here
@@ -223,6 +225,18 @@ def _create_runs(client, exp_id: str, runs: pd.DataFrame, histories: dict[str, p
             client.log_batch(run.info.run_id, metrics=metrics[i:i + BATCH])
         client.set_terminated(run.info.run_id, status=str(row["status"]), end_time=_ms(row.get("end_time")))
     return ids
+
+
+def _log_artifacts(client, folder: Path, ids: dict[str, str]) -> None:
+    """The data's CSV artifacts (``artifacts.parquet``) back on their runs, at their paths: the
+    figures of a report exported from this store read them, and a study continued here from a
+    snapshot would otherwise lose them for every run the earlier machine finished."""
+    path = folder / DATA / ARTIFACTS
+    if not path.is_file():
+        return
+    for rid, artifact, text in pd.read_parquet(path, columns=["run_id", "path", "text"]).itertuples(index=False):
+        if rid in ids:
+            client.log_text(ids[rid], text, artifact)
 
 
 def _metrics(row: dict, history: pd.DataFrame | None, start: int) -> list:
