@@ -283,7 +283,7 @@ def _checkpoint_dir(cfg: DictConfig, task: Task, model: RecurrentModel, run: tra
     n_params = sum(p.numel() for p in model.parameters())
     run.log_config(cfg, {**config.comparable(cfg), "model/n_params": n_params, **model_sizes(model, task),
                          **task.describe()})
-    run.set_tags(tracking.env_versions())  # bookkeeping: tags, not params to compare on
+    run.set_tags({**tracking.env_versions(), **tracking.machine()})  # bookkeeping: tags, not params
     run.log_metrics({f"baseline/{k}": v for k, v in task.baselines().items()})
     hydra_dir = _hydra_dir()
     ckpt_dir = tempfile.mkdtemp(prefix=f"rnnlab-{run.id}-") if hydra_dir is None else \

@@ -313,6 +313,27 @@ def ui_command(uri: str) -> str:
     return f"open {uri}" if uri.startswith("http") else f"mlflow ui --backend-store-uri {uri}"
 
 
+def machine() -> dict[str, str]:
+    """The processor a run computed on. Float results repeat bit for bit only on the same kernels,
+    and torch picks its CPU kernels by the instruction set it finds (AVX2, AVX512, ...): the same
+    run on two machines can differ in the fourth decimal (a committed study's LSTM seeds did), so
+    a study continued on another machine says which runs ran where."""
+    import platform
+
+    import torch
+
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    except OSError:  # not Linux
+        pass
+    tags = {"env/cpu": f"{model}, {torch.backends.cpu.get_cpu_capability()}, {os.cpu_count()} cores"}
+    if torch.cuda.is_available():
+        tags["env/gpu"] = torch.cuda.get_device_name()
+    return tags
+
+
 def env_versions() -> dict[str, str]:
     import hydra
     import numpy
