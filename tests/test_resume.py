@@ -108,3 +108,23 @@ def test_a_resumed_history_fills_a_gap_left_by_out_of_order_writes(store):
     for step in (44, 49, 54, 59):
         logger.log_metrics({"m": float(step)}, step=step)
     assert sorted(store.history(run_id, "m")) == [(44, 44.0), (49, 49.0), (54, 54.0), (59, 59.0)]
+
+
+# char_lm's training windows start at a new offset each epoch (rnnlab.tasks.char_lm): a resume
+# after the first epoch is where its loader went wrong. batch_size=64 (not TINY's 8) makes an
+# epoch 27 steps, so the kill at step 60 comes in epoch 2, after last.ckpt at step 54.
+CHAR_LM = ["task=char_lm", "cell=mingru", "cell.hidden_size=32", "seq_len=50", "task.plays=[tempest]",
+           "batch_size=64", "model.embed_dim=64", "trainer.max_steps=120", "trainer.val_check_interval=20",
+           "trainer.log_every_n_steps=5", "checkpoint.min_interval_s=0"]
+
+
+@pytest.mark.slow
+def test_a_killed_char_lm_run_resumes_a_later_epoch_with_that_epoch_s_windows(store):
+    store.train(*CHAR_LM, "tracking.experiment=uninterrupted")
+    kill_after(store, "step     60 |", *CHAR_LM, "tracking.experiment=killed", "tracking.async_buffer_s=0")
+    store.train(*CHAR_LM, "tracking.experiment=killed", "resume=true")
+    reference, resumed = store.only_run("uninterrupted"), store.only_run("killed")
+    assert resumed.data.tags["resume_count"] == "1"
+    for key in ["train/loss", "grad_norm/pre_clip", "val/bpc"]:
+        assert store.history(resumed.info.run_id, key) == store.history(reference.info.run_id, key), key
+    assert resumed.data.metrics["test/bpc"] == reference.data.metrics["test/bpc"]

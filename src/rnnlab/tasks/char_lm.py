@@ -223,8 +223,15 @@ class _OffsetWindows:
         return len(self._loader())
 
     def __iter__(self):
+        # The epoch's loader (its offset, its order, the batches a resume skips) is built at the
+        # first batch, not at iter(): on resume Lightning calls iter() (FitLoop.setup_data) before
+        # set_epoch (FitLoop.on_advance_start), and a loader built at iter() served the rest of a
+        # resumed epoch from epoch 0's windows, none skipped.
+        return self._batches()
+
+    def _batches(self):
         self._current = self._loader()
         if self._resume is not None:
             self._current.load_state_dict(self._resume)
             self._resume = None
-        return iter(self._current)
+        yield from self._current
