@@ -19,7 +19,10 @@
 # Exporting a finished study and writing its page is not done here: `make export-study`.
 set -u
 set -f  # the Hydra arguments below are split into words, never matched against file names
-STUDY_COMMIT=e32fa7b
+STUDY_COMMIT=dba1cc8
+# Studies finished from an earlier study commit count as done: modern_study, modern_study_copy and
+# modern_study_char_lm ran from e32fa7b, before dba1cc8 fixed char_lm's resume after its first epoch.
+EARLIER_COMMITS="e32fa7b"
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 STUDIES=${STUDIES:-$HOME/rnnlab-studies}
 WT=$STUDIES/wt-$STUDY_COMMIT
@@ -62,20 +65,24 @@ for e in MlflowClient('$MLFLOW_TRACKING_URI').search_experiments():
     print(e.name) if e.name != 'Default' else None"
 }
 
-# "complete" when the repo holds the experiment's data, complete and from STUDY_COMMIT;
-# "partial" for a snapshot from STUDY_COMMIT; else "none"
+# "complete" when the repo holds the experiment's data, complete and from STUDY_COMMIT (or one of
+# EARLIER_COMMITS); "partial" for a snapshot from STUDY_COMMIT (continued with the same code);
+# else "none"
 committed() {
-  "$REPO/.venv/bin/python" - "$REPO/experiments/$1/data" "$STUDY_COMMIT" <<'PY'
+  "$REPO/.venv/bin/python" - "$REPO/experiments/$1/data" "$STUDY_COMMIT" $EARLIER_COMMITS <<'PY'
 import json, sys
 from pathlib import Path
 import pandas as pd
-data, commit = Path(sys.argv[1]), sys.argv[2]
+data, commit, earlier = Path(sys.argv[1]), sys.argv[2], tuple(sys.argv[3:])
 if not (data / "runs.parquet").is_file():
     print("none"); sys.exit()
 commits = pd.read_parquet(data / "runs.parquet", columns=None).get("tags.git_commit")
-ours = commits is not None and commits.dropna().str.startswith(commit).any()
+commits = commits.dropna() if commits is not None else pd.Series(dtype=str)
 complete = json.loads((data / "study.json").read_text()).get("complete", True)
-print(("complete" if complete else "partial") if ours else "none")
+if complete and commits.str.startswith((commit, *earlier)).any():
+    print("complete")
+else:
+    print("partial" if not complete and commits.str.startswith(commit).any() else "none")
 PY
 }
 
