@@ -136,12 +136,16 @@ class Saved:
 
 def public(runs: pd.DataFrame) -> pd.DataFrame:
     """The runs less what names the machine that ran them: :data:`PRIVATE` columns, an
-    absolute interpreter path at the head of the command line (``.venv/bin/python`` stays),
-    and the folder of a tuning's Optuna store (``sqlite:///optuna.db`` stays)."""
+    absolute interpreter path at the head of the command line (``.venv/bin/python`` stays), the
+    folders of an absolute path given to an override (``hydra.run.dir=…/run3``,
+    ``task.corpus=…/plays.txt``: the name stays), and the folder of a tuning's Optuna store
+    (``sqlite:///optuna.db`` stays)."""
     runs = runs.drop(columns=[c for c in PRIVATE if c in runs.columns])
     if "tags.command" in runs:
-        runs = runs.assign(**{"tags.command": runs["tags.command"].str.replace(
-            r"^/\S*?/((?:\.venv[^/\s]*/bin/)?python[\d.]*)(?=\s)", r"\1", regex=True)})
+        command = runs["tags.command"].str.replace(
+            r"^/\S*?/((?:\.venv[^/\s]*/bin/)?python[\d.]*)(?=\s)", r"\1", regex=True)
+        command = command.str.replace(r"(?<==)/\S*/([^/\s]+)", r"…/\1", regex=True)
+        runs = runs.assign(**{"tags.command": command})
     if "params.tune.storage" in runs:  # the Optuna store beside the MLflow one: its file name alone
         runs = runs.assign(**{"params.tune.storage": runs["params.tune.storage"].str.replace(
             r"^(sqlite:///)/\S*/([^/\s]+)$", r"\1\2", regex=True)})
