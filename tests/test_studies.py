@@ -63,7 +63,7 @@ def test_the_export_shortens_an_absolute_interpreter():
     assert public(runs).to_dict("list") == {"tags.command": [".venv/bin/python src/train.py cell=gru"]}
     runs["tags.command"] = ["/usr/bin/python3.11 src/train.py"]
     assert public(runs)["tags.command"].tolist() == ["python3.11 src/train.py"]
-    runs["tags.command"] = ["python src/train.py hydra.run.dir=/tmp/x/run3 task.corpus=/home/me/plays.txt seed=2"]
+    runs["tags.command"] = ["python src/train.py hydra.run.dir=/srv/x/run3 task.corpus=/data/me/plays.txt seed=2"]
     assert public(runs)["tags.command"].tolist() == [
         "python src/train.py hydra.run.dir=…/run3 task.corpus=…/plays.txt seed=2"]
 
