@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The studies still to run for the re-issue (issue 37) and the recall study (issue 41), one after
-# the other, from one clean commit (STUDY_COMMIT: one code hash for all of them), on a machine
-# that may not last: each session can lose its processes, and a new session may be a new machine.
+# the other, from one clean commit (STUDY_COMMIT: one code hash for all that remain; those done
+# from an earlier one are EARLIER_COMMITS), on a machine that may not last: each session can lose
+# its processes, and a new session may be a new machine.
 #
 #   bash experiments/reissue.sh start      # set up if needed, continue where the last machine stopped
 #   bash experiments/reissue.sh status     # which steps are done, which is running
