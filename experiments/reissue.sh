@@ -16,7 +16,7 @@
 # (src/report.py --export --partial) into experiments/<experiment>/data, to be committed; `start`
 # on a new machine loads that snapshot into a new store (src/open_study.py --store), and the same
 # commands skip what finished (a sweep's configurations, a tuning's trials). A step whose
-# experiment's data in the repo is complete and from STUDY_COMMIT is done.
+# experiment's data in the repo is complete and from STUDY_COMMIT (or EARLIER_COMMITS) is done.
 # Exporting a finished study and writing its page is not done here: `make export-study`.
 set -u
 set -f  # the Hydra arguments below are split into words, never matched against file names
@@ -74,7 +74,7 @@ committed() {
 import json, sys
 from pathlib import Path
 import pandas as pd
-data, commit, earlier = Path(sys.argv[1]), sys.argv[2], tuple(sys.argv[3:])
+data, commit, earlier = Path(sys.argv[1]), sys.argv[2], tuple(a for a in sys.argv[3:] if a)  # "" would match all
 if not (data / "runs.parquet").is_file():
     print("none"); sys.exit()
 commits = pd.read_parquet(data / "runs.parquet", columns=None).get("tags.git_commit")

@@ -79,7 +79,7 @@ def test_end_to_end_run_is_tracked_in_mlflow(store):
     assert params["seq_len"] == "20" and "task.seq_len" not in params and "task.seed" not in params
     assert not [k for k in params if k.startswith(("tracking.", "sweep.", "version/")) or k.endswith("_target_")]
     assert run.data.tags["version/torch"]
-    assert run.data.tags["env/cpu"].count(", ") == 2, "the processor, its kernels' instruction set, its cores"
+    assert run.data.tags["env/cpu"].count(", ") == 2, "the processor, its kernels' instruction set, its cpus"
     metrics = run.data.metrics
     for key in ["train/loss", "val/loss", "val/ppl", "val/bpc", "test/loss", "test/ppl", "test/bpc",
                 "grad_norm/pre_clip", "grad_norm/post_clip", "grad_norm/weight_hh_l0", "clip/active",

@@ -119,9 +119,12 @@ CHAR_LM = ["task=char_lm", "cell=mingru", "cell.hidden_size=32", "seq_len=50", "
 
 
 @pytest.mark.slow
-def test_a_killed_char_lm_run_resumes_a_later_epoch_with_that_epoch_s_windows(store):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["killed:last.ckpt", "sigterm:mid-epoch"])
+def test_a_stopped_char_lm_run_resumes_a_later_epoch_with_that_epoch_s_windows(store, sig):
+    """SIGKILL resumes from last.ckpt at the end of epoch 1 (step 54); SIGTERM saves at step 60 or
+    61, in the middle of epoch 2."""
     store.train(*CHAR_LM, "tracking.experiment=uninterrupted")
-    kill_after(store, "step     60 |", *CHAR_LM, "tracking.experiment=killed", "tracking.async_buffer_s=0")
+    store.signal_at("step     60 |", sig, *CHAR_LM, "tracking.experiment=killed", "tracking.async_buffer_s=0")
     store.train(*CHAR_LM, "tracking.experiment=killed", "resume=true")
     reference, resumed = store.only_run("uninterrupted"), store.only_run("killed")
     assert resumed.data.tags["resume_count"] == "1"

@@ -63,9 +63,17 @@ def test_the_export_shortens_an_absolute_interpreter():
     assert public(runs).to_dict("list") == {"tags.command": [".venv/bin/python src/train.py cell=gru"]}
     runs["tags.command"] = ["/usr/bin/python3.11 src/train.py"]
     assert public(runs)["tags.command"].tolist() == ["python3.11 src/train.py"]
-    runs["tags.command"] = ["python src/train.py hydra.run.dir=/srv/x/run3 task.corpus=/data/me/plays.txt seed=2"]
+    runs["tags.command"] = ["python src/train.py hydra.run.dir=/srv/x/run3 -m task.corpus=/data/a/x.txt,/data/b/y.txt "
+                            "tracking.uri=sqlite:////srv/me/mlflow.db 'task.corpus=[/srv/a/x.txt]' "
+                            "--config-dir /srv/conf metric=val/bpc seed=2"]
     assert public(runs)["tags.command"].tolist() == [
-        "python src/train.py hydra.run.dir=…/run3 task.corpus=…/plays.txt seed=2"]
+        "python src/train.py hydra.run.dir=…/run3 -m task.corpus=…/x.txt,…/y.txt tracking.uri=sqlite:///…/mlflow.db "
+        "'task.corpus=[…/x.txt]' --config-dir …/conf metric=val/bpc seed=2"]
+    runs = pd.DataFrame({"params.task.corpus": ["/data/me/plays.txt", "default"], "params.metric": ["val/bpc", "a/b"],
+                         "params.tune.storage": ["sqlite:////srv/x/optuna.db"] * 2})
+    assert public(runs).to_dict("list") == {"params.task.corpus": ["…/plays.txt", "default"],
+                                            "params.metric": ["val/bpc", "a/b"],
+                                            "params.tune.storage": ["sqlite:///optuna.db"] * 2}
 
 
 @pytest.mark.slow

@@ -283,7 +283,7 @@ def _checkpoint_dir(cfg: DictConfig, task: Task, model: RecurrentModel, run: tra
     n_params = sum(p.numel() for p in model.parameters())
     run.log_config(cfg, {**config.comparable(cfg), "model/n_params": n_params, **model_sizes(model, task),
                          **task.describe()})
-    run.set_tags({**tracking.env_versions(), **tracking.machine()})  # bookkeeping: tags, not params
+    run.set_tags({**tracking.env_versions(), **tracking.machine(cuda=_uses_cuda(cfg))})  # tags, not params
     run.log_metrics({f"baseline/{k}": v for k, v in task.baselines().items()})
     hydra_dir = _hydra_dir()
     ckpt_dir = tempfile.mkdtemp(prefix=f"rnnlab-{run.id}-") if hydra_dir is None else \
@@ -463,11 +463,15 @@ def interactive() -> bool:
     return sys.stdout.isatty() and not os.environ.get("CI")
 
 
+def _uses_cuda(cfg: DictConfig) -> bool:
+    return cfg.trainer.get("accelerator", "auto") in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+
+
 def _deterministic(cfg: DictConfig) -> bool:
     """``trainer.deterministic``, where null means: only if the run will use a GPU."""
     if cfg.trainer.get("deterministic") is not None:
         return bool(cfg.trainer.deterministic)
-    return cfg.trainer.get("accelerator", "auto") in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    return _uses_cuda(cfg)
 
 
 def _value(metrics, key) -> float | None:

@@ -85,8 +85,11 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
+LOADER_VERSION = b"2"  # raised when load() restores more: a store an older load() built is rebuilt
+
+
 def digest(folder: Path) -> str:
-    h = hashlib.sha256()
+    h = hashlib.sha256(b"loader " + LOADER_VERSION)
     for name in (RUNS, HISTORIES, ARTIFACTS, STUDY, TRIALS):
         f = folder / DATA / name
         if f.is_file():

@@ -313,11 +313,13 @@ def ui_command(uri: str) -> str:
     return f"open {uri}" if uri.startswith("http") else f"mlflow ui --backend-store-uri {uri}"
 
 
-def machine() -> dict[str, str]:
-    """The processor a run computed on. Float results repeat bit for bit only on the same kernels,
-    and torch picks its CPU kernels by the instruction set it finds (AVX2, AVX512, ...): the same
-    run on two machines can differ in the fourth decimal (a committed study's LSTM seeds did), so
-    a study continued on another machine says which runs ran where."""
+def machine(cuda: bool = False) -> dict[str, str]:
+    """The processor a run computed on (``cuda``: and its GPU), tagged when the run starts: the
+    machine of its first process (a resume continues where its checkpoint is, normally the same
+    machine). Float results repeat bit for bit only on the same kernels, and torch picks its CPU
+    kernels by the instruction set it finds (AVX2, AVX512, ...): the same run on two machines can
+    differ in the fourth decimal (a committed study's LSTM seeds did), so a study run on several
+    machines says which runs ran where."""
     import platform
 
     import torch
@@ -328,8 +330,9 @@ def machine() -> dict[str, str]:
             model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
     except OSError:  # not Linux
         pass
-    tags = {"env/cpu": f"{model}, {torch.backends.cpu.get_cpu_capability()}, {os.cpu_count()} cores"}
-    if torch.cuda.is_available():
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    tags = {"env/cpu": f"{model}, {torch.backends.cpu.get_cpu_capability()}, {cpus} cpus"}
+    if cuda:
         tags["env/gpu"] = torch.cuda.get_device_name()
     return tags
 

@@ -134,18 +134,26 @@ class Saved:
         return {rid: by_run[rid] for rid in run_ids if rid in by_run}
 
 
+# An absolute path of two names or more, ended by a space, comma, bracket or quote (a swept list's
+# values each), wherever it starts: after `=`, a space, a list's `[` or `,`, a URI's `sqlite:///`.
+ABSOLUTE_PATH = r"(?<![\w.~-])/(?:[^/\s,\[\]\"']+/)+([^/\s,\[\]\"']+)"
+
+
 def public(runs: pd.DataFrame) -> pd.DataFrame:
     """The runs less what names the machine that ran them: :data:`PRIVATE` columns, an
     absolute interpreter path at the head of the command line (``.venv/bin/python`` stays), the
-    folders of an absolute path given to an override (``hydra.run.dir=…/run3``,
-    ``task.corpus=…/plays.txt``: the name stays), and the folder of a tuning's Optuna store
-    (``sqlite:///optuna.db`` stays)."""
+    folder of a tuning's Optuna store (``sqlite:///optuna.db`` stays), and the folders of any other
+    absolute path in the command or a param (``hydra.run.dir=…/run3``, ``task.corpus=…/plays.txt``:
+    its name stays; a path with a space in it keeps the names after the space)."""
     runs = runs.drop(columns=[c for c in PRIVATE if c in runs.columns])
     if "tags.command" in runs:
-        command = runs["tags.command"].str.replace(
-            r"^/\S*?/((?:\.venv[^/\s]*/bin/)?python[\d.]*)(?=\s)", r"\1", regex=True)
-        command = command.str.replace(r"(?<==)/\S*/([^/\s]+)", r"…/\1", regex=True)
-        runs = runs.assign(**{"tags.command": command})
+        runs = runs.assign(**{"tags.command": runs["tags.command"].str.replace(
+            r"^/\S*?/((?:\.venv[^/\s]*/bin/)?python[\d.]*)(?=\s)", r"\1", regex=True)})
+    # any other absolute path, in the command or a param (task.corpus): its last name alone
+    named = [c for c in runs.columns if c == "tags.command" or (c.startswith("params.") and c != "params.tune.storage")]
+    for c in named:
+        if runs[c].dtype == object or pd.api.types.is_string_dtype(runs[c]):
+            runs[c] = runs[c].str.replace(ABSOLUTE_PATH, r"…/\1", regex=True)
     if "params.tune.storage" in runs:  # the Optuna store beside the MLflow one: its file name alone
         runs = runs.assign(**{"params.tune.storage": runs["params.tune.storage"].str.replace(
             r"^(sqlite:///)/\S*/([^/\s]+)$", r"\1\2", regex=True)})

@@ -199,6 +199,8 @@ class _OffsetWindows:
         self._resume: dict[str, int] | None = None
 
     def state_dict(self) -> dict[str, int]:
+        if self._resume is not None:  # resumed, its first batch not yet served: where it stands
+            return dict(self._resume)
         return self._current.state_dict() if self._current is not None else {"epoch": self.epoch, "served": 0}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
