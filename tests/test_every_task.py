@@ -166,3 +166,87 @@ def test_a_resumed_epoch_serves_the_batches_of_an_uninterrupted_one(task, served
     got = list(islice(batches, k))
     for a, b in zip(got, want, strict=True):
         assert a.keys() == b.keys() and all(torch.equal(a[f], b[f]) for f in a), f"{task}: another batch"
+
+
+def _as_rank(monkeypatch, rank: int, world: int):
+    """This process seen as rank ``rank`` of ``world`` by torch.distributed (what
+    :func:`rnnlab.tasks.batching.shard` reads), without starting the processes."""
+    import torch.distributed as dist
+
+    ctx = monkeypatch.context()
+    m = ctx.__enter__()
+    m.setattr(dist, "is_available", lambda: True)
+    m.setattr(dist, "is_initialized", lambda: True)
+    m.setattr(dist, "get_rank", lambda *a, **k: rank)
+    m.setattr(dist, "get_world_size", lambda *a, **k: world)
+    return ctx
+
+
+# and the settings under which a task builds another training loader (char_lm's stateful streams
+# are their own test's: test_task_char_lm.py)
+LOADER_VARIANTS = [(t, ()) for t in TASKS] + [("sentiment", ("task.distance=5",))]
+
+
+@pytest.mark.parametrize(("task", "extra"), LOADER_VARIANTS, ids=lambda v: " ".join(v) if isinstance(v, tuple) else v)
+def test_under_ddp_the_ranks_train_as_many_batches_and_evaluation_scores_every_example_once(task, extra, monkeypatch):
+    """Rank r's batch k is one process's batch k * world + r. In training every rank takes as
+    many batches: DDP's gradient all-reduce pairs the ranks' steps in order, and a rank's extra
+    batch would be averaged with another's next epoch (the last n % world are left out). In
+    validation and test the ranks together score each of one process's batches once."""
+    from rnnlab.run import build_task
+
+    world, epoch = 3, 1
+    built = build_task(compose(f"task={task}", "seq_len=20", "batch_size=64", *extra))
+    built.setup("fit")
+
+    def loaders(rank: int | None):  # each built and read as that rank
+        ctx = _as_rank(monkeypatch, rank, world) if rank is not None else None
+        try:
+            out = {}
+            for name in ("train", "val", "test"):
+                loader = getattr(built, f"{name}_dataloader")()
+                loader.sampler.set_epoch(epoch)
+                out[name] = (len(loader), list(loader))
+            return out
+        finally:
+            if ctx is not None:
+                ctx.__exit__(None, None, None)
+
+    one, ranks = loaders(None), [loaders(r) for r in range(world)]
+    for name, (n, whole) in one.items():
+        assert n == len(whole)
+        for r, got in enumerate(ranks):
+            length, batches = got[name]
+            assert length == len(batches), f"{task} {name} rank {r}: len() says {length}, served {len(batches)}"
+            for k, b in enumerate(batches):
+                w = whole[k * world + r]
+                assert all(torch.equal(b[f], w[f]) for f in w), f"{task} {name}: rank {r}'s batch {k}"
+        counts = [len(got[name][1]) for got in ranks]
+        assert min(counts) >= 1, f"{task} {name}: a rank with no batch would leave the others waiting"
+        if name == "train":
+            assert counts == [n // world] * world, f"{task}: ranks train {counts} batches of {n}"
+        else:
+            assert sum(counts) == n, f"{task} {name}: the ranks score {counts} of {n} batches"
+
+
+def test_under_ddp_a_split_too_small_to_give_every_rank_a_batch_is_refused(monkeypatch):
+    """A rank with no batch skips the loop, and the others wait for it forever (the metrics'
+    all-gather, the checkpoint's barrier): refused when the loader is built, naming the value."""
+    from rnnlab.config import ConfigError
+    from rnnlab.run import build_task
+    from rnnlab.tasks.batching import alone
+
+    built = build_task(compose("task=adding", "seq_len=20", "batch_size=64", "task.val_size=128",
+                               "task.batches_per_epoch=2"))
+    built.setup("fit")
+    ctx = _as_rank(monkeypatch, 1, 3)
+    try:
+        with pytest.raises(ConfigError, match=r"batch_size=64: too large for 3 processes: a split of 128 "
+                                              r"examples must give each a batch \(at most 42\)"):
+            built.val_dataloader()
+        with pytest.raises(ConfigError, match=r"task.batches_per_epoch=2: at least 3"):
+            built.train_dataloader()
+        with alone():  # rank 0's scoring after the run: every batch, as one process
+            assert len(built.val_dataloader()) == 2
+    finally:
+        ctx.__exit__(None, None, None)

@@ -168,6 +168,19 @@ def test_config_hash_ignores_bookkeeping_only():
     assert config_hash(compose("cell.hidden_size=32")) != base
 
 
+def test_the_default_configurations_keep_their_identity():
+    """A run's identity is the hash of its whole config: resume (``resume=true``, a run id), a
+    sweep's skips and a tuning's re-seed runs find earlier runs by it. A key added to a config
+    group (a trainer option, say) changes every run's hash, and a store's finished runs are then
+    strangers to the same command. Where a change is meant to change the numbers, update these
+    and say so in CHANGELOG.md; where it is not (a setting the code can pass, a comment), keep
+    them (a Trainer option rnnlab always wants goes to run.py's instantiate, not conf/trainer)."""
+    from rnnlab.runs import config_hash
+
+    assert {t: config_hash(compose(f"task={t}")) for t in ("char_lm", "adding")} == {
+        "char_lm": "951a014196609be0", "adding": "604cbd99a038c4b8"}
+
+
 def test_sweep_workers_check_memory_between_jobs_instead_of_collecting_garbage():
     """Without psutil, joblib's loky workers run a full gc.collect() after every job: about
     0.55 s in a warm worker (660,000 objects: torch, Lightning, MLflow), 4% of `make sweep`'s

@@ -56,19 +56,31 @@ class FlushedCheckpoint(ModelCheckpoint):
     previous ``last.ckpt`` whole (Lightning writes the file in place).
     """
 
-    def __init__(self, flush: Callable[[], None], min_interval_s: float = 0.0, **kwargs):
-        super().__init__(**kwargs)
+    def __init__(self, flush: Callable[[], None], min_interval_s: float = 0.0,
+                 steps_per_save: Callable[[], int] | None = None, **kwargs):
+        super().__init__(**({"every_n_train_steps": 1} if steps_per_save else {}) | kwargs)
         self._flush = flush
         self.min_interval_s = min_interval_s
+        self._steps_per_save = steps_per_save
         self._saved_t = time.monotonic()
         self._saved_step: int | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        # ``steps_per_save`` (an epoch's steps, times n): read once the processes are up, since
+        # under DDP a rank's epoch is its share of the batches; before Lightning restores this
+        # callback's state, whose key holds the cadence.
+        if self._steps_per_save is not None:
+            self._every_n_train_steps = self._steps_per_save()
+        super().setup(trainer, pl_module, stage)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._saved_t = time.monotonic()  # the first checkpoint after min_interval_s of training
         super().on_train_start(trainer, pl_module)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if time.monotonic() - self._saved_t >= self.min_interval_s:
+        # Under DDP every rank must decide alike (saving waits on a barrier): each rank's clock
+        # would not, so there the interval is not applied.
+        if trainer.world_size > 1 or time.monotonic() - self._saved_t >= self.min_interval_s:
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
     @property
@@ -112,7 +124,8 @@ class StopAtStep(Callback):
     save, which then leaves the previous ``last.ckpt`` (see :class:`FlushedCheckpoint`).
 
     Signals reach the main thread only, and under DDP every rank would have to agree on the
-    step; elsewhere (a run in a worker thread, ``trainer=ddp_cpu``) the signals act as before.
+    step; elsewhere (a run in a worker thread, ``trainer=ddp_cpu``) the signals act as before,
+    and under DDP a sweep's stop file is not read.
 
     In a sweep, ``stop_file`` is how the rest of the sweep asks: a signal that reached the
     launching process or another job (see :mod:`rnnlab.interrupts`) counts as this run's first.
@@ -131,6 +144,8 @@ class StopAtStep(Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.world_size == 1 and threading.current_thread() is threading.main_thread():
             self._previous = {sig: signal.signal(sig, self._on_signal) for sig in self.SIGNALS.values()}
+        if trainer.world_size > 1:  # each rank would read the file at its own time, and stop alone
+            self.stop_file = None
 
     def _on_signal(self, signum, frame) -> None:
         name = signal.Signals(signum).name

@@ -14,6 +14,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import grad_norm
 from torch import Tensor, nn
+from torchmetrics import Metric
 
 from rnnlab import optim
 from rnnlab.cells.factory import build as build_cell
@@ -192,6 +193,9 @@ class RecurrentModel(pl.LightningModule):
         was_training = self.training
         self.eval()
         metrics = task.metrics().to(self.device)
+        for m in metrics.modules():  # this process scores the whole set: nothing to gather (under
+            if isinstance(m, Metric):  # DDP the other ranks have returned; see length_test_metrics)
+                m.distributed_available_fn = lambda: False  # torchmetrics' own switch (a constructor argument)
         for batch in task.test_dataloader():
             batch = {k: v.to(self.device) for k, v in batch.items()}
             out, _ = self(batch)

@@ -38,6 +38,7 @@ from rnnlab.console import PlainProgress, StepProgressBar, silence_known_noise
 from rnnlab.diagnostics import GradientFlow
 from rnnlab.model import RecurrentModel
 from rnnlab.tasks.base import Task
+from rnnlab.tasks.batching import alone
 
 
 def fmt_metric(value: float) -> str:
@@ -310,7 +311,9 @@ def length_test_metrics(task: Task, model: RecurrentModel) -> dict[str, float]:
     alone, outside the Trainer: the whole test set at that length, unsharded."""
     out: dict[str, float] = {}
     for n, other in task.length_tests().items():
-        values, base = model.evaluate(other), other.baselines()
+        with alone():
+            values = model.evaluate(other)
+        base = other.baselines()
         out.update({f"test/L{n}/{k}": v for k, v in values.items()})
         out.update({f"baseline/L{n}/{k}": v for k, v in base.items()})
         main = runs.metric_name(task.main_metric)
@@ -327,10 +330,9 @@ def _callbacks(cfg: DictConfig, task: Task, run: tracking.Run, ckpt_dir: str,
                            mode=task.mode, auto_insert_metric_name=False)
     # "last" on the last batch of every n-th epoch: the data order depends only on (seed,
     # epoch), so a run resumed from there sees exactly the batches an uninterrupted run sees.
-    steps_per_epoch = len(task.train_dataloader())
     last = FlushedCheckpoint(run.flush, cfg.checkpoint.get("min_interval_s", 0.0), dirpath=ckpt_dir,
                              filename="last", save_top_k=1, enable_version_counter=False,
-                             every_n_train_steps=cfg.checkpoint.every_n_epochs * steps_per_epoch)
+                             steps_per_save=lambda: cfg.checkpoint.every_n_epochs * len(task.train_dataloader()))
     solve = SolveWatch(cfg.solve.threshold, cfg.solve.patience, bool(cfg.solve.early_stop))
     callbacks: list[Callback] = [best, last, ValidateAtLastStep(), TokensPerSecond(), stop, solve]
     if run.resumed:
@@ -349,9 +351,12 @@ def _fit_and_test(cfg: DictConfig, task: Task, model: RecurrentModel, run: track
     ckpt_dir = run.checkpoint_dir = _checkpoint_dir(cfg, task, model, run, start)
     best, callbacks = _callbacks(cfg, task, run, ckpt_dir, stop)
     profiler = {} if cfg.trainer.get("profiler") else {"profiler": NoProfiler()}
+    # use_distributed_sampler=False: rnnlab's samplers shard by rank themselves under DDP
+    # (rnnlab.tasks.batching); Lightning's would wrap them and shard again. Passed here, not set
+    # in conf/trainer, whose every key is part of every run's config_hash.
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=run.logger, callbacks=callbacks,
                                       enable_progress_bar=interactive(), deterministic=_deterministic(cfg),
-                                      **profiler)
+                                      use_distributed_sampler=False, **profiler)
     os.environ[DDP_STATE] = json.dumps({"run_id": run.id, "ckpt_dir": ckpt_dir, "last_ckpt": start.checkpoint})
     trainer.fit(model, datamodule=task, ckpt_path=start.checkpoint, weights_only=True)
     diverged = model.diverged_at is not None

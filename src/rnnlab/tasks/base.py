@@ -164,7 +164,7 @@ class Task(pl.LightningDataModule):
     # -- helpers for subclasses ---------------------------------------------------------
     def _loader(self, fields: dict[str, Tensor], train: bool) -> DataLoader:
         return tensor_loader(fields, self.batch_size, shuffle=train and not self.stateful,
-                             seed=self.seed, drop_last=train)
+                             seed=self.seed, drop_last=train, evaluation=not train)
 
     @staticmethod
     def check(key: str, value: Any, ok: bool, valid: str) -> None:

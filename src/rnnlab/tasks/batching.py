@@ -8,24 +8,57 @@ from __future__ import annotations
 
 import importlib.util
 import math
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from rnnlab.config import ConfigError
+
+_alone = False
+
+
+@contextmanager
+def alone():
+    """Within it, loaders serve this process every batch, as if it ran alone: rank 0's scoring
+    after a DDP run (``rnnlab.run.length_test_metrics``), when the other ranks have returned."""
+    global _alone
+    before, _alone = _alone, True
+    try:
+        yield
+    finally:
+        _alone = before
+
 
 def shard() -> tuple[int, int]:
     """(rank, world size) of this process under torch.distributed, else (0, 1).
 
     Samplers shard themselves, batch k going to rank k % world, so that under DDP every process
-    trains on its own batches and the batch order stays a function of (seed, epoch) alone.
+    trains on its own batches and the batch order stays a function of (seed, epoch) alone
+    (Lightning's own sharding is off: :mod:`rnnlab.run` passes ``use_distributed_sampler=False``).
     """
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
+    if not _alone and dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def rank_batches(n: int, equal: bool) -> range:
+    """This rank's batch numbers among an epoch's ``n``: batch k goes to rank k % world.
+
+    ``equal`` (training): the last ``n % world`` batches are left out, so that every rank takes
+    as many steps. DDP's gradient all-reduce pairs the ranks' backward passes in order: one
+    rank's extra batch would be averaged with another rank's first batch of the next epoch, and
+    from there on the ranks' epochs (and whatever Lightning does at an epoch's end) fall out of
+    step. A shuffled epoch leaves different batches out each time. Evaluation keeps them all,
+    every example scored once, as a single process scores it: the ranks' metric states are
+    summed once at the end (torchmetrics), so unequal counts cost nothing there.
+    """
+    rank, world = shard()
+    return range(rank, n - n % world if equal else n, world)
 
 
 def package_data(package: str, pip_spec: str, *parts: str) -> Path:
@@ -78,17 +111,21 @@ class EpochSampler(Sampler[Tensor]):
 class BatchSampler(EpochSampler):
     """A fresh seeded permutation each epoch, or in order."""
 
-    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int, drop_last: bool):
+    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int, drop_last: bool,
+                 equal_shards: bool = True):
         super().__init__()
         self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
-        self.drop_last = drop_last
+        self.drop_last, self.equal_shards = drop_last, equal_shards
+        world = shard()[1]
+        if self._batches() < world:  # a rank with no batch would leave the others waiting for it
+            raise ConfigError("batch_size", batch_size, f"too large for {world} processes: a split of {n} "
+                              f"examples must give each a batch (at most {n // world})")
 
     def _batches(self) -> int:
         return self.n // self.batch_size if self.drop_last else math.ceil(self.n / self.batch_size)
 
     def __len__(self) -> int:
-        rank, world = shard()
-        return len(range(rank, self._batches(), world))
+        return len(rank_batches(self._batches(), self.equal_shards))
 
     def epoch_batches(self) -> list[Tensor]:
         if self.shuffle:
@@ -97,8 +134,7 @@ class BatchSampler(EpochSampler):
         else:
             order = torch.arange(self.n)
         batches = order[: self._batches() * self.batch_size if self.drop_last else None].split(self.batch_size)
-        rank, world = shard()
-        return list(batches[rank::world])
+        return [batches[k] for k in rank_batches(len(batches), self.equal_shards)]
 
 
 class ResumableLoader(DataLoader):
@@ -133,10 +169,12 @@ class TensorBatches(Dataset):
 
 
 def tensor_loader(fields: dict[str, Tensor], batch_size: int, shuffle: bool, seed: int = 0,
-                  drop_last: bool = False) -> ResumableLoader:
-    """A real ``DataLoader`` (so Lightning can seed, shard and count it) that slices batches."""
+                  drop_last: bool = False, evaluation: bool = False) -> ResumableLoader:
+    """A real ``DataLoader`` (so Lightning can seed and count it) that slices batches. Under
+    DDP (:func:`rank_batches`) the ranks get as many batches each, as training needs, unless
+    ``evaluation``: then every batch, each example scored once."""
     data = TensorBatches(**fields)
-    sampler = BatchSampler(len(data), batch_size, shuffle, seed, drop_last)
+    sampler = BatchSampler(len(data), batch_size, shuffle, seed, drop_last, equal_shards=not evaluation)
     return ResumableLoader(data, sampler=sampler, batch_size=None, num_workers=0)
 
 
@@ -150,16 +188,18 @@ class FreshSampler(EpochSampler):
     def __init__(self, batches_per_epoch: int, batch_size: int):
         super().__init__()
         self.batches_per_epoch, self.batch_size = batches_per_epoch, batch_size
+        world = shard()[1]
+        if batches_per_epoch < world:
+            raise ConfigError("task.batches_per_epoch", batches_per_epoch,
+                              f"at least {world}, a batch for each of the {world} processes")
 
     def __len__(self) -> int:
-        rank, world = shard()
-        return len(range(rank, self.batches_per_epoch, world))
+        return len(rank_batches(self.batches_per_epoch, equal=True))
 
     def epoch_batches(self) -> list[Tensor]:
         first = self.epoch * self.batches_per_epoch
-        rank, world = shard()
         return [torch.arange(k * self.batch_size, (k + 1) * self.batch_size)
-                for k in range(first + rank, first + self.batches_per_epoch, world)]
+                for k in (first + j for j in rank_batches(self.batches_per_epoch, equal=True))]
 
 
 class GeneratedBatches(Dataset):

@@ -25,7 +25,7 @@ from torchmetrics import MeanMetric, MetricCollection
 from rnnlab import figures
 from rnnlab.literature import BAI_2018, Published
 from rnnlab.tasks.base import Task
-from rnnlab.tasks.batching import ResumableLoader, package_data, tensor_loader
+from rnnlab.tasks.batching import ResumableLoader, package_data, shard, tensor_loader
 from rnnlab.tasks.metrics import MeanPerPosition
 
 UNK = "\x00"  # stands for every character the training split never saw
@@ -106,9 +106,19 @@ class CharLM(Task):
         return {"x": x, "y": y}
 
     def streams(self, ids: Tensor) -> dict[str, Tensor]:
-        """``batch_size`` parallel streams cut into consecutive windows, ordered so that batch k
-        holds window k of every stream: consecutive batches continue each other row by row."""
-        B, T = self.batch_size, self.seq_len
+        """``batch_size`` parallel streams per process cut into consecutive windows, ordered so
+        that each process's batch k holds window k of its streams: its consecutive batches
+        continue each other row by row.
+
+        Under DDP (``world`` processes) the text is cut into ``world * batch_size`` streams, the
+        global batch: batch ``k * world + r`` of ``batch_size`` rows, which the samplers give to
+        rank r (:func:`rank_batches`), is window k of rank r's own streams. Every rank carries its
+        state through its own text, and training and evaluation are those of one process with
+        ``world * batch_size`` streams (sharding one process's ``batch_size``-stream batches by
+        batch number would carry each rank's state across every other window).
+        """
+        world = shard()[1]
+        B, T = self.batch_size * world, self.seq_len
         per_stream = (len(ids) - 1) // B
         n_win = per_stream // T
         self.check("seq_len", T, n_win > 0, f"too long for stateful batching: each of the {B} "
@@ -122,13 +132,15 @@ class CharLM(Task):
 
     def train_dataloader(self):
         if self.stateful:
+            for split in ("val", "test"):  # refused now rather than at the first validation
+                self.streams(self.ids[split])
             return tensor_loader(self.streams(self.ids["train"]), self.batch_size, shuffle=False,
                                  drop_last=True)
         return _OffsetWindows(self)
 
     def _eval_loader(self, split: str):
         fields = self.streams(self.ids[split]) if self.stateful else self.windows(self.ids[split], 0)
-        return tensor_loader(fields, self.batch_size, shuffle=False, drop_last=self.stateful)
+        return tensor_loader(fields, self.batch_size, shuffle=False, drop_last=self.stateful, evaluation=True)
 
     def val_dataloader(self):
         return self._eval_loader("val")

@@ -70,10 +70,10 @@ class GeneratedTask(Task):
         return generated_loader(self.generate, self.batches_per_epoch, self.batch_size, self.seed)
 
     def val_dataloader(self):
-        return tensor_loader(self.val, self.batch_size, shuffle=False)
+        return tensor_loader(self.val, self.batch_size, shuffle=False, evaluation=True)
 
     def test_dataloader(self):
-        return tensor_loader(self.test, self.batch_size, shuffle=False)
+        return tensor_loader(self.test, self.batch_size, shuffle=False, evaluation=True)
 
     def describe(self):
         return {"data/val_size": len(self.val["x"]), "data/test_size": len(self.test["x"]),
