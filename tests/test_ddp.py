@@ -3,7 +3,10 @@ with the same global batch."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import torch
 
 # Stateful char_lm: each rank carries its state through its own streams, so the two ranks' batch
 # k is exactly one process's batch k of twice the streams, and the averaged gradients are that
@@ -44,4 +47,7 @@ def test_ddp_cpu_with_epochs_and_splits_that_do_not_divide_among_the_ranks(store
     run = store.only_run("uneven")
     assert run.info.status == "FINISHED"
     assert run.data.metrics["epoch"] == 6  # 12 steps, 2 per rank's epoch: 6 ended (3 per epoch: 4)
+    # last.ckpt at every rank's epoch end, the last at step 12 (one process's 5-step epoch: 10)
+    last = torch.load(Path(run.data.tags["checkpoint_dir"]) / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["global_step"] == 12
     assert {"test/acc", "test/L32/acc", "baseline/L32/acc"} <= set(run.data.metrics)

@@ -231,22 +231,50 @@ def test_under_ddp_the_ranks_train_as_many_batches_and_evaluation_scores_every_e
 
 def test_under_ddp_a_split_too_small_to_give_every_rank_a_batch_is_refused(monkeypatch):
     """A rank with no batch skips the loop, and the others wait for it forever (the metrics'
-    all-gather, the checkpoint's barrier): refused when the loader is built, naming the value."""
+    all-gather, the checkpoint's barrier): refused when the loader is built, naming the value
+    and the largest that works. One process is never refused for it (an empty epoch was, and
+    stays, Lightning's to skip)."""
     from rnnlab.config import ConfigError
     from rnnlab.run import build_task
     from rnnlab.tasks.batching import alone
 
-    built = build_task(compose("task=adding", "seq_len=20", "batch_size=64", "task.val_size=128",
-                               "task.batches_per_epoch=2"))
-    built.setup("fit")
+    def adding(batch_size):
+        built = build_task(compose("task=adding", "seq_len=20", f"batch_size={batch_size}", "task.val_size=128",
+                                   "task.batches_per_epoch=2"))
+        built.setup("fit")
+        return built
+
+    big, largest = adding(64), adding(63)
+    assert len(big.val_dataloader()) == 2 and len(big.train_dataloader()) == 2  # one process
     ctx = _as_rank(monkeypatch, 1, 3)
     try:
         with pytest.raises(ConfigError, match=r"batch_size=64: too large for 3 processes: a split of 128 "
-                                              r"examples must give each a batch \(at most 42\)"):
-            built.val_dataloader()
+                                              r"examples must give each a batch \(at most 63\)"):
+            big.val_dataloader()
+        assert len(largest.val_dataloader()) == 1  # 3 batches of 63, 63 and 2: rank 1's is the second
         with pytest.raises(ConfigError, match=r"task.batches_per_epoch=2: at least 3"):
-            built.train_dataloader()
+            big.train_dataloader()
         with alone():  # rank 0's scoring after the run: every batch, as one process
-            assert len(built.val_dataloader()) == 2
+            assert len(big.val_dataloader()) == 2
     finally:
         ctx.__exit__(None, None, None)
+
+
+def test_under_ddp_rank_0_scores_the_length_tests_on_the_whole_test_set(monkeypatch):
+    """After a DDP run the other ranks have returned and rank 0 scores the longer lengths alone:
+    every batch of the test set (not its shard), and no all-gather of the metrics (which waited
+    for the returned ranks and failed the run)."""
+    from rnnlab.run import build_model, build_task, length_test_metrics
+
+    cfg = compose("task=induction", "seq_len=16", "task.test_seq_len=[32]", "task.test_size=48", "batch_size=16",
+                  "cell.hidden_size=16")
+    task = build_task(cfg)
+    task.setup("fit")
+    model = build_model(cfg, task, "length-test")
+    one = length_test_metrics(task, model)
+    ctx = _as_rank(monkeypatch, 0, 2)
+    try:
+        assert length_test_metrics(task, model) == one  # rank 0 of 2: 3 batches, as one process
+    finally:
+        ctx.__exit__(None, None, None)
+    assert "test/L32/acc" in one

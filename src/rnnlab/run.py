@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytorch_lightning as pl
@@ -38,7 +39,7 @@ from rnnlab.console import PlainProgress, StepProgressBar, silence_known_noise
 from rnnlab.diagnostics import GradientFlow
 from rnnlab.model import RecurrentModel
 from rnnlab.tasks.base import Task
-from rnnlab.tasks.batching import alone
+from rnnlab.tasks.batching import alone, shard
 
 
 def fmt_metric(value: float) -> str:
@@ -323,6 +324,18 @@ def length_test_metrics(task: Task, model: RecurrentModel) -> dict[str, float]:
     return out
 
 
+def _steps_per_save(task: Task, every_n_epochs: int) -> Callable[[], int]:
+    """``last.ckpt``'s cadence, read in its callback's setup, once the processes are up: under
+    DDP a rank's epoch is its share of the batches. There the evaluation loaders are built too,
+    so that a split too small to give every rank a batch is refused before training rather
+    than at its first validation, or after training at the test."""
+    def steps() -> int:
+        if shard()[1] > 1:
+            task.val_dataloader(), task.test_dataloader()
+        return every_n_epochs * len(task.train_dataloader())
+    return steps
+
+
 def _callbacks(cfg: DictConfig, task: Task, run: tracking.Run, ckpt_dir: str,
                stop: StopRecorder) -> tuple[ModelCheckpoint, list[Callback]]:
     """The callbacks of a run, and among them the one that keeps the best checkpoint."""
@@ -332,7 +345,7 @@ def _callbacks(cfg: DictConfig, task: Task, run: tracking.Run, ckpt_dir: str,
     # epoch), so a run resumed from there sees exactly the batches an uninterrupted run sees.
     last = FlushedCheckpoint(run.flush, cfg.checkpoint.get("min_interval_s", 0.0), dirpath=ckpt_dir,
                              filename="last", save_top_k=1, enable_version_counter=False,
-                             steps_per_save=lambda: cfg.checkpoint.every_n_epochs * len(task.train_dataloader()))
+                             steps_per_save=_steps_per_save(task, cfg.checkpoint.every_n_epochs))
     solve = SolveWatch(cfg.solve.threshold, cfg.solve.patience, bool(cfg.solve.early_stop))
     callbacks: list[Callback] = [best, last, ValidateAtLastStep(), TokensPerSecond(), stop, solve]
     if run.resumed:

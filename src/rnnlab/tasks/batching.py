@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import math
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 import torch
@@ -17,19 +18,18 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from rnnlab.config import ConfigError
 
-_alone = False
+_alone: ContextVar[bool] = ContextVar("alone", default=False)
 
 
 @contextmanager
 def alone():
     """Within it, loaders serve this process every batch, as if it ran alone: rank 0's scoring
     after a DDP run (``rnnlab.run.length_test_metrics``), when the other ranks have returned."""
-    global _alone
-    before, _alone = _alone, True
+    token = _alone.set(True)
     try:
         yield
     finally:
-        _alone = before
+        _alone.reset(token)
 
 
 def shard() -> tuple[int, int]:
@@ -41,7 +41,7 @@ def shard() -> tuple[int, int]:
     """
     import torch.distributed as dist
 
-    if not _alone and dist.is_available() and dist.is_initialized():
+    if not _alone.get() and dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
 
@@ -117,9 +117,10 @@ class BatchSampler(EpochSampler):
         self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
         self.drop_last, self.equal_shards = drop_last, equal_shards
         world = shard()[1]
-        if self._batches() < world:  # a rank with no batch would leave the others waiting for it
+        if world > 1 and self._batches() < world:  # a rank with no batch leaves the others waiting
+            most = n // world if drop_last else math.ceil(n / (world - 1)) - 1
             raise ConfigError("batch_size", batch_size, f"too large for {world} processes: a split of {n} "
-                              f"examples must give each a batch (at most {n // world})")
+                              f"examples must give each a batch (at most {most})")
 
     def _batches(self) -> int:
         return self.n // self.batch_size if self.drop_last else math.ceil(self.n / self.batch_size)
@@ -189,7 +190,7 @@ class FreshSampler(EpochSampler):
         super().__init__()
         self.batches_per_epoch, self.batch_size = batches_per_epoch, batch_size
         world = shard()[1]
-        if batches_per_epoch < world:
+        if world > 1 and batches_per_epoch < world:
             raise ConfigError("task.batches_per_epoch", batches_per_epoch,
                               f"at least {world}, a batch for each of the {world} processes")
 
