@@ -45,13 +45,14 @@ STEPS=(
   "tune_adding-defaults|tune_adding|$J $ADD cell=rnn,lstm,gru seq_len=200,400 cell.hidden_size=64 tracking.experiment=tune_adding sweep.name=tune_adding-defaults"
   "tune_adding_seeds|tune_adding_seeds|+tune=adding_seeds"
   "tune_adding_seeds-defaults|tune_adding_seeds|$J $ADD cell=rnn,lstm,gru seq_len=200,400 cell.hidden_size=64 tracking.experiment=tune_adding_seeds sweep.name=tune_adding_seeds-defaults"
-  "modern_copy_depth|modern_copy_depth|+experiment=modern_copy_depth"
-  "modern_depth_char_lm|modern_depth_char_lm|+experiment=modern_depth_char_lm"
   "recall|recall_study|+tune=recall"
   "recall_mqar128|recall_study|+tune=recall_mqar128"
   "recall_copy|recall_study|+tune=recall_copy"
   "recall_induction|recall_study|+tune=recall_induction"
   "recall_mqar32|recall_study|+tune=recall_mqar32"
+  # issue 37's "when the CPU allows" (its item 8), after the recall study that issue 41 needs
+  "modern_copy_depth|modern_copy_depth|+experiment=modern_copy_depth"
+  "modern_depth_char_lm|modern_depth_char_lm|+experiment=modern_depth_char_lm"
 )
 
 log() { echo "$(date -u +%FT%TZ) $*" | tee -a "$STUDIES/queue.log"; }
