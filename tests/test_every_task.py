@@ -196,7 +196,7 @@ def test_under_ddp_the_ranks_train_as_many_batches_and_evaluation_scores_every_e
     from rnnlab.run import build_task
 
     world, epoch = 3, 1
-    built = build_task(compose(f"task={task}", "seq_len=20", "batch_size=64", *extra))
+    built = build_task(compose(f"task={task}", "seq_len=20", "batch_size=16", *extra))  # 48 examples: 3 batches
     built.setup("fit")
 
     def loaders(rank: int | None):  # each built and read as that rank
