@@ -148,10 +148,11 @@ def test_a_key_the_cell_does_not_have_is_rejected_by_name(name, key):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", MODERN_CELLS)
 def test_each_modern_cell_learns_the_adding_problem_at_length_20(store, name):
-    """A short run through Hydra and MLflow, with the diagnostics on: skill >= 0.9."""
+    """A short run through Hydra and MLflow, with the diagnostics on: skill >= 0.9, the run
+    ending once solved (validation every 100 steps, up to 400)."""
     store.train("task=adding", f"cell={name}", "seq_len=20", "cell.hidden_size=64", "batch_size=32",
-                "trainer.max_steps=400", "trainer.val_check_interval=200", "task.val_size=256",
-                "task.test_size=256", "optim.lr=3e-3", tiny=False, timeout=600)
+                "trainer.max_steps=400", "trainer.val_check_interval=100", "solve.early_stop=true",
+                "task.val_size=256", "task.test_size=256", "optim.lr=3e-3", tiny=False, timeout=600)
     run = store.only_run("adding")
     assert run.info.status == "FINISHED"
     assert run.data.metrics["test/skill"] >= 0.9, run.data.metrics["test/skill"]
