@@ -256,6 +256,20 @@ def compose(*overrides: str):
         return hydra_compose("config", overrides=list(overrides))
 
 
+@contextlib.contextmanager
+def as_rank(rank: int, world: int):
+    """This process seen as rank ``rank`` of ``world`` by torch.distributed (what
+    :func:`rnnlab.tasks.batching.shard` reads), without starting the processes."""
+    import torch.distributed as dist
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(dist, "is_available", lambda: True)
+        m.setattr(dist, "is_initialized", lambda: True)
+        m.setattr(dist, "get_rank", lambda *a, **k: rank)
+        m.setattr(dist, "get_world_size", lambda *a, **k: world)
+        yield
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

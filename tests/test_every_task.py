@@ -4,11 +4,13 @@ here without being named anywhere. And the registry's own rules, on tasks made u
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import compose
+from conftest import as_rank, compose
 from rnnlab import diagnostics, literature
 from rnnlab.report.labels import length_label, only_for
 from rnnlab.report.taskinfo import _task_info_from_code
@@ -168,27 +170,13 @@ def test_a_resumed_epoch_serves_the_batches_of_an_uninterrupted_one(task, served
         assert a.keys() == b.keys() and all(torch.equal(a[f], b[f]) for f in a), f"{task}: another batch"
 
 
-def _as_rank(monkeypatch, rank: int, world: int):
-    """This process seen as rank ``rank`` of ``world`` by torch.distributed (what
-    :func:`rnnlab.tasks.batching.shard` reads), without starting the processes."""
-    import torch.distributed as dist
-
-    ctx = monkeypatch.context()
-    m = ctx.__enter__()
-    m.setattr(dist, "is_available", lambda: True)
-    m.setattr(dist, "is_initialized", lambda: True)
-    m.setattr(dist, "get_rank", lambda *a, **k: rank)
-    m.setattr(dist, "get_world_size", lambda *a, **k: world)
-    return ctx
-
-
 # and the settings under which a task builds another training loader (char_lm's stateful streams
 # are their own test's: test_task_char_lm.py)
 LOADER_VARIANTS = [(t, ()) for t in TASKS] + [("sentiment", ("task.distance=5",))]
 
 
 @pytest.mark.parametrize(("task", "extra"), LOADER_VARIANTS, ids=lambda v: " ".join(v) if isinstance(v, tuple) else v)
-def test_under_ddp_the_ranks_train_as_many_batches_and_evaluation_scores_every_example_once(task, extra, monkeypatch):
+def test_under_ddp_the_ranks_train_as_many_batches_and_evaluation_scores_every_example_once(task, extra):
     """Rank r's batch k is one process's batch k * world + r. In training every rank takes as
     many batches: DDP's gradient all-reduce pairs the ranks' steps in order, and a rank's extra
     batch would be averaged with another's next epoch (the last n % world are left out). In
@@ -200,17 +188,13 @@ def test_under_ddp_the_ranks_train_as_many_batches_and_evaluation_scores_every_e
     built.setup("fit")
 
     def loaders(rank: int | None):  # each built and read as that rank
-        ctx = _as_rank(monkeypatch, rank, world) if rank is not None else None
-        try:
+        with as_rank(rank, world) if rank is not None else contextlib.nullcontext():
             out = {}
             for name in ("train", "val", "test"):
                 loader = getattr(built, f"{name}_dataloader")()
                 loader.sampler.set_epoch(epoch)
                 out[name] = (len(loader), list(loader))
             return out
-        finally:
-            if ctx is not None:
-                ctx.__exit__(None, None, None)
 
     one, ranks = loaders(None), [loaders(r) for r in range(world)]
     for name, (n, whole) in one.items():
@@ -229,7 +213,7 @@ def test_under_ddp_the_ranks_train_as_many_batches_and_evaluation_scores_every_e
             assert sum(counts) == n, f"{task} {name}: the ranks score {counts} of {n} batches"
 
 
-def test_under_ddp_a_split_too_small_to_give_every_rank_a_batch_is_refused(monkeypatch):
+def test_under_ddp_a_split_too_small_to_give_every_rank_a_batch_is_refused():
     """A rank with no batch skips the loop, and the others wait for it forever (the metrics'
     all-gather, the checkpoint's barrier): refused when the loader is built, naming the value
     and the largest that works. One process is never refused for it (an empty epoch was, and
@@ -246,8 +230,7 @@ def test_under_ddp_a_split_too_small_to_give_every_rank_a_batch_is_refused(monke
 
     big, largest = adding(64), adding(63)
     assert len(big.val_dataloader()) == 2 and len(big.train_dataloader()) == 2  # one process
-    ctx = _as_rank(monkeypatch, 1, 3)
-    try:
+    with as_rank(1, 3):
         with pytest.raises(ConfigError, match=r"batch_size=64: too large for 3 processes: a split of 128 "
                                               r"examples must give each a batch \(at most 63\)"):
             big.val_dataloader()
@@ -256,11 +239,9 @@ def test_under_ddp_a_split_too_small_to_give_every_rank_a_batch_is_refused(monke
             big.train_dataloader()
         with alone():  # rank 0's scoring after the run: every batch, as one process
             assert len(big.val_dataloader()) == 2
-    finally:
-        ctx.__exit__(None, None, None)
 
 
-def test_under_ddp_rank_0_scores_the_length_tests_on_the_whole_test_set(monkeypatch):
+def test_under_ddp_rank_0_scores_the_length_tests_on_the_whole_test_set():
     """After a DDP run the other ranks have returned and rank 0 scores the longer lengths alone:
     every batch of the test set (not its shard), and no all-gather of the metrics (which waited
     for the returned ranks and failed the run)."""
@@ -272,9 +253,6 @@ def test_under_ddp_rank_0_scores_the_length_tests_on_the_whole_test_set(monkeypa
     task.setup("fit")
     model = build_model(cfg, task, "length-test")
     one = length_test_metrics(task, model)
-    ctx = _as_rank(monkeypatch, 0, 2)
-    try:
+    with as_rank(0, 2):
         assert length_test_metrics(task, model) == one  # rank 0 of 2: 3 batches, as one process
-    finally:
-        ctx.__exit__(None, None, None)
     assert "test/L32/acc" in one

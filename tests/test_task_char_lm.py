@@ -87,20 +87,16 @@ def test_default_corpus_ships_with_the_package():
     assert CharLM(seq_len=100, batch_size=64, seed=0, corpus="all").n_chars > 4_000_000
 
 
-def test_stateful_streams_under_ddp_are_each_rank_s_own_and_together_one_process_s(corpus, monkeypatch):
+def test_stateful_streams_under_ddp_are_each_rank_s_own_and_together_one_process_s(corpus):
     """With 2 processes each carries its state through its own 4 streams: its consecutive batches
     continue each other row by row, and step k's global batch (both ranks' batch k) is window k
     of the 8 streams one process with batch_size=8 reads. Sharding the 4-stream batches by
     batch number instead gave each rank every other window, its state carried across a gap."""
-    import torch.distributed as dist
+    from conftest import as_rank
 
     one = list(CharLM(seq_len=10, batch_size=8, seed=0, corpus=str(corpus), stateful=True).train_dataloader())
     for rank in range(2):
-        with monkeypatch.context() as m:
-            m.setattr(dist, "is_available", lambda: True)
-            m.setattr(dist, "is_initialized", lambda: True)
-            m.setattr(dist, "get_rank", lambda *a, r=rank, **k: r)
-            m.setattr(dist, "get_world_size", lambda *a, **k: 2)
+        with as_rank(rank, 2):
             task = CharLM(seq_len=10, batch_size=4, seed=0, corpus=str(corpus), stateful=True)
             loader = task.train_dataloader()
             mine, length = list(loader), len(loader)
