@@ -45,7 +45,7 @@ def test_ddp_cpu_with_epochs_and_splits_that_do_not_divide_among_the_ranks(store
                 "diagnostics.enabled=false", "trainer=ddp_cpu", "tracking.experiment=uneven", tiny=False,
                 timeout=240)
     run = store.only_run("uneven")
-    assert run.info.status == "FINISHED"
+    assert run.info.status == "FINISHED" and run.data.tags["world_size"] == "2"
     assert run.data.metrics["epoch"] == 6  # 12 steps, 2 per rank's epoch: 6 ended (3 per epoch: 4)
     # last.ckpt at every rank's epoch end, the last at step 12 (one process's 5-step epoch: 10)
     last = torch.load(Path(run.data.tags["checkpoint_dir"]) / "last.ckpt", map_location="cpu", weights_only=False)

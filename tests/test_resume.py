@@ -78,6 +78,47 @@ def test_resume_of_an_unknown_or_different_run_is_refused(store):
     assert len(store.runs()) == 1
 
 
+def test_each_process_that_differs_adds_its_value_once():
+    from rnnlab.tracking import resumed_elsewhere
+
+    started = {"code_hash": "a", "env/cpu": "x"}
+    assert resumed_elsewhere(started, {"code_hash": "a", "env/cpu": "x"}) == {}
+    assert resumed_elsewhere(started, {"code_hash": "b", "env/gpu": "H100"}) == {"code_hash": "a → b"}
+    assert resumed_elsewhere({"code_hash": "a → b"}, {"code_hash": "b"}) == {}, "the same process again"
+    assert resumed_elsewhere({"code_hash": "a → b"}, {"code_hash": "a"}) == {"code_hash": "a → b → a"}
+
+
+@pytest.mark.slow
+def test_a_resume_elsewhere_is_marked_and_one_in_another_number_of_processes_refused(store):
+    """A run's tags say what ran it; a resume by other code or on another processor rewrites
+    them to "before → now", and a checkpoint written by N processes continues only in N."""
+    kill_after(store, "step     60 |", *RUN, "tracking.experiment=moved")
+    run_id = store.only_run("moved").info.run_id
+    first = store.only_run("moved").data.tags
+    assert first["world_size"] == "1"
+    # as if it had started with other code, on another machine, in 2 processes (DDP)
+    elsewhere = {"code_hash": "0123456789abcdef", "env/cpu": "Another CPU, AVX2, 64 cpus", "world_size": "2"}
+    for key, value in elsewhere.items():
+        store.client.set_tag(run_id, key, value)
+
+    refused = store.train(*RUN, "tracking.experiment=moved", "resume=true", check=False)
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert "trainer.devices=1" in refused.stderr and "written by 2 processes" in refused.stderr
+    run = store.only_run("moved")
+    assert run.info.status == "FAILED" and "written by 2 processes" in run.data.tags["error"]
+    assert "resuming in a process unlike the one that started this run" in refused.stdout
+
+    store.client.set_tag(run_id, "world_size", "1")
+    store.train(*RUN, "tracking.experiment=moved", "resume=true")
+    run = store.only_run("moved")
+    assert run.info.run_id == run_id and run.info.status == "FINISHED"
+    tags = run.data.tags
+    assert tags["code_hash"] == f"0123456789abcdef → {first['code_hash']}"
+    assert tags["env/cpu"] == f"Another CPU, AVX2, 64 cpus → {first['env/cpu']}"
+    assert tags["version/torch"] == first["version/torch"], "what did not change is left alone"
+    assert tags["resume_count"] == "2"
+
+
 @pytest.mark.slow
 def test_a_logged_run_can_be_rerun_from_its_config_artifact(store, tmp_path):
     store.train("task=adding", "task.val_size=32", "task.test_size=32")

@@ -281,6 +281,7 @@ def _checkpoint_dir(cfg: DictConfig, task: Task, model: RecurrentModel, run: tra
         return start.ddp_ckpt_dir
     if run.resumed:
         assert start.checkpoint is not None, "a resumed run continues from a checkpoint"
+        _note_resumed_elsewhere(cfg, run)
         return os.path.dirname(start.checkpoint)
     n_params = sum(p.numel() for p in model.parameters())
     run.log_config(cfg, {**config.comparable(cfg), "model/n_params": n_params, **model_sizes(model, task),
@@ -292,6 +293,33 @@ def _checkpoint_dir(cfg: DictConfig, task: Task, model: RecurrentModel, run: tra
         os.path.join(hydra_dir, "checkpoints", run.id)
     run.set_tags({runs.CHECKPOINT_DIR: os.path.abspath(ckpt_dir)})
     return ckpt_dir
+
+
+def _note_resumed_elsewhere(cfg: DictConfig, run: tracking.Run) -> None:
+    """A resume in a process unlike the first (other code, packages or processor) is marked on
+    the run's tags (:func:`rnnlab.tracking.resumed_elsewhere`) and said on the console: the
+    run continues, but its numbers are no longer those of one code on one machine."""
+    now = {runs.CODE_HASH: tracking.code_hash(), **tracking.env_versions(), **tracking.machine(cuda=_uses_cuda(cfg))}
+    changed = tracking.resumed_elsewhere(run.client.get_run(run.id).data.tags, now)
+    if changed:
+        run.set_tags(changed)
+        print("resuming in a process unlike the one that started this run (its numbers may differ from an "
+              "uninterrupted run's; the tags say so): " + "; ".join(f"{k}: {v}" for k, v in changed.items()),
+              flush=True)
+
+
+def _check_world_size(cfg: DictConfig, run: tracking.Run, world: int) -> None:
+    """A checkpoint continues only in as many processes as wrote it: each rank's sampler saved
+    its own place in its own shard of the epoch, and stateful char_lm cut the text into
+    world × batch_size streams. The config fixes the count unless ``trainer.devices`` leaves it
+    to the machine (``auto``, ``-1``), so the count is a tag (``world_size``) checked here."""
+    wrote = run.client.get_run(run.id).data.tags.get(runs.WORLD_SIZE) if run.resumed else None
+    if wrote is not None and int(wrote) != world:
+        raise config.ConfigError("trainer.devices", cfg.trainer.devices,
+                                 f"this run's checkpoint was written by {wrote} processes and continues only in "
+                                 f"{wrote} (here {world}): resume it where the same setting gives {wrote}")
+    if wrote is None:
+        run.set_tags({runs.WORLD_SIZE: world})
 
 
 def model_sizes(model: RecurrentModel, task: Task) -> dict[str, int]:
@@ -370,6 +398,8 @@ def _fit_and_test(cfg: DictConfig, task: Task, model: RecurrentModel, run: track
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=run.logger, callbacks=callbacks,
                                       enable_progress_bar=interactive(), deterministic=_deterministic(cfg),
                                       use_distributed_sampler=False, **profiler)
+    if start.ddp_ckpt_dir is None:  # rank 0 (or the only process), before any worker starts
+        _check_world_size(cfg, run, trainer.world_size)
     os.environ[DDP_STATE] = json.dumps({"run_id": run.id, "ckpt_dir": ckpt_dir, "last_ckpt": start.checkpoint})
     trainer.fit(model, datamodule=task, ckpt_path=start.checkpoint, weights_only=True)
     diverged = model.diverged_at is not None

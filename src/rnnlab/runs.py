@@ -41,6 +41,7 @@ PID = "pid"  # that process's id there
 ORPHAN_AFTER_S = 900  # a RUNNING run of another machine that logged nothing this long is taken for dead
 ERROR = "error"  # "<ExceptionType>: <message>", on a FAILED run
 RESUME_COUNT = "resume_count"
+WORLD_SIZE = "world_size"  # how many processes trained it (DDP: its ranks); a resume must match
 SWEEP = "sweep"  # "true" on a sweep's parent run
 SWEEP_ID = "sweep_id"  # the parent's run id, on the parent and on each of its jobs
 SWEEP_PARAMS = "sweep_params"

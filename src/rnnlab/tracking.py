@@ -337,6 +337,26 @@ def machine(cuda: bool = False) -> dict[str, str]:
     return tags
 
 
+RESUMED = " → "  # a tag's values over a run's processes: "first → second"
+
+
+def resumed_elsewhere(started: dict[str, str], now: dict[str, str]) -> dict[str, str]:
+    """The tags a resumed run rewrites because this process differs from the one before it.
+
+    A resume keeps the tags of the process that started the run, and its numbers equal an
+    uninterrupted run's only with the same code, packages and processor. Where this process
+    runs other code (``code_hash``), other packages (``version/*``) or another processor
+    (``env/*``), the tag becomes ``"<before> → <now>"``: the report's code-hash row and any
+    ``search_runs`` filter on the old value then count the run apart instead of vouching for
+    it. Tags the run never had (a run from before them) are left alone."""
+    changed = {}
+    for key, value in now.items():
+        before = started.get(key)
+        if before is not None and before.split(RESUMED)[-1] != value:
+            changed[key] = before + RESUMED + value
+    return changed
+
+
 def env_versions() -> dict[str, str]:
     import hydra
     import numpy
