@@ -3,7 +3,8 @@
 - Every relative link and image in a tracked Markdown file (README, docs/, experiment reports,
   the bench's results) points at a file that exists, and a link to a section at a heading that
   exists, so a report regenerated without a figure, or a page or section moved, shows up here
-  rather than as a broken page.
+  rather than as a broken page. A repository path named in a comment, docstring or page
+  (``experiments/recall_study/pilots.md``) names a file that exists.
 - No tracked text file holds an absolute path of one machine (``/work/``, ``/tmp/``, ...): a
   command copied from a page must work in any clone.
 - The key tables of the documentation (README.md and docs/*.md) give the defaults that Hydra
@@ -72,6 +73,34 @@ def test_links_to_a_section_name_one_that_exists():
               if (ROOT / page).parent.joinpath(target or Path(page).name).is_file()
               and anchor not in anchors((ROOT / page).parent.joinpath(target or Path(page).name))]
     assert not broken, f"links to sections that do not exist: {broken}"
+
+
+# A repository path in a comment, docstring or page (``experiments/recall_study/pilots.md``), not
+# a Markdown link: the link test does not see it, and it goes stale when a file moves.
+REPO_PATH = re.compile(r"(?<![\w/.-])((?:experiments|docs|conf|src|tests)/[\w./-]*\w\.(?:md|py|yaml|png|sh|parquet))\b")
+PLACEHOLDER = re.compile(r"/(?:[A-Z]+|x|<[^>]*>)(?:/|\.)")  # experiments/EXP/REPORT.md, docs/x.md
+
+
+def test_repository_paths_named_in_tracked_files_exist():
+    """The tests that write a file (the recipe's new cell) name paths that exist only while they
+    run; a path git ignores (the smoke grid's report) is made by a command."""
+    names = [n for n in tracked() if n.endswith((".py", ".yaml", ".md", ".sh", ".toml")) or n == "Makefile"]
+    found = [(name, n, path) for name in names if not name.startswith("tests/")
+             for n, line in enumerate((ROOT / name).read_text(encoding="utf-8").splitlines(), 1)
+             for path in REPO_PATH.findall(line)
+             if not (ROOT / path).exists() and not PLACEHOLDER.search(path)]
+    ignored = set(subprocess.run(["git", "check-ignore", "--stdin"], cwd=ROOT, capture_output=True, text=True,
+                                 input="\n".join(p for _, _, p in found)).stdout.split())
+    missing = [f"{name}:{n}: {path}" for name, n, path in found if path not in ignored]
+    assert not missing, "paths to files that do not exist:\n" + "\n".join(missing)
+
+
+def test_the_repository_path_rule_catches_what_it_should():
+    line = "# Pilots (experiments/recall_study/discussion.md); see conf/tune/recall.yaml and src/rnnlab/run.py."
+    assert REPO_PATH.findall(line) == ["experiments/recall_study/discussion.md", "conf/tune/recall.yaml",
+                                       "src/rnnlab/run.py"]
+    assert not REPO_PATH.findall("sqlite:///x/experiments/a.md or ../docs/b.md")
+    assert PLACEHOLDER.search("experiments/EXP/REPORT.md") and not PLACEHOLDER.search("docs/ui.md")
 
 
 # ---------------------------------------------------------------------------------------------
