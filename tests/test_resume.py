@@ -1,5 +1,7 @@
 """A run killed with SIGKILL and started again with resume=true continues into the same
-MLflow run: same id, one continuous metric history, the same numbers as a run never killed."""
+MLflow run: same id, one continuous metric history, the same numbers as a run never killed;
+its tags say where the resuming process differs from the first, and a checkpoint continues only
+in as many processes as wrote it."""
 
 from __future__ import annotations
 
@@ -31,12 +33,31 @@ def test_killed_run_resumes_into_the_same_run_with_the_same_numbers(store):
     steps_before = [s for s, _ in store.history(killed.info.run_id, "train/loss")]
     assert max(steps_before) > 40
 
+    # As if it had started with other code, on another machine, in 2 processes (DDP): a resume
+    # in 1 is refused (each rank saved its own place in its shard), and the run ends FAILED
+    run_id, first = killed.info.run_id, killed.data.tags
+    assert first["world_size"] == "1"
+    elsewhere = {"code_hash": "0123456789abcdef", "env/cpu": "Another CPU, AVX2, 64 cpus", "world_size": "2"}
+    for key, value in elsewhere.items():
+        store.client.set_tag(run_id, key, value)
+    refused = store.train(*RUN, "tracking.experiment=killed", "resume=true", check=False)
+    assert refused.returncode == 2 and "written by 2 processes" in refused.stderr, refused.stderr[-2000:]
+    assert store.only_run("killed").info.status == "FAILED"
+    store.client.set_tag(run_id, "world_size", "1")
+
     # Without resume, a second run would be a new MLflow run; with it, the same one continues.
     proc = store.train(*RUN, "tracking.experiment=killed", "resume=true")
     resumed = store.only_run("killed")
-    assert resumed.info.run_id == killed.info.run_id and resumed.info.status == "FINISHED"
-    assert resumed.data.tags["resume_count"] == "1"
-    assert killed.info.run_id in proc.stdout
+    assert resumed.info.run_id == run_id and resumed.info.status == "FINISHED"
+    assert resumed.data.tags["resume_count"] == "2"
+    assert run_id in proc.stdout
+    # ...and its tags say what ran it since: "before → now" where this process differs
+    tags = resumed.data.tags
+    assert tags["code_hash"] == f"0123456789abcdef → {first['code_hash']}"
+    assert tags["env/cpu"] == f"Another CPU, AVX2, 64 cpus → {first['env/cpu']}"
+    assert tags["version/torch"] == first["version/torch"], "what did not change is left alone"
+    assert "resuming in a process unlike" not in refused.stdout, "a refused resume marks nothing"
+    assert "resuming in a process unlike the one that started this run" in proc.stdout
 
     uninterrupted.result()
     pool.shutdown()
@@ -83,40 +104,14 @@ def test_each_process_that_differs_adds_its_value_once():
 
     started = {"code_hash": "a", "env/cpu": "x"}
     assert resumed_elsewhere(started, {"code_hash": "a", "env/cpu": "x"}) == {}
-    assert resumed_elsewhere(started, {"code_hash": "b", "env/gpu": "H100"}) == {"code_hash": "a → b"}
+    assert resumed_elsewhere(started, {"code_hash": "b", "env/cpu": "x"}) == {"code_hash": "a → b"}
+    assert resumed_elsewhere({"code_hash": "a"}, {"version/torch": "2.13"}) == {}, "a tag from before it"
     assert resumed_elsewhere({"code_hash": "a → b"}, {"code_hash": "b"}) == {}, "the same process again"
     assert resumed_elsewhere({"code_hash": "a → b"}, {"code_hash": "a"}) == {"code_hash": "a → b → a"}
-
-
-@pytest.mark.slow
-def test_a_resume_elsewhere_is_marked_and_one_in_another_number_of_processes_refused(store):
-    """A run's tags say what ran it; a resume by other code or on another processor rewrites
-    them to "before → now", and a checkpoint written by N processes continues only in N."""
-    kill_after(store, "step     60 |", *RUN, "tracking.experiment=moved")
-    run_id = store.only_run("moved").info.run_id
-    first = store.only_run("moved").data.tags
-    assert first["world_size"] == "1"
-    # as if it had started with other code, on another machine, in 2 processes (DDP)
-    elsewhere = {"code_hash": "0123456789abcdef", "env/cpu": "Another CPU, AVX2, 64 cpus", "world_size": "2"}
-    for key, value in elsewhere.items():
-        store.client.set_tag(run_id, key, value)
-
-    refused = store.train(*RUN, "tracking.experiment=moved", "resume=true", check=False)
-    assert refused.returncode == 2, refused.stderr[-2000:]
-    assert "trainer.devices=1" in refused.stderr and "written by 2 processes" in refused.stderr
-    run = store.only_run("moved")
-    assert run.info.status == "FAILED" and "written by 2 processes" in run.data.tags["error"]
-    assert "resuming in a process unlike the one that started this run" in refused.stdout
-
-    store.client.set_tag(run_id, "world_size", "1")
-    store.train(*RUN, "tracking.experiment=moved", "resume=true")
-    run = store.only_run("moved")
-    assert run.info.run_id == run_id and run.info.status == "FINISHED"
-    tags = run.data.tags
-    assert tags["code_hash"] == f"0123456789abcdef → {first['code_hash']}"
-    assert tags["env/cpu"] == f"Another CPU, AVX2, 64 cpus → {first['env/cpu']}"
-    assert tags["version/torch"] == first["version/torch"], "what did not change is left alone"
-    assert tags["resume_count"] == "2"
+    # a GPU is part of the processor: gained or lost, it is marked
+    cpu = {"env/cpu": "x"}
+    assert resumed_elsewhere(cpu, {"env/cpu": "x", "env/gpu": "H100"}) == {"env/gpu": "none → H100"}
+    assert resumed_elsewhere({**cpu, "env/gpu": "H100"}, cpu) == {"env/gpu": "H100 → none"}
 
 
 @pytest.mark.slow

@@ -281,7 +281,6 @@ def _checkpoint_dir(cfg: DictConfig, task: Task, model: RecurrentModel, run: tra
         return start.ddp_ckpt_dir
     if run.resumed:
         assert start.checkpoint is not None, "a resumed run continues from a checkpoint"
-        _note_resumed_elsewhere(cfg, run)
         return os.path.dirname(start.checkpoint)
     n_params = sum(p.numel() for p in model.parameters())
     run.log_config(cfg, {**config.comparable(cfg), "model/n_params": n_params, **model_sizes(model, task),
@@ -312,14 +311,19 @@ def _check_world_size(cfg: DictConfig, run: tracking.Run, world: int) -> None:
     """A checkpoint continues only in as many processes as wrote it: each rank's sampler saved
     its own place in its own shard of the epoch, and stateful char_lm cut the text into
     world × batch_size streams. The config fixes the count unless ``trainer.devices`` leaves it
-    to the machine (``auto``, ``-1``), so the count is a tag (``world_size``) checked here."""
-    wrote = run.client.get_run(run.id).data.tags.get(runs.WORLD_SIZE) if run.resumed else None
+    to the machine (``auto``, ``-1``), so a new run tags it (``world_size``) and a resume is
+    checked against it. A run from before the tag is neither checked nor tagged: its count is
+    not known."""
+    if not run.resumed:
+        run.set_tags({runs.WORLD_SIZE: world})
+        return
+    wrote = run.client.get_run(run.id).data.tags.get(runs.WORLD_SIZE)
     if wrote is not None and int(wrote) != world:
         raise config.ConfigError("trainer.devices", cfg.trainer.devices,
                                  f"this run's checkpoint was written by {wrote} processes and continues only in "
-                                 f"{wrote} (here {world}): resume it where the same setting gives {wrote}")
-    if wrote is None:
-        run.set_tags({runs.WORLD_SIZE: world})
+                                 f"{wrote} (here {world}): resume it where this setting gives {wrote}, or start "
+                                 f"it afresh by deleting its checkpoints ({run.checkpoint_dir}), which a sweep "
+                                 "would otherwise resume from")
 
 
 def model_sizes(model: RecurrentModel, task: Task) -> dict[str, int]:
@@ -400,6 +404,8 @@ def _fit_and_test(cfg: DictConfig, task: Task, model: RecurrentModel, run: track
                                       use_distributed_sampler=False, **profiler)
     if start.ddp_ckpt_dir is None:  # rank 0 (or the only process), before any worker starts
         _check_world_size(cfg, run, trainer.world_size)
+        if run.resumed:  # once it is sure to continue: a refused resume computed nothing
+            _note_resumed_elsewhere(cfg, run)
     os.environ[DDP_STATE] = json.dumps({"run_id": run.id, "ckpt_dir": ckpt_dir, "last_ckpt": start.checkpoint})
     trainer.fit(model, datamodule=task, ckpt_path=start.checkpoint, weights_only=True)
     diverged = model.diverged_at is not None

@@ -348,13 +348,18 @@ def resumed_elsewhere(started: dict[str, str], now: dict[str, str]) -> dict[str,
     runs other code (``code_hash``), other packages (``version/*``) or another processor
     (``env/*``), the tag becomes ``"<before> → <now>"``: the report's code-hash row and any
     ``search_runs`` filter on the old value then count the run apart instead of vouching for
-    it. Tags the run never had (a run from before them) are left alone."""
+    it. The processor tags read as a family: on a run that has ``env/cpu``, a missing ``env/gpu``
+    is ``none`` (no GPU), on either side. Other tags the run never had (a run from before them)
+    are left alone."""
+    family = "env/" if "env/cpu" in started else None
     changed = {}
-    for key, value in now.items():
-        before = started.get(key)
+    for key in now.keys() | {k for k in started if family and k.startswith(family)}:
+        in_family = family is not None and key.startswith(family)
+        before = started.get(key, "none" if in_family else None)
+        value = now.get(key, "none")
         if before is not None and before.split(RESUMED)[-1] != value:
             changed[key] = before + RESUMED + value
-    return changed
+    return dict(sorted(changed.items()))
 
 
 def env_versions() -> dict[str, str]:
