@@ -38,7 +38,8 @@ STEPS=(
   "modern_study_copy|modern_study|+experiment=modern_study_copy"
   "modern_study_char_lm|modern_study_char_lm|+experiment=modern_study_char_lm"
   "tune_modern_char_lm|tune_modern_char_lm|+tune=modern_char_lm"
-  "tune_modern_char_lm-defaults|tune_modern_char_lm|$J task=char_lm cell=mingru,minlstm,lru seq_len=100 model.param_budget=80000 trainer.max_steps=1000 trainer.val_check_interval=250 seed=1,2,3,4,5 tracking.experiment=tune_modern_char_lm sweep.name=tune_modern_char_lm-defaults"
+  # seeds 1-10: the preset re-seeds on conf/tune/char_lm.yaml's ten, and the default arm pairs with them
+  "tune_modern_char_lm-defaults|tune_modern_char_lm|$J task=char_lm cell=mingru,minlstm,lru seq_len=100 model.param_budget=80000 trainer.max_steps=1000 trainer.val_check_interval=250 seed=1,2,3,4,5,6,7,8,9,10 tracking.experiment=tune_modern_char_lm sweep.name=tune_modern_char_lm-defaults"
   "tune_adding_lru|tune_adding_lru|+tune=adding_lru"
   "tune_adding_lru-defaults|tune_adding_lru|$J $ADD cell=lru seq_len=100,200 model.param_budget=20000 tracking.experiment=tune_adding_lru sweep.name=tune_adding_lru-defaults"
   "tune_adding|tune_adding|+tune=adding"
