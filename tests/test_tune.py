@@ -410,44 +410,55 @@ def test_a_killed_study_resumes_without_redoing_finished_trials(store, sig):
     assert len(parents) == 2 and all(p.info.status == "FINISHED" for p in parents)
 
 
+def test_a_launch_takes_whole_trials_that_keep_the_workers_busy():
+    from rnnlab.tune.study import trials_per_batch
+
+    assert trials_per_batch(2, 1) == 2 and trials_per_batch(1, 3) == 1
+    assert trials_per_batch(2, 3) == 2, "3 seeds on 2 workers: 6 runs fill both, 3 leave one idle"
+    assert trials_per_batch(16, 3) == 5, "15 of 16 slots; 10 trials fill no more, and TPE would wait longer"
+    assert trials_per_batch(4, 3) == 1, "never more than twice the trials that fit"
+
+
 @pytest.mark.slow
 def test_a_trial_on_several_tuning_seeds_scores_the_mean_of_its_runs(store):
     """tune.seed as a list: a trial is one run per seed with the same sampled values, and it
     scores the mean of their best validation values (a task whose trials can all fail on one
-    seed is then not tuned on noise). The re-seeds stay fresh; the report says how it scored."""
+    seed is then not tuned on noise). The re-seeds stay fresh; the report says how it scored.
+    Three seeds on two workers: both trials' six runs go in one launch, each told its own three."""
     import optuna
 
-    tune(store, "hydra.sweeper.params.cell=gru", "tune.seed=[0,3]", "tune.trials=2", "tune.reseeds=[1]",
-         "hydra.launcher.n_jobs=2")
+    proc = tune(store, "hydra.sweeper.params.cell=gru", "tune.seed=[0,3,4]", "tune.trials=2", "tune.reseeds=[1]",
+                "hydra.launcher.n_jobs=2")
+    assert "tune tiny: trials cell=gru #0, cell=gru #1\n" in proc.stdout, "one launch of both trials"
     runs = store.runs("tune_tiny")
     by_trial: dict[int, dict[int, object]] = {}
     for r in runs:
         if r.data.tags.get("tune_role") == "trial":
             by_trial.setdefault(int(r.data.tags["tune_trial"]), {})[int(r.data.tags["seed"])] = r
-    assert {k: sorted(v) for k, v in by_trial.items()} == {0: [0, 3], 1: [0, 3]}
+    assert {k: sorted(v) for k, v in by_trial.items()} == {0: [0, 3, 4], 1: [0, 3, 4]}
     assert list(studies(store)) == ["tiny: cell=gru"]
     study = optuna.load_study(study_name="tiny: cell=gru", storage=f"sqlite:///{store.dir / 'optuna.db'}")
     told = {t.number: t for t in study.trials}
-    for k, pair in by_trial.items():
-        assert pair[0].data.params["optim.lr"] == pair[3].data.params["optim.lr"]
-        assert {r.info.run_name for r in pair.values()} == {f"gru-T10-trial{k}-s0", f"gru-T10-trial{k}-s3"}
-        best = {s: min(v for _, v in store.history(r.info.run_id, "val/mse")) for s, r in pair.items()}
-        assert best[0] != best[3]  # two seeds, two values: the mean is not one of them
-        assert told[k].value == pytest.approx((best[0] + best[3]) / 2)
-        assert told[k].user_attrs["values"] == pytest.approx({"0": best[0], "3": best[3]})
+    for k, trial_runs in by_trial.items():
+        assert trial_runs[0].data.params["optim.lr"] == trial_runs[3].data.params["optim.lr"] == trial_runs[4].data.params["optim.lr"]
+        assert {r.info.run_name for r in trial_runs.values()} == {f"gru-T10-trial{k}-s{s}" for s in (0, 3, 4)}
+        best = {s: min(v for _, v in store.history(r.info.run_id, "val/mse")) for s, r in trial_runs.items()}
+        assert len(set(best.values())) == 3  # three seeds, three values: the mean is none of them
+        assert told[k].value == pytest.approx(sum(best.values()) / 3)
+        assert told[k].user_attrs["values"] == pytest.approx({str(s): v for s, v in best.items()})
     parent = next(r for r in runs if r.data.tags.get("tune_study") == "tiny: cell=gru")
-    assert parent.data.params["tune.seed"] == "[0, 3]" and parent.info.status == "FINISHED"
+    assert parent.data.params["tune.seed"] == "[0, 3, 4]" and parent.info.status == "FINISHED"
     assert [r.data.tags["seed"] for r in runs if r.data.tags.get("tune_role") == "reseed"] == ["1"]
     from rnnlab import stats
     from rnnlab.report import tuning as tuned
 
     text = "\n".join(tuned._header(tuned.load(store.uri, "tune_tiny"), [("tune_tiny", store.uri)], "",
                                    stats.Family()))
-    assert "on the tuning seeds 0, 3; a trial scores the mean over them of each run's best `val/mse`" in text
+    assert "on the tuning seeds 0, 3, 4; a trial scores the mean over them of each run's best `val/mse`" in text
 
     # More seeds for a finished study, where 5 left a comparison unsettled: only the new seed runs
     before = {r.info.run_id for r in runs}
-    tune(store, "hydra.sweeper.params.cell=gru", "tune.seed=[0,3]", "tune.trials=2", "tune.reseeds=[1,2]",
+    tune(store, "hydra.sweeper.params.cell=gru", "tune.seed=[0,3,4]", "tune.trials=2", "tune.reseeds=[1,2]",
          "hydra.launcher.n_jobs=2")
     new = [r for r in store.runs("tune_tiny") if r.info.run_id not in before]
     assert [(r.data.tags.get("tune_role"), r.data.tags["seed"]) for r in new if "tune_role" in r.data.tags] == [

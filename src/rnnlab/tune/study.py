@@ -28,6 +28,7 @@ plugin (``hydra_plugins/rnnlab_tuner``). Each concern is a module of its own:
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from typing import Any
 
@@ -42,6 +43,21 @@ from rnnlab.tune.arms import Arm, Settings
 from rnnlab.tune.parents import Parents
 
 ROLE_TRIAL, ROLE_RESEED = "trial", "reseed"
+
+
+def trials_per_batch(workers: int, runs_per_trial: int) -> int:
+    """Whole trials per launch: ``workers // runs_per_trial`` (at least one), or up to twice that
+    where more keeps every worker busy to the launch's end. A launch waits for its slowest run,
+    so 3 tuning seeds on 2 workers, one trial a launch, leave a quarter of the workers' time
+    idle; two trials (6 runs) leave none. Not more: a sampler that learns (TPE) asks a launch's trials
+    knowing none of their results."""
+    base = max(1, workers // runs_per_trial)
+
+    def filled(k: int) -> float:  # the share of the launch's worker slots that run something
+        runs = k * runs_per_trial
+        return runs / (math.ceil(runs / workers) * workers)
+
+    return max(range(base, 2 * base + 1), key=lambda k: (filled(k), -k))
 
 
 class Tuner:
@@ -92,7 +108,7 @@ class Tuner:
         s = self.settings
         returns: list[JobReturn] = []
         per_trial = len(s.seeds)  # a trial is one run per tuning seed
-        per_batch = max(1, s.batch_size // per_trial)  # whole trials; at least one, however many seeds
+        per_batch = trials_per_batch(s.batch_size, per_trial)
         while True:
             wanted = {arm.label: s.n_trials - store.done(arm.study) for arm in self.arms}
             batch: list[tuple[Arm, Any]] = []
