@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The studies still to run for the re-issue (issue 37) and the recall study (issue 41), one after
-# the other, from one clean commit (STUDY_COMMIT: one code hash for all that remain; those done
-# from an earlier one are EARLIER_COMMITS), on a machine that may not last: each session can lose
+# the other, each from one clean commit (STUDY_COMMIT, or the commit in FROM a study began from:
+# one code hash per study; those done from an earlier one are EARLIER_COMMITS), on a machine that
+# may not last: each session can lose
 # its processes, and a new session may be a new machine.
 #
 #   bash experiments/reissue.sh start      # set up if needed, continue where the last machine stopped
@@ -9,24 +10,29 @@
 #   bash experiments/reissue.sh stop       # SIGTERM (running jobs save), then snapshot what is unfinished
 #   bash experiments/reissue.sh pause|resume   # SIGSTOP/SIGCONT, e.g. for a quiet measurement
 #
-# Where things live: $STUDIES (default ~/rnnlab-studies): the worktree of STUDY_COMMIT with its own
+# Where things live: $STUDIES (default ~/rnnlab-studies): a worktree per study commit with its own
 # .venv, the MLflow store (store/mlflow.db, Optuna's beside it), the logs. None of it is committed.
 # What carries a study across machines is its data in this repo: `stop` writes the unfinished
 # experiment's runs (and a tuning's Optuna trials) as a snapshot marked incomplete
 # (src/report.py --export --partial) into experiments/<experiment>/data, to be committed; `start`
 # on a new machine loads that snapshot into a new store (src/open_study.py --store), and the same
 # commands skip what finished (a sweep's configurations, a tuning's trials). A step whose
-# experiment's data in the repo is complete and from STUDY_COMMIT (or EARLIER_COMMITS) is done.
+# experiment's data in the repo is complete and from its commit (or EARLIER_COMMITS) is done.
 # Exporting a finished study and writing its page is not done here: `make export-study`.
 set -u
 set -f  # the Hydra arguments below are split into words, never matched against file names
-STUDY_COMMIT=dba1cc8
+# The studies not begun run from d21485e, whose tuner fills both workers with 3 tuning seeds
+# (tune_adding_seeds); its other changes since dba1cc8 leave a single-process run's numbers alone.
+STUDY_COMMIT=d21485e
+# A study begun from an earlier commit finishes from it (one code hash per study).
+declare -A FROM=([tune_modern_char_lm]=dba1cc8)
 # Studies finished from an earlier study commit count as done: modern_study, modern_study_copy and
 # modern_study_char_lm ran from e32fa7b, before dba1cc8 fixed char_lm's resume after its first epoch.
 EARLIER_COMMITS="e32fa7b"
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 STUDIES=${STUDIES:-$HOME/rnnlab-studies}
-WT=$STUDIES/wt-$STUDY_COMMIT
+commit_of() { echo "${FROM[$1]:-$STUDY_COMMIT}"; }  # the commit experiment $1 runs from
+wt_of() { echo "$STUDIES/wt-$(commit_of "$1")"; }
 STORE=$STUDIES/store/mlflow.db
 export MLFLOW_TRACKING_URI=sqlite:///$STORE
 
@@ -68,11 +74,11 @@ for e in MlflowClient('$MLFLOW_TRACKING_URI').search_experiments():
     print(e.name) if e.name != 'Default' else None"
 }
 
-# "complete" when the repo holds the experiment's data, complete and from STUDY_COMMIT (or one of
-# EARLIER_COMMITS); "partial" for a snapshot from STUDY_COMMIT (continued with the same code);
+# "complete" when the repo holds the experiment's data, complete and from its commit (or one of
+# EARLIER_COMMITS); "partial" for a snapshot from its commit (continued with the same code);
 # else "none"
 committed() {
-  "$REPO/.venv/bin/python" - "$REPO/experiments/$1/data" "$STUDY_COMMIT" $EARLIER_COMMITS <<'PY'
+  "$REPO/.venv/bin/python" - "$REPO/experiments/$1/data" "$(commit_of "$1")" $EARLIER_COMMITS <<'PY'
 import json, sys
 from pathlib import Path
 import pandas as pd
@@ -91,10 +97,8 @@ PY
 
 setup() {
   mkdir -p "$STUDIES/logs" "$STUDIES/done" "$(dirname "$STORE")"
-  if [ ! -d "$WT" ]; then git -C "$REPO" worktree add --detach "$WT" "$STUDY_COMMIT"; fi
-  make -C "$WT" install >"$STUDIES/logs/install.log" 2>&1 || { log "install failed: $STUDIES/logs/install.log"; exit 1; }
-  [ -e "$REPO/.venv/.installed" ] || make -C "$REPO" install >>"$STUDIES/logs/install.log" 2>&1
-  local seen="" step exp state partial=""
+  [ -e "$REPO/.venv/.installed" ] || make -C "$REPO" install >"$STUDIES/logs/install.log" 2>&1
+  local seen="" step exp state partial="" wt
   for s in "${STEPS[@]}"; do
     step=${s%%|*}; exp=$(echo "$s" | cut -d'|' -f2)
     case " $seen " in *" $exp "*) continue;; esac
@@ -102,9 +106,13 @@ setup() {
     state=$(committed "$exp")
     if [ "$state" = complete ]; then
       for t in "${STEPS[@]}"; do [ "$(echo "$t" | cut -d'|' -f2)" = "$exp" ] && touch "$STUDIES/done/${t%%|*}"; done
+      continue
     elif [ "$state" = partial ]; then
       partial="$partial $exp"
     fi
+    wt=$(wt_of "$exp")  # a study still to run: its commit's worktree and .venv
+    if [ ! -d "$wt" ]; then git -C "$REPO" worktree add --detach "$wt" "$(commit_of "$exp")" >>"$STUDIES/logs/install.log" 2>&1; fi
+    make -C "$wt" install >>"$STUDIES/logs/install.log" 2>&1 || { log "install failed: $STUDIES/logs/install.log"; exit 1; }
   done
   [ -e "$STORE" ] || [ -z "$partial" ] && return
   set -- $partial
@@ -127,7 +135,7 @@ run_queue() {
     if [ -e "$STUDIES/stopping" ]; then log "stopped before $step"; exit 143; fi
     log "start $step"
     echo "$exp" >"$STUDIES/current"
-    (cd "$WT" && exec .venv/bin/python src/train.py $args) >"$STUDIES/logs/$step.log" 2>&1 &
+    (cd "$(wt_of "$exp")" && exec .venv/bin/python src/train.py $args) >"$STUDIES/logs/$step.log" 2>&1 &
     echo $! >"$STUDIES/launcher.pid"
     wait $!; local rc=$?
     rm -f "$STUDIES/launcher.pid"
@@ -157,7 +165,7 @@ main() {
     stop)
       # SIGTERM to the launching process alone, as `make` forwards it: it asks every job to stop
       # at its next step, saved. (To the whole group it would also end the workers' forkserver in
-      # STUDY_COMMIT's code, which predates the fix in rnnlab.warm, and fail the sweep.)
+      # dba1cc8's code, which predates the fix in rnnlab.warm, and fail the sweep.)
       pgid=$(cat "$STUDIES/queue.pgid")
       touch "$STUDIES/stopping"
       kill -CONT -"$pgid" 2>/dev/null
