@@ -111,7 +111,11 @@ setup() {
       partial="$partial $exp"
     fi
     wt=$(wt_of "$exp")  # a study still to run: its commit's worktree and .venv
-    if [ ! -d "$wt" ]; then git -C "$REPO" worktree add --detach "$wt" "$(commit_of "$exp")" >>"$STUDIES/logs/install.log" 2>&1; fi
+    if [ ! -d "$wt" ]; then
+      git -C "$REPO" worktree prune
+      git -C "$REPO" worktree add --detach "$wt" "$(commit_of "$exp")" >>"$STUDIES/logs/install.log" 2>&1 ||
+        { log "git worktree add $wt $(commit_of "$exp") failed: $STUDIES/logs/install.log"; exit 1; }
+    fi
     make -C "$wt" install >>"$STUDIES/logs/install.log" 2>&1 || { log "install failed: $STUDIES/logs/install.log"; exit 1; }
   done
   [ -e "$STORE" ] || [ -z "$partial" ] && return
