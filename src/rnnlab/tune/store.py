@@ -50,7 +50,7 @@ def open_study(settings: Settings, storage: str, arm: Arm):
 
 
 def sampler(settings: Settings, n: int, space: dict | None = None):
-    """A sampler seeded by (seed, trial number): the same draws for trial n of every arm,
+    """A sampler seeded by (seed, n), n the arm's n-th configuration: the same draws for it in every arm,
     and of a study resumed in another process (Optuna does not store a sampler's state).
     ``grid``: every combination of the space's choices once, trial n the n-th (Optuna's
     GridSampler reads which are done from the study), as Zoology and MAD take the best of a
@@ -67,8 +67,13 @@ def sampler(settings: Settings, n: int, space: dict | None = None):
 
 
 def ask(settings: Settings, arm: Arm):
-    """The arm's next trial, drawn by the sampler of its number."""
-    arm.study.sampler = sampler(settings, len(arm.study.get_trials(deepcopy=False)), arm.space)
+    """The arm's next trial, drawn by the sampler of its place among the arm's configurations:
+    the trials not marked stale. A trial a stop left unfinished is asked again under a new
+    number with its own values (:func:`rnnlab.tune.resume.reask_stale`); seeded by trial number,
+    the next fresh trial would skip a draw, and an arm stopped once would no longer try the
+    configurations every other arm tries."""
+    drawn = sum(1 for t in arm.study.get_trials(deepcopy=False) if not t.user_attrs.get("stale"))
+    arm.study.sampler = sampler(settings, drawn, arm.space)
     trial = arm.study.ask(arm.space)  # its values drawn now, from the space given
     if settings.sampler_name == "grid":  # GridSampler stops the study when told its last point,
         import optuna  # which Optuna allows in an objective only, not under ask-and-tell

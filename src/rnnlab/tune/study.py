@@ -3,9 +3,10 @@
 An arm is one point of the preset's grid (``cell=gru seq_len=200``). Each arm gets its own
 Optuna study of ``tune.trials`` trials over the same search space (``tune.space``, plus what
 exists for its cell alone, ``tune.cell_space.<cell>``), sampled by the same sampler with the
-same seeds: with the random sampler, trial k of every arm draws the same shared values, so
-the arms are compared on common random numbers. Trials are ordinary rnnlab runs, launched in
-batches of the launcher's ``n_jobs`` through the configured Hydra launcher (joblib here,
+same seeds: with the random sampler, the k-th configuration of every arm is the same draw of
+the shared values (a trial stopped and asked again included), so the arms are compared on
+common random numbers. Trials are ordinary rnnlab runs, launched in batches of whole trials
+that fill the launcher's ``n_jobs`` through the configured Hydra launcher (joblib here,
 submitit or Ray for scale-out), arms interleaved so that the batches stay full.
 
 ``tune.seed`` is one tuning seed or a list of them. With several, a trial is one run per seed
