@@ -21,9 +21,10 @@
 # Exporting a finished study and writing its page is not done here: `make export-study`.
 set -u
 set -f  # the Hydra arguments below are split into words, never matched against file names
-# The studies not begun run from d21485e, whose tuner fills both workers with 3 tuning seeds
-# (tune_adding_seeds); its other changes since dba1cc8 leave a single-process run's numbers alone.
-STUDY_COMMIT=d21485e
+# The studies not begun run from dc5a4f4: its tuner fills both workers with 3 tuning seeds
+# (tune_adding_seeds) and draws the same configurations in every arm however often a study stops;
+# its other changes since dba1cc8 leave a single-process run's numbers alone.
+STUDY_COMMIT=dc5a4f4
 # A study begun from an earlier commit finishes from it (one code hash per study).
 declare -A FROM=([tune_modern_char_lm]=dba1cc8)
 # Studies finished from an earlier study commit count as done: modern_study, modern_study_copy and
