@@ -294,12 +294,12 @@ def _checkpoint_dir(cfg: DictConfig, task: Task, model: RecurrentModel, run: tra
     return ckpt_dir
 
 
-def _note_resumed_elsewhere(cfg: DictConfig, run: tracking.Run) -> None:
+def _note_resumed_elsewhere(cfg: DictConfig, run: tracking.Run, started: dict[str, str]) -> None:
     """A resume in a process unlike the first (other code, packages or processor) is marked on
     the run's tags (:func:`rnnlab.tracking.resumed_elsewhere`) and said on the console: the
     run continues, but its numbers are no longer those of one code on one machine."""
     now = {runs.CODE_HASH: tracking.code_hash(), **tracking.env_versions(), **tracking.machine(cuda=_uses_cuda(cfg))}
-    changed = tracking.resumed_elsewhere(run.client.get_run(run.id).data.tags, now)
+    changed = tracking.resumed_elsewhere(started, now)
     if changed:
         run.set_tags(changed)
         print("resuming in a process unlike the one that started this run (its numbers may differ from an "
@@ -307,7 +307,7 @@ def _note_resumed_elsewhere(cfg: DictConfig, run: tracking.Run) -> None:
               flush=True)
 
 
-def _check_world_size(cfg: DictConfig, run: tracking.Run, world: int) -> None:
+def _check_world_size(cfg: DictConfig, run: tracking.Run, world: int, started: dict[str, str]) -> None:
     """A checkpoint continues only in as many processes as wrote it: each rank's sampler saved
     its own place in its own shard of the epoch, and stateful char_lm cut the text into
     world × batch_size streams. The config fixes the count unless ``trainer.devices`` leaves it
@@ -317,7 +317,7 @@ def _check_world_size(cfg: DictConfig, run: tracking.Run, world: int) -> None:
     if not run.resumed:
         run.set_tags({runs.WORLD_SIZE: world})
         return
-    wrote = run.client.get_run(run.id).data.tags.get(runs.WORLD_SIZE)
+    wrote = started.get(runs.WORLD_SIZE)
     if wrote is not None and int(wrote) != world:
         raise config.ConfigError("trainer.devices", cfg.trainer.devices,
                                  f"this run's checkpoint was written by {wrote} processes and continues only in "
@@ -403,9 +403,10 @@ def _fit_and_test(cfg: DictConfig, task: Task, model: RecurrentModel, run: track
                                       enable_progress_bar=interactive(), deterministic=_deterministic(cfg),
                                       use_distributed_sampler=False, **profiler)
     if start.ddp_ckpt_dir is None:  # rank 0 (or the only process), before any worker starts
-        _check_world_size(cfg, run, trainer.world_size)
+        started = run.client.get_run(run.id).data.tags if run.resumed else {}  # the tags before this process
+        _check_world_size(cfg, run, trainer.world_size, started)
         if run.resumed:  # once it is sure to continue: a refused resume computed nothing
-            _note_resumed_elsewhere(cfg, run)
+            _note_resumed_elsewhere(cfg, run, started)
     os.environ[DDP_STATE] = json.dumps({"run_id": run.id, "ckpt_dir": ckpt_dir, "last_ckpt": start.checkpoint})
     trainer.fit(model, datamodule=task, ckpt_path=start.checkpoint, weights_only=True)
     diverged = model.diverged_at is not None

@@ -72,14 +72,18 @@ def ask(settings: Settings, arm: Arm):
     number with its own values (:func:`rnnlab.tune.resume.reask_stale`); seeded by trial number,
     the next fresh trial would skip a draw, and an arm stopped once would no longer try the
     configurations every other arm tries."""
-    drawn = sum(1 for t in arm.study.get_trials(deepcopy=False) if not t.user_attrs.get("stale"))
-    arm.study.sampler = sampler(settings, drawn, arm.space)
+    arm.study.sampler = sampler(settings, len(live(arm.study)), arm.space)
     trial = arm.study.ask(arm.space)  # its values drawn now, from the space given
     if settings.sampler_name == "grid":  # GridSampler stops the study when told its last point,
         import optuna  # which Optuna allows in an objective only, not under ask-and-tell
 
         arm.study.sampler = optuna.samplers.RandomSampler()
     return trial
+
+
+def live(study) -> list:
+    """The study's trials but those asked again after a stop (marked stale): one per configuration."""
+    return [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("stale")]
 
 
 def done(study) -> int:
@@ -89,7 +93,7 @@ def done(study) -> int:
 def counts(study) -> dict[str, int]:
     """Trials done (completed, pruned or failed; not those asked again), and of them how many
     diverged, failed and were pruned."""
-    trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("stale")]
+    trials = live(study)
     state = [t.state.name for t in trials]
     diverged = sum(1 for t in trials if t.state.name == "COMPLETE" and t.user_attrs.get("diverged"))
     return {"trials_done": sum(s in DONE_STATES for s in state), "completed": state.count("COMPLETE"),
