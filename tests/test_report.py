@@ -517,6 +517,23 @@ def test_a_sweep_parent_with_no_runs_of_its_own_gets_no_view():
     assert list(studies._parents(runs)) == [("p1", "tune_char_lm-defaults")]
 
 
+def test_a_study_opens_into_a_store_named_by_a_relative_path(tmp_path, monkeypatch, capsys):
+    """`open_study.py <study> --store a/mlflow.db`, as a page's instructions print it, loads the
+    study there (a relative store had crashed making its artifact root's file URI)."""
+    import importlib
+
+    from mlflow import MlflowClient
+
+    opener = importlib.import_module("open_study")  # src/open_study.py
+    monkeypatch.chdir(tmp_path)
+    assert opener.main(["long_range_followup", "--store", "a/mlflow.db"]) == 0
+    store = tmp_path / "a" / "mlflow.db"
+    assert store.is_file() and str(store) in capsys.readouterr().out
+    runs = MlflowClient(f"sqlite:///{store}").search_runs(
+        [MlflowClient(f"sqlite:///{store}").get_experiment_by_name("long_range_followup").experiment_id])
+    assert len(runs) == len(pd.read_parquet(ROOT / "experiments" / "long_range_followup" / "data" / "runs.parquet"))
+
+
 @pytest.mark.parametrize("damage", ["no folder", "no data", "no run_id"])
 def test_a_study_that_cannot_be_opened_is_one_line_and_writes_nothing(tmp_path, damage, capsys):
     import importlib

@@ -106,7 +106,7 @@ def load(folder: Path, db: Path | None = None) -> Opened:
     """The study's runs in a local sqlite store (built once per version of the data)."""
     from mlflow import MlflowClient
 
-    db = db or default_store(folder)
+    db = (db or default_store(folder)).absolute()  # a relative --store: an artifact root needs a file URI
     meta = json.loads((folder / DATA / STUDY).read_text()) if (folder / DATA / STUDY).is_file() else {}
     experiment = meta.get("experiment") or folder.name
     want = digest(folder)
