@@ -103,7 +103,7 @@ def page(args: argparse.Namespace, fpr_rows: list, power_rows: list, fam_rows: l
         "## Power (the share of studies that establish a true difference)", "",
         table(["rule", "differences", *(f"n = {n}, δ = {e:g}" for n in (5, 10) for e in EFFECTS)], power_rows), "",
         "## A page of comparisons at 5 seeds", "",
-        "A report makes 20 to 120 comparisons. The family-wise error rate is the chance that at least one "
+        "A committed report makes 3 to 132 comparisons. The family-wise error rate is the chance that at least one "
         "comparison with no true difference is established; power is the mean share of the true differences "
         "that are. Paired t-tests on normal differences, "
         f"{args.family_trials:,} simulated pages per row.", "",
