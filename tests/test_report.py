@@ -529,8 +529,8 @@ def test_a_study_opens_into_a_store_named_by_a_relative_path(tmp_path, monkeypat
     assert opener.main(["long_range_followup", "--store", "a/mlflow.db"]) == 0
     store = tmp_path / "a" / "mlflow.db"
     assert store.is_file() and str(store) in capsys.readouterr().out
-    runs = MlflowClient(f"sqlite:///{store}").search_runs(
-        [MlflowClient(f"sqlite:///{store}").get_experiment_by_name("long_range_followup").experiment_id])
+    client = MlflowClient(f"sqlite:///{store}")
+    runs = client.search_runs([client.get_experiment_by_name("long_range_followup").experiment_id])
     assert len(runs) == len(pd.read_parquet(ROOT / "experiments" / "long_range_followup" / "data" / "runs.parquet"))
 
 
