@@ -205,6 +205,17 @@ def studies(store) -> dict[str, list[tuple[int, str, str]]]:
     return out
 
 
+def trial_runs(store) -> dict[str, dict[int, str]]:
+    """{study name: {trial number: its MLflow run id}} for the trials that name their run."""
+    with sqlite3.connect(store.dir / "optuna.db") as db:
+        rows = db.execute("select s.study_name, t.number, a.value_json from trials t join studies s using (study_id) "
+                          "join trial_user_attributes a using (trial_id) where a.key = 'run_id'").fetchall()
+    out: dict[str, dict[int, str]] = {}
+    for name, number, value in rows:
+        out.setdefault(name, {})[number] = json.loads(value)
+    return out
+
+
 @pytest.mark.slow
 def test_a_tiny_study_tunes_each_arm_then_reseeds_its_best(store, drawn, capsys):
     proc = tune(store)
@@ -352,11 +363,15 @@ def training_runs(store, trial: str) -> list:
 def test_a_killed_study_resumes_without_redoing_finished_trials(store, sig):
     """SIGKILL or Ctrl-C to the whole process group (the sweeper and its workers) after the
     first trials are told; the same command finishes the studies, each with 3 trials done.
-    Ctrl-C first lets the trials under way save and end KILLED, and leaves them unjudged; that
-    case then continues on another machine, from a snapshot of the tuning's data."""
+    SIGKILL comes once the trials under way have a checkpoint: each is asked again under a new
+    number and continues its run, which takes that number. Ctrl-C first lets the trials under
+    way save and end KILLED, and leaves them unjudged; that case then continues on another
+    machine, from a snapshot of the tuning's data, where each trial names its run's new id."""
     # Two trials at once whatever the machine's cores; a trial trains for seconds, time to catch
     # both; metrics written as they are logged, so the store shows a trial training at once.
     slow = ["trainer.max_steps=500", "tune.reseeds=[]", "hydra.launcher.n_jobs=2", "tracking.async_logging=false"]
+    if sig == signal.SIGKILL:  # a checkpoint at each epoch's end (100 steps), not each 30 s
+        slow.append("checkpoint.min_interval_s=0")
     cmd = [sys.executable, str(ROOT / "src" / "train.py"), "+tune=tiny", f"hydra.sweep.dir={store.dir / 'm1'}",
            *store.overrides(), *slow]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=store.env(),
@@ -368,9 +383,15 @@ def test_a_killed_study_resumes_without_redoing_finished_trials(store, sig):
     # The jobs start seconds apart, so the first progress line of the second batch may come
     # from one trial while the other has no run yet: wait until both have logged a step.
     deadline = time.time() + 240
-    while len(training_runs(store, trial="1")) < 2 and proc.poll() is None and time.time() < deadline:
+
+    def ready() -> bool:
+        under_way = training_runs(store, trial="1")
+        return len(under_way) == 2 and (sig != signal.SIGKILL or all(
+            os.path.exists(os.path.join(r.data.tags.get("checkpoint_dir", "-"), "last.ckpt")) for r in under_way))
+
+    while not ready() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)
-    assert proc.poll() is None and len(training_runs(store, trial="1")) == 2, "".join(seen)[-3000:]
+    assert proc.poll() is None and ready(), "".join(seen)[-3000:]
     os.killpg(proc.pid, sig)
     proc.wait(timeout=120)
     reader.join(timeout=10)
@@ -402,6 +423,13 @@ def test_a_killed_study_resumes_without_redoing_finished_trials(store, sig):
         assert len(complete) == 3 and 0 in complete, trials  # trial 0 was not run again
         assert stale == [1], f"{name}: the killed trial is asked again once"
     runs = store.runs("tune_tiny")
+    by_id = {r.info.run_id: r for r in runs}
+    for name, numbered in trial_runs(store).items():
+        # each trial's run is tagged with its number, the run continued by a trial asked again too
+        assert {n: by_id[run_id].data.tags["tune_trial"] for n, run_id in numbered.items()} == \
+            {n: str(n) for n in numbered}, name
+        if sig == signal.SIGKILL:  # trial 2 (trial 1 asked again) continued trial 1's run
+            assert by_id[numbered[2]].data.tags.get("resume_count") == "1", name
     for r in runs:
         if r.data.tags.get("tune_role") == "trial" and r.data.tags["tune_trial"] == "0":
             assert r.data.tags.get("resume_count") is None  # told before the kill: left alone

@@ -9,7 +9,8 @@ its status and times, each sweep's jobs under their parent run, and the saved co
 of each sweep (:mod:`rnnlab.views`); the study's REPORT.md and figures are logged to the newest
 parent under ``report/`` (not for a snapshot of a study still running: no report rests on it
 yet). The run ids are new (MLflow makes them); each run keeps its original
-id in the tag ``exported_run_id``, and the ids that tags point at (parent, sweep) are mapped.
+id in the tag ``exported_run_id``, and the ids that tags point at (parent, sweep) and a tuning's
+trials name (``run_id``) are mapped.
 A final metric logged as NaN (a diverged run's gradient norms) is absent: in the data's frame
 NaN also means "not logged", and the two cannot be told apart.
 
@@ -115,7 +116,7 @@ def load(folder: Path, db: Path | None = None) -> Opened:
         exp = client.get_experiment_by_name(experiment)
         if exp is not None and exp.tags.get(DIGEST_TAG) == want:
             if _is_tuning(folder) and not db.with_name(OPTUNA_DB).exists():  # lost since: restored again
-                restore(folder, f"sqlite:///{db.with_name(OPTUNA_DB)}")
+                restore(folder, f"sqlite:///{db.with_name(OPTUNA_DB)}", _loaded_ids(client, exp.experiment_id))
             opened = _opened(client, exp.experiment_id, f"sqlite:///{db}", reused=True)
             opened.complete = meta.get("complete", True)
             return opened
@@ -149,7 +150,7 @@ def load(folder: Path, db: Path | None = None) -> Opened:
         parent = _log_report(client, folder, runs, ids) if meta.get("complete", True) else None
         _write_views(client, exp_id, runs, ids)
         if _is_tuning(folder):  # its Optuna studies, to continue it here
-            restore(folder, f"sqlite:///{tmp / OPTUNA_DB}")
+            restore(folder, f"sqlite:///{tmp / OPTUNA_DB}", ids)
             (tmp / OPTUNA_DB).replace(optuna_db)
         (tmp / "mlflow.db").replace(db)  # the store appears only once complete
     except BaseException:
@@ -163,6 +164,14 @@ def load(folder: Path, db: Path | None = None) -> Opened:
     opened.report_parent = ids.get(parent) if parent else None
     opened.complete = meta.get("complete", True)
     return opened
+
+
+def _loaded_ids(client, exp_id: str) -> dict[str, str]:
+    """{saved run id: its id in this store} for the runs :func:`load` made."""
+    from mlflow.entities import ViewType
+
+    found = client.search_runs([exp_id], run_view_type=ViewType.ALL, max_results=50_000)
+    return {r.data.tags[EXPORTED_ID]: r.info.run_id for r in found if EXPORTED_ID in r.data.tags}
 
 
 def _read_runs(folder: Path) -> pd.DataFrame:

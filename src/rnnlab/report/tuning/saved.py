@@ -86,10 +86,11 @@ def _as_run(row: dict):
 
 
 def _study(name: str, trials: pd.DataFrame, mode: str = "min", storage: str | None = None,
-           user_attrs: dict | None = None):
+           user_attrs: dict | None = None, ids: dict[str, str] | None = None):
     """An Optuna study holding the saved trials, numbered as they were, in the direction the
     arm was tuned (``mode``: its best trial is the highest of a ``max`` metric): in memory for
-    a report, or in ``storage`` for a tuning to continue from (:func:`restore`)."""
+    a report, or in ``storage`` for a tuning to continue from (:func:`restore`). ``ids`` maps
+    the saved run ids to those of the store the runs were loaded into (a trial's ``run_id``)."""
     import optuna
     from optuna.distributions import json_to_distribution
     from optuna.trial import TrialState, create_trial
@@ -103,7 +104,7 @@ def _study(name: str, trials: pd.DataFrame, mode: str = "min", storage: str | No
         trial = create_trial(
             state=state, value=float(t["value"]) if done else None, params=json.loads(t["params"]),
             distributions={k: json_to_distribution(v) for k, v in json.loads(t["distributions"]).items()},
-            user_attrs=json.loads(t["user_attrs"]),
+            user_attrs=_mapped(json.loads(t["user_attrs"]), ids or {}),
             # a grid's point (grid_id) and a re-asked trial's parameters (fixed_params) live here
             system_attrs=json.loads(t.get("system_attrs") or "{}"))
         for when in ("start", "complete"):  # as they were, not when restored
@@ -113,11 +114,21 @@ def _study(name: str, trials: pd.DataFrame, mode: str = "min", storage: str | No
     return study
 
 
-def restore(folder: Path, storage: str) -> list[str]:
+def _mapped(attrs: dict, ids: dict[str, str]) -> dict:
+    """A trial's user attributes with its run id(s) (one per tuning seed) those of the store."""
+    if "run_id" in attrs:
+        rid = attrs["run_id"]
+        attrs["run_id"] = [ids.get(r, r) for r in rid] if isinstance(rid, list) else ids.get(rid, rid)
+    return attrs
+
+
+def restore(folder: Path, storage: str, ids: dict[str, str] | None = None) -> list[str]:
     """A snapshot's Optuna studies written to ``storage``, as the tuning that exported them
     left them, so that rerunning its command there continues it: finished trials stay done,
     a stopped one (RUNNING) is asked again, the sampler draws trial n as it would have (it is
-    seeded by the trial's number; see rnnlab.tune.store.sampler). Returns the studies' names."""
+    seeded by the trial's number; see rnnlab.tune.store.sampler). ``ids``: {saved run id: its
+    id in the store the runs were loaded into}, so that each trial names its run there.
+    Returns the studies' names."""
     data = Path(folder) / DATA
     meta = json.loads((data / STUDY).read_text()) if (data / STUDY).is_file() else {}
     studies = meta.get("optuna_studies", {})
@@ -134,7 +145,7 @@ def restore(folder: Path, storage: str) -> list[str]:
             raise ReportError(f"{data}: no direction for the Optuna study '{name}' (neither in {STUDY} nor "
                               "on a parent run): export the study again")
         _study(name, trials[trials["study"] == name] if len(trials) else trials, mode, storage,
-               info.get("user_attrs"))  # none yet: an export taken before the first trial was asked
+               info.get("user_attrs"), ids)  # none yet: an export taken before the first trial was asked
     return names
 
 
