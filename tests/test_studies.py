@@ -53,6 +53,20 @@ def test_committed_data_names_no_machine_path():
             assert hits.empty, f"{table.relative_to(ROOT)}, {column}: {hits.iloc[0][:120]}"
 
 
+def test_every_trial_names_a_run_of_its_study():
+    """A tuning's trials name their runs (``run_id``, one per tuning seed) by the ids in the
+    study's own data, whatever machines it ran on (a store loaded from a snapshot gives its runs
+    new ids; rnnlab.studies maps the trials' on load)."""
+    import pandas as pd
+
+    for table in sorted((ROOT / "experiments").glob("*/data/trials.parquet")):
+        ids = set(pd.read_parquet(table.with_name("runs.parquet"), columns=["run_id"])["run_id"])
+        for number, attrs in pd.read_parquet(table, columns=["number", "user_attrs"]).itertuples(index=False):
+            named = json.loads(attrs).get("run_id", [])
+            for run_id in named if isinstance(named, list) else [named]:
+                assert run_id in ids, f"{table.relative_to(ROOT)}: trial {number} names run {run_id}, not in the data"
+
+
 def test_the_export_shortens_an_absolute_interpreter():
     import pandas as pd
 
