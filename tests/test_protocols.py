@@ -182,12 +182,12 @@ def test_protocols_are_the_same_arms_tuned_alike_but_for_their_scoring():
         protocols([arm(seeds="0")], [[arm(seeds="0")]])
 
 
-def run(reason: str, **metrics: float):
+def run(reason: str, seconds: float = 60.0, resumed: int = 0, **metrics: float):
     params = {"trainer.max_steps": "1500", "solve.patience": "2", "task.batches_per_epoch": "100",
               "trainer.val_check_interval": "100"}
-    return SimpleNamespace(info=SimpleNamespace(start_time=1_000, end_time=61_000),
-                           data=SimpleNamespace(tags={"stop_reason": reason, "diverged_at_step": "41"},
-                                                params=params, metrics=metrics))
+    tags = {"stop_reason": reason, "diverged_at_step": "41", **({"resume_count": str(resumed)} if resumed else {})}
+    return SimpleNamespace(info=SimpleNamespace(start_time=1_000, end_time=1_000 + int(seconds * 1000)),
+                           data=SimpleNamespace(tags=tags, params=params, metrics=metrics))
 
 
 @pytest.mark.parametrize("reason, metrics, steps", [
@@ -203,3 +203,16 @@ def test_the_steps_a_run_trained_follow_from_why_it_stopped(reason, metrics, ste
     assert steps_trained(run(reason, **metrics)) == steps
     c = of_trials([run(reason, **metrics)])
     assert (c.runs, c.steps, c.unknown, c.seconds) == (1, steps or 0, int(steps is None), 60.0 if steps else 0.0)
+
+
+def test_a_resumed_trial_run_counts_its_steps_at_the_arm_s_rate_not_the_time_it_stood_stopped():
+    """A study spanning sessions: a run stopped for a day and resumed spans that day."""
+    from rnnlab.report.tuning.compute import of_trials
+
+    done = [run("max_steps", seconds=150.0, epoch=15.0), run("solved", seconds=50.0, steps_to_solve=300.0, epoch=4.0)]
+    c = of_trials([*done, run("max_steps", seconds=86_400.0, resumed=1, epoch=15.0)])
+    rate = (150.0 + 50.0) / (1500 + 400)  # seconds per step of the runs never stopped
+    assert (c.runs, c.steps, c.resumed, c.unknown) == (3, 3400, 1, 0)
+    assert c.seconds == pytest.approx(200.0 + 1500 * rate)
+    alone = of_trials([run("max_steps", seconds=86_400.0, resumed=1, epoch=15.0)])
+    assert alone.steps == 1500 and math.isnan(alone.seconds)  # no run to take a rate from: not a guess

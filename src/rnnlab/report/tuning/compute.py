@@ -6,6 +6,10 @@ good configurations early trains fewer steps than one that does not. No run logs
 it trained as such, and a committed study's data keeps only each run's last metric values,
 not the steps they were logged at; so the count is read from what every run records (see
 :func:`steps_trained`), the same from the store and from the data.
+
+Wall seconds are a run's end minus its start, except for a run stopped and resumed (a study
+that spans sessions): its span holds the time it stood stopped, minutes or days, so its seconds
+are its steps at the rate of the arm's runs that were not (their seconds over their steps).
 """
 
 from __future__ import annotations
@@ -20,24 +24,34 @@ from rnnlab import runs as tags
 class Compute:
     """An arm's tuning compute: its trial runs (every run a trial started, one per tuning
     seed), the steps they trained and their wall seconds, summed; ``unknown``: runs that
-    ended before saying why they stopped (killed, failed), left out of the sums."""
+    ended before saying why they stopped (killed, failed), left out of the sums; ``resumed``:
+    runs whose seconds are estimated from their steps (see the module's docstring)."""
 
     runs: int = 0
     steps: int = 0
     seconds: float = 0.0
     unknown: int = 0
+    resumed: int = 0
 
 
 def of_trials(trial_runs: list) -> Compute:
     """The compute of an arm's trial runs (``Run`` objects, or the data's stand-ins for them)."""
     c = Compute(runs=len(trial_runs))
+    measured, resumed_steps = [0, 0.0], 0
     for r in trial_runs:
         steps = steps_trained(r)
         if steps is None:
             c.unknown += 1
             continue
         c.steps += steps
-        c.seconds += wall_seconds(r)
+        if int(float(r.data.tags.get(tags.RESUME_COUNT) or 0)):
+            c.resumed += 1
+            resumed_steps += steps
+        else:
+            measured[0] += steps
+            measured[1] += wall_seconds(r)
+    rate = measured[1] / measured[0] if measured[0] else math.nan  # seconds per step, uninterrupted
+    c.seconds = measured[1] + (resumed_steps * rate if resumed_steps else 0.0)
     return c
 
 
@@ -77,6 +91,7 @@ def steps_trained(run) -> int | None:
 
 
 def wall_seconds(run) -> float:
-    """From the run's start to its end (a resumed run's includes the time it stood stopped)."""
+    """From the run's start to its end (a resumed run's includes the time it stood stopped:
+    :func:`of_trials` does not use it for those)."""
     start, end = run.info.start_time, getattr(run.info, "end_time", None)
     return max(end - start, 0) / 1000 if start and end else 0.0

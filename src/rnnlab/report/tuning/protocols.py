@@ -14,6 +14,7 @@ A join of tunings (``--with``) is the other way round: other cells, tuned alike.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from rnnlab import stats
@@ -99,7 +100,7 @@ def section(arms: list[ArmResult], found: list[Protocol], family: stats.Family) 
             rows.append([a.cell, str(a.seq_len), f"{p.name} (`{p.source}`)", f"{best} (trial {t.best_trial})",
                          *([_solved(t.tuned_solved)] if solved else []), fmt_ci(t.tuned),
                          str(c.runs) + (f" ({c.unknown} unfinished)" if c.unknown else ""), f"{c.steps:,}",
-                         f"{c.seconds:,.0f}"])
+                         _seconds(c)])
     shown = md_table(["cell", "T", "configuration", "best configuration (trial)", *(["solved"] if solved else []),
                       f"{metric} (mean [95% CI])", "trial runs", "steps trained", "wall s"], rows,
                      right=[i + solved for i in (4, 5, 6, 7)])
@@ -110,12 +111,20 @@ def section(arms: list[ArmResult], found: list[Protocol], family: stats.Family) 
              "preset's untuned configuration (this study's default runs); the tuned rows are each protocol's best "
              "re-run on the re-seeds. Tuning compute: the trial runs of the arm's study (one per trial and "
              "tuning seed), the training steps they ran (a run that stops once solved ends early) and their wall "
-             "seconds, summed (re-seed runs, the same in every protocol, are not counted).", "", shown, ""]
+             "seconds, summed (re-seed runs, the same in every protocol, are not counted); a run stopped and resumed "
+             "counts its steps at the rate of the arm's runs that were not, since its wall time holds the time "
+             "it stood stopped.", "", shown, ""]
     if solved:
         lines += ["Critical length (the longest length at least half the seeds solve):", "", *_critical(arms, found),
                   ""]
     return lines + ["Paired differences over the seeds both have (every verdict in the page's family):", "",
                     _differences(arms, found, family), ""]
+
+
+def _seconds(c) -> str:
+    if math.isnan(c.seconds):
+        return "—"
+    return f"{c.seconds:,.0f}" + (f" ({c.resumed} resumed: at the others' rate)" if c.resumed else "")
 
 
 def _solved(solved: dict[int, bool]) -> str:
@@ -126,7 +135,8 @@ def _total(p: Protocol) -> str:
     runs = sum(a.compute.runs for a in p.arms.values())
     steps = sum(a.compute.steps for a in p.arms.values())
     seconds = sum(a.compute.seconds for a in p.arms.values())
-    return f"{runs} trial runs, {steps:,} steps, {seconds:,.0f} s in all"
+    return f"{runs} trial runs, {steps:,} steps, {seconds:,.0f} s in all" if not math.isnan(seconds) else \
+        f"{runs} trial runs, {steps:,} steps in all"
 
 
 def _critical(arms: list[ArmResult], found: list[Protocol]) -> list[str]:
