@@ -8,6 +8,8 @@
 #   bash experiments/reissue.sh start      # set up if needed, continue where the last machine stopped
 #   bash experiments/reissue.sh status     # which steps are done, which is running
 #   bash experiments/reissue.sh stop       # SIGTERM (running jobs save), then snapshot what is unfinished
+#   bash experiments/reissue.sh snapshot   # snapshot what is unfinished, the queue left running
+#   bash experiments/reissue.sh every 30   # ... every 30 minutes, until the queue ends (run it nohup)
 #   bash experiments/reissue.sh pause|resume   # SIGSTOP/SIGCONT, e.g. for a quiet measurement
 #
 # Where things live: $STUDIES (default ~/rnnlab-studies): a worktree per study commit with its own
@@ -16,7 +18,9 @@
 # experiment's runs (and a tuning's Optuna trials) as a snapshot marked incomplete
 # (src/report.py --export --partial) into experiments/<experiment>/data, to be committed; `start`
 # on a new machine loads that snapshot into a new store (src/open_study.py --store), and the same
-# commands skip what finished (a sweep's configurations, a tuning's trials). A step whose
+# commands skip what finished (a sweep's configurations, a tuning's trials). A machine can go with
+# no stop (on 2026-12-07 one took tune_adding_seeds' first 70 runs with it): keep `every` running
+# beside the queue, and commit its snapshots. A step whose
 # experiment's data in the repo is complete and from its commit (or EARLIER_COMMITS) is done.
 # Exporting a finished study and writing its page is not done here: `make export-study`.
 set -u
@@ -151,6 +155,19 @@ run_queue() {
   rm -f "$STUDIES/current"; log "queue finished"
 }
 
+# Every experiment in the store that the repo does not hold complete: its snapshot, to commit (a
+# new machine continues one; export a finished one with `make export-study` first). Taken while
+# the queue runs, it holds the runs finished so far: a run under way is done again on a new
+# machine (its trial, RUNNING in the snapshot, is asked again; rnnlab.tune.resume).
+snapshot() {
+  for exp in $(in_store); do
+    [ "$(committed "$exp")" = complete ] && continue
+    "$REPO/.venv/bin/python" "$REPO/src/report.py" --experiment "$exp" --export --partial --out "$REPO/experiments/$exp" \
+      >>"$STUDIES/logs/snapshot.log" 2>&1 || { log "snapshot of $exp FAILED: $STUDIES/logs/snapshot.log"; continue; }
+    log "snapshot of $exp in experiments/$exp/data: commit it"
+  done
+}
+
 main() {
   case "${1:-}" in
     start)
@@ -184,12 +201,12 @@ main() {
         sleep 2
       done
       rm -f "$STUDIES/stopping"
-      # every experiment in the store that the repo does not hold complete: its snapshot, to commit
-      # (a new machine continues one; export a finished one with `make export-study` first)
-      for exp in $(in_store); do
-        [ "$(committed "$exp")" = complete ] && continue
-        "$REPO/.venv/bin/python" "$REPO/src/report.py" --experiment "$exp" --export --partial --out "$REPO/experiments/$exp"
-        log "snapshot of $exp in experiments/$exp/data: commit it"
+      snapshot;;
+    snapshot) snapshot;;
+    every)  # a snapshot every $2 minutes while the queue runs: a machine lost loses at most that
+      while sleep $((${2:?minutes}*60)); do
+        [ -e "$STUDIES/queue.pgid" ] && alive "$(cat "$STUDIES/queue.pgid")" || break
+        snapshot
       done;;
     *) sed -n '2,20p' "$0"; exit 2;;
   esac

@@ -186,18 +186,24 @@ class Store:
             err.seek(0)
             return subprocess.CompletedProcess(proc.args, proc.returncode, "".join(out) + rest, err.read())
 
-    def elsewhere(self, experiment: str, *left_behind: str) -> Store:
-        """The experiment continued on another machine: a snapshot of its data (``report.py
-        --export --partial``, as a study left unfinished at a session's end is committed) loaded
-        into a new store (``rnnlab.studies.load``: a tuning's Optuna studies beside it), and this
-        machine's store, Optuna store and ``left_behind`` folders (checkpoints) deleted."""
+    def snapshot(self, experiment: str) -> None:
+        """A snapshot of the experiment's data (``report.py --export --partial``), as a study
+        left unfinished at a session's end, or taken while it runs, is committed."""
         import importlib
-
-        from rnnlab import studies
 
         cli = importlib.import_module("report")  # src/report.py
         assert cli.main(["--experiment", experiment, "--export", "--partial", "--tracking-uri", self.uri,
                          "--out", str(self.dir / "snapshot")]) == 0
+
+    def elsewhere(self, experiment: str, *left_behind: str, taken: bool = False) -> Store:
+        """The experiment continued on another machine: a snapshot of its data (:meth:`snapshot`,
+        ``taken`` already) loaded into a new store (``rnnlab.studies.load``: a tuning's Optuna
+        studies beside it), and this machine's store, Optuna store and ``left_behind`` folders
+        (checkpoints) deleted."""
+        from rnnlab import studies
+
+        if not taken:
+            self.snapshot(experiment)
         studies.load(self.dir / "snapshot", self.dir / "elsewhere" / "mlflow.db")
         for folder in left_behind:
             shutil.rmtree(self.dir / folder)

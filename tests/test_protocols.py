@@ -212,7 +212,16 @@ def test_a_resumed_trial_run_counts_its_steps_at_the_arm_s_rate_not_the_time_it_
     done = [run("max_steps", seconds=150.0, epoch=15.0), run("solved", seconds=50.0, steps_to_solve=300.0, epoch=4.0)]
     c = of_trials([*done, run("max_steps", seconds=86_400.0, resumed=1, epoch=15.0)])
     rate = (150.0 + 50.0) / (1500 + 400)  # seconds per step of the runs never stopped
-    assert (c.runs, c.steps, c.resumed, c.unknown) == (3, 3400, 1, 0)
+    assert (c.runs, c.steps, c.estimated, c.unknown) == (3, 3400, 1, 0)
     assert c.seconds == pytest.approx(200.0 + 1500 * rate)
     alone = of_trials([run("max_steps", seconds=86_400.0, resumed=1, epoch=15.0)])
     assert alone.steps == 1500 and math.isnan(alone.seconds)  # no run to take a rate from: not a guess
+    # on the page: the arm without a rate says so, and the protocol's total counts the others
+    from rnnlab.report.tuning.protocols import Protocol, _seconds, _total
+
+    timed, untimed = arm("gru"), arm("lstm")
+    timed.compute, untimed.compute = c, alone
+    assert _seconds(alone) == "— (1 resumed, no other run to take a rate from)"
+    assert _seconds(c) == f"{c.seconds:,.0f} (1 estimated: resumed, at the others' rate)"
+    assert _total(Protocol("tune_0", ["0"], {"gru": timed, "lstm": untimed})) == \
+        f"4 trial runs, 4,900 steps, {c.seconds:,.0f} s in all (the seconds of 1 arm(s) unknown: see the table)"

@@ -359,14 +359,17 @@ def training_runs(store, trial: str) -> list:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["killed", "ctrl-c"])
-def test_a_killed_study_resumes_without_redoing_finished_trials(store, sig):
+@pytest.mark.parametrize("sig,lost", [(signal.SIGKILL, False), (signal.SIGINT, False), (signal.SIGKILL, True)],
+                         ids=["killed", "ctrl-c", "machine-lost"])
+def test_a_killed_study_resumes_without_redoing_finished_trials(store, sig, lost):
     """SIGKILL or Ctrl-C to the whole process group (the sweeper and its workers) after the
     first trials are told; the same command finishes the studies, each with 3 trials done.
     SIGKILL comes once the trials under way have a checkpoint: each is asked again under a new
     number and continues its run, which takes that number. Ctrl-C first lets the trials under
     way save and end KILLED, and leaves them unjudged; that case then continues on another
-    machine, from a snapshot of the tuning's data, where each trial names its run's new id."""
+    machine, from a snapshot of the tuning's data, where each trial names its run's new id.
+    ``lost``: the machine goes with no stop, and the study continues elsewhere from a snapshot
+    taken while its trials ran (``reissue.sh every``): they, RUNNING there, are asked again."""
     # Two trials at once whatever the machine's cores; a trial trains for seconds, time to catch
     # both; metrics written as they are logged, so the store shows a trial training at once.
     slow = ["trainer.max_steps=500", "tune.reseeds=[]", "hydra.launcher.n_jobs=2", "tracking.async_logging=false"]
@@ -392,6 +395,8 @@ def test_a_killed_study_resumes_without_redoing_finished_trials(store, sig):
     while not ready() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)
     assert proc.poll() is None and ready(), "".join(seen)[-3000:]
+    if lost:
+        store.snapshot("tune_tiny")
     os.killpg(proc.pid, sig)
     proc.wait(timeout=120)
     reader.join(timeout=10)
@@ -411,6 +416,10 @@ def test_a_killed_study_resumes_without_redoing_finished_trials(store, sig):
         store = store.elsewhere("tune_tiny", "m1")
         assert {name: [(n, state) for n, state, _ in trials] for name, trials in studies(store).items()} == {
             name: [(0, "COMPLETE"), (1, "RUNNING")] for name in ("tiny: cell=rnn", "tiny: cell=gru")}
+    if lost:
+        store = store.elsewhere("tune_tiny", "m1", taken=True)
+        snapped = [r for r in store.runs("tune_tiny") if r.data.tags.get("tune_trial") == "1"]
+        assert len(snapped) == 2 and all(r.info.status == "RUNNING" for r in snapped)
 
     tune(store, *slow)
     from rnnlab.report import tuning as tuned
@@ -428,14 +437,30 @@ def test_a_killed_study_resumes_without_redoing_finished_trials(store, sig):
         # each trial's run is tagged with its number, the run continued by a trial asked again too
         assert {n: by_id[run_id].data.tags["tune_trial"] for n, run_id in numbered.items()} == \
             {n: str(n) for n in numbered}, name
-        if sig == signal.SIGKILL:  # trial 2 (trial 1 asked again) continued trial 1's run
-            assert by_id[numbered[2]].data.tags.get("resume_count") == "1", name
+        if sig == signal.SIGKILL:  # trial 2 (trial 1 asked again) continued trial 1's run (its checkpoint
+            # is on the machine lost: trained again)
+            assert by_id[numbered[2]].data.tags.get("resume_count") == (None if lost else "1"), name
     for r in runs:
         if r.data.tags.get("tune_role") == "trial" and r.data.tags["tune_trial"] == "0":
             assert r.data.tags.get("resume_count") is None  # told before the kill: left alone
     assert not [r for r in runs if r.info.status == "RUNNING"], "the killed trial's run ends KILLED"
+    if lost:  # the snapshot's runs of the trial under way: ended, by the trial asked again for it
+        assert sorted(r.data.tags.get("status_reason") for r in runs if r.info.status == "KILLED") == \
+            ["interrupted"] * 2
     parents = [r for r in runs if r.data.tags.get("sweep") == "true"]
     assert len(parents) == 2 and all(p.info.status == "FINISHED" for p in parents)
+
+
+def test_a_trial_that_draws_a_done_configuration_scores_its_run_and_leaves_its_tag(store):
+    """Trial 1 draws trial 0's configuration (a space of one point): its run is skipped as done
+    and scores trial 1 too, but stays tagged with trial 0, the trial that trained it (only a run
+    of a trial a stop left unjudged takes the number of the trial asked again for it)."""
+    tune(store, "tune.trials=2", "tune.reseeds=[]", "tune.space={optim.lr: 'choice(0.001)'}")
+    runs = {r.info.run_id: r for r in store.runs("tune_tiny") if r.data.tags.get("tune_role") == "trial"}
+    for name, numbered in trial_runs(store).items():
+        assert sorted(numbered) == [0, 1] and numbered[0] == numbered[1], name
+        assert runs[numbered[0]].data.tags["tune_trial"] == "0", name
+    assert len(runs) == 2  # one run per arm
 
 
 def test_an_arm_stopped_mid_trial_then_draws_what_an_arm_never_stopped_draws():

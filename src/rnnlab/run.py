@@ -271,14 +271,8 @@ def _open_run(cfg: DictConfig, task: Task, digest: str, in_sweep: dict | None, s
             runs.CODE_HASH: tracking.code_hash(), **tracking.git_info(),
             **({runs.PARENT: parent, runs.SWEEP_ID: parent} if parent else {}), **tune_tags}
     worker = start.ddp_ckpt_dir is not None
-    run = tracking.Run(cfg.tracking, runs.experiment_name(cfg, task.name), run_name(cfg, task.name), tags,
-                       resume_id=None if worker else start.run_id, attach_id=start.run_id if worker else None)
-    if run.resumed and tune_tags:
-        # A trial a stop left unfinished is asked again under a new number (rnnlab.tune.resume) and
-        # continues this run: the run takes that number, so that its tag names the trial that
-        # scored it (Optuna keeps the old number as the new trial's `asked_again_for`).
-        run.set_tags(tune_tags)
-    return run
+    return tracking.Run(cfg.tracking, runs.experiment_name(cfg, task.name), run_name(cfg, task.name), tags,
+                        resume_id=None if worker else start.run_id, attach_id=start.run_id if worker else None)
 
 
 def _checkpoint_dir(cfg: DictConfig, task: Task, model: RecurrentModel, run: tracking.Run, start: Start) -> str:

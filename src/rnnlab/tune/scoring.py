@@ -34,6 +34,7 @@ def tell(parents: Parents, settings: Settings, arm: Arm, trial, rets: list[JobRe
     head = f"[tune {store.study_name(settings, arm)}] trial {trial.number}: {shown}"
     if ids:
         trial.set_user_attr("run_id", ids[0] if len(settings.seeds) == 1 else ids)
+    _retag(parents, arm, trial.number, ids)
     for ret, outcome in zip(rets, outcomes):
         if ret.status != JobStatus.COMPLETED or outcome.get("outcome") not in ("finished", "diverged", "skipped"):
             detail = outcome.get("detail") or (repr(ret._return_value) if ret.status == JobStatus.FAILED else "")
@@ -89,3 +90,14 @@ def worst(arm: Arm, run) -> float:
     if not candidates:
         return 1e300 if arm.mode == "min" else -1e300
     return max(candidates) if arm.mode == "min" else min(candidates)
+
+
+def _retag(parents: Parents, arm: Arm, number: int, ids: list[str]) -> None:
+    """A trial asked again after a stop has a new number, and its runs may be the stopped
+    trial's (continued, or skipped as already done): such a run takes the new number, so that
+    its ``tune_trial`` tag names the trial it scores. A run whose tag names a trial that was
+    told (another trial that drew the same configuration) keeps it."""
+    stale = {str(t.number) for t in arm.study.get_trials(deepcopy=False) if t.user_attrs.get("stale")}
+    for run_id in ids:
+        if parents.client.get_run(run_id).data.tags.get(runs.TUNE_TRIAL) in stale:
+            parents.client.set_tag(run_id, runs.TUNE_TRIAL, str(number))

@@ -9,7 +9,9 @@ not the steps they were logged at; so the count is read from what every run reco
 
 Wall seconds are a run's end minus its start, except for a run stopped and resumed (a study
 that spans sessions): its span holds the time it stood stopped, minutes or days, so its seconds
-are its steps at the rate of the arm's runs that were not (their seconds over their steps).
+are its steps at the rate of the arm's runs that were not (their seconds over their steps): a
+lower bound, since its steps are those it ended at, without the ones it trained again after
+resuming from a checkpoint older than the stop.
 """
 
 from __future__ import annotations
@@ -24,34 +26,36 @@ from rnnlab import runs as tags
 class Compute:
     """An arm's tuning compute: its trial runs (every run a trial started, one per tuning
     seed), the steps they trained and their wall seconds, summed; ``unknown``: runs that
-    ended before saying why they stopped (killed, failed), left out of the sums; ``resumed``:
-    runs whose seconds are estimated from their steps (see the module's docstring)."""
+    ended before saying why they stopped (killed, failed), left out of the sums; ``estimated``:
+    runs whose seconds are their steps at the rate of the others (resumed, or without both
+    times; see the module's docstring). ``seconds`` is NaN where no run gives a rate."""
 
     runs: int = 0
     steps: int = 0
     seconds: float = 0.0
     unknown: int = 0
-    resumed: int = 0
+    estimated: int = 0
 
 
 def of_trials(trial_runs: list) -> Compute:
     """The compute of an arm's trial runs (``Run`` objects, or the data's stand-ins for them)."""
     c = Compute(runs=len(trial_runs))
-    measured, resumed_steps = [0, 0.0], 0
+    measured, estimated_steps = [0, 0.0], 0
     for r in trial_runs:
         steps = steps_trained(r)
         if steps is None:
             c.unknown += 1
             continue
         c.steps += steps
-        if int(float(r.data.tags.get(tags.RESUME_COUNT) or 0)):
-            c.resumed += 1
-            resumed_steps += steps
+        seconds = wall_seconds(r)
+        if int(float(r.data.tags.get(tags.RESUME_COUNT) or 0)) or not seconds:  # no span to read
+            c.estimated += 1
+            estimated_steps += steps
         else:
             measured[0] += steps
-            measured[1] += wall_seconds(r)
+            measured[1] += seconds
     rate = measured[1] / measured[0] if measured[0] else math.nan  # seconds per step, uninterrupted
-    c.seconds = measured[1] + (resumed_steps * rate if resumed_steps else 0.0)
+    c.seconds = measured[1] + (estimated_steps * rate if estimated_steps else 0.0)
     return c
 
 

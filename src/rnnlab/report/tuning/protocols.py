@@ -123,8 +123,8 @@ def section(arms: list[ArmResult], found: list[Protocol], family: stats.Family) 
 
 def _seconds(c) -> str:
     if math.isnan(c.seconds):
-        return "—"
-    return f"{c.seconds:,.0f}" + (f" ({c.resumed} resumed: at the others' rate)" if c.resumed else "")
+        return f"— ({c.estimated} resumed, no other run to take a rate from)"
+    return f"{c.seconds:,.0f}" + (f" ({c.estimated} estimated: resumed, at the others' rate)" if c.estimated else "")
 
 
 def _solved(solved: dict[int, bool]) -> str:
@@ -134,9 +134,10 @@ def _solved(solved: dict[int, bool]) -> str:
 def _total(p: Protocol) -> str:
     runs = sum(a.compute.runs for a in p.arms.values())
     steps = sum(a.compute.steps for a in p.arms.values())
-    seconds = sum(a.compute.seconds for a in p.arms.values())
-    return f"{runs} trial runs, {steps:,} steps, {seconds:,.0f} s in all" if not math.isnan(seconds) else \
-        f"{runs} trial runs, {steps:,} steps in all"
+    timed = [a.compute.seconds for a in p.arms.values() if not math.isnan(a.compute.seconds)]
+    untimed = len(p.arms) - len(timed)
+    return f"{runs} trial runs, {steps:,} steps, {sum(timed):,.0f} s in all" + \
+        (f" (the seconds of {untimed} arm(s) unknown: see the table)" if untimed else "")
 
 
 def _critical(arms: list[ArmResult], found: list[Protocol]) -> list[str]:

@@ -41,8 +41,6 @@ def export_(tracking_uri: str, experiment: str, folder: Path, complete: bool = T
     from optuna.distributions import distribution_to_json
 
     arms = load(tracking_uri, experiment)
-    mlflow.set_tracking_uri(tracking_uri)
-    runs = mlflow.search_runs(experiment_names=[experiment], max_results=50_000, output_format="pandas")
     rows, studies = [], {}
     for arm in arms:
         study = optuna.load_study(study_name=arm.study, storage=arm.storage)
@@ -55,6 +53,10 @@ def export_(tracking_uri: str, experiment: str, folder: Path, complete: bool = T
                          "user_attrs": json.dumps(t.user_attrs, sort_keys=True, default=str),
                          "system_attrs": json.dumps(t.system_attrs, sort_keys=True, default=str),
                          "start": t.datetime_start, "complete": t.datetime_complete})
+    # The runs after the trials: a snapshot of a study still running names no run it lacks (a
+    # trial told meanwhile is RUNNING here; a run it finished meanwhile is done on resume).
+    mlflow.set_tracking_uri(tracking_uri)
+    runs = mlflow.search_runs(experiment_names=[experiment], max_results=50_000, output_format="pandas")
     data = Path(folder) / DATA
     data.mkdir(parents=True, exist_ok=True)
     runs = public(runs)
