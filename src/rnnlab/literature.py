@@ -27,7 +27,7 @@ BAI_2018 = "Bai, Kolter & Koltun 2018, \"An empirical evaluation of generic conv
 ZOOLOGY = "Arora, Eyuboglu et al. 2023, \"Zoology: measuring and improving recall in efficient language models\""
 MAMBA = "Gu & Dao 2023, \"Mamba: linear-time sequence modeling with selective state spaces\""
 FENG_2024 = "Feng et al. 2024, \"Were RNNs all we needed?\""
-SEQ_ICL = "berlino/seq_icl, its associative recall results (as issue #41 quotes them)"
+SEQ_ICL = "Akyürek et al. 2024 (berlino/seq_icl), its README's associative recall table, Aug 2023 - Jan 2024"
 
 def published(task: str) -> tuple[Published, ...]:
     """The entries task ``task`` declares (``Task.published``); none for a task this checkout
