@@ -5,6 +5,8 @@ at longer lengths logged per length, ``model/state_size``, and a model that lear
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -66,6 +68,7 @@ def test_mqar_query_gaps_follow_zoology_s_power_law():
 def test_mqar_baseline_is_what_guessing_among_the_values_scores():
     """Guessing uniformly among the sequence's K values, simulated on the test set, scores 1/K."""
     task = _mqar()
+    assert task.query_order == "shuffled"
     x, y = task.test["x"], task.test["y"]
     K = task.num_kv_pairs
     g = torch.Generator().manual_seed(0)
@@ -75,6 +78,34 @@ def test_mqar_baseline_is_what_guessing_among_the_values_scores():
     acc = float((guess == y[scored].view(len(x), K)).float().mean())
     assert task.baselines()["acc"] == pytest.approx(1 / K)
     assert acc == pytest.approx(1 / K, abs=0.02)  # 8000 queries: sd 0.005
+
+
+def _in_order(task: MQAR) -> tuple[float, list[float]]:
+    """Answering the j-th query with the j-th pair's value, binding nothing, simulated on the
+    test set: its accuracy, and how often the j-th query asks for the j-th pair, per j."""
+    x, y = task.test["x"], task.test["y"]
+    K = task.num_kv_pairs
+    scored = y != IGNORE_INDEX
+    guess = x[:, 1 : 2 * K : 2]  # the values, in the pairs' order: one per query, in the queries' order
+    hit = guess == y[scored].view(len(x), K)
+    return float(hit.float().mean()), hit.float().mean(0).tolist()
+
+
+def test_mqar_query_order_says_nothing_of_the_pairs_unless_drawn_as_zoology_draws_it():
+    """Zoology's order (the i-th key at the i-th gap drawn) lets the j-th query's answer be
+    guessed from j alone above 1/K, and the baseline counts it; shuffled, it cannot."""
+    shuffled = _mqar(test_size=4000)
+    acc, per_rank = _in_order(shuffled)
+    assert max(abs(p - 0.25) for p in per_rank) < 0.03 and shuffled.baselines()["acc"] == 0.25  # sd 0.007
+    drawn = _mqar(test_size=4000, query_order="drawn")
+    acc, per_rank = _in_order(drawn)
+    assert per_rank[0] > 0.31, "the first gap drawn is the smallest most often: the first query asks pair 0"
+    assert acc > 0.26
+    base = drawn.baselines()
+    assert base["acc"] >= acc - 0.01 and base["acc"] > 0.27 and base["loss"] < math.log(4)
+    assert drawn.describe()["data/query_order"] == "drawn"
+    with pytest.raises(ConfigError, match=r"task\.query_order.*shuffled, drawn"):
+        _mqar(query_order="zoology")
 
 
 def test_selective_copy_layout_and_its_order_free_baseline():
@@ -91,25 +122,29 @@ def test_selective_copy_layout_and_its_order_free_baseline():
     simulated = float((mode == y[:, -M:]).float().mean())
     base = task.baselines()
     assert base["acc"] == pytest.approx(simulated, abs=1e-6)
-    assert 0.15 < base["acc"] < 0.3, "16 draws of 16 symbols: the mode's share is about 3.4/16"
+    assert 0.15 < base["acc"] < 0.3, "16 draws of 16 symbols: the mode's share is about 3.1/16"
     present = (counts > 0).sum(1).double()  # uniform among the symbols present: below the mode
     assert float((1 / present).mean()) < base["acc"]
 
 
-def test_induction_layout_and_the_guess_among_present_symbols():
+def test_induction_layout_and_its_bag_of_tokens_baseline():
     task = Induction(seq_len=24, batch_size=8, seed=0, val_size=8, test_size=4000)
     x, y = task.test["x"], task.test["y"]
     assert (x[:, -1] == 0).all() and ((x[:, :-1] == 0).sum(1) == 1).all(), "the special token twice"
     first = (x[:, :-1] == 0).int().argmax(1)
     assert torch.equal(x[torch.arange(len(x)), first + 1], y) and (y > 0).all()
+    # the strategy, simulated from the inputs: the most frequent symbol, ties broken at random
     g = torch.Generator().manual_seed(0)
-    hits = []
+    hits, present = [], []
     for row, target in zip(x.tolist(), y.tolist(), strict=True):
-        present = sorted(set(row) - {0})
-        hits.append(present[int(torch.randint(0, len(present), (1,), generator=g))] == target)
-    simulated = sum(hits) / len(hits)
-    assert task.baselines()["acc"] == pytest.approx(simulated, abs=0.02)  # 4000 draws: sd 0.005
-    assert task.baselines()["acc"] > 1 / 16, "at 22 tokens not every symbol is present"
+        counts = torch.bincount(torch.tensor([t for t in row if t]), minlength=17)
+        modes = (counts == counts.max()).nonzero().flatten()
+        hits.append(int(modes[int(torch.randint(0, len(modes), (1,), generator=g))]) == target)
+        present.append(int((counts > 0).sum()))
+    base = task.baselines()
+    assert base["acc"] == pytest.approx(sum(hits) / len(hits), abs=0.02)  # 4000 draws: sd 0.006
+    guess_present = sum(1 / d for d in present) / len(present)
+    assert base["acc"] > guess_present + 0.02, "the mode is a better guess than any symbol present"
 
 
 def test_a_length_test_draws_the_task_again_at_its_length_and_refuses_a_shorter_one():

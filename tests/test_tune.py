@@ -231,8 +231,8 @@ def test_a_tiny_study_tunes_each_arm_then_reseeds_its_best(store, drawn, capsys)
         reseeds = [r for r in kids if r.data.tags["tune_role"] == "reseed"]
         assert [r.data.tags["tune_trial"] for r in trials] == ["0", "1", "2"]
         cell = parent.data.tags["cell"]
-        assert [r.info.run_name for r in trials] == [f"{cell}-T10-trial{k}" for k in range(3)]
-        assert sorted(r.info.run_name for r in reseeds) == [f"{cell}-T10-best-s1", f"{cell}-T10-best-s2"]
+        assert [r.info.run_name for r in trials] == [f"{cell}-adding-T10-trial{k}" for k in range(3)]
+        assert sorted(r.info.run_name for r in reseeds) == [f"{cell}-adding-T10-best-s1", f"{cell}-adding-T10-best-s2"]
         assert all(r.data.tags["seed"] == "0" for r in trials)
         assert parent.data.metrics["tune/trials_done"] == 3 and parent.data.metrics["tune/failed"] == 0
         # the best trial: the lowest best validation MSE of the three, its params on the parent
@@ -527,7 +527,7 @@ def test_a_trial_on_several_tuning_seeds_scores_the_mean_of_its_runs(store):
     told = {t.number: t for t in study.trials}
     for k, trial_runs in by_trial.items():
         assert len({r.data.params["optim.lr"] for r in trial_runs.values()}) == 1
-        assert {r.info.run_name for r in trial_runs.values()} == {f"gru-T10-trial{k}-s{s}" for s in (0, 3, 4)}
+        assert {r.info.run_name for r in trial_runs.values()} == {f"gru-adding-T10-trial{k}-s{s}" for s in (0, 3, 4)}
         best = {s: min(v for _, v in store.history(r.info.run_id, "val/mse")) for s, r in trial_runs.items()}
         assert len(set(best.values())) == 3  # three seeds, three values: the mean is none of them
         assert told[k].value == pytest.approx(sum(best.values()) / 3)

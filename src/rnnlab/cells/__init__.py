@@ -147,12 +147,12 @@ SPECS: dict[str, CellSpec] = {s.name: s for s in (
              step_flops=lambda i, h: 2 * (3 * h * i + 3 * h * h)),
     # Not a recurrence: causal self-attention, the ceiling recall is read against (Zoology's). Its state
     # is its context, keys and values (2h) per step and layer; a pre-norm block per layer: an input
-    # projection where i ≠ h, two LayerNorms, W_qkv, W_o and a 4h-wide MLP (rnnlab.cells.attention).
+    # projection where i ≠ h, a LayerNorm, W_qkv and W_o, no MLP (rnnlab.cells.attention).
     CellSpec("attention", False, {"parallel": "rnnlab.cells.attention:Attention",
                                       "reference": "rnnlab.cells.attention:Attention"},
              color="black", options=("num_heads",), layer_state=lambda h: 2 * h, context_state=True,
-             layer_params=lambda i, h, nb: (i * h + h if i != h else 0) + 12 * h * h + 13 * h,
-             step_flops=lambda i, h: 2 * ((i * h if i != h else 0) + 12 * h * h)),
+             layer_params=lambda i, h, nb: (i * h + h if i != h else 0) + 4 * h * h + 6 * h,
+             step_flops=lambda i, h: 2 * ((i * h if i != h else 0) + 4 * h * h)),
 )}
 
 

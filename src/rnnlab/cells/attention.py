@@ -2,12 +2,15 @@
 (Zoology's attention baseline, Arora et al. 2023). Its state is not a fixed-size summary but the
 whole context: every past step's key and value, per layer.
 
-A pre-norm transformer block per layer, batch-first, with the interface of ``nn.GRU``::
+A pre-norm residual attention block per layer, batch-first, with the interface of ``nn.GRU``::
 
     u = x  (or W_in x + b_in where the input's width is not the hidden size)
     u = u + sinusoidal position (first layer only: positions of any length, no learnt table)
     u = u + W_o · softmax(q kᵀ / √d + causal mask) v,   (q, k, v) = W_qkv · LayerNorm(u)
-    u = u + W_2 · GELU(W_1 · LayerNorm(u))               (an MLP 4× wide)
+
+No MLP, as Zoology's Figure 2 models (its ``state_mixer`` is the identity): the ceiling is
+attention's mixing alone, 4h² + 6h parameters a layer, fewer than a GRU layer's 6h² + 6h (a
+transformer's 4h-wide MLP would add 8h², twice the attention itself).
 
 ``forward(x, state=None) -> (outputs (B, T, H), state (L, B, T0 + T, 2H))``: the state holds each
 layer's keys and values of every step so far (a KV cache); given one, the new steps attend to it
@@ -19,7 +22,7 @@ replay a probe batch through the reference form, as for the scan cells, for the 
 of the last layer's outputs; there is no gate and nothing saturates.
 
 Its state size is the cache, ``seq_len × 2H`` floats per layer (``CellSpec.context_state``); its
-FLOPs per step (``step_flops``) count the projections and the MLP, not the attention over the
+FLOPs per step (``step_flops``) count the projections, not the attention over the
 context, which adds ``4·t·H`` at step ``t`` (so ``2·T·H`` per step on average over a sequence).
 """
 
@@ -32,7 +35,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 IMPLS = ("parallel", "reference")
-MLP_WIDTH = 4
 
 
 def positions(start: int, T: int, h: int, like: Tensor) -> Tensor:
@@ -50,17 +52,16 @@ class _Block(nn.Module):
         super().__init__()
         self.h, self.heads = h, heads
         self.proj = nn.Linear(d_in, h) if d_in != h else nn.Identity()
-        self.norm1, self.norm2 = nn.LayerNorm(h), nn.LayerNorm(h)
+        self.norm = nn.LayerNorm(h)
         self.qkv = nn.Linear(h, 3 * h)
         self.out = nn.Linear(h, h)
-        self.mlp = nn.Sequential(nn.Linear(h, MLP_WIDTH * h), nn.GELU(), nn.Linear(MLP_WIDTH * h, h))
 
     def _split(self, t: Tensor) -> Tensor:  # (B, T, h) -> (B, heads, T, h / heads)
         return t.unflatten(-1, (self.heads, -1)).transpose(1, 2)
 
     def forward(self, u: Tensor, cache: Tensor | None, impl: str, probe: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``u`` (B, T, h) after projection and positions; ``cache`` (B, T0, 2h) or None."""
-        q, k, v = self.qkv(self.norm1(u)).chunk(3, dim=-1)
+        q, k, v = self.qkv(self.norm(u)).chunk(3, dim=-1)
         kv = torch.cat([k, v], dim=-1)
         kv = kv if cache is None else torch.cat([cache, kv], dim=1)
         keys, values = kv.chunk(2, dim=-1)
@@ -69,7 +70,6 @@ class _Block(nn.Module):
         else:
             a = self._reference(q, keys, values)
         u = u + self.out(a)
-        u = u + self.mlp(self.norm2(u))
         if probe is not None:
             u = u + probe
         return u, kv

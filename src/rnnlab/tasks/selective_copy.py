@@ -19,7 +19,7 @@ every output step alike; its best guess is the most frequent symbol, right at ma
 of the steps. Any order-free strategy does no better, so this is the ceiling of learning the bag
 without the order (above uniform chance over the vocabulary, 1/16, or among the distinct tokens
 present, about 1/10 at 16 of 16). It is scored on the test set itself (the mean over sequences of
-max-count / n_copy: about 0.21 at 16 of 16), and its cross-entropy is that of predicting the
+max-count / n_copy: about 0.19 at 16 of 16), and its cross-entropy is that of predicting the
 counts, mean of -ln(count(token)/n_copy).
 
 **Where recall breaks:** accuracy by output index (``acc_by_index/4-7``: the 4th to 7th token).

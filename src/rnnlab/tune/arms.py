@@ -36,9 +36,11 @@ class Arm:
 
     @property
     def run_name(self) -> str:
-        """``gru-T200``: what its trial runs are named after (``gru-T200-trial3``, ``-best-s1``)."""
+        """``gru-adding-T200``: what its trial runs are named after (``gru-adding-T200-trial3``,
+        ``-best-s1``); the task, as a sweep's runs name it, tells apart the tunings of several
+        tasks in one experiment (the recall study's)."""
         others = [o.replace("=", "") for o in self.overrides if o.split("=", 1)[0] not in ("cell", "seq_len")]
-        return "-".join([self.cfg.cell.name, f"T{self.cfg.seq_len}", *others])
+        return "-".join([self.cfg.cell.name, task_of(self.cfg).name, f"T{self.cfg.seq_len}", *others])
 
     @property
     def title(self) -> str:
