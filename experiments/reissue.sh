@@ -29,8 +29,10 @@ set -f  # the Hydra arguments below are split into words, never matched against 
 # (tune_adding_seeds) and draws the same configurations in every arm however often a study stops;
 # its other changes since dba1cc8 leave a single-process run's numbers alone.
 STUDY_COMMIT=dc5a4f4
-# A study begun from an earlier commit finishes from it (one code hash per study).
-declare -A FROM=([tune_modern_char_lm]=dba1cc8)
+# A study begun from an earlier commit finishes from it (one code hash per study). The recall study
+# runs from fb8ec05, where an outside review's corrections to it landed before it began (MQAR's
+# query order, induction's baseline, attention without an MLP, runs stopped at skill 0.99).
+declare -A FROM=([tune_modern_char_lm]=dba1cc8 [recall_study]=fb8ec05)
 # Studies finished from an earlier study commit count as done: modern_study, modern_study_copy and
 # modern_study_char_lm ran from e32fa7b, before dba1cc8 fixed char_lm's resume after its first epoch.
 EARLIER_COMMITS="e32fa7b"
