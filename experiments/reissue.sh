@@ -162,6 +162,7 @@ run_queue() {
 # the queue runs, it holds the runs finished so far: a run under way is done again on a new
 # machine (its trial, RUNNING in the snapshot, is asked again; rnnlab.tune.resume).
 snapshot() {
+  exec 9>"$STUDIES/snapshot.lock"; flock 9  # one at a time: `every`'s and `stop`'s write the same files
   for exp in $(in_store); do
     [ "$(committed "$exp")" = complete ] && continue
     "$REPO/.venv/bin/python" "$REPO/src/report.py" --experiment "$exp" --export --partial --out "$REPO/experiments/$exp" \
@@ -206,10 +207,14 @@ main() {
       snapshot;;
     snapshot) snapshot;;
     every)  # a snapshot every $2 minutes while the queue runs: a machine lost loses at most that
-      while sleep $((${2:?minutes}*60)); do
+      case "${2:-}" in ''|*[!0-9]*|0) echo "every: give the minutes between snapshots, an integer > 0" >&2; exit 2;; esac
+      while sleep $(($2 * 60)); do
         [ -e "$STUDIES/queue.pgid" ] && alive "$(cat "$STUDIES/queue.pgid")" || break
         snapshot
-      done;;
+      done
+      # the queue ended: finished (export it with `make export-study`), failed, or stopped (whose
+      # own snapshot this repeats): what it did since the last one, unless a stop is writing it
+      [ -e "$STUDIES/stopping" ] || snapshot;;
     *) sed -n '2,20p' "$0"; exit 2;;
   esac
 }

@@ -192,8 +192,15 @@ class Store:
         import importlib
 
         cli = importlib.import_module("report")  # src/report.py
-        assert cli.main(["--experiment", experiment, "--export", "--partial", "--tracking-uri", self.uri,
-                         "--out", str(self.dir / "snapshot")]) == 0
+        for attempt in range(5):  # a job frozen mid-write may hold sqlite's lock for a moment
+            try:
+                assert cli.main(["--experiment", experiment, "--export", "--partial", "--tracking-uri", self.uri,
+                                 "--out", str(self.dir / "snapshot")]) == 0
+                return
+            except Exception as e:
+                if "locked" not in str(e) or attempt == 4:
+                    raise
+                time.sleep(1)
 
     def elsewhere(self, experiment: str, *left_behind: str, taken: bool = False) -> Store:
         """The experiment continued on another machine: a snapshot of its data (:meth:`snapshot`,

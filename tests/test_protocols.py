@@ -221,7 +221,7 @@ def test_a_resumed_trial_run_counts_its_steps_at_the_arm_s_rate_not_the_time_it_
 
     timed, untimed = arm("gru"), arm("lstm")
     timed.compute, untimed.compute = c, alone
-    assert _seconds(alone) == "— (1 resumed, no other run to take a rate from)"
-    assert _seconds(c) == f"{c.seconds:,.0f} (1 estimated: resumed, at the others' rate)"
+    assert _seconds(alone) == "— (1 resumed or untimed, no other run to take a rate from)"
+    assert _seconds(c) == f"{c.seconds:,.0f} (1 estimated: resumed or untimed, at the others' rate)"
     assert _total(Protocol("tune_0", ["0"], {"gru": timed, "lstm": untimed})) == \
         f"4 trial runs, 4,900 steps, {c.seconds:,.0f} s in all (the seconds of 1 arm(s) unknown: see the table)"

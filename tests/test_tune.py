@@ -20,7 +20,7 @@ import pytest
 from mlflow.exceptions import MlflowException
 from omegaconf import OmegaConf
 
-from conftest import ROOT
+from conftest import ROOT, Store
 from rnnlab.config import ConfigError
 from rnnlab.tune import space as spaces
 from rnnlab.tune.expected import expected_best
@@ -395,7 +395,8 @@ def test_a_killed_study_resumes_without_redoing_finished_trials(store, sig, lost
     while not ready() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)
     assert proc.poll() is None and ready(), "".join(seen)[-3000:]
-    if lost:
+    if lost:  # the snapshot taken with every process frozen: trial 1 cannot be told meanwhile
+        os.killpg(proc.pid, signal.SIGSTOP)
         store.snapshot("tune_tiny")
     os.killpg(proc.pid, sig)
     proc.wait(timeout=120)
@@ -455,7 +456,8 @@ def test_a_trial_that_draws_a_done_configuration_scores_its_run_and_leaves_its_t
     """Trial 1 draws trial 0's configuration (a space of one point): its run is skipped as done
     and scores trial 1 too, but stays tagged with trial 0, the trial that trained it (only a run
     of a trial a stop left unjudged takes the number of the trial asked again for it)."""
-    tune(store, "tune.trials=2", "tune.reseeds=[]", "tune.space={optim.lr: 'choice(0.001)'}")
+    tune(store, "tune.trials=2", "tune.reseeds=[]", "tune.space={optim.lr: 'choice(0.001)', clip: 'choice(1.0)'}",
+         "hydra.launcher.n_jobs=1")
     runs = {r.info.run_id: r for r in store.runs("tune_tiny") if r.data.tags.get("tune_role") == "trial"}
     for name, numbered in trial_runs(store).items():
         assert sorted(numbered) == [0, 1] and numbered[0] == numbered[1], name
@@ -671,6 +673,21 @@ def test_a_grid_search_runs_every_point_of_its_grid_once(store):
         assert "grid_id" in before.trials[0].system_attrs
         assert [[getattr(t, f) for f in fields] for t in after.trials] == \
             [[getattr(t, f) for f in fields] for t in before.trials]
+    # Loaded on another machine, every trial run keeps its history of the main metric: a trial
+    # asked again there after a snapshot left it unjudged scores the best of its finished runs
+    from types import SimpleNamespace
+
+    from rnnlab import studies as committed
+    from rnnlab.tune.scoring import best_validation
+
+    committed.load(store.dir / "snapshot", store.dir / "loaded" / "mlflow.db")
+    loaded = Store(store.dir / "loaded")
+    arm = SimpleNamespace(main_metric="val/mse", mode="min")
+    best = {r.info.run_id: best_validation(store.client, r.info.run_id, arm) for r in runs}
+    again = {r.data.tags["exported_run_id"]: best_validation(loaded.client, r.info.run_id, arm)
+             for r in loaded.runs("tune_tiny") if r.data.tags.get("tune_role") == "trial"}
+    assert len(again) == 8 and again == {k: best[k] for k in again}
+    assert any(len(store.client.get_metric_history(k, "val/mse")) > 1 for k in again)
     # Data exported before the studies' directions were: each study's from its parent run's tags
     meta = json.loads((store.dir / "snapshot" / "data" / "study.json").read_text())
     del meta["optuna_studies"]

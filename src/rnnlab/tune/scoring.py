@@ -95,9 +95,12 @@ def worst(arm: Arm, run) -> float:
 def _retag(parents: Parents, arm: Arm, number: int, ids: list[str]) -> None:
     """A trial asked again after a stop has a new number, and its runs may be the stopped
     trial's (continued, or skipped as already done): such a run takes the new number, so that
-    its ``tune_trial`` tag names the trial it scores. A run whose tag names a trial that was
-    told (another trial that drew the same configuration) keeps it."""
-    stale = {str(t.number) for t in arm.study.get_trials(deepcopy=False) if t.user_attrs.get("stale")}
+    its ``tune_trial`` tag names the trial it scores. A run whose tag names a completed trial
+    (another trial that drew the same configuration) keeps it."""
+    from optuna.trial import TrialState
+
+    told = {str(t.number) for t in arm.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
     for run_id in ids:
-        if parents.client.get_run(run_id).data.tags.get(runs.TUNE_TRIAL) in stale:
+        tag = parents.client.get_run(run_id).data.tags.get(runs.TUNE_TRIAL)
+        if tag != str(number) and tag not in told:
             parents.client.set_tag(run_id, runs.TUNE_TRIAL, str(number))

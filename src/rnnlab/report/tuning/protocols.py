@@ -123,8 +123,9 @@ def section(arms: list[ArmResult], found: list[Protocol], family: stats.Family) 
 
 def _seconds(c) -> str:
     if math.isnan(c.seconds):
-        return f"— ({c.estimated} resumed, no other run to take a rate from)"
-    return f"{c.seconds:,.0f}" + (f" ({c.estimated} estimated: resumed, at the others' rate)" if c.estimated else "")
+        return f"— ({c.estimated} resumed or untimed, no other run to take a rate from)"
+    return f"{c.seconds:,.0f}" + (f" ({c.estimated} estimated: resumed or untimed, at the others' rate)"
+                                  if c.estimated else "")
 
 
 def _solved(solved: dict[int, bool]) -> str:

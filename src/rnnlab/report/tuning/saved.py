@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from rnnlab.report.source import DATA, RUNS, STUDY, public
+from rnnlab.report.source import DATA, HISTORIES, HISTORY_COLUMNS, RUNS, STUDY, public
 from rnnlab.report.store import ReportError
 from rnnlab.report.tuning.arms import ArmResult
 from rnnlab.report.tuning.loading import from_runs, load
@@ -59,14 +59,29 @@ def export_(tracking_uri: str, experiment: str, folder: Path, complete: bool = T
     runs = mlflow.search_runs(experiment_names=[experiment], max_results=50_000, output_format="pandas")
     data = Path(folder) / DATA
     data.mkdir(parents=True, exist_ok=True)
+    history = _histories(tracking_uri, runs, {a.main_metric for a in arms})
     runs = public(runs)
     runs.to_parquet(data / RUNS, index=False, compression="zstd")
     pd.DataFrame(rows).to_parquet(data / TRIALS, index=False, compression="zstd")
+    history.to_parquet(data / HISTORIES, index=False, compression="zstd")
     meta = {"experiment": experiment, "sweep_id": None, "complete": complete,
             **({"protocols": protocols} if protocols else {}),
             "optuna_studies": studies}  # direction and signature: what restore() needs to continue them
     (data / STUDY).write_text(json.dumps(meta, indent=1) + "\n")
-    return [data / RUNS, data / TRIALS, data / STUDY]
+    return [data / RUNS, data / TRIALS, data / HISTORIES, data / STUDY]
+
+
+def _histories(tracking_uri: str, runs: pd.DataFrame, keys: set[str]) -> pd.DataFrame:
+    """Every run's history of the arms' main metric: a trial is scored on each run's best value
+    of it (rnnlab.tune.scoring), and a trial a snapshot holds unjudged, asked again on another
+    machine, is scored there on the runs it finished here (skipped as done): from their whole
+    history, not their last value."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    rows = [(rid, m.key, m.step, m.value) for rid in runs.get("run_id", []) for key in sorted(keys)
+            for m in client.get_metric_history(rid, key)]
+    return pd.DataFrame(rows, columns=HISTORY_COLUMNS).astype({"step": "int64", "value": "float64"})
 
 
 def _as_run(row: dict):
